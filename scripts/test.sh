@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs and runs all of it: ruff, mypy --strict, pytest.
+# Usage: bash scripts/test.sh [extra pytest args]
+# Fails (never skips) when a real component the tests need is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+say() { printf '\n== %s\n' "$*"; }
+
+# --- system packages: PC/SC stack for the smart-card tests, PostgreSQL client tools ---
+need_apt=()
+command -v pcscd >/dev/null 2>&1 || need_apt+=(pcscd)
+[ -e /usr/lib/x86_64-linux-gnu/pcsc/drivers/serial/libifdvpcd.so ] || ls /usr/lib/*/pcsc/drivers/serial/libifdvpcd.so >/dev/null 2>&1 || need_apt+=(vsmartcard-vpcd)
+[ -e /usr/include/PCSC/winscard.h ] || need_apt+=(libpcsclite-dev)
+command -v swig >/dev/null 2>&1 || need_apt+=(swig)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  say "installing system packages: ${need_apt[*]}"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# --- Python environment ---
+if [ ! -x .venv/bin/python ]; then
+  say "creating .venv"
+  python3 -m venv .venv
+fi
+say "installing jointpay and its test dependencies"
+.venv/bin/pip install -q -e '.[dev,pcsc]' 2>&1 | grep -v '^WARNING: Location' || true
+.venv/bin/python -c 'import jointpay, gmpy2, coincurve, sqlalchemy, psycopg' \
+  || { echo "FATAL: the Python dependencies did not install" >&2; exit 1; }
+
+# --- PostgreSQL: the storage tests run against the real server ---
+export JOINTPAY_TEST_PG="${JOINTPAY_TEST_PG:-postgresql://postgres@127.0.0.1:5432/test}"
+if ! .venv/bin/python scripts/pg_ready.py "$JOINTPAY_TEST_PG"; then
+  say "PostgreSQL is not answering; trying to start it"
+  if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+  fi
+  for _ in $(seq 1 30); do .venv/bin/python scripts/pg_ready.py "$JOINTPAY_TEST_PG" && break; sleep 1; done
+  .venv/bin/python scripts/pg_ready.py "$JOINTPAY_TEST_PG" \
+    || { echo "FATAL: PostgreSQL at $JOINTPAY_TEST_PG is unreachable; the storage tests need it" >&2; exit 1; }
+fi
+
+say "ruff"
+.venv/bin/ruff check src tests tools bench fuzz
+.venv/bin/ruff format --check src
+say "mypy --strict"
+.venv/bin/mypy
+
+say "pytest"
+set +e
+.venv/bin/pytest -p no:cacheprovider "$@"
+rc=$?
+set -e
+if [ "$rc" -eq 5 ]; then
+  echo "FATAL: pytest collected no tests" >&2
+  exit 1
+fi
+exit "$rc"

@@ -1,0 +1,488 @@
+"""Bank keys and the certificates the bank signs: CARD-CERT and MERCHANT-CERT.
+
+CARD-CERT is the patent's ``cert_B(inter, info, P_C, P_U)`` (FIG. 4 step 260): the
+validity interval ``inter``, the ``info`` that identifies the bank and the card with
+its currency and usage constraints, every key contribution ``P_i`` (with its proof of
+possession) and the joint key they multiply to, signed with the bank's key ``S_B``.
+
+As the patent allows ("not necessarily generated with the same digital signature
+scheme"), the bank's certificates use Ed25519 (pyca/cryptography) while payments use
+the Schnorr suites of CONTRACT section 2. Every signed structure is prefixed with its
+own domain tag, so a signature over one kind of object never verifies as another.
+
+Encodings are canonical (:mod:`jointpay.crypto.encoding`): decode then encode gives
+back the same bytes, or decoding fails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Final
+
+from cryptography.exceptions import InvalidSignature as _LibInvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from jointpay.crypto.encoding import Reader, Writer, lp
+from jointpay.crypto.errors import (
+    CryptoError,
+    DecodeError,
+    ExpiredCertificateError,
+    InvalidCertificateError,
+    InvalidSignature,
+)
+from jointpay.crypto.group import Element, Group, get_group, params_digest
+from jointpay.crypto.joint import MAX_CONTRIBUTIONS, Contribution, aggregate
+
+CARD_CERT_TAG: Final = b"jointpay/v1/card-cert"
+MERCHANT_CERT_TAG: Final = b"jointpay/v1/merchant-cert"
+CERT_VERSION: Final = 1
+CERT_ID_LEN: Final = 16
+ED25519_SIG_LEN: Final = 64
+ED25519_KEY_LEN: Final = 32
+MAX_SERVICES: Final = 16
+
+_CARD_NUMBER = re.compile(r"^[0-9]{8,19}$")
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_IDENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+
+
+class CardMode(StrEnum):
+    """The three kinds of card of the patent: stored value, credit, cheque."""
+
+    CASH = "cash"
+    CREDIT = "credit"
+    CHEQUE = "cheque"
+
+
+def check_ident(value: str, what: str) -> str:
+    if not isinstance(value, str) or not _IDENT.match(value):
+        raise DecodeError(
+            f"{what} {value!r} is not 1-64 of A-Z a-z 0-9 . _ : - (no leading symbol)"
+        )
+    return value
+
+
+def check_card_number(value: str) -> str:
+    if not isinstance(value, str) or not _CARD_NUMBER.match(value):
+        raise DecodeError(f"card number {value!r} is not 8 to 19 digits")
+    return value
+
+
+def check_currency(value: str) -> str:
+    if not isinstance(value, str) or not _CURRENCY.match(value):
+        raise DecodeError(f"currency {value!r} is not a three-letter ISO 4217 code")
+    return value
+
+
+# --------------------------------------------------------------------------------------
+# Ed25519 keys with domain separation
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyKey:
+    """An Ed25519 public key with the identity of its owner (a bank or a merchant)."""
+
+    owner: str
+    raw: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.raw) != ED25519_KEY_LEN:
+            raise DecodeError(f"an Ed25519 public key is {ED25519_KEY_LEN} bytes")
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.raw).hexdigest()[:16]
+
+    def verify(self, tag: bytes, message: bytes, signature: bytes) -> None:
+        """Raise :class:`InvalidSignature` unless ``signature`` is ours over (tag, message)."""
+        if len(signature) != ED25519_SIG_LEN:
+            raise InvalidSignature(f"an Ed25519 signature is {ED25519_SIG_LEN} bytes")
+        try:
+            Ed25519PublicKey.from_public_bytes(self.raw).verify(signature, lp(tag) + message)
+        except (_LibInvalidSignature, ValueError) as exc:
+            raise InvalidSignature(f"signature by {self.owner} does not verify") from exc
+
+
+class SigningKey:
+    """An Ed25519 private key; its bytes never appear in repr or str."""
+
+    __slots__ = ("_key", "owner")
+
+    def __init__(self, owner: str, key: Ed25519PrivateKey) -> None:
+        self.owner = owner
+        self._key = key
+
+    @classmethod
+    def generate(cls, owner: str) -> SigningKey:
+        return cls(owner, Ed25519PrivateKey.generate())
+
+    @classmethod
+    def from_private_bytes(cls, owner: str, raw: bytes) -> SigningKey:
+        if len(raw) != 32:
+            raise DecodeError("an Ed25519 private key is 32 bytes")
+        return cls(owner, Ed25519PrivateKey.from_private_bytes(raw))
+
+    def private_bytes(self) -> bytes:
+        """The raw secret, for the owner's own key store only."""
+        from cryptography.hazmat.primitives import serialization
+
+        return self._key.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+
+    @property
+    def verify_key(self) -> VerifyKey:
+        from cryptography.hazmat.primitives import serialization
+
+        raw = self._key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        return VerifyKey(self.owner, raw)
+
+    def sign(self, tag: bytes, message: bytes) -> bytes:
+        return self._key.sign(lp(tag) + message)
+
+    def __repr__(self) -> str:
+        return f"SigningKey({self.owner!r}, <hidden>)"
+
+    __str__ = __repr__
+
+
+# --------------------------------------------------------------------------------------
+# master-key MAC (FIG. 10's "secret keyed one-way hash")
+# --------------------------------------------------------------------------------------
+
+MAC_LEN: Final = 32
+
+
+def mac(key: bytes, tag: bytes, message: bytes) -> bytes:
+    """HMAC-SHA256 under ``key`` over ``LP(tag) || message``."""
+    if len(key) < 32:
+        raise ValueError("a MAC key is at least 32 bytes")
+    return hmac.new(key, lp(tag) + message, hashlib.sha256).digest()
+
+
+def verify_mac(key: bytes, tag: bytes, message: bytes, tag_value: bytes) -> None:
+    """Constant-time MAC check; raises :class:`InvalidSignature`."""
+    if not hmac.compare_digest(mac(key, tag, message), tag_value):
+        raise InvalidSignature("the MAC does not verify")
+
+
+# --------------------------------------------------------------------------------------
+# CARD-CERT
+# --------------------------------------------------------------------------------------
+
+GroupResolver = Callable[[str, str | None], Group]
+
+
+@dataclass(frozen=True, slots=True)
+class CardCert:
+    """CARD-CERT = cert_B(inter, info, P_i..., Y).
+
+    ``info`` is the issuing bank, the card number, the currency, the card's mode and
+    its usage constraints (``max_amount`` per payment in minor units, 0 meaning none;
+    ``services``, the kinds of service it may pay for, empty meaning any).
+    ``inter`` is ``[not_before, not_after)`` in Unix seconds.
+    """
+
+    cert_id: bytes
+    bank_id: str
+    card_number: str
+    group: Group
+    contributions: tuple[Contribution, ...]
+    joint_key: Element
+    currency: str
+    mode: CardMode
+    not_before: int
+    not_after: int
+    max_amount: int = 0
+    services: tuple[str, ...] = ()
+    signature: bytes = field(default=b"", compare=False)
+
+    @property
+    def suite(self) -> str:
+        return self.group.suite
+
+    @property
+    def id_hex(self) -> str:
+        return self.cert_id.hex()
+
+    def tbs(self) -> bytes:
+        """The to-be-signed bytes (everything but the signature)."""
+        w = (
+            Writer()
+            .u8(CERT_VERSION)
+            .raw(self.cert_id)
+            .text(self.bank_id)
+            .text(self.card_number)
+            .text(self.group.suite)
+            .text(self.group.name or "")
+            .raw(params_digest(self.group))
+            .u8(len(self.contributions))
+        )
+        for c in self.contributions:
+            w.raw(c.encode())
+        w.blob(self.joint_key.encoded).text(self.currency).text(self.mode.value)
+        w.u64(self.not_before).u64(self.not_after).u64(self.max_amount)
+        w.u8(len(self.services))
+        for s in self.services:
+            w.text(s)
+        return w.finish()
+
+    def encode(self) -> bytes:
+        if len(self.signature) != ED25519_SIG_LEN:
+            raise ValueError("the certificate is not signed")
+        return self.tbs() + self.signature
+
+    @property
+    def digest(self) -> bytes:
+        """SHA-256 of the encoded certificate: how batches and receipts name it."""
+        return hashlib.sha256(self.encode()).digest()
+
+    def signed(self, key: SigningKey) -> CardCert:
+        return replace(self, signature=key.sign(CARD_CERT_TAG, self.tbs()))
+
+    @classmethod
+    def decode(cls, data: bytes, groups: GroupResolver = get_group) -> CardCert:
+        """Parse a CARD-CERT; raise :class:`DecodeError` for any malformed input.
+
+        Structural rules are checked here (lengths, ranges, identifiers, that every
+        contribution key and the joint key are valid group elements, that the group
+        parameters match the digest). The bank's signature, the proofs and the joint
+        key's value are checked by :meth:`verify`.
+        """
+        rd = Reader(data, "CARD-CERT")
+        version = rd.u8("version")
+        if version != CERT_VERSION:
+            raise DecodeError(f"CARD-CERT version {version} is not supported (need {CERT_VERSION})")
+        cert_id = rd.raw(CERT_ID_LEN, "cert id")
+        bank_id = check_ident(rd.text("bank id", max_len=64), "bank id")
+        card_number = check_card_number(rd.text("card number", max_len=19))
+        suite = rd.text("suite", max_len=32)
+        group_name = rd.text("group", max_len=64) or None
+        digest = rd.raw(32, "group digest")
+        try:
+            group = groups(suite, group_name)
+        except CryptoError as exc:
+            raise DecodeError(f"CARD-CERT names an unusable group: {exc}") from exc
+        if not hmac.compare_digest(params_digest(group), digest):
+            raise DecodeError("CARD-CERT group parameters differ from the named group's")
+        n = rd.u8("contribution count")
+        if not 2 <= n <= MAX_CONTRIBUTIONS:
+            raise DecodeError(f"CARD-CERT has {n} contributions (need 2 to {MAX_CONTRIBUTIONS})")
+        contributions = tuple(Contribution.read(group, rd) for _ in range(n))
+        joint = group.decode(rd.blob("joint key", max_len=group.element_len))
+        currency = check_currency(rd.text("currency", max_len=3))
+        mode_s = rd.text("mode", max_len=16)
+        try:
+            mode = CardMode(mode_s)
+        except ValueError as exc:
+            raise DecodeError(f"unknown card mode {mode_s!r}") from exc
+        not_before, not_after = rd.u64("not before"), rd.u64("not after")
+        if not_after <= not_before:
+            raise DecodeError("CARD-CERT validity interval is empty")
+        max_amount = rd.u64("max amount")
+        n_services = rd.u8("service count")
+        if n_services > MAX_SERVICES:
+            raise DecodeError(f"CARD-CERT lists {n_services} services (limit {MAX_SERVICES})")
+        services = tuple(
+            check_ident(rd.text("service", max_len=64), "service") for _ in range(n_services)
+        )
+        signature = rd.raw(ED25519_SIG_LEN, "signature")
+        rd.finish()
+        cert = cls(
+            cert_id,
+            bank_id,
+            card_number,
+            group,
+            contributions,
+            joint,
+            currency,
+            mode,
+            not_before,
+            not_after,
+            max_amount,
+            services,
+            signature,
+        )
+        if cert.encode() != bytes(data):  # pragma: no cover - the format has no slack
+            raise DecodeError("CARD-CERT is not in canonical form")
+        return cert
+
+    def verify(
+        self, bank_key: VerifyKey, *, at: int | None = None, check_proofs: bool = False
+    ) -> None:
+        """Check the bank's signature and that ``Y = prod(P_i)``; optionally validity at ``at``.
+
+        ``check_proofs`` re-verifies every proof of possession (the bank does this at
+        issue; an auditor may do it any time; a terminal relies on the bank's signature).
+        Raises :class:`InvalidCertificateError` (or :class:`ExpiredCertificateError`).
+        """
+        if bank_key.owner != self.bank_id:
+            raise InvalidCertificateError(
+                f"CARD-CERT is issued by {self.bank_id!r}, not by {bank_key.owner!r}"
+            )
+        try:
+            bank_key.verify(CARD_CERT_TAG, self.tbs(), self.signature)
+        except InvalidSignature as exc:
+            raise InvalidCertificateError(
+                "the bank's signature on the CARD-CERT is invalid"
+            ) from exc
+        joint: Element | None
+        if check_proofs:
+            try:
+                joint = aggregate(self.group, self.contributions, self.card_number)
+            except CryptoError as exc:
+                raise InvalidCertificateError(f"CARD-CERT key contributions: {exc}") from exc
+        else:
+            joint = self.group.product(c.public for c in self.contributions)
+        if joint is None or joint != self.joint_key:
+            raise InvalidCertificateError(
+                "CARD-CERT joint key is not the product of its contributions"
+            )
+        if at is not None:
+            self.check_validity(at)
+
+    def check_validity(self, at: int) -> None:
+        if not self.not_before <= at < self.not_after:
+            raise ExpiredCertificateError(
+                f"CARD-CERT {self.id_hex} is valid from {self.not_before} to {self.not_after}, "
+                f"not at {at}"
+            )
+
+
+def new_cert_id() -> bytes:
+    return secrets.token_bytes(CERT_ID_LEN)
+
+
+# --------------------------------------------------------------------------------------
+# MERCHANT-CERT
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MerchantCert:
+    """The bank's certificate on a service provider's S_id and key (FIG. 3).
+
+    The terminal shows it to the card, which checks it before signing so that it only
+    ever signs payments to a registered service provider (FIG. 8 step 510).
+    """
+
+    cert_id: bytes
+    bank_id: str
+    sid: str
+    name: str
+    public_key: bytes
+    not_before: int
+    not_after: int
+    signature: bytes = field(default=b"", compare=False)
+
+    @property
+    def verify_key(self) -> VerifyKey:
+        return VerifyKey(self.sid, self.public_key)
+
+    def tbs(self) -> bytes:
+        return (
+            Writer()
+            .u8(CERT_VERSION)
+            .raw(self.cert_id)
+            .text(self.bank_id)
+            .text(self.sid)
+            .text(self.name)
+            .blob(self.public_key)
+            .u64(self.not_before)
+            .u64(self.not_after)
+            .finish()
+        )
+
+    def encode(self) -> bytes:
+        if len(self.signature) != ED25519_SIG_LEN:
+            raise ValueError("the certificate is not signed")
+        return self.tbs() + self.signature
+
+    def signed(self, key: SigningKey) -> MerchantCert:
+        return replace(self, signature=key.sign(MERCHANT_CERT_TAG, self.tbs()))
+
+    @classmethod
+    def decode(cls, data: bytes) -> MerchantCert:
+        rd = Reader(data, "MERCHANT-CERT")
+        version = rd.u8("version")
+        if version != CERT_VERSION:
+            raise DecodeError(f"MERCHANT-CERT version {version} is not supported")
+        cert_id = rd.raw(CERT_ID_LEN, "cert id")
+        bank_id = check_ident(rd.text("bank id", max_len=64), "bank id")
+        sid = check_ident(rd.text("sid", max_len=64), "S_id")
+        name = rd.text("name", max_len=128)
+        if not name.strip():
+            raise DecodeError("MERCHANT-CERT name is empty")
+        public_key = rd.blob("merchant key", max_len=ED25519_KEY_LEN)
+        if len(public_key) != ED25519_KEY_LEN:
+            raise DecodeError("MERCHANT-CERT key is not a 32-byte Ed25519 key")
+        not_before, not_after = rd.u64("not before"), rd.u64("not after")
+        if not_after <= not_before:
+            raise DecodeError("MERCHANT-CERT validity interval is empty")
+        signature = rd.raw(ED25519_SIG_LEN, "signature")
+        rd.finish()
+        return cls(cert_id, bank_id, sid, name, public_key, not_before, not_after, signature)
+
+    def verify(self, bank_key: VerifyKey, *, at: int | None = None) -> None:
+        if bank_key.owner != self.bank_id:
+            raise InvalidCertificateError(
+                f"MERCHANT-CERT is issued by {self.bank_id!r}, not by {bank_key.owner!r}"
+            )
+        try:
+            bank_key.verify(MERCHANT_CERT_TAG, self.tbs(), self.signature)
+        except InvalidSignature as exc:
+            raise InvalidCertificateError(
+                "the bank's signature on the MERCHANT-CERT is invalid"
+            ) from exc
+        if at is not None and not self.not_before <= at < self.not_after:
+            raise ExpiredCertificateError(f"MERCHANT-CERT of {self.sid} is not valid at {at}")
+
+
+def issue_card_cert(
+    bank_key: SigningKey,
+    *,
+    group: Group,
+    card_number: str,
+    contributions: Sequence[Contribution],
+    currency: str,
+    mode: CardMode,
+    not_before: int,
+    not_after: int,
+    max_amount: int = 0,
+    services: Sequence[str] = (),
+    cert_id: bytes | None = None,
+) -> CardCert:
+    """FIG. 4 step 260: verify every proof of possession, then sign the CARD-CERT."""
+    check_card_number(card_number)
+    check_currency(currency)
+    for s in services:
+        check_ident(s, "service")
+    if not_after <= not_before:
+        raise ValueError("empty validity interval")
+    joint = aggregate(group, contributions, card_number)
+    cert = CardCert(
+        cert_id or new_cert_id(),
+        bank_key.owner,
+        card_number,
+        group,
+        tuple(contributions),
+        joint,
+        currency,
+        CardMode(mode),
+        not_before,
+        not_after,
+        max_amount,
+        tuple(services),
+    )
+    return cert.signed(bank_key)

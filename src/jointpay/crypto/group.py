@@ -1,0 +1,510 @@
+"""The two suites of CONTRACT section 2 behind one small interface.
+
+A :class:`Group` is a prime-order group with a generator ``g`` and order ``q``:
+
+* ``modp-2048-256``: a subgroup of order q of Z_p^*, arithmetic with gmpy2. The default
+  parameters are RFC 5114 section 2.3; a bank may use a named *secure* group shipped
+  with jointpay or its own FIPS 186-4 group (see :mod:`jointpay.crypto.fips186`).
+* ``secp256k1``: SEC 2 secp256k1 through libsecp256k1 (coincurve), written
+  multiplicatively here so both suites read the same way (``g^k`` is ``k·G``).
+
+Elements that come from outside are validated when decoded (in the group, not the
+identity) and are then wrapped in an :class:`Element`, so code that holds an
+``Element`` never has to ask again. Exponentiation by a *secret* uses the libraries'
+constant-time routines (``mpz_powm_sec``, ``secp256k1_ecmult_gen``); exponentiation by
+public values (verification) uses the faster variable-time ones.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Final
+
+import gmpy2
+from coincurve import PublicKey as _CurvePoint
+
+from jointpay.crypto.errors import (
+    DecodeError,
+    InvalidElementError,
+    InvalidGroupError,
+    InvalidScalarError,
+)
+
+SUITE_MODP: Final = "modp-2048-256"
+SUITE_SECP256K1: Final = "secp256k1"
+SUITES: Final = (SUITE_MODP, SUITE_SECP256K1)
+DEFAULT_MODP_GROUP: Final = "rfc5114-2.3"
+SCALAR_LEN: Final = 32
+
+
+class Element:
+    """A validated, non-identity element of a :class:`Group`.
+
+    ``native`` is the library's own value (a gmpy2 ``mpz`` or a coincurve point) and
+    ``encoded`` its canonical encoding (CONTRACT ``enc``). Equality is by group and
+    encoding.
+    """
+
+    __slots__ = ("encoded", "group", "native")
+
+    def __init__(self, group: Group, native: Any, encoded: bytes) -> None:
+        self.group = group
+        self.native = native
+        self.encoded = encoded
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Element)
+            and other.group is self.group
+            and other.encoded == self.encoded
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.group.suite, self.encoded))
+
+    def __repr__(self) -> str:
+        return f"Element({self.group.suite}, {self.encoded[:8].hex()}…)"
+
+
+class Group(ABC):
+    """A prime-order group of one suite. Instances are immutable and shared."""
+
+    suite: str
+    """The suite name, exactly as CONTRACT section 2 spells it."""
+    name: str | None
+    """For modp, the name of the parameter set (``rfc5114-2.3``...); None for curves."""
+    q: int
+    """The prime order of the group."""
+    element_len: int
+    """Length of ``enc`` for this group."""
+
+    # -- encoding -------------------------------------------------------------------
+    @abstractmethod
+    def decode(self, data: bytes) -> Element:
+        """Parse ``enc(Y)``; raise :class:`InvalidElementError` unless valid non-identity."""
+
+    def decode_scalar(self, data: bytes, *, allow_zero: bool = True) -> int:
+        """Parse a 32-byte big-endian scalar in ``[0, q)`` (``(0, q)`` unless ``allow_zero``)."""
+        if not isinstance(data, bytes) or len(data) != SCALAR_LEN:
+            got = len(data) if isinstance(data, bytes) else type(data).__name__
+            raise InvalidScalarError(f"a scalar is exactly {SCALAR_LEN} bytes, got {got}")
+        k = int.from_bytes(data, "big")
+        if k >= self.q:
+            raise InvalidScalarError("scalar is not below the group order q")
+        if k == 0 and not allow_zero:
+            raise InvalidScalarError("scalar must not be zero")
+        return k
+
+    @staticmethod
+    def encode_scalar(k: int) -> bytes:
+        return k.to_bytes(SCALAR_LEN, "big")
+
+    # -- arithmetic -----------------------------------------------------------------
+    @abstractmethod
+    def g_pow_secret(self, k: int) -> Element:
+        """``g^k`` for a secret ``k`` in ``[1, q)``, in constant time."""
+
+    @abstractmethod
+    def g_pow(self, k: int) -> Element | None:
+        """``g^k`` for a public ``k`` (variable time); None for the identity."""
+
+    @abstractmethod
+    def combine(self, r: int, y: Element, b: int) -> Element | None:
+        """``g^r · Y^b`` for public ``r``, ``b`` (the verification equation).
+
+        Returns None when the result is the identity, which no honest ``a = g^w`` with
+        ``w`` in ``[1, q)`` ever is.
+        """
+
+    @abstractmethod
+    def product(self, elements: Iterable[Element]) -> Element | None:
+        """The group product of ``elements``; None for the identity."""
+
+    def public_key(self, secret: int) -> Element:
+        """``P = g^-S`` (the patent's sign convention), in constant time."""
+        if not 0 < secret < self.q:
+            raise InvalidScalarError("a secret key is in [1, q)")
+        return self.g_pow_secret(self.q - secret)
+
+    def random_scalar(self) -> int:
+        """A uniform scalar in ``[1, q)`` from the OS CSPRNG."""
+        import secrets
+
+        return secrets.randbelow(self.q - 1) + 1
+
+    def describe(self) -> dict[str, str | None]:
+        return {"suite": self.suite, "group": self.name}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.suite}, {self.name})"
+
+
+# --------------------------------------------------------------------------------------
+# modp
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ModpParams:
+    """The public parameters (p, q, g) of a Schnorr subgroup of Z_p^*."""
+
+    name: str
+    p: int
+    q: int
+    g: int
+
+    def to_json(self) -> dict[str, str]:
+        return {"p": format(self.p, "x"), "q": format(self.q, "x"), "g": format(self.g, "x")}
+
+    @classmethod
+    def from_json(cls, name: str, obj: object) -> ModpParams:
+        if not isinstance(obj, dict):
+            raise InvalidGroupError(f"group {name!r}: expected an object with p, q, g")
+        try:
+            return cls(name, *(int(str(obj[k]), 16) for k in ("p", "q", "g")))
+        except (KeyError, ValueError) as exc:
+            raise InvalidGroupError(f"group {name!r}: p, q and g must be hex strings") from exc
+
+
+P_BITS: Final = 2048
+Q_BITS: Final = 256
+_MR_ROUNDS: Final = 64
+
+
+def is_probable_prime(n: int) -> bool:
+    """BPSW plus 64 random-base Miller-Rabin rounds (FIPS 186-4 C.3 asks for fewer)."""
+    m = gmpy2.mpz(n)
+    return bool(gmpy2.is_strong_bpsw_prp(m)) and bool(gmpy2.is_prime(m, _MR_ROUNDS))
+
+
+def validate_modp_params(params: ModpParams) -> None:
+    """Check (p, q, g) as a verifier must before trusting them; raise if unfit.
+
+    p is a 2048-bit prime, q a 256-bit prime dividing p - 1, and g an element of
+    order exactly q (1 < g < p and g^q = 1; since q is prime that fixes the order).
+    """
+    p, q, g = params.p, params.q, params.g
+    where = f"modp group {params.name!r}"
+    if p.bit_length() != P_BITS:
+        raise InvalidGroupError(f"{where}: p has {p.bit_length()} bits, need {P_BITS}")
+    if q.bit_length() != Q_BITS:
+        raise InvalidGroupError(f"{where}: q has {q.bit_length()} bits, need {Q_BITS}")
+    if (p - 1) % q != 0:
+        raise InvalidGroupError(f"{where}: q does not divide p - 1")
+    if not 1 < g < p:
+        raise InvalidGroupError(f"{where}: g is not in (1, p)")
+    if pow(g, q, p) != 1:
+        raise InvalidGroupError(f"{where}: g does not have order q")
+    if not is_probable_prime(q):
+        raise InvalidGroupError(f"{where}: q is not prime")
+    if not is_probable_prime(p):
+        raise InvalidGroupError(f"{where}: p is not prime")
+
+
+class ModpGroup(Group):
+    """The order-q subgroup of Z_p^* for validated (p, q, g)."""
+
+    suite = SUITE_MODP
+    element_len = P_BITS // 8
+    _CACHE_SIZE: Final = 4096
+
+    def __init__(self, params: ModpParams) -> None:
+        validate_modp_params(params)
+        self.params = params
+        self.name = params.name
+        self.q = params.q
+        self._p = gmpy2.mpz(params.p)
+        self._q = gmpy2.mpz(params.q)
+        self._g = gmpy2.mpz(params.g)
+        self._one = gmpy2.mpz(1)
+        # Validating Y costs one full exponentiation (Y^q = 1), as much as half a
+        # verification. Keys repeat (a card signs many payments), so remember the ones
+        # already checked. Only valid encodings are cached.
+        self._valid: OrderedDict[bytes, Element] = OrderedDict()
+
+    @property
+    def p(self) -> int:
+        return self.params.p
+
+    @property
+    def g(self) -> int:
+        return self.params.g
+
+    def _wrap(self, value: Any) -> Element:
+        return Element(self, value, int(value).to_bytes(self.element_len, "big"))
+
+    def decode(self, data: bytes) -> Element:
+        if not isinstance(data, bytes) or len(data) != self.element_len:
+            got = len(data) if isinstance(data, bytes) else type(data).__name__
+            raise InvalidElementError(
+                f"a {self.suite} element is exactly {self.element_len} bytes, got {got}"
+            )
+        hit = self._valid.get(data)
+        if hit is not None:
+            self._valid.move_to_end(data)
+            return hit
+        y = gmpy2.mpz(int.from_bytes(data, "big"))
+        if not self._one < y < self._p:
+            raise InvalidElementError("element is not in (1, p)")
+        if gmpy2.powmod(y, self._q, self._p) != self._one:
+            raise InvalidElementError("element is not in the order-q subgroup")
+        element = Element(self, y, data)
+        self._valid[data] = element
+        if len(self._valid) > self._CACHE_SIZE:
+            self._valid.popitem(last=False)
+        return element
+
+    def g_pow_secret(self, k: int) -> Element:
+        if not 0 < k < self.q:
+            raise InvalidScalarError("secret exponent out of [1, q)")
+        return self._wrap(gmpy2.powmod_sec(self._g, gmpy2.mpz(k), self._p))
+
+    def g_pow(self, k: int) -> Element | None:
+        v = gmpy2.powmod(self._g, k, self._p)
+        return None if v == self._one else self._wrap(v)
+
+    def combine(self, r: int, y: Element, b: int) -> Element | None:
+        p = self._p
+        v = gmpy2.powmod(self._g, r, p) * gmpy2.powmod(y.native, b, p) % p
+        return None if v == self._one else self._wrap(v)
+
+    def product(self, elements: Iterable[Element]) -> Element | None:
+        v = self._one
+        for e in elements:
+            v = v * e.native % self._p
+        return None if v == self._one else self._wrap(v)
+
+
+# --------------------------------------------------------------------------------------
+# secp256k1
+# --------------------------------------------------------------------------------------
+
+SECP256K1_N: Final = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+SECP256K1_P: Final = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEFFFFFC2F
+
+
+class Secp256k1Group(Group):
+    """SEC 2 secp256k1 through libsecp256k1 (coincurve)."""
+
+    suite = SUITE_SECP256K1
+    name = None
+    q = SECP256K1_N
+    element_len = 33
+
+    def decode(self, data: bytes) -> Element:
+        if not isinstance(data, bytes) or len(data) != self.element_len:
+            got = len(data) if isinstance(data, bytes) else type(data).__name__
+            raise InvalidElementError(
+                f"a {self.suite} point is a 33-byte compressed SEC1 encoding, got {got}"
+            )
+        if data[0] not in (2, 3):
+            raise InvalidElementError("a secp256k1 point must start with 02 or 03")
+        if int.from_bytes(data[1:], "big") >= SECP256K1_P:
+            raise InvalidElementError("x coordinate is not below the field prime")
+        try:
+            point = _CurvePoint(data)
+        except (ValueError, TypeError) as exc:
+            raise InvalidElementError("not a point on secp256k1") from exc
+        return Element(self, point, data)
+
+    def _wrap(self, point: _CurvePoint) -> Element:
+        return Element(self, point, point.format(compressed=True))
+
+    def g_pow_secret(self, k: int) -> Element:
+        if not 0 < k < self.q:
+            raise InvalidScalarError("secret exponent out of [1, q)")
+        return self._wrap(_CurvePoint.from_secret(k.to_bytes(32, "big")))
+
+    def g_pow(self, k: int) -> Element | None:
+        k %= self.q
+        if k == 0:
+            return None
+        return self._wrap(_CurvePoint.from_secret(k.to_bytes(32, "big")))
+
+    def combine(self, r: int, y: Element, b: int) -> Element | None:
+        r %= self.q
+        b %= self.q
+        if b == 0:
+            return self.g_pow(r)
+        fast = _recover_combination(r, y.encoded, b)
+        if fast is not None:
+            return self._wrap(fast)
+        yb = y.native.multiply(b.to_bytes(32, "big"))
+        if r == 0:
+            return self._wrap(yb)
+        try:
+            return self._wrap(
+                _CurvePoint.combine_keys([_CurvePoint.from_secret(r.to_bytes(32, "big")), yb])
+            )
+        except ValueError:
+            return None  # r·G = -b·Y: the sum is the point at infinity
+
+    def product(self, elements: Iterable[Element]) -> Element | None:
+        points = [e.native for e in elements]
+        if not points:
+            return None
+        if len(points) == 1:
+            return self._wrap(points[0])
+        try:
+            return self._wrap(_CurvePoint.combine_keys(points))
+        except ValueError:
+            return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _recovery_constants(y_enc: bytes) -> tuple[int, int] | None:
+    """``(x(Y), x(Y)^-1 mod n)`` when ``Y`` can pose as an ECDSA ``R``; else None."""
+    rx = int.from_bytes(y_enc[1:], "big")
+    if not 0 < rx < SECP256K1_N:
+        return None  # x(Y) >= n (probability ~2^-128): cannot be an ECDSA r value
+    return rx, pow(rx, -1, SECP256K1_N)
+
+
+def _recover_combination(r: int, y_enc: bytes, b: int) -> _CurvePoint | None:
+    """``r·G + b·Y`` through libsecp256k1's ECDSA public-key recovery.
+
+    Recovery computes ``Q = x(R)^-1 · (s·R - z·G)`` with one variable-time
+    double-scalar multiplication (Strauss-wNAF), which the public API does not
+    otherwise expose. Taking ``R = Y``, ``s = b·x(Y)`` and ``z = -r·x(Y)`` gives
+    ``Q = b·Y + r·G`` exactly. Returns None where the trick does not apply (``b = 0``,
+    ``x(Y) >= n``) or the result is the identity; the caller then takes the plain path,
+    which decides those cases itself.
+    """
+    consts = _recovery_constants(y_enc)
+    if consts is None:
+        return None
+    rx, _ = consts
+    n = SECP256K1_N
+    s = b * rx % n
+    z = -r * rx % n
+    sig = rx.to_bytes(32, "big") + s.to_bytes(32, "big") + bytes((y_enc[0] - 2,))
+    try:
+        return _CurvePoint.from_signature_and_message(sig, z.to_bytes(32, "big"), hasher=None)
+    except ValueError:
+        return None
+
+
+# --------------------------------------------------------------------------------------
+# the registry
+# --------------------------------------------------------------------------------------
+
+_RFC5114_2_3: Final = ModpParams(
+    DEFAULT_MODP_GROUP,
+    p=int(
+        "87A8E61DB4B6663CFFBBD19C651959998CEEF608660DD0F25D2CEED4435E3B00E00DF8F1D61957D4"
+        "FAF7DF4561B2AA3016C3D91134096FAA3BF4296D830E9A7C209E0C6497517ABD5A8A9D306BCF67ED"
+        "91F9E6725B4758C022E0B1EF4275BF7B6C5BFC11D45F9088B941F54EB1E59BB8BC39A0BF12307F5C"
+        "4FDB70C581B23F76B63ACAE1CAA6B7902D52526735488A0EF13C6D9A51BFA4AB3AD8347796524D8E"
+        "F6A167B5A41825D967E144E5140564251CCACB83E6B486F6B3CA3F7971506026C0B857F689962856"
+        "DED4010ABD0BE621C3A3960A54E710C375F26375D7014103A4B54330C198AF126116D2276E11715F"
+        "693877FAD7EF09CADB094AE91E1A1597",
+        16,
+    ),
+    q=int("8CF83642A709A097B447997640129DA299B1A47D1EB3750BA308B0FE64F5FBD3", 16),
+    g=int(
+        "3FB32C9B73134D0B2E77506660EDBD484CA7B18F21EF205407F4793A1A0BA12510DBC15077BE463F"
+        "FF4FED4AAC0BB555BE3A6C1B0C6B47B1BC3773BF7E8C6F62901228F8C28CBB18A55AE31341000A65"
+        "0196F931C77A57F2DDF463E5E9EC144B777DE62AAAB8A8628AC376D282D6ED3864E67982428EBC83"
+        "1D14348F6F2F9193B5045AF2767164E1DFC967C1FB3F2E55A4BD1BFFE83B9C80D052B985D182EA0A"
+        "DB2A3B7313D3FE14C8484B1E052588B9B7D2BBD2DF016199ECD06E1557CD0915B3353BBB64E0EC37"
+        "7FD028370DF92B52C7891428CDC67EB6184B523D1DB246C32F63078490F00EF8D647D148D4795451"
+        "5E2327CFEF98C582664B4C0F6CC41659",
+        16,
+    ),
+)
+
+
+def _shipped_groups() -> dict[str, ModpParams]:
+    """The named modp groups: RFC 5114 section 2.3 and the JSON files in ``groups/``."""
+    out = {DEFAULT_MODP_GROUP: _RFC5114_2_3}
+    folder = resources.files("jointpay.crypto").joinpath("groups")
+    if folder.is_dir():
+        for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+            if entry.name.endswith(".json"):
+                doc = json.loads(entry.read_text(encoding="utf-8"))
+                name = str(doc["name"])
+                out[name] = ModpParams.from_json(name, doc)
+    return out
+
+
+@functools.cache
+def named_modp_groups() -> dict[str, ModpParams]:
+    return _shipped_groups()
+
+
+@functools.lru_cache(maxsize=64)
+def _modp_group(params: ModpParams) -> ModpGroup:
+    return ModpGroup(params)
+
+
+_SECP256K1: Final = Secp256k1Group()
+
+
+def modp_group(params: ModpParams) -> ModpGroup:
+    """A validated group for ``params``; validation runs once per distinct parameter set."""
+    return _modp_group(params)
+
+
+def get_group(suite: str, group: str | None = None) -> Group:
+    """The group of ``suite``; for modp, ``group`` names a shipped parameter set."""
+    if suite == SUITE_SECP256K1:
+        if group not in (None, ""):
+            raise InvalidGroupError("secp256k1 takes no group name")
+        return _SECP256K1
+    if suite == SUITE_MODP:
+        name = group or DEFAULT_MODP_GROUP
+        groups = named_modp_groups()
+        if name not in groups:
+            raise InvalidGroupError(
+                f"unknown modp group {name!r}; known: {', '.join(sorted(groups))}"
+            )
+        return modp_group(groups[name])
+    raise InvalidGroupError(f"unknown suite {suite!r}; known: {', '.join(SUITES)}")
+
+
+def group_for(suite: str, params: ModpParams | None) -> Group:
+    """The group for a suite and explicit (already published) modp parameters."""
+    if suite == SUITE_MODP and params is not None:
+        return modp_group(params)
+    return get_group(suite, None)
+
+
+def params_digest(group: Group) -> bytes:
+    """A 32-byte fingerprint of the group's parameters (for certificates)."""
+    if isinstance(group, ModpGroup):
+        w = group.params
+        data = (
+            b"modp" + w.p.to_bytes(256, "big") + w.q.to_bytes(32, "big") + w.g.to_bytes(256, "big")
+        )
+    else:
+        data = group.suite.encode()
+    return hashlib.sha256(b"jointpay/v1/group-params\x00" + data).digest()
+
+
+__all__ = [
+    "DEFAULT_MODP_GROUP",
+    "SCALAR_LEN",
+    "SUITES",
+    "SUITE_MODP",
+    "SUITE_SECP256K1",
+    "DecodeError",
+    "Element",
+    "Group",
+    "ModpGroup",
+    "ModpParams",
+    "Secp256k1Group",
+    "get_group",
+    "group_for",
+    "is_probable_prime",
+    "modp_group",
+    "named_modp_groups",
+    "params_digest",
+    "validate_modp_params",
+]
