@@ -1,0 +1,126 @@
+"""Money: an integer count of minor units with its currency. Never a float.
+
+Amounts cross the outside boundary as decimal strings ("12.50"); :func:`parse_amount`
+is the one strict parser, and :func:`format_amount` its inverse.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final
+
+MAX_MINOR: Final = (1 << 63) - 1
+"""Largest amount in minor units (fits a signed 64-bit database column)."""
+
+# ISO 4217 minor-unit exponents for the currencies that differ from 2.
+_EXPONENTS: Final = {
+    "BHD": 3,
+    "BIF": 0,
+    "CLP": 0,
+    "DJF": 0,
+    "GNF": 0,
+    "IQD": 3,
+    "ISK": 0,
+    "JOD": 3,
+    "JPY": 0,
+    "KMF": 0,
+    "KRW": 0,
+    "KWD": 3,
+    "LYD": 3,
+    "OMR": 3,
+    "PYG": 0,
+    "RWF": 0,
+    "TND": 3,
+    "UGX": 0,
+    "UYI": 0,
+    "VND": 0,
+    "VUV": 0,
+    "XAF": 0,
+    "XOF": 0,
+    "XPF": 0,
+}
+_CURRENCY: Final = re.compile(r"^[A-Z]{3}$")
+_AMOUNT: Final = re.compile(r"^(0|[1-9][0-9]{0,18})(?:\.([0-9]+))?$")
+
+
+class AmountError(ValueError):
+    """An amount string or value is not acceptable."""
+
+
+def exponent(currency: str) -> int:
+    """Number of decimal places of ``currency``'s minor unit (ISO 4217)."""
+    check_currency(currency)
+    return int(_EXPONENTS.get(currency, 2))
+
+
+def check_currency(currency: str) -> str:
+    if not isinstance(currency, str) or not _CURRENCY.match(currency):
+        raise AmountError(f"currency {currency!r} is not a three-letter ISO 4217 code")
+    return currency
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Money:
+    """``minor`` units of ``currency`` (cents for EUR, yen for JPY)."""
+
+    currency: str
+    minor: int
+
+    def __post_init__(self) -> None:
+        check_currency(self.currency)
+        if not isinstance(self.minor, int) or isinstance(self.minor, bool):
+            raise AmountError("an amount is an integer number of minor units")
+        if not -MAX_MINOR <= self.minor <= MAX_MINOR:
+            raise AmountError("amount out of range")
+
+    def __add__(self, other: Money) -> Money:
+        self._same(other)
+        return Money(self.currency, self.minor + other.minor)
+
+    def __sub__(self, other: Money) -> Money:
+        self._same(other)
+        return Money(self.currency, self.minor - other.minor)
+
+    def _same(self, other: Money) -> None:
+        if other.currency != self.currency:
+            raise AmountError(f"cannot mix {self.currency} and {other.currency}")
+
+    def __str__(self) -> str:
+        return f"{format_amount(self.minor, self.currency)} {self.currency}"
+
+
+def parse_amount(text: str, currency: str, *, allow_zero: bool = False) -> int:
+    """Parse a decimal amount string into minor units, strictly.
+
+    Accepts ``"12"``, ``"12.5"``, ``"12.50"``; refuses a sign, an exponent, spaces, more
+    decimals than the currency has, a leading zero, an empty or huge value. Returns the
+    count of minor units.
+    """
+    if not isinstance(text, str):
+        raise AmountError("an amount is a decimal string")
+    exp = exponent(currency)
+    m = _AMOUNT.match(text)
+    if not m:
+        raise AmountError(
+            f"amount {text!r} is not a plain decimal number like 12.50 (no sign, no exponent)"
+        )
+    whole, frac = m.group(1), m.group(2) or ""
+    if len(frac) > exp:
+        raise AmountError(f"amount {text!r} has more than {exp} decimals for {currency}")
+    minor = int(whole + frac.ljust(exp, "0"))
+    if minor > MAX_MINOR:
+        raise AmountError(f"amount {text!r} is too large")
+    if minor == 0 and not allow_zero:
+        raise AmountError("amount must be greater than zero")
+    return minor
+
+
+def format_amount(minor: int, currency: str) -> str:
+    """Minor units as a decimal string with the currency's exact number of decimals."""
+    exp = exponent(currency)
+    sign = "-" if minor < 0 else ""
+    n = abs(minor)
+    if exp == 0:
+        return f"{sign}{n}"
+    return f"{sign}{n // 10**exp}.{n % 10**exp:0{exp}d}"

@@ -1,0 +1,179 @@
+"""Messages between the parties, with their canonical bytes and domain tags.
+
+* terminal → card: the PAY command body (MERCHANT-CERT, spec, terminal signature);
+* card → bank: the withdrawal request (FIG. 10 step 870) and bank → card: its
+  acknowledgement (step 910), which is authenticated over *different* content under a
+  different tag so that neither can be replayed as the other;
+* bank → card: the unblock command (PIN reset through the card's master key).
+
+Deposit messages (FIG. 9) are in :mod:`jointpay.protocol.deposit`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Final
+
+from jointpay.crypto.certs import check_card_number, check_ident
+from jointpay.crypto.encoding import Reader, Writer
+from jointpay.crypto.errors import DecodeError
+
+TERMINAL_SPEC_TAG: Final = b"jointpay/v1/terminal-spec"
+WITHDRAW_REQUEST_TAG: Final = b"jointpay/v1/withdraw-request"
+WITHDRAW_ACK_TAG: Final = b"jointpay/v1/withdraw-ack"
+UNBLOCK_TAG: Final = b"jointpay/v1/unblock"
+MAX_CERT: Final = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class PayCommand:
+    """PAY command data: what the terminal asks the card to sign (FIG. 8 step 470)."""
+
+    merchant_cert: bytes
+    spec: bytes
+    terminal_sig: bytes
+
+    def encode(self) -> bytes:
+        return Writer().blob(self.merchant_cert).blob(self.spec).blob(self.terminal_sig).finish()
+
+    @classmethod
+    def decode(cls, data: bytes) -> PayCommand:
+        rd = Reader(data, "PAY command")
+        cert = rd.blob("merchant cert", max_len=MAX_CERT)
+        spec = rd.blob("spec", max_len=4096)
+        sig = rd.blob("terminal signature", max_len=64)
+        rd.finish()
+        return cls(cert, spec, sig)
+
+
+@dataclass(frozen=True, slots=True)
+class PayResponse:
+    """PAY response: the PAYMENT-CERT's ser, b and r (spec the terminal already has)."""
+
+    ser: int
+    b: bytes
+    r: bytes
+
+    def encode(self) -> bytes:
+        return Writer().u64(self.ser).raw(self.b).raw(self.r).finish()
+
+    @classmethod
+    def decode(cls, data: bytes) -> PayResponse:
+        rd = Reader(data, "PAY response")
+        out = cls(rd.u64("ser"), rd.raw(32, "b"), rd.raw(32, "r"))
+        rd.finish()
+        return out
+
+
+class AuthKind(IntEnum):
+    """How a withdrawal request is authenticated (FIG. 10: signature, or keyed hash)."""
+
+    SIGNATURE = 1
+    """Schnorr signature under the card's joint key (the patent's preferred form)."""
+    MAC = 2
+    """HMAC-SHA256 under the card's master key shared with the bank."""
+
+
+@dataclass(frozen=True, slots=True)
+class WithdrawRequest:
+    """FIG. 10 step 870: the card's authenticated withdrawal request."""
+
+    bank_id: str
+    card_number: str
+    cert_id: bytes
+    seq: int
+    balance: int
+    amount: int
+    renew: bool
+    auth_kind: AuthKind
+    auth: bytes = b""
+
+    def tbs(self) -> bytes:
+        return (
+            Writer()
+            .text(self.bank_id)
+            .text(self.card_number)
+            .raw(self.cert_id)
+            .u64(self.seq)
+            .u64(self.balance)
+            .u64(self.amount)
+            .u8(int(self.renew))
+            .u8(int(self.auth_kind))
+            .finish()
+        )
+
+    def encode(self) -> bytes:
+        return self.tbs() + Writer().blob(self.auth).finish()
+
+    @property
+    def digest(self) -> bytes:
+        return hashlib.sha256(self.encode()).digest()
+
+    @classmethod
+    def decode(cls, data: bytes) -> WithdrawRequest:
+        rd = Reader(data, "withdrawal request")
+        bank_id = check_ident(rd.text("bank id", max_len=64), "bank id")
+        card = check_card_number(rd.text("card number", max_len=19))
+        cert_id = rd.raw(16, "cert id")
+        seq, balance, amount = rd.u64("seq"), rd.u64("balance"), rd.u64("amount")
+        renew = rd.u8("renew")
+        kind = rd.u8("auth kind")
+        auth = rd.blob("auth", max_len=64)
+        rd.finish()
+        if renew not in (0, 1):
+            raise DecodeError("withdrawal request: renew flag is not 0 or 1")
+        try:
+            auth_kind = AuthKind(kind)
+        except ValueError as exc:
+            raise DecodeError(f"withdrawal request: unknown auth kind {kind}") from exc
+        if seq == 0:
+            raise DecodeError("withdrawal request: seq starts at 1")
+        return cls(bank_id, card, cert_id, seq, balance, amount, bool(renew), auth_kind, auth)
+
+
+@dataclass(frozen=True, slots=True)
+class WithdrawAck:
+    """FIG. 10 step 910: the bank's acknowledgement, MAC'd under the master key.
+
+    It names the request it answers (by digest), so it cannot be applied to another
+    one, and optionally carries a renewed CARD-CERT.
+    """
+
+    card_number: str
+    seq: int
+    amount: int
+    request_digest: bytes
+    new_cert: bytes
+    mac: bytes = b""
+
+    def tbs(self) -> bytes:
+        return (
+            Writer()
+            .text(self.card_number)
+            .u64(self.seq)
+            .u64(self.amount)
+            .raw(self.request_digest)
+            .blob(self.new_cert)
+            .finish()
+        )
+
+    def encode(self) -> bytes:
+        return self.tbs() + Writer().blob(self.mac).finish()
+
+    @classmethod
+    def decode(cls, data: bytes) -> WithdrawAck:
+        rd = Reader(data, "withdrawal acknowledgement")
+        card = check_card_number(rd.text("card number", max_len=19))
+        seq, amount = rd.u64("seq"), rd.u64("amount")
+        digest = rd.raw(32, "request digest")
+        cert = rd.blob("new cert", max_len=MAX_CERT)
+        mac = rd.blob("mac", max_len=32)
+        rd.finish()
+        return cls(card, seq, amount, digest, cert, mac)
+
+
+def unblock_message(card_number: str, challenge: bytes, new_pin: str) -> bytes:
+    """What the bank MACs to reset a locked card's PIN (bound to the card's challenge)."""
+    return Writer().text(card_number).raw(challenge).text(new_pin).finish()

@@ -1,0 +1,434 @@
+"""The service provider's terminal (FIG. 8) and a typed client for the card's APDUs.
+
+:class:`CardClient` speaks the card's command set over any :class:`CardChannel`
+(in process, PC/SC, a fuzzer) and turns status words into specific exceptions.
+:class:`Terminal` runs the payment protocol: read and check the CARD-CERT (bank
+signature, validity, hot list), build and sign the spec, have the holder's PIN
+verified, get the PAYMENT-CERT, verify it, refuse a (card, ser) already taken, and
+store it for deposit. Time and the PIN come in as arguments; nothing here reads a
+clock or a keyboard.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from jointpay.crypto.certs import CardCert, SigningKey, VerifyKey
+from jointpay.crypto.encoding import Reader, Writer
+from jointpay.crypto.errors import CryptoError, ExpiredCertificateError
+from jointpay.crypto.group import get_group
+from jointpay.crypto.schnorr import PaymentCert, verify
+from jointpay.protocol.apdu import SW, Command, Response, sw_text
+from jointpay.protocol.card import (
+    AID,
+    DO_CERT,
+    DO_INFO,
+    DO_LAST_PAYMENT,
+    DO_PENDING,
+    DO_STATUS,
+    INS_CHALLENGE,
+    INS_GET_DATA,
+    INS_GET_RESPONSE,
+    INS_PAY,
+    INS_RESET_RETRY,
+    INS_SELECT,
+    INS_VERIFY,
+    INS_WITHDRAW_DONE,
+    INS_WITHDRAW_REQ,
+    payment_from_last,
+)
+from jointpay.protocol.messages import TERMINAL_SPEC_TAG, AuthKind, PayCommand, PayResponse
+from jointpay.protocol.spec import PaymentSpec
+
+SHORT_DATA: Final = 255
+
+
+class CardChannel(Protocol):
+    """Something that carries APDUs to a card and back (PC/SC reader, in process...)."""
+
+    @property
+    def extended_length(self) -> bool:
+        """Whether the channel carries extended-length APDUs."""
+
+    def transmit(self, apdu: bytes) -> bytes: ...
+
+
+class CardError(Exception):
+    """The card refused a command; ``sw`` is its status word."""
+
+    def __init__(self, sw: int, what: str) -> None:
+        super().__init__(f"{what}: {sw_text(sw)} ({sw:04X})")
+        self.sw = sw
+
+
+class WrongPin(CardError):
+    @property
+    def tries_left(self) -> int:
+        return self.sw & 0x0F
+
+
+class CardLocked(CardError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class CardInfo:
+    phase: int
+    card_number: str
+    suite: str
+    group: str | None
+    currency: str
+    mode: str
+    bank_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CardStatus:
+    balance: int
+    seq: int
+    next_ser: int
+    pin_tries: int
+    withdrawal_pending: bool
+
+    @property
+    def locked(self) -> bool:
+        return self.pin_tries == 0
+
+
+class CardClient:
+    """Typed access to a jointpay card over a :class:`CardChannel`."""
+
+    def __init__(self, channel: CardChannel) -> None:
+        self.channel = channel
+        self.apdus = 0
+        """Command APDUs sent so far (GET RESPONSE included)."""
+
+    def _send(self, cmd: Command) -> Response:
+        self.apdus += 1
+        return Response.parse(self.channel.transmit(cmd.encode()))
+
+    def command(
+        self,
+        cla: int,
+        ins: int,
+        p1: int,
+        p2: int,
+        data: bytes = b"",
+        *,
+        le: int | None = None,
+        what: str = "command",
+    ) -> bytes:
+        """Send one logical command; chain or extend long data, collect 61xx parts."""
+        ext = self.channel.extended_length
+        if len(data) > SHORT_DATA and not ext:
+            parts = [data[i : i + SHORT_DATA] for i in range(0, len(data), SHORT_DATA)]
+            for part in parts[:-1]:
+                r = self._send(Command(cla | 0x10, ins, p1, p2, part))
+                if not r.ok:
+                    raise self._error(r.sw, what)
+            data = parts[-1]
+        if le is None:
+            le = 65536 if ext else 256
+        resp = self._send(Command(cla, ins, p1, p2, data, le if le else None))
+        out = resp.data
+        while resp.sw1 == 0x61:
+            resp = self._send(Command(0x00, INS_GET_RESPONSE, 0, 0, b"", resp.sw2 or 256))
+            out += resp.data
+        if not resp.ok:
+            raise self._error(resp.sw, what)
+        return out
+
+    @staticmethod
+    def _error(sw: int, what: str) -> CardError:
+        if sw & 0xFFF0 == 0x63C0:
+            return WrongPin(sw, what)
+        if sw == SW.AUTH_BLOCKED:
+            return CardLocked(sw, what)
+        return CardError(sw, what)
+
+    def select(self) -> None:
+        self.command(0x00, INS_SELECT, 0x04, 0x00, AID, le=0, what="SELECT")
+
+    def info(self) -> CardInfo:
+        rd = Reader(
+            self.command(0x80, INS_GET_DATA, DO_INFO >> 8, DO_INFO & 0xFF, what="GET DATA info"),
+            "card info",
+        )
+        out = CardInfo(
+            rd.u8("phase"),
+            rd.text("card"),
+            rd.text("suite"),
+            rd.text("group") or None,
+            rd.text("currency"),
+            rd.text("mode"),
+            rd.text("bank"),
+        )
+        rd.finish()
+        return out
+
+    def cert(self) -> bytes:
+        return self.command(
+            0x80, INS_GET_DATA, DO_CERT >> 8, DO_CERT & 0xFF, what="GET DATA CARD-CERT"
+        )
+
+    def status(self) -> CardStatus:
+        rd = Reader(
+            self.command(
+                0x80, INS_GET_DATA, DO_STATUS >> 8, DO_STATUS & 0xFF, what="GET DATA status"
+            ),
+            "card status",
+        )
+        out = CardStatus(
+            rd.u64("balance"),
+            rd.u64("seq"),
+            rd.u64("next ser"),
+            rd.u8("tries"),
+            bool(rd.u8("pending")),
+        )
+        rd.finish()
+        return out
+
+    def last_payment(self) -> tuple[bytes, PayResponse]:
+        return payment_from_last(
+            self.command(
+                0x80,
+                INS_GET_DATA,
+                DO_LAST_PAYMENT >> 8,
+                DO_LAST_PAYMENT & 0xFF,
+                what="GET DATA last",
+            )
+        )
+
+    def pending_withdrawal(self) -> bytes:
+        return self.command(
+            0x80, INS_GET_DATA, DO_PENDING >> 8, DO_PENDING & 0xFF, what="GET DATA pending"
+        )
+
+    def verify_pin(self, pin: str) -> None:
+        self.command(0x00, INS_VERIFY, 0x00, 0x80, pin.encode("ascii"), le=0, what="VERIFY")
+
+    def pay(self, body: PayCommand) -> PayResponse:
+        return PayResponse.decode(self.command(0x80, INS_PAY, 0, 0, body.encode(), what="PAY"))
+
+    def withdraw_request(self, amount: int, renew: bool, auth: AuthKind) -> bytes:
+        data = Writer().u64(amount).u8(int(renew)).finish()
+        return self.command(0x80, INS_WITHDRAW_REQ, int(auth), 0, data, what="WITHDRAW REQUEST")
+
+    def withdraw_complete(self, ack: bytes) -> tuple[int, int]:
+        rd = Reader(
+            self.command(0x80, INS_WITHDRAW_DONE, 0, 0, ack, what="WITHDRAW COMPLETE"),
+            "withdrawal result",
+        )
+        out = rd.u64("balance"), rd.u64("seq")
+        rd.finish()
+        return out
+
+    def get_challenge(self) -> bytes:
+        return self.command(0x00, INS_CHALLENGE, 0, 0, le=8, what="GET CHALLENGE")
+
+    def reset_retry_counter(self, new_pin: str, tag: bytes) -> None:
+        data = Writer().text(new_pin).raw(tag).finish()
+        self.command(0x00, INS_RESET_RETRY, 0, 0, data, le=0, what="RESET RETRY COUNTER")
+
+
+# --------------------------------------------------------------------------------------
+# the terminal
+# --------------------------------------------------------------------------------------
+
+
+class PaymentDeclined(Exception):
+    """The payment did not happen. ``code`` is stable; ``str()`` says why to a person."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class TakenPayment:
+    """A verified payment the terminal holds until deposit (FIG. 8 step 570)."""
+
+    card_number: str
+    card_cert: bytes
+    cert_id: bytes
+    suite: str
+    joint_key: bytes
+    ser: int
+    spec: bytes
+    b: bytes
+    r: bytes
+    hint: bytes
+    """``a' = g^r · Y^b`` as the terminal computed it: an untrusted hint for the bank."""
+    amount: int
+    currency: str
+    time: int
+    txn: int
+
+
+class TerminalStore(Protocol):
+    """The merchant's own store of taken payments (not the bank's database)."""
+
+    def has_payment(self, card_number: str, ser: int) -> bool: ...
+    def add_payment(self, payment: TakenPayment) -> None: ...
+    def next_txn(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class TerminalConfig:
+    bank_id: str
+    sid: str
+    merchant_cert: bytes
+    signing_key: SigningKey
+    bank_keys: dict[str, VerifyKey]
+    """Every bank key the terminal trusts for CARD-CERTs, by bank id."""
+    hotlist: frozenset[str] = frozenset()
+    """Card numbers on the hot list as last synchronised from the bank."""
+
+
+PinSource = Callable[[], str]
+
+
+class Terminal:
+    """FIG. 8 on the service provider's side."""
+
+    def __init__(self, config: TerminalConfig, store: TerminalStore) -> None:
+        self.config = config
+        self.store = store
+
+    def read_card(self, client: CardClient, now: int) -> CardCert:
+        """Steps 400-420: select the card, read its CARD-CERT and check it."""
+        client.select()
+        try:
+            cert = CardCert.decode(client.cert())
+        except CryptoError as exc:
+            raise PaymentDeclined(
+                "bad_cert", f"the card's certificate is malformed: {exc}"
+            ) from exc
+        bank_key = self.config.bank_keys.get(cert.bank_id)
+        if bank_key is None:
+            raise PaymentDeclined(
+                "unknown_bank", f"cards of bank {cert.bank_id!r} are not accepted"
+            )
+        try:
+            cert.verify(bank_key, at=now)
+        except ExpiredCertificateError as exc:
+            raise PaymentDeclined("expired", str(exc)) from exc
+        except CryptoError as exc:
+            raise PaymentDeclined("bad_cert", str(exc)) from exc
+        if cert.card_number in self.config.hotlist:
+            raise PaymentDeclined("blacklisted", f"card {cert.card_number} is on the hot list")
+        return cert
+
+    def pay(
+        self,
+        client: CardClient,
+        amount: int,
+        pin: PinSource,
+        now: int,
+        *,
+        service: str = "",
+        details: bytes = b"",
+    ) -> TakenPayment:
+        """One offline payment, steps 400-570. Raises :class:`PaymentDeclined`."""
+        if not 0 < amount < 1 << 63:
+            raise PaymentDeclined("bad_amount", "the amount must be positive")
+        cert = self.read_card(client, now)
+        if cert.max_amount and amount > cert.max_amount:
+            raise PaymentDeclined("over_limit", "the amount is above the card's per-payment limit")
+        status = client.status()
+        if status.locked:
+            raise PaymentDeclined("locked", "the card is locked (too many wrong PINs)")
+        if cert.mode.value != "cheque" and status.balance < amount:
+            raise PaymentDeclined(
+                "insufficient_balance", "the card's balance does not cover the amount"
+            )
+        spec = PaymentSpec(
+            self.config.bank_id,
+            self.config.sid,
+            amount,
+            cert.currency,
+            now,
+            self.store.next_txn(),
+            cert.cert_id,
+            service,
+            details,
+        )
+        spec_bytes = spec.encode()
+        sig = self.config.signing_key.sign(TERMINAL_SPEC_TAG, spec_bytes)
+        try:
+            client.verify_pin(pin())  # steps 450-490
+            resp = client.pay(PayCommand(self.config.merchant_cert, spec_bytes, sig))
+        except WrongPin as exc:
+            left = exc.tries_left
+            raise PaymentDeclined(
+                "wrong_pin",
+                f"wrong PIN, {left} tries left" if left else "wrong PIN, the card is now locked",
+            ) from exc
+        except CardLocked as exc:
+            raise PaymentDeclined("locked", "the card is locked (too many wrong PINs)") from exc
+        except CardError as exc:
+            raise PaymentDeclined(_decline_code(exc.sw), f"the card refused: {exc}") from exc
+        return self._accept(cert, spec, spec_bytes, resp)
+
+    def recover(self, client: CardClient, now: int) -> TakenPayment | None:
+        """After a torn PAY: read the card's last payment back; keep it if it is ours."""
+        cert = self.read_card(client, now)
+        try:
+            spec_bytes, resp = client.last_payment()
+        except CardError:
+            return None
+        spec = PaymentSpec.decode(spec_bytes)
+        if spec.sid != self.config.sid or self.store.has_payment(cert.card_number, resp.ser):
+            return None
+        return self._accept(cert, spec, spec_bytes, resp)
+
+    def _accept(
+        self, cert: CardCert, spec: PaymentSpec, spec_bytes: bytes, resp: PayResponse
+    ) -> TakenPayment:
+        group = cert.group
+        try:  # step 540: verify the joint signature
+            pc = PaymentCert.parse(group, resp.ser, spec_bytes, resp.b, resp.r)
+            hint = verify(group, cert.joint_key, pc)
+        except CryptoError as exc:
+            raise PaymentDeclined(
+                "bad_signature", f"the PAYMENT-CERT does not verify: {exc}"
+            ) from exc
+        if self.store.has_payment(cert.card_number, resp.ser):
+            raise PaymentDeclined("duplicate", f"payment {resp.ser} of this card was taken before")
+        taken = TakenPayment(
+            cert.card_number,
+            cert.encode(),
+            cert.cert_id,
+            cert.suite,
+            cert.joint_key.encoded,
+            resp.ser,
+            spec_bytes,
+            resp.b,
+            resp.r,
+            hint.encoded,
+            spec.amount,
+            spec.currency,
+            spec.time,
+            spec.txn,
+        )
+        self.store.add_payment(taken)
+        return taken
+
+
+def _decline_code(sw: int) -> str:
+    codes: dict[int, str] = {
+        SW.CONDITIONS: "refused",
+        SW.SECURITY_STATUS: "not_authorised",
+        SW.DATA_INVALID: "refused",
+    }
+    return codes.get(sw, "card_error")
+
+
+def verify_taken(payments: Iterable[TakenPayment]) -> None:
+    """Re-verify stored payments (used by tests and by ``merchant export --check``)."""
+    for p in payments:
+        cert = CardCert.decode(p.card_cert)
+        group = get_group(cert.suite, cert.group.name)
+        verify(group, cert.joint_key, PaymentCert.parse(group, p.ser, p.spec, p.b, p.r))

@@ -1,0 +1,159 @@
+"""The storage seam: a :class:`Store` hands out :class:`UnitOfWork` transactions.
+
+Every use case of :mod:`jointpay.service` runs inside exactly one unit of work; it
+either commits whole or leaves nothing behind. Three implementations satisfy this
+protocol and one contract test suite (``tests/contract``) runs unchanged over all of
+them: in-memory (fast tests), SQLite (the embedded default) and PostgreSQL.
+
+Exactly-once is enforced by the database, not only by Python: ``(card_number, ser)``
+of payments, transfer ids, ``(card_number, seq)`` of withdrawals, deposit ids and
+idempotency keys are unique constraints, and :meth:`UnitOfWork.lock_card` /
+:meth:`UnitOfWork.lock_merchant` take row locks (``SELECT ... FOR UPDATE`` on
+PostgreSQL; SQLite serialises writers with ``BEGIN IMMEDIATE``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import Protocol
+
+from jointpay.domain.records import (
+    Account,
+    AlertRecord,
+    CardRecord,
+    CertRecord,
+    DepositRecord,
+    HotlistEntry,
+    MerchantRecord,
+    PaymentRecord,
+    Transfer,
+    WithdrawalRecord,
+)
+
+
+class StorageError(Exception):
+    """Base of storage errors."""
+
+
+class NotFound(StorageError):
+    """The record asked for does not exist."""
+
+
+class Conflict(StorageError):
+    """A uniqueness rule refused the write (the record exists already)."""
+
+
+class InsufficientFunds(StorageError):
+    """A transfer would take an account that may not go negative below zero."""
+
+    def __init__(self, account_id: str, balance: int, needed: int) -> None:
+        super().__init__(f"account {account_id} has {balance}, needs {needed}")
+        self.account_id = account_id
+        self.balance = balance
+        self.needed = needed
+
+
+class UnitOfWork(Protocol):
+    """One database transaction. Methods raise :class:`NotFound` / :class:`Conflict`."""
+
+    # -- configuration (bank keys, parameters, policies) --------------------------------
+    def config_get(self, key: str) -> str | None: ...
+    def config_set(self, key: str, value: str) -> None: ...
+
+    # -- ledger -------------------------------------------------------------------------
+    def create_account(self, account: Account) -> None:
+        """Insert a new account (balance must be 0). Conflict if the id exists."""
+
+    def get_account(self, account_id: str) -> Account: ...
+    def find_accounts(
+        self, *, kind: str | None = None, owner: str | None = None
+    ) -> list[Account]: ...
+
+    def post(self, transfer: Transfer) -> None:
+        """Apply a double-entry transfer: insert it and its legs, update balances.
+
+        Refuses with :class:`Conflict` if the transfer id was posted before, and with
+        :class:`InsufficientFunds` if an account that does not allow negative balances
+        would go below zero (the check and the update are atomic under the row lock).
+        """
+
+    def get_transfer(self, transfer_id: str) -> Transfer: ...
+    def transfers_for(self, account_id: str, *, limit: int = 100) -> list[Transfer]: ...
+
+    # -- cards (FIG. 5) -----------------------------------------------------------------
+    def add_card(self, card: CardRecord) -> None: ...
+    def get_card(self, card_number: str) -> CardRecord: ...
+    def lock_card(self, card_number: str) -> CardRecord:
+        """Like :meth:`get_card`, holding a row lock until the transaction ends."""
+
+    def update_card(self, card: CardRecord) -> None:
+        """Write every mutable field of ``card`` (seq, highest_ser, status, ...)."""
+
+    def list_cards(self) -> list[CardRecord]: ...
+
+    def add_cert(self, cert: CertRecord) -> None: ...
+    def get_cert(self, cert_id: bytes) -> CertRecord: ...
+    def certs_for(self, card_number: str) -> list[CertRecord]: ...
+
+    # -- merchants (FIG. 3) -------------------------------------------------------------
+    def add_merchant(self, merchant: MerchantRecord) -> None: ...
+    def get_merchant(self, sid: str) -> MerchantRecord: ...
+    def get_merchant_by_name(self, name: str) -> MerchantRecord: ...
+    def lock_merchant(self, sid: str) -> MerchantRecord: ...
+    def set_merchant_seq(self, sid: str, seq: int) -> None: ...
+    def list_merchants(self) -> list[MerchantRecord]: ...
+
+    # -- deposits (FIG. 9) --------------------------------------------------------------
+    def add_payments(self, payments: Sequence[PaymentRecord]) -> None:
+        """Insert accepted payments; :class:`Conflict` if any (card, ser) exists."""
+
+    def get_payment(self, card_number: str, ser: int) -> PaymentRecord | None: ...
+    def existing_sers(self, card_number: str, sers: Sequence[int]) -> dict[int, PaymentRecord]:
+        """The payments among ``sers`` of one card that were deposited before (one query)."""
+
+    def iter_payments(self) -> Iterator[PaymentRecord]: ...
+    def add_deposit(self, deposit: DepositRecord) -> None: ...
+    def get_deposit(self, deposit_id: str) -> DepositRecord | None: ...
+
+    # -- withdrawals (FIG. 10) ----------------------------------------------------------
+    def add_withdrawal(self, withdrawal: WithdrawalRecord) -> None: ...
+    def get_withdrawal(self, card_number: str, seq: int) -> WithdrawalRecord | None: ...
+    def iter_withdrawals(self) -> Iterator[WithdrawalRecord]: ...
+
+    # -- hot list and alerts ------------------------------------------------------------
+    def add_hotlist(self, card_number: str, reason: str, at: int) -> HotlistEntry:
+        """Append to the hot list with the next version number."""
+
+    def hotlist_since(self, version: int) -> list[HotlistEntry]: ...
+    def add_alert(
+        self, card_number: str, kind: str, detail: str, evidence: str, at: int
+    ) -> AlertRecord: ...
+    def list_alerts(self) -> list[AlertRecord]: ...
+
+    # -- idempotency of requests from outside (HTTP) ------------------------------------
+    def get_idempotent(self, key: str) -> tuple[str, str] | None:
+        """``(request_hash, response)`` stored under ``key``, if any."""
+
+    def put_idempotent(self, key: str, request_hash: str, response: str, at: int) -> None: ...
+
+    # -- audit --------------------------------------------------------------------------
+    def audit_entry_sums(self) -> dict[str, int]:
+        """Sum of entry amounts per account id (the ledger's truth, one query)."""
+
+    def audit_currency_sums(self) -> dict[str, int]:
+        """Sum of entry amounts per currency (must be zero)."""
+
+    def audit_unbalanced_transfers(self) -> list[str]:
+        """Ids of transfers whose legs do not sum to zero (must be empty)."""
+
+    def list_accounts(self) -> list[Account]: ...
+
+
+class Store(Protocol):
+    """A database. ``transaction()`` opens one unit of work."""
+
+    def transaction(self) -> AbstractContextManager[UnitOfWork]:
+        """Commit on normal exit, roll back on an exception (and re-raise it)."""
+
+    def close(self) -> None: ...
