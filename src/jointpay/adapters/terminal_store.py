@@ -1,0 +1,259 @@
+"""The merchant terminal's own store: taken payments, counters, the hot list.
+
+This is the service provider's database, not the bank's: payments wait here between
+the offline payment (FIG. 8) and the deposit (FIG. 9). SQLite with ``synchronous=FULL``
+so a payment the terminal confirmed survives a crash; ``(card, ser)`` is the primary
+key, so the terminal refuses a payment it already took even across restarts.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from jointpay.crypto.certs import SigningKey, VerifyKey
+from jointpay.protocol.terminal import TakenPayment, TerminalConfig
+
+SCHEMA_VERSION: Final = 1
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS payments (
+    card_number TEXT NOT NULL,
+    ser TEXT NOT NULL,
+    cert_id BLOB NOT NULL,
+    card_cert BLOB NOT NULL,
+    suite TEXT NOT NULL,
+    joint_key BLOB NOT NULL,
+    spec BLOB NOT NULL,
+    b BLOB NOT NULL,
+    r BLOB NOT NULL,
+    hint BLOB NOT NULL,
+    amount INTEGER NOT NULL,
+    currency TEXT NOT NULL,
+    time INTEGER NOT NULL,
+    txn INTEGER NOT NULL,
+    deposit_id TEXT,
+    status TEXT,
+    reason TEXT,
+    PRIMARY KEY (card_number, ser)
+);
+CREATE INDEX IF NOT EXISTS payments_pending ON payments (deposit_id);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS hotlist (card_number TEXT PRIMARY KEY, version INTEGER NOT NULL);
+"""
+
+
+class TerminalStoreError(Exception):
+    """The terminal's store is unusable (unknown schema version, corrupt)."""
+
+
+def _ser_key(ser: int) -> str:
+    return f"{ser:020d}"  # full u64 range, ordered as text
+
+
+class SqliteTerminalStore:
+    """:class:`jointpay.protocol.terminal.TerminalStore` on a local SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=30000")
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
+            with self._tx():
+                for stmt in _SCHEMA.split(";"):
+                    if stmt.strip():
+                        self._db.execute(stmt)
+                self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        elif version != SCHEMA_VERSION:
+            raise TerminalStoreError(f"{path}: schema version {version}, expected {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _tx(self) -> _Tx:
+        return _Tx(self._db)
+
+    # -- TerminalStore ----------------------------------------------------------------
+    def has_payment(self, card_number: str, ser: int) -> bool:
+        row = self._db.execute(
+            "SELECT 1 FROM payments WHERE card_number=? AND ser=?", (card_number, _ser_key(ser))
+        ).fetchone()
+        return row is not None
+
+    def add_payment(self, payment: TakenPayment) -> None:
+        p = payment
+        with self._tx():
+            self._db.execute(
+                "INSERT INTO payments (card_number, ser, cert_id, card_cert, suite, joint_key,"
+                " spec, b, r, hint, amount, currency, time, txn)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    p.card_number,
+                    _ser_key(p.ser),
+                    p.cert_id,
+                    p.card_cert,
+                    p.suite,
+                    p.joint_key,
+                    p.spec,
+                    p.b,
+                    p.r,
+                    p.hint,
+                    p.amount,
+                    p.currency,
+                    p.time,
+                    p.txn,
+                ),
+            )
+
+    def next_txn(self) -> int:
+        return self._next("txn")
+
+    def next_deposit_seq(self) -> int:
+        return self._next("deposit_seq")
+
+    def _next(self, name: str) -> int:
+        with self._tx():
+            self._db.execute(
+                "INSERT INTO counters (name, value) VALUES (?, 1) "
+                "ON CONFLICT(name) DO UPDATE SET value = value + 1",
+                (name,),
+            )
+            row = self._db.execute("SELECT value FROM counters WHERE name=?", (name,)).fetchone()
+        return int(row[0])
+
+    # -- deposit bookkeeping -----------------------------------------------------------
+    def pending(self) -> Iterator[TakenPayment]:
+        cur = self._db.execute(
+            "SELECT card_number, card_cert, cert_id, suite, joint_key, ser, spec, b, r, hint,"
+            " amount, currency, time, txn FROM payments WHERE deposit_id IS NULL"
+            " ORDER BY card_number, ser"
+        )
+        for row in cur:
+            yield TakenPayment(
+                row[0],
+                row[1],
+                row[2],
+                row[3],
+                row[4],
+                int(row[5]),
+                row[6],
+                row[7],
+                row[8],
+                row[9],
+                row[10],
+                row[11],
+                row[12],
+                row[13],
+            )
+
+    def count_pending(self) -> int:
+        return int(
+            self._db.execute("SELECT count(*) FROM payments WHERE deposit_id IS NULL").fetchone()[0]
+        )
+
+    def record_results(self, deposit_id: str, results: Iterable[dict[str, Any]]) -> int:
+        """Mark the payments a receipt settled (accepted or rejected); return how many."""
+        n = 0
+        with self._tx():
+            for r in results:
+                ser = r.get("ser")
+                if not isinstance(ser, int) or not isinstance(r.get("card"), str):
+                    continue
+                cur = self._db.execute(
+                    "UPDATE payments SET deposit_id=?, status=?, reason=? WHERE card_number=?"
+                    " AND ser=? AND deposit_id IS NULL",
+                    (deposit_id, r.get("status"), r.get("reason"), r["card"], _ser_key(ser)),
+                )
+                n += cur.rowcount
+        return n
+
+    # -- hot list as last synchronised -------------------------------------------------
+    def hotlist(self) -> frozenset[str]:
+        return frozenset(r[0] for r in self._db.execute("SELECT card_number FROM hotlist"))
+
+    def hotlist_version(self) -> int:
+        row = self._db.execute("SELECT max(version) FROM hotlist").fetchone()
+        return int(row[0] or 0)
+
+    def add_hotlist(self, entries: Iterable[tuple[str, int]]) -> None:
+        with self._tx():
+            for card, version in entries:
+                self._db.execute(
+                    "INSERT INTO hotlist (card_number, version) VALUES (?, ?)"
+                    " ON CONFLICT(card_number) DO UPDATE SET version=excluded.version",
+                    (card, version),
+                )
+
+
+class _Tx:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+
+
+@dataclass(frozen=True)
+class TerminalFile:
+    """The terminal's configuration: its S_id, MERCHANT-CERT, key and trusted bank keys."""
+
+    name: str
+    bank_id: str
+    sid: str
+    merchant_cert: bytes
+    signing_key: bytes
+    bank_keys: dict[str, bytes]
+    bank_url: str | None = None
+
+    def __repr__(self) -> str:
+        return f"TerminalFile({self.name!r}, {self.sid})"
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "version": 1,
+                "name": self.name,
+                "bank_id": self.bank_id,
+                "sid": self.sid,
+                "merchant_cert": self.merchant_cert.hex(),
+                "signing_key": self.signing_key.hex(),
+                "bank_keys": {k: v.hex() for k, v in self.bank_keys.items()},
+                "bank_url": self.bank_url,
+            },
+            sort_keys=True,
+            indent=1,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> TerminalFile:
+        d = json.loads(text)
+        if d.get("version") != 1:
+            raise TerminalStoreError("terminal configuration has an unknown version")
+        return cls(
+            d["name"],
+            d["bank_id"],
+            d["sid"],
+            bytes.fromhex(d["merchant_cert"]),
+            bytes.fromhex(d["signing_key"]),
+            {k: bytes.fromhex(v) for k, v in d["bank_keys"].items()},
+            d.get("bank_url"),
+        )
+
+    def config(self, hotlist: frozenset[str]) -> TerminalConfig:
+        return TerminalConfig(
+            self.bank_id,
+            self.sid,
+            self.merchant_cert,
+            SigningKey.from_private_bytes(self.sid, self.signing_key),
+            {k: VerifyKey(k, v) for k, v in self.bank_keys.items()},
+            hotlist,
+        )

@@ -1,0 +1,103 @@
+"""An httpx client for ``jointpay bank serve``: the :class:`BankPort` over HTTP.
+
+Every state-changing call carries an ``Idempotency-Key`` derived from the request
+itself, so a retry after a lost answer gets the first answer and moves nothing twice.
+Network failures are retried a few times with backoff; a refusal from the bank
+(a problem+json answer) becomes the same :class:`Refused` / :class:`BadInput` the
+embedded bank raises, so the commands behave the same either way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+import httpx
+
+from jointpay.crypto.certs import VerifyKey
+from jointpay.domain.records import HotlistEntry
+from jointpay.protocol.deposit import canonical_json
+from jointpay.service.errors import BadInput, Refused
+
+RETRIES = 4
+
+
+class HttpBank:
+    """A remote bank. ``pinned_key`` (raw Ed25519) is checked against what it publishes."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        pinned_key: bytes | None = None,
+        transport: httpx.BaseTransport | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout, transport=transport)
+        params = self._call("GET", "/v1/bank")
+        self.bank_id: str = params["bank_id"]
+        self.currency: str = params["currency"]
+        raw = bytes.fromhex(params["public_key"])
+        if pinned_key is not None and raw != pinned_key:
+            raise Refused("wrong_bank_key", "the server's bank key is not the one we trust")
+        self.verify_key = VerifyKey(self.bank_id, raw)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _call(
+        self, method: str, path: str, *, json_body: Any = None, idempotency_key: str | None = None
+    ) -> Any:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        content = canonical_json(json_body) if json_body is not None else None
+        if content is not None:
+            headers["Content-Type"] = "application/json"
+        delay = 0.2
+        for attempt in range(RETRIES + 1):
+            try:
+                resp = self._http.request(method, path, content=content, headers=headers)
+            except httpx.TransportError as exc:
+                if attempt == RETRIES:
+                    raise Refused("bank_unreachable", f"the bank did not answer: {exc}") from exc
+                time.sleep(delay)
+                delay *= 2
+                continue
+            if resp.status_code >= 500 and attempt < RETRIES:
+                time.sleep(delay)
+                delay *= 2
+                continue
+            if resp.is_success:
+                return resp.json()
+            try:
+                prob = resp.json()
+                code, detail = str(prob.get("code", "error")), str(prob.get("detail", ""))
+            except ValueError:
+                code, detail = "error", resp.text[:200]
+            if resp.status_code in (400, 404, 413):
+                raise BadInput(code, detail)
+            raise Refused(code, detail)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def deposit(self, message: object) -> dict[str, Any]:
+        key = "dep-" + hashlib.sha256(canonical_json(message)).hexdigest()
+        return dict(self._call("POST", "/v1/deposits", json_body=message, idempotency_key=key))
+
+    def withdraw(self, request: bytes) -> bytes:
+        key = "wd-" + hashlib.sha256(request).hexdigest()
+        out = self._call(
+            "POST", "/v1/withdrawals", json_body={"request": request.hex()}, idempotency_key=key
+        )
+        return bytes.fromhex(out["ack"])
+
+    def hotlist(self, since: int = 0) -> list[HotlistEntry]:
+        out = self._call("GET", f"/v1/hotlist?since={int(since)}")
+        return [
+            HotlistEntry(int(e["version"]), str(e["card"]), str(e["reason"]), int(e["added_at"]))
+            for e in out["entries"]
+        ]
+
+    def online_check(self, card: str, amount: int) -> dict[str, Any]:
+        return dict(
+            self._call("POST", "/v1/online-check", json_body={"card": card, "amount": amount})
+        )

@@ -1,0 +1,281 @@
+"""The bank as an HTTP service: a FastAPI app made by :func:`create_app`.
+
+Thin: every endpoint parses, calls a :class:`~jointpay.service.bank.Bank` use case,
+and answers. Errors are ``application/problem+json`` (RFC 9457) carrying the
+contract's codes. Every state-changing endpoint takes an ``Idempotency-Key``
+header: a retry with the same key and body gets the first answer back; the same
+key with another body is refused (422). Admin endpoints need
+``Authorization: Bearer <admin token>``; the server binds to 127.0.0.1 unless told
+otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from jointpay.domain.money import format_amount
+from jointpay.protocol.deposit import BatchError, canonical_json
+from jointpay.service.bank import Bank
+from jointpay.service.errors import Refused, ServiceError
+from jointpay.storage.base import Conflict
+
+PROBLEM = "application/problem+json"
+_STATUS = {
+    "malformed": 400,
+    "unknown_card": 404,
+    "unknown_merchant": 404,
+    "no_bank": 503,
+    "unauthorised": 401,
+    "replay": 409,
+    "in_flight": 409,
+    "idempotency_mismatch": 422,
+}
+
+
+class Problem(Exception):
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.detail = status, code, detail
+
+
+def problem(status: int, code: str, detail: str) -> JSONResponse:
+    return JSONResponse(
+        {
+            "type": f"https://jointpay.invalid/problems/{code}",
+            "title": code,
+            "status": status,
+            "detail": detail,
+            "code": code,
+        },
+        status_code=status,
+        media_type=PROBLEM,
+    )
+
+
+class WithdrawBody(BaseModel):
+    request: str = Field(description="the card's withdrawal request, hex", max_length=4096)
+
+
+class WithdrawAnswer(BaseModel):
+    ack: str = Field(description="the bank's acknowledgement, hex")
+
+
+class OnlineCheckBody(BaseModel):
+    card: str = Field(pattern=r"^[0-9]{8,19}$")
+    amount: int = Field(ge=1, lt=1 << 63)
+
+
+class OnlineCheckAnswer(BaseModel):
+    approved: bool
+    reason: str | None
+    available: str | None
+
+
+class AccountBody(BaseModel):
+    holder: str = Field(min_length=1, max_length=64)
+    balance: int = Field(ge=0, lt=1 << 63, description="minor units")
+
+
+class MerchantBody(BaseModel):
+    name: str = Field(min_length=1, max_length=64)
+    public_key: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class BlacklistBody(BaseModel):
+    card: str = Field(pattern=r"^[0-9]{8,19}$")
+    reason: str = Field(default="reported", max_length=64)
+
+
+def create_app(bank_factory: Callable[[], Bank], *, admin_token: str) -> FastAPI:
+    """Build the app from explicit dependencies: a bank factory and the admin credential."""
+    app = FastAPI(
+        title="jointpay bank",
+        version="1",
+        description="The bank of an offline smart-card payment system "
+        "(WO 98/25220): deposits, withdrawals, hot list.",
+    )
+    bank_holder: dict[str, Bank] = {}
+
+    def get_bank() -> Bank:
+        if "bank" not in bank_holder:
+            bank_holder["bank"] = bank_factory()
+        return bank_holder["bank"]
+
+    def admin(authorization: Annotated[str | None, Header()] = None) -> None:
+        want = f"Bearer {admin_token}".encode()
+        if authorization is None or not hmac.compare_digest(authorization.encode(), want):
+            raise Problem(401, "unauthorised", "admin endpoints need the admin bearer token")
+
+    BankDep = Annotated[Bank, Depends(get_bank)]
+    IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)]
+
+    @app.exception_handler(Problem)
+    async def _problem(_: Request, exc: Problem) -> JSONResponse:
+        return problem(exc.status, exc.code, exc.detail)
+
+    @app.exception_handler(ServiceError)
+    async def _service(_: Request, exc: ServiceError) -> JSONResponse:
+        default = 422 if isinstance(exc, Refused) else 400
+        return problem(_STATUS.get(exc.code, default), exc.code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return problem(400, "malformed", str(exc.errors()[:3]))
+
+    def idempotent(bank: Bank, key: str | None, body: object, run: Callable[[], Any]) -> Any:
+        """Run once per key: a retry returns the stored answer (exactly-once over HTTP)."""
+        if key is None:
+            return run()
+        digest = hashlib.sha256(canonical_json(body)).hexdigest()
+        with bank.store.transaction() as tx:
+            hit = tx.get_idempotent(key)
+        if hit is not None:
+            if hit[0] != digest:
+                raise Problem(
+                    422,
+                    "idempotency_mismatch",
+                    "this Idempotency-Key was used with another request body",
+                )
+            return json.loads(hit[1])
+        result = run()
+        try:
+            with bank.store.transaction() as tx:
+                tx.put_idempotent(key, digest, json.dumps(result), bank.clock())
+        except Conflict:
+            pass  # a concurrent twin stored the same answer first: the use case was idempotent
+        return result
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/v1/bank")
+    def parameters(bank: BankDep) -> dict[str, Any]:
+        return bank.parameters()
+
+    @app.get("/v1/hotlist")
+    def hotlist(bank: BankDep, since: int = 0) -> dict[str, Any]:
+        if since < 0:
+            raise Problem(400, "malformed", "since must be >= 0")
+        entries = bank.hotlist(since)
+        return {
+            "version": max([e.version for e in entries], default=since),
+            "entries": [
+                {
+                    "card": e.card_number,
+                    "version": e.version,
+                    "reason": e.reason,
+                    "added_at": e.added_at,
+                }
+                for e in entries
+            ],
+        }
+
+    @app.post("/v1/deposits", responses={400: {}, 409: {}, 422: {}})
+    async def deposit(request: Request, bank: BankDep, key: IdemKey = None) -> dict[str, Any]:
+        raw = await request.body()
+        if len(raw) > 256 * 1024 * 1024:
+            raise Problem(413, "too_large", "a deposit body is at most 256 MiB")
+        try:
+            from jointpay.protocol.deposit import loads_strict
+
+            body = loads_strict(raw)
+        except BatchError as exc:
+            raise Problem(400, "malformed", str(exc)) from exc
+        from starlette.concurrency import run_in_threadpool
+
+        return dict(
+            await run_in_threadpool(idempotent, bank, key, body, lambda: bank.deposit(body))
+        )
+
+    @app.get("/v1/deposits/{deposit_id}")
+    def deposit_status(deposit_id: str, bank: BankDep) -> dict[str, Any]:
+        with bank.store.transaction() as tx:
+            rec = tx.get_deposit(deposit_id)
+        if rec is None:
+            raise Problem(404, "not_found", f"no deposit {deposit_id}")
+        return dict(json.loads(rec.receipt))
+
+    @app.post("/v1/withdrawals", responses={400: {}, 409: {}, 422: {}})
+    def withdraw(body: WithdrawBody, bank: BankDep, key: IdemKey = None) -> WithdrawAnswer:
+        try:
+            request = bytes.fromhex(body.request)
+        except ValueError as exc:
+            raise Problem(400, "malformed", "request is not hex") from exc
+        out = idempotent(
+            bank, key, body.model_dump(), lambda: {"ack": bank.withdraw(request).hex()}
+        )
+        return WithdrawAnswer(ack=out["ack"])
+
+    @app.post("/v1/online-check")
+    def online_check(body: OnlineCheckBody, bank: BankDep) -> OnlineCheckAnswer:
+        """FIG. 8's optional on-line clearance: the card's current C_balance and hot list."""
+        return OnlineCheckAnswer(**bank.online_check(body.card, body.amount))
+
+    # -- admin ------------------------------------------------------------------------
+    @app.post("/v1/admin/accounts", dependencies=[Depends(admin)])
+    def open_account(body: AccountBody, bank: BankDep, key: IdemKey = None) -> dict[str, Any]:
+        def run() -> dict[str, Any]:
+            acc = bank.open_account(body.holder, body.balance)
+            return {"account": acc.id, "balance": format_amount(acc.balance, acc.currency)}
+
+        return dict(idempotent(bank, key, body.model_dump(), run))
+
+    @app.post("/v1/admin/merchants", dependencies=[Depends(admin)])
+    def open_merchant(body: MerchantBody, bank: BankDep, key: IdemKey = None) -> dict[str, Any]:
+        def run() -> dict[str, Any]:
+            rec, cert = bank.open_merchant(body.name, bytes.fromhex(body.public_key))
+            return {"merchant": rec.name, "sid": rec.sid, "cert": cert.hex()}
+
+        return dict(idempotent(bank, key, body.model_dump(), run))
+
+    @app.post("/v1/admin/blacklist", dependencies=[Depends(admin)])
+    def blacklist(body: BlacklistBody, bank: BankDep) -> dict[str, Any]:
+        entry = bank.blacklist(body.card, body.reason)
+        return {"card": body.card, "blacklisted": True, "version": entry.version}
+
+    @app.get("/v1/admin/audit", dependencies=[Depends(admin)])
+    def audit(bank: BankDep) -> dict[str, Any]:
+        r = bank.audit()
+        return {"ok": r.ok, "violations": r.violations, **r.figures}
+
+    @app.get("/v1/admin/alerts", dependencies=[Depends(admin)])
+    def alerts(bank: BankDep) -> dict[str, Any]:
+        return {
+            "alerts": [
+                {"card": a.card_number, "kind": a.kind, "detail": a.detail, "at": a.created_at}
+                for a in bank.alerts()
+            ]
+        }
+
+    return app
+
+
+def serve(home: Any, *, host: str, port: int, admin_token_file: Path | None) -> None:
+    """``jointpay bank serve``: uvicorn on the app, bank from the home's database."""
+    import uvicorn
+
+    if admin_token_file is not None:
+        token = admin_token_file.read_text(encoding="utf-8").strip()
+    else:
+        token_path = home.root / "admin.token"
+        if not token_path.exists():
+            from jointpay.adapters.card_file import atomic_write
+
+            home.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            atomic_write(token_path, secrets.token_urlsafe(32).encode())
+        token = token_path.read_text(encoding="utf-8").strip()
+    store = home.store()
+    app = create_app(lambda: Bank(store, clock=home.clock), admin_token=token)
+    uvicorn.run(app, host=host, port=port, log_level="warning")

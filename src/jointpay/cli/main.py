@@ -1,0 +1,609 @@
+"""The ``jointpay`` command line (CONTRACT section 4). Thin: parse, call, print."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from jointpay.cli.output import EXIT_REFUSED, Output, answering, read_pin
+from jointpay.crypto.group import DEFAULT_MODP_GROUP, SUITE_SECP256K1, SUITES
+from jointpay.domain.money import format_amount, parse_amount
+from jointpay.home import Home
+from jointpay.protocol.deposit import loads_strict
+from jointpay.protocol.messages import AuthKind
+from jointpay.service.errors import BadInput
+from jointpay.service.policy import Policy
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="Offline smart-card payments with joint Schnorr signatures.",
+)
+bank_app = typer.Typer(no_args_is_help=True, help="The bank: accounts, cards, audit.")
+merchant_app = typer.Typer(no_args_is_help=True, help="A service provider's terminal.")
+card_app = typer.Typer(no_args_is_help=True, help="What a card tells its holder.")
+app.add_typer(bank_app, name="bank")
+app.add_typer(merchant_app, name="merchant")
+app.add_typer(card_app, name="card")
+
+HomeOpt = Annotated[
+    Path | None, typer.Option("--home", help="State folder (JOINTPAY_HOME).", show_default=False)
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+PinStdin = Annotated[
+    bool, typer.Option("--pin-stdin", help="Read the PIN from stdin's first line.")
+]
+BankUrl = Annotated[str | None, typer.Option("--bank", help="URL of a `jointpay bank serve`.")]
+
+
+@app.callback()
+def main(ctx: typer.Context, home: HomeOpt = None, json_: JsonOpt = False) -> None:
+    ctx.obj = {"home": home, "json": json_}
+
+
+def _ctx(ctx: typer.Context, home: Path | None, as_json: bool) -> tuple[Home, Output]:
+    g = ctx.find_root().obj or {}
+    out = Output.make(as_json or bool(g.get("json")))
+    return Home.at(home or g.get("home")), out
+
+
+def _bank_port(url: str | None) -> Any:
+    """The bank a command talks to: embedded, or over HTTP with ``--bank URL``."""
+    if url:
+        from jointpay.api.client import HttpBank
+
+        return HttpBank(url)
+    return None
+
+
+# --------------------------------------------------------------------------------------
+# bank
+# --------------------------------------------------------------------------------------
+
+
+@bank_app.command("init")
+def bank_init(
+    ctx: typer.Context,
+    suite: Annotated[str, typer.Option(help="|".join(SUITES))] = SUITE_SECP256K1,
+    group: Annotated[str | None, typer.Option(help="modp group name")] = None,
+    currency: str = "EUR",
+    bank_id: Annotated[str | None, typer.Option("--bank-id")] = None,
+    payment_fee: Annotated[str, typer.Option(help="fee per payment")] = "0",
+    withdrawal_fee: Annotated[str, typer.Option(help="fee per withdrawal")] = "0",
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Create the bank: signing key, group parameters, database."""
+    h, out = _ctx(ctx, home, json_)
+    with answering(out):
+        policy = Policy(
+            payment_fee=parse_amount(payment_fee, currency, allow_zero=True),
+            withdrawal_fee=parse_amount(withdrawal_fee, currency, allow_zero=True),
+        )
+        if group is not None and suite != "modp-2048-256":
+            raise BadInput("bad_group", "--group applies to the modp-2048-256 suite only")
+        params = h.init_bank(
+            suite=suite,
+            group=group or (DEFAULT_MODP_GROUP if suite == "modp-2048-256" else None),
+            currency=currency,
+            bank_id=bank_id,
+            policy=policy,
+        )
+        out.done(
+            params,
+            lambda c: c.print(
+                f"Bank [bold]{params['bank_id']}[/] created in {h.root}: suite {params['suite']}"
+                + (f" ({params['group']})" if params["group"] else "")
+                + f", currency {currency}."
+            ),
+        )
+
+
+@bank_app.command("open-account")
+def bank_open_account(
+    ctx: typer.Context,
+    holder: Annotated[str, typer.Option()],
+    balance: Annotated[str, typer.Option()] = "0",
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Open an ordinary bank account funded with BALANCE."""
+    h, out = _ctx(ctx, home, json_)
+    with answering(out), h.bank() as bank:
+        acc = bank.open_account(holder, parse_amount(balance, bank.currency, allow_zero=True))
+        amount = format_amount(acc.balance, acc.currency)
+        out.done(
+            {"account": acc.id, "holder": holder, "balance": amount, "currency": acc.currency},
+            lambda c: c.print(f"Account [bold]{acc.id}[/] opened with {amount} {acc.currency}."),
+        )
+
+
+@bank_app.command("issue-card")
+def bank_issue_card(
+    ctx: typer.Context,
+    holder: Annotated[str, typer.Option()],
+    pin_stdin: PinStdin = False,
+    load: Annotated[str, typer.Option(help="initial value")] = "0",
+    mode: Annotated[str, typer.Option(help="cash|credit|cheque")] = "cash",
+    limit: Annotated[str, typer.Option(help="credit limit")] = "0",
+    user_key: Annotated[
+        str, typer.Option("--user-key", help="who makes S_U: card|holder|manufacturer|split")
+    ] = "card",
+    choice: Annotated[
+        int | None,
+        typer.Option(help="with --user-key holder/split: the key the holder picks (0-7)"),
+    ] = None,
+    auth: Annotated[str, typer.Option(help="withdrawal auth: signature|mac")] = "signature",
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Open a card account and personalise a new card (FIG. 4)."""
+    h, out = _ctx(ctx, home, json_)
+    pin = read_pin(pin_stdin, out, prompt="Choose the card's PIN")
+    with answering(out), h.bank() as bank:
+        issued = h.issue_card(
+            bank,
+            holder=holder,
+            pin=pin,
+            load=parse_amount(load, bank.currency, allow_zero=True),
+            mode=mode,
+            limit=parse_amount(limit, bank.currency, allow_zero=True),
+            user_key=user_key,
+            choice=choice,
+            auth=_auth(auth),
+        )
+        bal = format_amount(issued.balance, bank.currency)
+        out.done(
+            {
+                "card": issued.card_number,
+                "joint_public_key": issued.joint_key.hex(),
+                "suite": issued.cert.suite,
+                "balance": bal,
+                "mode": mode,
+                "currency": bank.currency,
+                "cert_id": issued.cert.id_hex,
+                "valid_until": issued.cert.not_after,
+            },
+            lambda c: c.print(
+                f"Card [bold]{issued.card_number}[/] issued to {holder} "
+                f"({mode}, balance {bal} {bank.currency})."
+            ),
+        )
+
+
+def _auth(name: str) -> AuthKind:
+    try:
+        return AuthKind[name.upper()]
+    except KeyError as exc:
+        raise BadInput("bad_auth", "--auth is signature or mac") from exc
+
+
+@bank_app.command("open-merchant")
+def bank_open_merchant(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Option()],
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Open a service provider's deposit account and set up its terminal (FIG. 3)."""
+    h, out = _ctx(ctx, home, json_)
+    with answering(out), h.bank() as bank:
+        tf = h.open_merchant(bank, name)
+        out.done(
+            {"merchant": name, "sid": tf.sid, "bank_id": tf.bank_id},
+            lambda c: c.print(f"Merchant [bold]{name}[/] opened: S_id {tf.sid}."),
+        )
+
+
+@bank_app.command("blacklist")
+def bank_blacklist(
+    ctx: typer.Context,
+    card: Annotated[str, typer.Option()],
+    reason: str = "reported",
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Put a card's certificate on the hot list."""
+    h, out = _ctx(ctx, home, json_)
+    with answering(out), h.bank() as bank:
+        entry = bank.blacklist(card, reason)
+        out.done(
+            {"card": card, "blacklisted": True, "version": entry.version},
+            lambda c: c.print(f"Card {card} is on the hot list (version {entry.version})."),
+        )
+
+
+@bank_app.command("unblock-card")
+def bank_unblock_card(
+    ctx: typer.Context,
+    card: Annotated[str, typer.Option()],
+    pin_stdin: PinStdin = False,
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Reset a locked card's PIN counter and set a new PIN (through the master key)."""
+    h, out = _ctx(ctx, home, json_)
+    pin = read_pin(pin_stdin, out, prompt="New PIN")
+    with answering(out), h.bank() as bank, h.card_client(card) as client:
+        bank.unblock_card(client, pin)
+        out.done(
+            {"card": card, "locked": False},
+            lambda c: c.print(f"Card {card} unblocked with a new PIN."),
+        )
+
+
+@bank_app.command("alerts")
+def bank_alerts(ctx: typer.Context, home: HomeOpt = None, json_: JsonOpt = False) -> None:
+    """Breach evidence and other alerts."""
+    h, out = _ctx(ctx, home, json_)
+    with answering(out), h.bank() as bank:
+        alerts = bank.alerts()
+        rows = [
+            {
+                "card": a.card_number,
+                "kind": a.kind,
+                "detail": a.detail,
+                "at": a.created_at,
+                "evidence": json.loads(a.evidence or "{}"),
+            }
+            for a in alerts
+        ]
+
+        def human(c: Console) -> None:
+            if not rows:
+                c.print("No alerts.")
+                return
+            t = Table("card", "kind", "detail")
+            for r in rows:
+                t.add_row(r["card"], r["kind"], r["detail"])
+            c.print(t)
+
+        out.done({"alerts": rows}, human)
+
+
+@bank_app.command("audit")
+def bank_audit(ctx: typer.Context, home: HomeOpt = None, json_: JsonOpt = False) -> None:
+    """Check every ledger invariant."""
+    h, out = _ctx(ctx, home, json_)
+    with answering(out), h.bank() as bank:
+        report = bank.audit()
+
+        def human(c: Console) -> None:
+            c.print("[green]The books balance.[/]" if report.ok else "[red]Violations:[/]")
+            for v in report.violations:
+                c.print(f"  - {v}")
+            for k, v in report.figures.items():
+                c.print(f"  {k}: {v}")
+
+        out.done({"ok": report.ok, "violations": report.violations, **report.figures}, human)
+        if not report.ok:
+            raise typer.Exit(EXIT_REFUSED)
+
+
+@bank_app.command("serve")
+def bank_serve(
+    ctx: typer.Context,
+    host: str = "127.0.0.1",
+    port: int = 8421,
+    admin_token_file: Annotated[
+        Path | None, typer.Option(help="file holding the admin credential")
+    ] = None,
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Serve the bank over HTTP (OpenAPI at /docs and /openapi.json)."""
+    h, out = _ctx(ctx, home, json_)
+    with answering(out):
+        from jointpay.api.server import serve
+
+        serve(h, host=host, port=port, admin_token_file=admin_token_file)
+
+
+# --------------------------------------------------------------------------------------
+# payment, deposit, withdrawal
+# --------------------------------------------------------------------------------------
+
+
+@app.command("pay")
+def pay(
+    ctx: typer.Context,
+    merchant: Annotated[str, typer.Option()],
+    amount: Annotated[str, typer.Option()],
+    card: Annotated[str | None, typer.Option()] = None,
+    pin_stdin: PinStdin = False,
+    reader: Annotated[str | None, typer.Option(help="PC/SC reader name")] = None,
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """One offline payment between a card and a merchant terminal (FIG. 8); no bank."""
+    h, out = _ctx(ctx, home, json_)
+    with answering(out):
+        if card is None and reader is None:
+            raise BadInput("no_card", "give --card or --reader")
+        tf = h.terminal_file(merchant)
+        minor = parse_amount(amount, _card_currency(h, card))
+        pin = read_pin(pin_stdin, out)
+        if reader is not None:
+            from jointpay.adapters.pcsc import pay_via_reader
+
+            taken = pay_via_reader(h, reader, merchant, minor, pin)
+        else:
+            assert card is not None
+            taken = h.pay(card, merchant, minor, pin)
+        amt = format_amount(taken.amount, taken.currency)
+        out.done(
+            {
+                "suite": taken.suite,
+                "joint_public_key": taken.joint_key.hex(),
+                "ser": taken.ser,
+                "spec": taken.spec.hex(),
+                "b": taken.b.hex(),
+                "r": taken.r.hex(),
+                "amount": amt,
+                "currency": taken.currency,
+                "card": taken.card_number,
+                "merchant": merchant,
+                "sid": tf.sid,
+                "time": taken.time,
+            },
+            lambda c: c.print(
+                f"Paid [bold]{amt} {taken.currency}[/] to {merchant} with card "
+                f"{taken.card_number} (ser {taken.ser})."
+            ),
+        )
+
+
+@merchant_app.command("export")
+def merchant_export(
+    ctx: typer.Context,
+    merchant: Annotated[str, typer.Option()],
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Write the merchant's not-yet-deposited payments as one batch (JSON) on stdout."""
+    h, out = _ctx(ctx, home, json_)
+    with answering(out):
+        batch = h.export_batch(merchant)
+        sys.stdout.write(json.dumps(batch, sort_keys=True) + "\n")
+
+
+@merchant_app.command("sync")
+def merchant_sync(
+    ctx: typer.Context,
+    merchant: Annotated[str, typer.Option()],
+    bank_url: BankUrl = None,
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Fetch the bank's hot list changes into the terminal."""
+    h, out = _ctx(ctx, home, json_)
+    with answering(out):
+        port = _bank_port(bank_url)
+        if port is not None:
+            n = h.sync_hotlist(merchant, port)
+        else:
+            with h.bank() as bank:
+                n = h.sync_hotlist(merchant, bank)
+        out.done(
+            {"merchant": merchant, "new_entries": n},
+            lambda c: c.print(f"Hot list synchronised: {n} new entries."),
+        )
+
+
+@app.command("deposit")
+def deposit(
+    ctx: typer.Context,
+    merchant: Annotated[str, typer.Option()],
+    batch: Annotated[Path | None, typer.Option(help="a batch file from export")] = None,
+    bank_url: BankUrl = None,
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Deposit the merchant's pending payments, or a batch file, at the bank (FIG. 9)."""
+    h, out = _ctx(ctx, home, json_)
+    with answering(out):
+        batch_obj = None
+        if batch is not None:
+            raw = batch.read_bytes() if str(batch) != "-" else sys.stdin.buffer.read()
+            batch_obj = loads_strict(raw)
+            if not isinstance(batch_obj, dict):
+                raise BadInput("malformed", "a batch file is one JSON object")
+        port = _bank_port(bank_url)
+        if port is not None:
+            receipt = h.deposit(merchant, port, batch_obj)
+        else:
+            with h.bank() as bank:
+                receipt = h.deposit(merchant, bank, batch_obj)
+        results = [
+            {
+                "ser": r["ser"],
+                "card": r["card"],
+                "status": r["status"],
+                "reason": r["reason"],
+                "amount": r["amount"],
+            }
+            for r in receipt["results"]
+        ]
+
+        def human(c: Console) -> None:
+            c.print(
+                f"Deposit {receipt['deposit_id']}: {receipt['accepted']} accepted, "
+                f"{receipt['rejected']} rejected, {receipt['credited']} "
+                f"{receipt['currency']} credited."
+            )
+            for r in results:
+                if r["status"] != "accepted":
+                    c.print(f"  card {r['card']} ser {r['ser']}: [red]{r['reason']}[/]")
+
+        out.done(
+            {
+                "accepted": receipt["accepted"],
+                "rejected": receipt["rejected"],
+                "credited": receipt["credited"],
+                "deposit_id": receipt["deposit_id"],
+                "batch_digest": receipt["batch_digest"],
+                "results": results,
+            },
+            human,
+        )
+        if receipt["rejected"]:
+            raise typer.Exit(EXIT_REFUSED)
+
+
+@app.command("withdraw")
+def withdraw(
+    ctx: typer.Context,
+    amount: Annotated[str, typer.Option()],
+    card: Annotated[str | None, typer.Option()] = None,
+    pin_stdin: PinStdin = False,
+    renew: Annotated[bool, typer.Option("--renew", help="also renew the CARD-CERT")] = False,
+    auth: Annotated[str, typer.Option(help="signature|mac")] = "signature",
+    reader: Annotated[str | None, typer.Option(help="PC/SC reader name")] = None,
+    bank_url: BankUrl = None,
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Top the card up from its holder's bank account (FIG. 10)."""
+    h, out = _ctx(ctx, home, json_)
+    with answering(out):
+        if card is None and reader is None:
+            raise BadInput("no_card", "give --card or --reader")
+        currency = _card_currency(h, card)
+        minor = parse_amount(amount, currency, allow_zero=True)
+        pin = read_pin(pin_stdin, out)
+        port = _bank_port(bank_url)
+        if reader is not None:
+            from jointpay.adapters.pcsc import withdraw_via_reader
+
+            res = withdraw_via_reader(
+                h, reader, port, pin=pin, amount=minor, renew=renew, auth=_auth(auth)
+            )
+        elif port is not None:
+            assert card is not None
+            res = h.withdraw(card, port, pin=pin, amount=minor, renew=renew, auth=_auth(auth))
+        else:
+            assert card is not None
+            with h.bank() as bank:
+                res = h.withdraw(card, bank, pin=pin, amount=minor, renew=renew, auth=_auth(auth))
+        bal = format_amount(res.balance, currency)
+        out.done(
+            {
+                "card": res.card_number,
+                "balance": bal,
+                "seq": res.seq,
+                "renewed": res.renewed,
+                "currency": currency,
+            },
+            lambda c: c.print(
+                f"Card {res.card_number} balance is now {bal} {currency} "
+                f"(seq {res.seq}{', certificate renewed' if res.renewed else ''})."
+            ),
+        )
+
+
+def _card_currency(h: Home, card: str | None) -> str:
+    if card is not None:
+        cur = h.card(card).load().currency
+        if cur:
+            return cur
+    with h.bank() as bank:
+        return bank.currency
+
+
+# --------------------------------------------------------------------------------------
+# card
+# --------------------------------------------------------------------------------------
+
+
+@card_app.command("show")
+def card_show(
+    ctx: typer.Context,
+    card: Annotated[str | None, typer.Option()] = None,
+    reader: Annotated[str | None, typer.Option(help="PC/SC reader name")] = None,
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """What the card tells its holder: balance, lock state, certificate."""
+    h, out = _ctx(ctx, home, json_)
+    with answering(out):
+        if reader is not None:
+            from jointpay.adapters.pcsc import reader_client
+
+            cm = reader_client(reader)
+        elif card is not None:
+            cm = h.card_client(card)
+        else:
+            raise BadInput("no_card", "give --card or --reader")
+        with cm as client:
+            obj = describe_card(client)
+        lock = "[red]LOCKED[/]" if obj["locked"] else f"{obj['pin_tries']} PIN tries left"
+        out.done(
+            obj,
+            lambda c: c.print(
+                f"Card {obj['card']}: balance {obj['balance']} {obj['currency']}, {lock}, "
+                f"{obj['mode']}, next ser {obj['next_ser']}, seq {obj['seq']}."
+            ),
+        )
+
+
+def describe_card(client: Any) -> dict[str, Any]:
+    from jointpay.crypto.certs import CardCert
+
+    client.select()
+    info = client.info()
+    st = client.status()
+    cert = CardCert.decode(client.cert())
+    return {
+        "card": info.card_number,
+        "balance": format_amount(st.balance, info.currency),
+        "currency": info.currency,
+        "locked": st.locked,
+        "pin_tries": st.pin_tries,
+        "mode": info.mode,
+        "seq": st.seq,
+        "next_ser": st.next_ser,
+        "suite": info.suite,
+        "bank_id": info.bank_id,
+        "cert_id": cert.id_hex,
+        "valid_until": cert.not_after,
+        "withdrawal_pending": st.withdrawal_pending,
+    }
+
+
+@app.command("demo")
+def demo(
+    ctx: typer.Context,
+    suite: Annotated[str, typer.Option(help="|".join(SUITES))] = SUITE_SECP256K1,
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """The whole lifecycle on a fresh embedded bank, told step by step."""
+    _, out = _ctx(ctx, home, json_)
+    from jointpay.cli.demo import run_demo
+
+    with answering(out):
+        result = run_demo(out, suite=suite, home=home)
+        if not result["ok"]:
+            out.done(result)
+            raise typer.Exit(EXIT_REFUSED)
+        out.done(result, lambda c: c.print("\n[bold green]Every step did what it should.[/]"))
+
+
+def _register_pcsc() -> None:
+    from jointpay.cli.pcsc_cmds import register
+
+    register(app, card_app)
+
+
+_register_pcsc()
+
+
+def run() -> None:
+    """Console-script entry point."""
+    app()

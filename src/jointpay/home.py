@@ -1,0 +1,252 @@
+"""A single-machine installation: the folder ``JOINTPAY_HOME`` and what lives in it.
+
+::
+
+    $JOINTPAY_HOME/
+      bank.db                      the embedded bank (unless JOINTPAY_DB names another)
+      cards/<card number>.card     each card's non-volatile memory (0600)
+      merchants/<slug>/terminal.json   the terminal's S_id, MERCHANT-CERT, key (0600)
+      merchants/<slug>/terminal.db     payments taken and not yet deposited
+
+The bank, the cards and the terminals are separate parties that happen to share a
+folder here; each only ever reads its own files. This module is the composition
+root: it builds the objects of :mod:`jointpay.service` and :mod:`jointpay.protocol`
+from explicit paths and URLs, and holds no global state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jointpay.adapters.card_file import CardFile, InProcessChannel, atomic_write
+from jointpay.adapters.terminal_store import SqliteTerminalStore, TerminalFile
+from jointpay.crypto.certs import SigningKey, VerifyKey
+from jointpay.protocol.card import CardStateError
+from jointpay.protocol.deposit import build_batch, make_deposit, verify_receipt
+from jointpay.protocol.messages import AuthKind
+from jointpay.protocol.terminal import CardClient, TakenPayment, Terminal
+from jointpay.service.bank import Bank, Clock, IssuedCard, system_clock
+from jointpay.service.errors import BadInput, Refused
+from jointpay.service.flows import BankPort, WithdrawOutcome, withdraw_with_card
+from jointpay.service.policy import Policy
+from jointpay.storage import open_store
+from jointpay.storage.base import Store
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("JOINTPAY_HOME") or Path.home() / ".jointpay")
+
+
+def _slug(name: str) -> str:
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")[:32] or "m"
+    return f"{readable}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+
+
+@dataclass
+class Home:
+    root: Path
+    db_url: str | None = None
+    clock: Clock = system_clock
+
+    @classmethod
+    def at(cls, root: Path | None, *, clock: Clock = system_clock) -> Home:
+        return cls(root or default_home(), os.environ.get("JOINTPAY_DB") or None, clock)
+
+    # -- the bank -----------------------------------------------------------------------
+    def store(self) -> Store:
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return open_store(self.db_url, home=self.root)
+
+    @contextmanager
+    def bank(self) -> Iterator[Bank]:
+        store = self.store()
+        try:
+            yield Bank(store, clock=self.clock)
+        finally:
+            store.close()
+
+    def init_bank(
+        self,
+        *,
+        suite: str,
+        group: str | None,
+        currency: str,
+        bank_id: str | None = None,
+        policy: Policy | None = None,
+    ) -> dict[str, Any]:
+        store = self.store()
+        try:
+            bank = Bank.create(
+                store,
+                suite=suite,
+                group=group,
+                currency=currency,
+                bank_id=bank_id,
+                policy=policy,
+                clock=self.clock,
+            )
+            return bank.parameters()
+        finally:
+            store.close()
+
+    # -- cards --------------------------------------------------------------------------
+    def card_path(self, number: str) -> Path:
+        if not re.fullmatch(r"[0-9]{8,19}", number):
+            raise BadInput("bad_card", f"{number!r} is not a card number (8 to 19 digits)")
+        return self.root / "cards" / f"{number}.card"
+
+    def card(self, number: str) -> CardFile:
+        f = CardFile(self.card_path(number))
+        if not f.exists():
+            raise BadInput("unknown_card", f"no card {number} in {self.root / 'cards'}")
+        return f
+
+    @contextmanager
+    def card_client(self, number: str) -> Iterator[CardClient]:
+        """The card in a local reader: its applet loaded from its file."""
+        try:
+            applet = self.card(number).applet()
+        except CardStateError as exc:
+            raise BadInput("corrupt_card", f"card {number}: {exc}") from exc
+        yield CardClient(InProcessChannel(applet))
+
+    def issue_card(
+        self,
+        bank: Bank,
+        *,
+        holder: str,
+        pin: str,
+        load: int,
+        mode: str,
+        limit: int,
+        user_key: str,
+        choice: int | None = None,
+        auth: AuthKind = AuthKind.SIGNATURE,
+    ) -> IssuedCard:
+        """FIG. 4 with a fresh blank card file; the file is removed if issuing fails."""
+        tmp = self.root / "cards" / f".blank-{os.getpid()}-{os.urandom(4).hex()}.card"
+        _, applet = CardFile.blank(tmp)
+
+        def chooser(options: Sequence[str]) -> int:
+            if choice is None or not 0 <= choice < len(options):
+                raise BadInput(
+                    "bad_choice", f"--user-key holder needs --choice N (0-{len(options) - 1})"
+                )
+            return choice
+
+        try:
+            issued = bank.issue_card(
+                CardClient(InProcessChannel(applet)),
+                holder=holder,
+                pin=pin,
+                load=load,
+                mode=mode,
+                limit=limit,
+                user_key=user_key,
+                holder_choice=chooser,
+                auth=auth,
+            )
+            os.replace(tmp, self.card_path(issued.card_number))
+            return issued
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+    # -- merchants ----------------------------------------------------------------------
+    def merchant_dir(self, name: str) -> Path:
+        return self.root / "merchants" / _slug(name)
+
+    def open_merchant(self, bank: Bank, name: str, bank_url: str | None = None) -> TerminalFile:
+        """FIG. 3: the merchant makes its key; the bank certifies it; the terminal is set up."""
+        folder = self.merchant_dir(name)
+        if (folder / "terminal.json").exists():
+            raise Refused("exists", f"a merchant terminal named {name!r} exists already")
+        key = SigningKey.generate(name)
+        record, cert = bank.open_merchant(name, key.verify_key.raw)
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tf = TerminalFile(
+            name,
+            bank.bank_id,
+            record.sid,
+            cert,
+            key.private_bytes(),
+            {bank.bank_id: bank.verify_key.raw},
+            bank_url,
+        )
+        atomic_write(folder / "terminal.json", tf.to_json().encode())
+        SqliteTerminalStore(folder / "terminal.db").close()
+        return tf
+
+    def terminal_file(self, name: str) -> TerminalFile:
+        path = self.merchant_dir(name) / "terminal.json"
+        if not path.exists():
+            raise BadInput("unknown_merchant", f"no merchant terminal named {name!r}")
+        return TerminalFile.from_json(path.read_text(encoding="utf-8"))
+
+    @contextmanager
+    def terminal(self, name: str) -> Iterator[tuple[TerminalFile, SqliteTerminalStore]]:
+        tf = self.terminal_file(name)
+        store = SqliteTerminalStore(self.merchant_dir(name) / "terminal.db")
+        try:
+            yield tf, store
+        finally:
+            store.close()
+
+    # -- the three transactions -----------------------------------------------------------
+    def pay(self, card: str, merchant: str, amount: int, pin: str) -> TakenPayment:
+        """FIG. 8: one offline payment; no bank is contacted."""
+        with self.terminal(merchant) as (tf, store), self.card_client(card) as client:
+            terminal = Terminal(tf.config(store.hotlist()), store)
+            return terminal.pay(client, amount, lambda: pin, self.clock())
+
+    def sync_hotlist(self, merchant: str, bank: BankPort) -> int:
+        """Bring the terminal's hot list up to date; return how many entries arrived."""
+        with self.terminal(merchant) as (_, store):
+            entries = bank.hotlist(store.hotlist_version())
+            store.add_hotlist((e.card_number, e.version) for e in entries)
+            return len(entries)
+
+    def export_batch(self, merchant: str) -> dict[str, Any]:
+        with self.terminal(merchant) as (tf, store):
+            return build_batch(tf.bank_id, tf.sid, store.pending())
+
+    def deposit(
+        self, merchant: str, bank: BankPort, batch: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """FIG. 9 on the merchant's side: sign the session, send, check the receipt."""
+        with self.terminal(merchant) as (tf, store):
+            if batch is None:
+                batch = build_batch(tf.bank_id, tf.sid, store.pending())
+            if batch.get("bank_id") != bank.bank_id:
+                raise Refused(
+                    "wrong_bank",
+                    f"the batch is for bank {batch.get('bank_id')!r}, not {bank.bank_id!r}",
+                )
+            key = SigningKey.from_private_bytes(tf.sid, tf.signing_key)
+            message = make_deposit(
+                key, tf.bank_id, tf.sid, store.next_deposit_seq(), self.clock(), batch
+            )
+            receipt = bank.deposit(message)
+            verify_receipt(VerifyKey(tf.bank_id, tf.bank_keys[tf.bank_id]), receipt)
+            store.record_results(str(receipt["deposit_id"]), receipt["results"])
+            return receipt
+
+    def withdraw(
+        self,
+        card: str,
+        bank: BankPort,
+        *,
+        pin: str,
+        amount: int,
+        renew: bool,
+        auth: AuthKind = AuthKind.SIGNATURE,
+    ) -> WithdrawOutcome:
+        with self.card_client(card) as client:
+            return withdraw_with_card(client, bank, pin=pin, amount=amount, renew=renew, auth=auth)

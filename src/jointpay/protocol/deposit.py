@@ -1,0 +1,274 @@
+"""Deposit messages (FIG. 9): the merchant's batch, its signed deposit, the bank's receipt.
+
+* A **batch** is what ``merchant export`` writes: the payments a terminal took, grouped
+  by CARD-CERT so each certificate travels once (step 640), each payment with the
+  terminal's ``a'`` as an untrusted hint. It is plain data; every payment in it is
+  self-authenticating (bank-signed CARD-CERT, card-signed PAYMENT-CERT).
+* A **deposit request** wraps a batch for one deposit session: the bank, the S_id,
+  a per-merchant sequence number and a timestamp (freshness, "protected by using
+  freshness identifier, such as time stamp and sequence number, and integrity check
+  value, such as digital signature"), signed with the merchant's key.
+* A **receipt** is the bank's signed answer: the batch digest (the patent's
+  "checksum" receipt) and the status of every payment (step 710).
+
+Digests and signatures are over the canonical JSON of the object (keys sorted, no
+whitespace, integers and strings only; floats are refused on parse), so the JSON a
+party received is exactly what it can check.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Final
+
+from jointpay.crypto.certs import SigningKey, VerifyKey, check_ident
+from jointpay.crypto.errors import DecodeError, InvalidSignature
+from jointpay.protocol.terminal import TakenPayment
+
+BATCH_FORMAT: Final = "jointpay-batch/1"
+DEPOSIT_FORMAT: Final = "jointpay-deposit/1"
+RECEIPT_FORMAT: Final = "jointpay-receipt/1"
+DEPOSIT_TAG: Final = b"jointpay/v1/deposit"
+RECEIPT_TAG: Final = b"jointpay/v1/receipt"
+MAX_BATCH_PAYMENTS: Final = 200_000
+MAX_BATCH_CARDS: Final = 200_000
+
+REASONS: Final = (
+    "malformed",
+    "unknown_card",
+    "bad_cert",
+    "expired_cert",
+    "blacklisted",
+    "bad_signature",
+    "wrong_merchant",
+    "duplicate",
+    "stale",
+    "insufficient_balance",
+    "currency_mismatch",
+    "future_time",
+)
+
+
+class BatchError(DecodeError):
+    """A batch or deposit message is unusable as a whole (not a per-payment problem)."""
+
+
+def canonical_json(obj: object) -> bytes:
+    """The one byte encoding of a JSON value that jointpay digests and signs."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def _no_floats(value: str) -> Any:
+    raise BatchError(f"numbers must be integers, got {value!r}")
+
+
+def loads_strict(text: str | bytes) -> Any:
+    """Parse JSON refusing floats, NaN, duplicate keys, and absurd nesting."""
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in items:
+            if k in out:
+                raise BatchError(f"duplicate key {k!r}")
+            out[k] = v
+        return out
+
+    try:
+        return json.loads(
+            text, parse_float=_no_floats, parse_constant=_no_floats, object_pairs_hook=pairs
+        )
+    except RecursionError as exc:
+        raise BatchError("JSON nested too deeply") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BatchError(f"not valid JSON: {exc}") from exc
+
+
+def digest(obj: object) -> bytes:
+    return hashlib.sha256(canonical_json(obj)).digest()
+
+
+def _field(obj: dict[str, Any], key: str, kind: type, what: str) -> Any:
+    if key not in obj:
+        raise BatchError(f"{what}: missing {key!r}")
+    v = obj[key]
+    if not isinstance(v, kind) or (kind is int and isinstance(v, bool)):
+        raise BatchError(f"{what}: {key!r} must be {kind.__name__}")
+    return v
+
+
+# --------------------------------------------------------------------------------------
+# batch
+# --------------------------------------------------------------------------------------
+
+
+def build_batch(bank_id: str, sid: str, payments: Iterable[TakenPayment]) -> dict[str, Any]:
+    """The batch file of ``merchant export``: payments grouped by CARD-CERT."""
+    groups: dict[bytes, dict[str, Any]] = {}
+    for p in payments:
+        g = groups.setdefault(p.cert_id, {"cert": p.card_cert.hex(), "payments": []})
+        g["payments"].append(
+            {
+                "ser": p.ser,
+                "spec": p.spec.hex(),
+                "b": p.b.hex(),
+                "r": p.r.hex(),
+                "hint": p.hint.hex(),
+            }
+        )
+    return {"format": BATCH_FORMAT, "bank_id": bank_id, "sid": sid, "cards": list(groups.values())}
+
+
+@dataclass(frozen=True, slots=True)
+class RawPayment:
+    """One payment of a batch, as received: checked field by field by the bank."""
+
+    index: int
+    cert: object
+    ser: object
+    spec: object
+    b: object
+    r: object
+    hint: object
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    bank_id: str
+    sid: str
+    cards: list[dict[str, Any]]
+    count: int
+
+    def payments(self) -> Iterator[RawPayment]:
+        i = 0
+        for card in self.cards:
+            cert = card.get("cert")
+            for p in card.get("payments", []):
+                if isinstance(p, dict):
+                    yield RawPayment(
+                        i, cert, p.get("ser"), p.get("spec"), p.get("b"), p.get("r"), p.get("hint")
+                    )
+                else:
+                    yield RawPayment(i, cert, None, None, None, None, None)
+                i += 1
+
+
+def parse_batch(obj: object) -> Batch:
+    """Check a batch's envelope. Per-payment defects are left for the bank to report."""
+    if not isinstance(obj, dict):
+        raise BatchError("a batch is a JSON object")
+    if obj.get("format") != BATCH_FORMAT:
+        raise BatchError(f"not a jointpay batch (format must be {BATCH_FORMAT!r})")
+    bank_id = check_ident(_field(obj, "bank_id", str, "batch"), "bank id")
+    sid = check_ident(_field(obj, "sid", str, "batch"), "S_id")
+    cards = _field(obj, "cards", list, "batch")
+    if len(cards) > MAX_BATCH_CARDS:
+        raise BatchError(f"batch has {len(cards)} card groups (limit {MAX_BATCH_CARDS})")
+    count = 0
+    for card in cards:
+        if not isinstance(card, dict) or not isinstance(card.get("payments"), list):
+            raise BatchError("each card group is an object with a 'payments' list")
+        count += len(card["payments"])
+    if count > MAX_BATCH_PAYMENTS:
+        raise BatchError(f"batch has {count} payments (limit {MAX_BATCH_PAYMENTS})")
+    return Batch(bank_id, sid, cards, count)
+
+
+# --------------------------------------------------------------------------------------
+# deposit request
+# --------------------------------------------------------------------------------------
+
+
+def _deposit_tbs(bank_id: str, sid: str, seq: int, time: int, batch_digest: bytes) -> bytes:
+    return canonical_json(
+        {
+            "bank_id": bank_id,
+            "sid": sid,
+            "seq": seq,
+            "time": time,
+            "batch_digest": batch_digest.hex(),
+            "format": DEPOSIT_FORMAT,
+        }
+    )
+
+
+def make_deposit(
+    key: SigningKey, bank_id: str, sid: str, seq: int, time: int, batch: dict[str, Any]
+) -> dict[str, Any]:
+    """The merchant's signed deposit message for one session (FIG. 9 steps 600-640)."""
+    d = digest(batch)
+    sig = key.sign(DEPOSIT_TAG, _deposit_tbs(bank_id, sid, seq, time, d))
+    return {
+        "format": DEPOSIT_FORMAT,
+        "bank_id": bank_id,
+        "sid": sid,
+        "seq": seq,
+        "time": time,
+        "batch": batch,
+        "signature": sig.hex(),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class DepositRequest:
+    bank_id: str
+    sid: str
+    seq: int
+    time: int
+    batch: Batch
+    batch_digest: bytes
+    signature: bytes
+
+    def verify(self, merchant_key: VerifyKey) -> None:
+        merchant_key.verify(
+            DEPOSIT_TAG,
+            _deposit_tbs(self.bank_id, self.sid, self.seq, self.time, self.batch_digest),
+            self.signature,
+        )
+
+
+def parse_deposit(obj: object) -> DepositRequest:
+    if not isinstance(obj, dict):
+        raise BatchError("a deposit is a JSON object")
+    if obj.get("format") != DEPOSIT_FORMAT:
+        raise BatchError(f"not a jointpay deposit (format must be {DEPOSIT_FORMAT!r})")
+    bank_id = check_ident(_field(obj, "bank_id", str, "deposit"), "bank id")
+    sid = check_ident(_field(obj, "sid", str, "deposit"), "S_id")
+    seq = _field(obj, "seq", int, "deposit")
+    time = _field(obj, "time", int, "deposit")
+    if not 0 < seq < 1 << 63 or not 0 <= time < 1 << 63:
+        raise BatchError("deposit: seq or time out of range")
+    raw_batch = obj.get("batch")
+    batch = parse_batch(raw_batch)
+    if batch.bank_id != bank_id or batch.sid != sid:
+        raise BatchError("deposit: the batch names another bank or service provider")
+    try:
+        sig = bytes.fromhex(_field(obj, "signature", str, "deposit"))
+    except ValueError as exc:
+        raise BatchError("deposit: signature is not hex") from exc
+    return DepositRequest(bank_id, sid, seq, time, batch, digest(raw_batch), sig)
+
+
+# --------------------------------------------------------------------------------------
+# receipt
+# --------------------------------------------------------------------------------------
+
+
+def sign_receipt(key: SigningKey, body: dict[str, Any]) -> dict[str, Any]:
+    body = {**body, "format": RECEIPT_FORMAT}
+    return {**body, "signature": key.sign(RECEIPT_TAG, canonical_json(body)).hex()}
+
+
+def verify_receipt(bank_key: VerifyKey, receipt: dict[str, Any]) -> None:
+    """Raise :class:`InvalidSignature` unless the bank signed this receipt."""
+    body = {k: v for k, v in receipt.items() if k != "signature"}
+    sig = receipt.get("signature")
+    if not isinstance(sig, str):
+        raise InvalidSignature("receipt has no signature")
+    try:
+        raw = bytes.fromhex(sig)
+    except ValueError as exc:
+        raise InvalidSignature("receipt signature is not hex") from exc
+    bank_key.verify(RECEIPT_TAG, canonical_json(body), raw)

@@ -1,0 +1,96 @@
+"""The audit: every ledger invariant, checked, with each violation said in words.
+
+Invariants (docs/operations.md lists them with the harness that tests each):
+
+1. every transfer's legs sum to zero, and the entries sum to zero per currency;
+2. each account's cached balance equals the sum of its entries;
+3. no account that may not go negative is below zero (card floats, holders, merchants);
+4. no (card, ser) is credited twice (the payments table's key; re-checked here);
+5. each cash card's float equals its loads (withdrawals) minus its accepted payments;
+6. each merchant account equals what its accepted payments credited, less fees;
+7. open breach alerts are reported (they are not ledger violations, but an auditor
+   must see them).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any
+
+from jointpay.domain.money import format_amount
+from jointpay.storage.base import UnitOfWork
+
+if TYPE_CHECKING:
+    from jointpay.service.bank import AuditReport, Bank
+
+
+def run_audit(bank: Bank, tx: UnitOfWork) -> AuditReport:
+    from jointpay.service.bank import AuditReport
+
+    violations: list[str] = []
+    cur = bank.currency
+    for tid in tx.audit_unbalanced_transfers():
+        violations.append(f"transfer {tid} does not sum to zero")
+    for currency, total in sorted(tx.audit_currency_sums().items()):
+        if total != 0:
+            violations.append(f"entries in {currency} sum to {total}, not zero")
+    sums = tx.audit_entry_sums()
+    accounts = tx.list_accounts()
+    for account in accounts:
+        actual = sums.get(account.id, 0)
+        if actual != account.balance:
+            violations.append(
+                f"account {account.id}: balance {account.balance} but entries sum to {actual}"
+            )
+        if not account.allow_negative and account.balance < 0:
+            violations.append(f"account {account.id} is negative ({account.balance})")
+    loads: dict[str, int] = defaultdict(int)
+    for w in tx.iter_withdrawals():
+        loads[w.card_number] += w.amount
+    spent: dict[str, int] = defaultdict(int)
+    per_merchant: dict[str, int] = defaultdict(int)
+    seen: set[tuple[str, int]] = set()
+    n_payments = 0
+    for p in tx.iter_payments():
+        n_payments += 1
+        if (p.card_number, p.ser) in seen:
+            violations.append(f"payment {p.card_number}/{p.ser} credited twice")
+        seen.add((p.card_number, p.ser))
+        spent[p.card_number] += p.amount
+        per_merchant[p.sid] += p.amount
+    by_id = {a.id: a for a in accounts}
+    for card in tx.list_cards():
+        if card.mode != "cash":
+            continue
+        acc = by_id.get(card.float_account)
+        expected = loads[card.card_number] - spent[card.card_number]
+        if acc is None:
+            violations.append(f"card {card.card_number} has no float account")
+        elif acc.balance != expected:
+            violations.append(
+                f"card {card.card_number}: float {acc.balance} but loads minus "
+                f"accepted payments is {expected}"
+            )
+    fee = bank.policy.payment_fee
+    for m in tx.list_merchants():
+        acc = by_id.get(m.account_id)
+        if acc is None:
+            violations.append(f"merchant {m.sid} has no account")
+        elif fee == 0 and acc.balance != per_merchant[m.sid]:
+            violations.append(
+                f"merchant {m.sid}: balance {acc.balance} but accepted payments "
+                f"total {per_merchant[m.sid]}"
+            )
+    alerts = tx.list_alerts()
+    figures: dict[str, Any] = {
+        "accounts": len(accounts),
+        "payments": n_payments,
+        "alerts": len(alerts),
+        "float_total": format_amount(
+            sum(a.balance for a in accounts if a.id.startswith("card:")), cur
+        ),
+        "income": format_amount(
+            sum(a.balance for a in accounts if a.id.startswith("bank:income:")), cur
+        ),
+    }
+    return AuditReport(not violations, violations, figures)

@@ -1,0 +1,1139 @@
+"""The bank's use cases (FIG. 3, 4, 5, 9, 10), each one unit of work.
+
+A :class:`Bank` is built from an explicit :class:`~jointpay.storage.base.Store` and a
+clock; nothing is read from the environment or created at import time. Every method
+that changes state does it inside one transaction: it commits whole or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Final
+
+from jointpay.crypto.certs import (
+    CardCert,
+    CardMode,
+    MerchantCert,
+    SigningKey,
+    VerifyKey,
+    check_ident,
+    issue_card_cert,
+    mac,
+    new_cert_id,
+    verify_mac,
+)
+from jointpay.crypto.errors import CryptoError, ExpiredCertificateError
+from jointpay.crypto.group import SUITE_MODP, Group, get_group
+from jointpay.crypto.joint import Role, prove_possession
+from jointpay.crypto.schnorr import PaymentCert, SecretScalar, verify
+from jointpay.domain.money import check_currency, format_amount
+from jointpay.domain.records import (
+    Account,
+    AccountKind,
+    AlertRecord,
+    CardRecord,
+    CardStatus,
+    CertRecord,
+    DepositRecord,
+    HotlistEntry,
+    Leg,
+    MerchantRecord,
+    PaymentRecord,
+    Transfer,
+    WithdrawalRecord,
+)
+from jointpay.protocol.card import (
+    P_FINISH_USER,
+    P_GEN_SHARE,
+    P_IDENTITY,
+    P_LOAD_SHARE,
+    P_PUT_CERT,
+    P_PUT_SECRET,
+    contribution_secret_data,
+    decode_contribution,
+    identity_data,
+)
+from jointpay.protocol.deposit import (
+    BatchError,
+    DepositRequest,
+    RawPayment,
+    canonical_json,
+    parse_deposit,
+    sign_receipt,
+)
+from jointpay.protocol.messages import (
+    UNBLOCK_TAG,
+    WITHDRAW_ACK_TAG,
+    WITHDRAW_REQUEST_TAG,
+    AuthKind,
+    WithdrawAck,
+    WithdrawRequest,
+    unblock_message,
+)
+from jointpay.protocol.spec import PaymentSpec
+from jointpay.protocol.terminal import CardClient, CardError
+from jointpay.service.errors import BadInput, Refused
+from jointpay.service.policy import Policy
+from jointpay.storage.base import (
+    Conflict,
+    InsufficientFunds,
+    NotFound,
+    Store,
+    UnitOfWork,
+)
+
+Clock = Callable[[], int]
+CONFIG_KEY: Final = "bank"
+USER_KEY_SOURCES: Final = ("card", "holder", "manufacturer", "split")
+
+
+def system_clock() -> int:
+    return int(time.time())
+
+
+def luhn_complete(digits: str) -> str:
+    """Append the Luhn check digit (ISO/IEC 7812) to ``digits``."""
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch)
+        if i % 2 == 0:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return digits + str((10 - total % 10) % 10)
+
+
+@dataclass(frozen=True, slots=True)
+class BankConfig:
+    """What ``bank init`` fixes: identity, suite, currency, keys, policy."""
+
+    bank_id: str
+    suite: str
+    group: str | None
+    currency: str
+    signing_key: bytes
+    policy: Policy
+    created_at: int
+
+    def __repr__(self) -> str:
+        return f"BankConfig({self.bank_id}, {self.suite}, {self.group}, {self.currency})"
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "bank_id": self.bank_id,
+                "suite": self.suite,
+                "group": self.group,
+                "currency": self.currency,
+                "signing_key": self.signing_key.hex(),
+                "policy": self.policy.to_json(),
+                "created_at": self.created_at,
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> BankConfig:
+        d = json.loads(text)
+        return cls(
+            d["bank_id"],
+            d["suite"],
+            d["group"],
+            d["currency"],
+            bytes.fromhex(d["signing_key"]),
+            Policy.from_json(d["policy"]),
+            int(d["created_at"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedCard:
+    card_number: str
+    joint_key: bytes
+    cert: CardCert
+    balance: int
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentResult:
+    card: str
+    ser: int | None
+    status: str
+    reason: str | None
+    amount: int | None
+
+    def to_json(self, currency: str) -> dict[str, Any]:
+        return {
+            "card": self.card,
+            "ser": self.ser,
+            "status": self.status,
+            "reason": self.reason,
+            "amount": None if self.amount is None else format_amount(self.amount, currency),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AuditReport:
+    ok: bool
+    violations: list[str]
+    figures: dict[str, Any]
+
+
+def equity_account(currency: str) -> str:
+    return f"bank:equity:{currency}"
+
+
+def income_account(currency: str) -> str:
+    return f"bank:income:{currency}"
+
+
+def holder_account(holder: str) -> str:
+    return f"holder:{holder}"
+
+
+class Bank:
+    """One bank: its keys, its policy, its books."""
+
+    def __init__(self, store: Store, *, clock: Clock = system_clock) -> None:
+        self.store = store
+        self.clock = clock
+        with store.transaction() as tx:
+            raw = tx.config_get(CONFIG_KEY)
+        if raw is None:
+            raise BadInput("no_bank", "no bank here: run `jointpay bank init` first")
+        self.config = BankConfig.from_json(raw)
+        self.group: Group = get_group(self.config.suite, self.config.group)
+        self._key = SigningKey.from_private_bytes(self.config.bank_id, self.config.signing_key)
+        self.verify_key: VerifyKey = self._key.verify_key
+
+    # -- FIG. 3-5 setup ---------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        store: Store,
+        *,
+        suite: str,
+        group: str | None = None,
+        currency: str = "EUR",
+        bank_id: str | None = None,
+        policy: Policy | None = None,
+        clock: Clock = system_clock,
+    ) -> Bank:
+        """``bank init``: the bank's signing key, parameters and books."""
+        try:
+            g = get_group(suite, group if suite == SUITE_MODP else None)
+            check_currency(currency)
+            if bank_id is not None:
+                check_ident(bank_id, "bank id")
+        except (CryptoError, ValueError) as exc:
+            raise BadInput("bad_parameters", str(exc)) from exc
+        key = SigningKey.generate(bank_id or "")
+        bid = bank_id or f"bank-{key.verify_key.fingerprint[:8]}"
+        now = clock()
+        config = BankConfig(
+            bid, suite, g.name, currency, key.private_bytes(), policy or Policy(), now
+        )
+        with store.transaction() as tx:
+            if tx.config_get(CONFIG_KEY) is not None:
+                raise Refused("exists", "a bank already exists here")
+            tx.config_set(CONFIG_KEY, config.to_json())
+            tx.create_account(
+                Account(
+                    equity_account(currency),
+                    AccountKind.EQUITY,
+                    currency,
+                    bid,
+                    0,
+                    now,
+                    allow_negative=True,
+                )
+            )
+            tx.create_account(
+                Account(income_account(currency), AccountKind.INCOME, currency, bid, 0, now)
+            )
+        return cls(store, clock=clock)
+
+    @property
+    def bank_id(self) -> str:
+        return self.config.bank_id
+
+    @property
+    def currency(self) -> str:
+        return self.config.currency
+
+    @property
+    def policy(self) -> Policy:
+        return self.config.policy
+
+    def parameters(self) -> dict[str, Any]:
+        """What the bank publishes: identity, suite, group, key (authenticated channel)."""
+        out: dict[str, Any] = {
+            "bank_id": self.bank_id,
+            "suite": self.config.suite,
+            "group": self.config.group,
+            "currency": self.currency,
+            "public_key": self.verify_key.raw.hex(),
+        }
+        return out
+
+    def open_account(self, holder: str, balance: int) -> Account:
+        """An ordinary account for ``holder``, funded with ``balance`` paid in."""
+        _check_name(holder, "holder")
+        if balance < 0:
+            raise BadInput("bad_amount", "the opening balance cannot be negative")
+        now = self.clock()
+        acc = Account(holder_account(holder), AccountKind.HOLDER, self.currency, holder, 0, now)
+        with self.store.transaction() as tx:
+            try:
+                tx.create_account(acc)
+            except Conflict as exc:
+                raise Refused("exists", f"holder {holder!r} already has an account") from exc
+            if balance:
+                tx.post(
+                    Transfer(
+                        f"open:{acc.id}",
+                        "cash_in",
+                        self.currency,
+                        (Leg(equity_account(self.currency), -balance), Leg(acc.id, balance)),
+                        "opening balance",
+                        now,
+                    )
+                )
+            return tx.get_account(acc.id)
+
+    def open_merchant(self, name: str, public_key: bytes) -> tuple[MerchantRecord, bytes]:
+        """FIG. 3: a service provider's deposit account, its S_id and its MERCHANT-CERT."""
+        _check_name(name, "merchant")
+        if len(public_key) != 32:
+            raise BadInput("bad_key", "a merchant key is a 32-byte Ed25519 public key")
+        now = self.clock()
+        with self.store.transaction() as tx:
+            for _ in range(16):
+                sid = f"SP{secrets.randbelow(10**8):08d}"
+                try:
+                    tx.get_merchant(sid)
+                except NotFound:
+                    break
+            else:  # pragma: no cover - 10^8 ids
+                raise Refused("exhausted", "could not allocate an S_id")
+            cert = MerchantCert(
+                new_cert_id(),
+                self.bank_id,
+                sid,
+                name,
+                public_key,
+                now,
+                now + self.policy.cert_validity,
+            ).signed(self._key)
+            account_id = f"merchant:{sid}"
+            tx.create_account(
+                Account(account_id, AccountKind.MERCHANT, self.currency, name, 0, now)
+            )
+            record = MerchantRecord(sid, name, account_id, public_key, cert.encode(), 0, now)
+            try:
+                tx.add_merchant(record)
+            except Conflict as exc:
+                raise Refused("exists", f"a merchant named {name!r} exists already") from exc
+        return record, cert.encode()
+
+    # -- FIG. 4: issuing a card -------------------------------------------------------
+    def issue_card(
+        self,
+        client: CardClient,
+        *,
+        holder: str,
+        pin: str,
+        load: int = 0,
+        mode: str = CardMode.CASH.value,
+        limit: int = 0,
+        user_key: str = "card",
+        holder_choice: Callable[[Sequence[str]], int] | None = None,
+        auth: AuthKind = AuthKind.SIGNATURE,
+    ) -> IssuedCard:
+        """Personalise a blank card for ``holder`` and open its card account.
+
+        Step 210: the holder must exist and be able to fund the initial load, or
+        nothing is created (step 220). Step 240: the user key is made on the card's
+        side as ``user_key`` says; the bank never sees it. Step 250: the bank's key
+        ``S_C`` is written into the card and forgotten. Step 260: the CARD-CERT is
+        signed after every proof of possession checks. Step 270: the initial load moves
+        from the holder's account through the FIG. 10 exchange, so the card's balance
+        only ever changes through authenticated acknowledgements.
+        """
+        if user_key not in USER_KEY_SOURCES:
+            raise BadInput("bad_user_key", f"user key source must be one of {USER_KEY_SOURCES}")
+        try:
+            card_mode = CardMode(mode)
+        except ValueError as exc:
+            raise BadInput("bad_mode", "mode is cash, credit or cheque") from exc
+        if load < 0 or limit < 0:
+            raise BadInput("bad_amount", "amounts cannot be negative")
+        if card_mode is not CardMode.CASH and load:
+            raise BadInput("bad_amount", "only cash cards carry an initial load")
+        if card_mode is CardMode.CREDIT and not limit:
+            raise BadInput("bad_amount", "a credit card needs --limit")
+        now = self.clock()
+        with self.store.transaction() as tx:  # step 210
+            try:
+                acct = tx.get_account(holder_account(holder))
+            except NotFound as exc:
+                raise Refused("unknown_holder", f"no account for holder {holder!r}") from exc
+            if acct.balance < load + (self.policy.withdrawal_fee if load else 0):
+                raise Refused(
+                    "insufficient_funds",
+                    f"holder {holder!r} cannot fund an initial load of "
+                    f"{format_amount(load, self.currency)}",
+                )
+            while True:
+                number = luhn_complete("4" + "".join(str(secrets.randbelow(10)) for _ in range(14)))
+                try:
+                    tx.get_card(number)
+                except NotFound:
+                    break
+        group = self.group
+        master_key = secrets.token_bytes(32)
+        try:
+            client.select()
+            client.command(
+                0x80,
+                0xE0,
+                P_IDENTITY,
+                0,
+                identity_data(
+                    number,
+                    group.suite,
+                    group.name,
+                    self.currency,
+                    card_mode.value,
+                    self.bank_id,
+                    self.verify_key.raw,
+                    master_key,
+                    pin,
+                ),
+                what="PERSONALISE identity",
+            )
+            self._make_user_key(client, user_key, holder_choice)
+            user = decode_contribution(
+                group, client.command(0x80, 0xE0, P_FINISH_USER, 0, what="PERSONALISE user key")
+            )
+            s_c = SecretScalar(group.random_scalar())  # step 250
+            bank_part = prove_possession(group, s_c, number, Role.BANK)
+            client.command(
+                0x80,
+                0xE0,
+                P_PUT_SECRET,
+                0,
+                contribution_secret_data(Role.BANK.value, s_c),
+                what="PERSONALISE bank key",
+            )
+            del s_c  # the bank keeps no copy of S_C
+            cert = issue_card_cert(  # step 260, after every proof of possession
+                self._key,
+                group=group,
+                card_number=number,
+                contributions=[user, bank_part],
+                currency=self.currency,
+                mode=card_mode,
+                not_before=now - self.policy.clock_skew,
+                not_after=now + self.policy.cert_validity,
+                max_amount=self.policy.max_amount,
+            )
+            client.command(0x80, 0xE0, P_PUT_CERT, 0, cert.encode(), what="PERSONALISE cert")
+        except CardError as exc:
+            raise Refused("card_error", f"personalisation failed: {exc}") from exc
+        except CryptoError as exc:
+            raise Refused("bad_contribution", f"the card's key contribution: {exc}") from exc
+        record = self._open_card_account(number, holder, card_mode, limit, cert, master_key, now)
+        balance = 0
+        if load:  # step 270
+            from jointpay.service.flows import withdraw_with_card
+
+            balance = withdraw_with_card(client, self, pin=pin, amount=load, auth=auth).balance
+        return IssuedCard(record.card_number, cert.joint_key.encoded, cert, balance)
+
+    def _make_user_key(
+        self, client: CardClient, source: str, holder_choice: Callable[[Sequence[str]], int] | None
+    ) -> None:
+        """FIG. 4 step 240 / claims 17-24: who makes S_U, never the bank."""
+        if source in ("card", "split"):
+            client.command(0x80, 0xE0, P_GEN_SHARE, 0, what="PERSONALISE generate")
+        if source in ("holder", "split"):
+            _TrustedTerminal(self.group).load_holder_choice(client, holder_choice)
+        if source == "manufacturer":
+            _Manufacturer(self.group).load_share(client)
+
+    def _open_card_account(
+        self,
+        number: str,
+        holder: str,
+        mode: CardMode,
+        limit: int,
+        cert: CardCert,
+        master_key: bytes,
+        now: int,
+    ) -> CardRecord:
+        float_id = f"card:{number}"
+        record = CardRecord(
+            card_number=number,
+            holder=holder,
+            holder_account=holder_account(holder),
+            float_account=float_id if mode is not CardMode.CHEQUE else "",
+            mode=mode.value,
+            currency=self.currency,
+            suite=cert.suite,
+            group=cert.group.name,
+            joint_key=cert.joint_key.encoded,
+            master_key=master_key,
+            seq=0,
+            highest_ser=-1,
+            status=CardStatus.ACTIVE,
+            limit=limit,
+            created_at=now,
+            current_cert_id=cert.cert_id,
+        )
+        with self.store.transaction() as tx:
+            if mode is not CardMode.CHEQUE:
+                kind = AccountKind.CARD_FLOAT if mode is CardMode.CASH else AccountKind.CREDIT
+                tx.create_account(
+                    Account(
+                        float_id,
+                        kind,
+                        self.currency,
+                        holder,
+                        0,
+                        now,
+                        allow_negative=mode is CardMode.CREDIT,
+                    )
+                )
+            tx.add_card(record)
+            tx.add_cert(
+                CertRecord(
+                    cert.cert_id, number, cert.encode(), cert.not_before, cert.not_after, now
+                )
+            )
+        return record
+
+    # -- hot list, unblock, alerts ----------------------------------------------------
+    def blacklist(self, card_number: str, reason: str = "reported") -> HotlistEntry:
+        with self.store.transaction() as tx:
+            try:
+                card = tx.lock_card(card_number)
+            except NotFound as exc:
+                raise BadInput("unknown_card", f"no card {card_number}") from exc
+            return self._blacklist(tx, card, reason, self.clock())
+
+    def _blacklist(self, tx: UnitOfWork, card: CardRecord, reason: str, now: int) -> HotlistEntry:
+        if card.status is not CardStatus.BLACKLISTED:
+            tx.update_card(replace(card, status=CardStatus.BLACKLISTED, blacklisted_at=now))
+        return tx.add_hotlist(card.card_number, reason, now)
+
+    def hotlist(self, since: int = 0) -> list[HotlistEntry]:
+        with self.store.transaction() as tx:
+            return tx.hotlist_since(since)
+
+    def alerts(self) -> list[AlertRecord]:
+        with self.store.transaction() as tx:
+            return tx.list_alerts()
+
+    def card(self, card_number: str) -> CardRecord:
+        with self.store.transaction() as tx:
+            try:
+                return tx.get_card(card_number)
+            except NotFound as exc:
+                raise BadInput("unknown_card", f"no card {card_number}") from exc
+
+    def account(self, account_id: str) -> Account:
+        with self.store.transaction() as tx:
+            try:
+                return tx.get_account(account_id)
+            except NotFound as exc:
+                raise BadInput("unknown_account", f"no account {account_id}") from exc
+
+    def merchant(self, name: str) -> MerchantRecord:
+        with self.store.transaction() as tx:
+            try:
+                return tx.get_merchant_by_name(name)
+            except NotFound as exc:
+                raise BadInput("unknown_merchant", f"no merchant named {name!r}") from exc
+
+    def online_check(self, card_number: str, amount: int) -> dict[str, Any]:
+        """FIG. 8's optional on-line clearance, answered from the card's current record."""
+        card = self.card(card_number)
+        if card.status is CardStatus.BLACKLISTED:
+            return {"approved": False, "reason": "blacklisted", "available": None}
+        if card.mode == CardMode.CHEQUE.value:
+            available = self.account(card.holder_account).balance
+        elif card.mode == CardMode.CREDIT.value:
+            available = card.limit + self.account(card.float_account).balance
+        else:
+            available = self.account(card.float_account).balance
+        ok = amount <= available
+        return {
+            "approved": ok,
+            "reason": None if ok else "insufficient_balance",
+            "available": format_amount(available, self.currency),
+        }
+
+    def unblock_card(self, client: CardClient, new_pin: str) -> None:
+        """Reset a locked card's PIN counter and set a new PIN, through the master key."""
+        client.select()
+        info = client.info()
+        card = self.card(info.card_number)
+        challenge = client.get_challenge()
+        tag = mac(
+            card.master_key, UNBLOCK_TAG, unblock_message(card.card_number, challenge, new_pin)
+        )
+        try:
+            client.reset_retry_counter(new_pin, tag)
+        except CardError as exc:
+            raise Refused("card_error", f"the card refused the unblock: {exc}") from exc
+
+    # -- FIG. 10: withdrawal, the bank's side -----------------------------------------
+    def withdraw(self, request: bytes) -> bytes:
+        """Steps 880-910: check the request, move the money, return the acknowledgement.
+
+        Idempotent: the same request again (a lost acknowledgement) returns the same
+        acknowledgement and moves nothing.
+        """
+        try:
+            req = WithdrawRequest.decode(request)
+        except CryptoError as exc:
+            raise BadInput("malformed", f"withdrawal request: {exc}") from exc
+        if req.bank_id != self.bank_id:
+            raise Refused("wrong_bank", f"this card belongs to bank {req.bank_id!r}")
+        now = self.clock()
+        alert: tuple[str, str, str] | None = None
+        with self.store.transaction() as tx:
+            try:
+                card = tx.lock_card(req.card_number)
+            except NotFound as exc:
+                raise Refused("unknown_card", f"no card {req.card_number}") from exc
+            prior = tx.get_withdrawal(card.card_number, req.seq)
+            if prior is not None:
+                if prior.request_digest == req.digest:
+                    return prior.ack
+                raise Refused("replay", f"seq {req.seq} was used by another request")
+            if req.seq != card.seq + 1:
+                raise Refused("bad_seq", f"expected seq {card.seq + 1}, got {req.seq}")
+            cert = self._card_cert(tx, card, req.cert_id)
+            self._check_withdraw_auth(card, cert, req)
+            if card.status is CardStatus.BLACKLISTED:
+                raise Refused("blacklisted", "the card is on the hot list")
+            if card.mode == CardMode.CHEQUE.value:
+                raise Refused("not_supported", "cheque cards have no withdrawal")
+            if req.amount == 0 and not req.renew:
+                raise Refused("bad_amount", "a withdrawal of zero must ask for renewal")
+            float_acc = tx.get_account(card.float_account)
+            if card.mode == CardMode.CASH.value and req.balance > float_acc.balance:
+                # Step 880: the card may be lower (payments not yet deposited), never higher.
+                alert = (
+                    "balance_above_bank",
+                    json.dumps(
+                        {
+                            "card_balance": req.balance,
+                            "bank_balance": float_acc.balance,
+                            "seq": req.seq,
+                        }
+                    ),
+                    canonical_json({"request": request.hex()}).decode(),
+                )
+            else:
+                fee = self.policy.withdrawal_fee if req.amount else 0
+                return self._apply_withdrawal(tx, card, cert, req, fee, now)
+        # the refusal is recorded in its own transaction: the withdrawal itself is void
+        with self.store.transaction() as tx:
+            card = tx.lock_card(req.card_number)
+            tx.add_alert(card.card_number, alert[0], alert[1], alert[2], now)
+            self._blacklist(tx, card, "balance above the bank's record", now)
+        raise Refused(
+            "balance_mismatch",
+            "the card reports more value than the bank's record; card hot-listed",
+        )
+
+    def _apply_withdrawal(
+        self,
+        tx: UnitOfWork,
+        card: CardRecord,
+        cert: CardCert,
+        req: WithdrawRequest,
+        fee: int,
+        now: int,
+    ) -> bytes:
+        if req.amount:
+            # cash: holder's account -> card float; credit: the holder settles its debt
+            legs = [
+                Leg(card.holder_account, -(req.amount + fee)),
+                Leg(card.float_account, req.amount),
+            ]
+            if fee:
+                legs.append(Leg(income_account(self.currency), fee))
+            try:
+                tx.post(
+                    Transfer(
+                        f"withdraw:{card.card_number}:{req.seq}",
+                        "withdrawal",
+                        self.currency,
+                        tuple(legs),
+                        f"seq {req.seq}",
+                        now,
+                    )
+                )
+            except InsufficientFunds as exc:
+                raise Refused(
+                    "insufficient_funds", "the holder's account cannot fund this withdrawal"
+                ) from exc
+        new_cert = b""
+        if req.renew or cert.not_after - now < self.policy.renew_before:
+            renewed = replace(
+                cert,
+                cert_id=new_cert_id(),
+                not_before=now - self.policy.clock_skew,
+                not_after=now + self.policy.cert_validity,
+            ).signed(self._key)
+            new_cert = renewed.encode()
+            tx.add_cert(
+                CertRecord(
+                    renewed.cert_id,
+                    card.card_number,
+                    new_cert,
+                    renewed.not_before,
+                    renewed.not_after,
+                    now,
+                )
+            )
+        ack = WithdrawAck(card.card_number, req.seq, req.amount, req.digest, new_cert)
+        ack = replace(ack, mac=mac(card.master_key, WITHDRAW_ACK_TAG, ack.tbs()))
+        encoded = ack.encode()
+        tx.add_withdrawal(
+            WithdrawalRecord(card.card_number, req.seq, req.digest, req.amount, fee, encoded, now)
+        )
+        tx.update_card(
+            replace(
+                card,
+                seq=req.seq,
+                current_cert_id=(
+                    CardCert.decode(new_cert).cert_id if new_cert else card.current_cert_id
+                ),
+            )
+        )
+        return encoded
+
+    def _card_cert(self, tx: UnitOfWork, card: CardRecord, cert_id: bytes) -> CardCert:
+        try:
+            rec = tx.get_cert(cert_id)
+        except NotFound as exc:
+            raise Refused(
+                "bad_cert", "the request names a CARD-CERT this bank never issued"
+            ) from exc
+        if rec.card_number != card.card_number:
+            raise Refused("bad_cert", "the CARD-CERT belongs to another card")
+        return CardCert.decode(rec.encoded)
+
+    def _check_withdraw_auth(self, card: CardRecord, cert: CardCert, req: WithdrawRequest) -> None:
+        try:
+            if req.auth_kind is AuthKind.SIGNATURE:
+                if len(req.auth) != 64:
+                    raise Refused("bad_auth", "a signed request carries b and r (64 bytes)")
+                sig = PaymentCert.parse(
+                    cert.group, req.seq, req.tbs(), req.auth[:32], req.auth[32:]
+                )
+                verify(cert.group, cert.joint_key, sig, tag=WITHDRAW_REQUEST_TAG)
+            else:
+                verify_mac(card.master_key, WITHDRAW_REQUEST_TAG, req.tbs(), req.auth)
+        except CryptoError as exc:
+            raise Refused("bad_auth", "the withdrawal request is not authentic") from exc
+
+    # -- FIG. 9: deposit --------------------------------------------------------------
+    def deposit(self, message: object) -> dict[str, Any]:
+        """Steps 620-710: verify the session, then every payment; credit; sign a receipt."""
+        try:
+            req = parse_deposit(message)
+        except (BatchError, CryptoError) as exc:
+            raise BadInput("malformed", f"deposit: {exc}") from exc
+        if req.bank_id != self.bank_id:
+            raise Refused(
+                "wrong_bank", f"this deposit is for bank {req.bank_id!r}, not {self.bank_id!r}"
+            )
+        now = self.clock()
+        with self.store.transaction() as tx:
+            try:
+                merchant = tx.lock_merchant(req.sid)
+            except NotFound as exc:
+                raise Refused("unknown_merchant", f"no service provider {req.sid}") from exc
+            try:
+                req.verify(VerifyKey(req.sid, merchant.public_key))
+            except CryptoError as exc:
+                raise Refused("bad_signature", "the deposit is not signed by the merchant") from exc
+            deposit_id = f"{req.sid}:{req.seq}"
+            prior = tx.get_deposit(deposit_id)
+            if prior is not None:
+                if prior.batch_digest == req.batch_digest:
+                    return dict(json.loads(prior.receipt))  # a retried session: same answer
+                raise Refused("replay", f"deposit sequence {req.seq} was used before")
+            if req.seq <= merchant.last_seq:
+                raise Refused(
+                    "replay", f"deposit sequence {req.seq} is not after {merchant.last_seq}"
+                )
+            if abs(now - req.time) > self.policy.message_window:
+                raise Refused("stale_message", "the deposit message's timestamp is not fresh")
+            results = _DepositRun(self, tx, req, deposit_id, now).run()
+            accepted = [r for r in results if r.status == "accepted"]
+            receipt = sign_receipt(
+                self._key,
+                {
+                    "bank_id": self.bank_id,
+                    "deposit_id": deposit_id,
+                    "sid": req.sid,
+                    "seq": req.seq,
+                    "batch_digest": req.batch_digest.hex(),
+                    "time": now,
+                    "accepted": len(accepted),
+                    "rejected": len(results) - len(accepted),
+                    "credited": format_amount(sum(r.amount or 0 for r in accepted), self.currency),
+                    "currency": self.currency,
+                    "results": [r.to_json(self.currency) for r in results],
+                },
+            )
+            tx.set_merchant_seq(req.sid, req.seq)
+            tx.add_deposit(
+                DepositRecord(
+                    deposit_id,
+                    req.sid,
+                    req.seq,
+                    req.batch_digest,
+                    now,
+                    json.dumps(receipt, sort_keys=True),
+                )
+            )
+            return receipt
+
+    # -- audit --------------------------------------------------------------------------
+    def audit(self) -> AuditReport:
+        """Check every ledger invariant; report each violation in words."""
+        from jointpay.service.audit import run_audit
+
+        with self.store.transaction() as tx:
+            return run_audit(self, tx)
+
+
+class _DepositRun:
+    """The per-payment loop of FIG. 9 (steps 650-700) inside one transaction."""
+
+    def __init__(
+        self, bank: Bank, tx: UnitOfWork, req: DepositRequest, deposit_id: str, now: int
+    ) -> None:
+        self.bank = bank
+        self.tx = tx
+        self.req = req
+        self.deposit_id = deposit_id
+        self.now = now
+        self.cards: dict[str, CardRecord] = {}
+        self.certs: dict[bytes, CardCert | str] = {}  # by encoding: one check per batch
+        self.seen: dict[tuple[str, int], bytes] = {}
+        self.accepted: list[PaymentRecord] = []
+        self.debits: dict[str, int] = {}
+        self.available: dict[str, int] = {}
+        self.merchant_credit = 0
+        self.fees = 0
+
+    def run(self) -> list[PaymentResult]:
+        results = [self._one(p) for p in self.req.batch.payments()]
+        self._book()
+        return results
+
+    def _reject(self, card: str, ser: int | None, reason: str) -> PaymentResult:
+        return PaymentResult(card, ser, "rejected", reason, None)
+
+    def _cert(self, raw: object) -> CardCert | str:
+        """Decode and check a CARD-CERT once per batch; a reason string if unusable."""
+        if not isinstance(raw, str):
+            return "malformed"
+        try:
+            data = bytes.fromhex(raw)
+        except ValueError:
+            return "malformed"
+        hit = self.certs.get(data)
+        if hit is not None:
+            return hit
+        result: CardCert | str
+        try:
+            cert = CardCert.decode(data, self._group)
+        except CryptoError:
+            result = "malformed"
+        else:
+            if cert.bank_id != self.bank.bank_id:
+                result = "unknown_card"
+            else:
+                try:
+                    cert.verify(self.bank.verify_key)
+                    result = cert
+                except CryptoError:
+                    result = "bad_cert"
+        self.certs[data] = result
+        return result
+
+    def _group(self, suite: str, name: str | None) -> Group:
+        return get_group(suite, name)
+
+    def _one(self, p: RawPayment) -> PaymentResult:
+        bank, tx = self.bank, self.tx
+        cert = self._cert(p.cert)
+        card_label = cert.card_number if isinstance(cert, CardCert) else ""
+        ser = p.ser if isinstance(p.ser, int) and not isinstance(p.ser, bool) else None
+        # 1. format
+        if cert == "malformed" or ser is None:
+            return self._reject(card_label, ser, "malformed")
+        try:
+            spec_bytes = bytes.fromhex(p.spec) if isinstance(p.spec, str) else None
+            b = bytes.fromhex(p.b) if isinstance(p.b, str) else None
+            r = bytes.fromhex(p.r) if isinstance(p.r, str) else None
+        except ValueError:
+            return self._reject(card_label, ser, "malformed")
+        if spec_bytes is None or b is None or r is None:
+            return self._reject(card_label, ser, "malformed")
+        try:
+            spec = PaymentSpec.decode(spec_bytes)
+        except CryptoError:
+            return self._reject(card_label, ser, "malformed")
+        # 2. known card
+        if isinstance(cert, str):
+            return self._reject(card_label, ser, cert if cert != "malformed" else "malformed")
+        card = self._card(cert.card_number)
+        if card is None:
+            return self._reject(card_label, ser, "unknown_card")
+        try:
+            pc = PaymentCert.parse(cert.group, ser, spec_bytes, b, r)
+        except CryptoError:
+            return self._reject(card_label, ser, "malformed")
+        # 3. certificate: one this bank issued to this card, valid at the payment's time
+        try:
+            rec = tx.get_cert(cert.cert_id)
+        except NotFound:
+            return self._reject(card_label, ser, "bad_cert")
+        if (
+            rec.encoded != cert.encode()
+            or rec.card_number != card.card_number
+            or spec.card_cert_id != cert.cert_id
+        ):
+            return self._reject(card_label, ser, "bad_cert")
+        if spec.time > self.now + bank.policy.clock_skew:
+            return self._reject(card_label, ser, "future_time")
+        try:
+            cert.check_validity(spec.time)
+        except ExpiredCertificateError:
+            return self._reject(card_label, ser, "expired_cert")
+        # 4. hot list: payments made after the card was hot-listed are refused; those made
+        # before it (the merchant could not have known) are honoured.
+        if (
+            card.status is CardStatus.BLACKLISTED
+            and card.blacklisted_at is not None
+            and spec.time > card.blacklisted_at
+        ):
+            return self._reject(card_label, ser, "blacklisted")
+        # 5. the joint signature
+        try:
+            verify(cert.group, cert.joint_key, pc)
+        except CryptoError:
+            return self._reject(card_label, ser, "bad_signature")
+        # 6. the payee is the depositor
+        if spec.sid != self.req.sid or spec.bank_id != bank.bank_id:
+            return self._reject(card_label, ser, "wrong_merchant")
+        # 7. never deposited before; a different spec under the same ser is a clone
+        key = (card.card_number, ser)
+        earlier = self.seen.get(key)
+        if earlier is None:
+            prior = tx.get_payment(card.card_number, ser)
+            earlier = prior.spec if prior is not None else None
+        if earlier is not None:
+            if earlier != spec_bytes:
+                self._breach(
+                    card,
+                    "double_spend",
+                    {
+                        "ser": ser,
+                        "first_spec": earlier.hex(),
+                        "second_spec": spec_bytes.hex(),
+                        "second_b": b.hex(),
+                        "second_r": r.hex(),
+                        "cert": cert.encode().hex(),
+                    },
+                )
+            return self._reject(card_label, ser, "duplicate")
+        # 8. staleness window
+        if spec.time < self.now - bank.policy.deposit_window:
+            return self._reject(card_label, ser, "stale")
+        if spec.currency != card.currency:
+            return self._reject(card_label, ser, "currency_mismatch")
+        # 9. C_balance
+        if card.mode == CardMode.CASH.value:
+            left = self._available(card) - self.debits.get(card.float_account, 0)
+            if spec.amount > left:
+                self._breach(
+                    card, "overspend", {"ser": ser, "amount": spec.amount, "available": left}
+                )
+                return self._reject(card_label, ser, "insufficient_balance")
+        source = card.float_account if card.mode != CardMode.CHEQUE.value else card.holder_account
+        if card.mode == CardMode.CHEQUE.value:
+            left = self._available_holder(card) - self.debits.get(source, 0)
+            if spec.amount > left:
+                return self._reject(card_label, ser, "insufficient_funds")
+        self.debits[source] = self.debits.get(source, 0) + spec.amount
+        fee = min(bank.policy.payment_fee, spec.amount)
+        self.merchant_credit += spec.amount - fee
+        self.fees += fee
+        self.seen[key] = spec_bytes
+        self.accepted.append(
+            PaymentRecord(
+                card.card_number,
+                ser,
+                cert.cert_id,
+                spec.sid,
+                spec.amount,
+                spec.currency,
+                spec_bytes,
+                b,
+                r,
+                self.deposit_id,
+                self.now,
+            )
+        )
+        return PaymentResult(card.card_number, ser, "accepted", None, spec.amount)
+
+    def _card(self, number: str) -> CardRecord | None:
+        if number not in self.cards:
+            try:
+                self.cards[number] = self.tx.lock_card(number)
+            except NotFound:
+                return None
+        return self.cards[number]
+
+    def _available(self, card: CardRecord) -> int:
+        if card.float_account not in self.available:
+            self.available[card.float_account] = self.tx.get_account(card.float_account).balance
+        return self.available[card.float_account]
+
+    def _available_holder(self, card: CardRecord) -> int:
+        acc = card.holder_account
+        if acc not in self.available:
+            self.available[acc] = self.tx.get_account(acc).balance
+        return self.available[acc]
+
+    def _breach(self, card: CardRecord, kind: str, evidence: dict[str, Any]) -> None:
+        """Step 670: keep the evidence, raise an alert, hot-list the card at once."""
+        detail = {
+            "double_spend": "the same ser was signed over two different specs: the card "
+            "was cloned or its state rolled back",
+            "overspend": "accepted payments would exceed the card's C_balance",
+        }[kind]
+        self.tx.add_alert(
+            card.card_number, kind, detail, canonical_json(evidence).decode(), self.now
+        )
+        entry = self.bank._blacklist(self.tx, card, kind, self.now)
+        self.cards[card.card_number] = replace(
+            card, status=CardStatus.BLACKLISTED, blacklisted_at=entry.added_at
+        )
+
+    def _book(self) -> None:
+        """Step 690: one compound double-entry posting for the whole session."""
+        if not self.accepted:
+            return
+        bank, tx = self.bank, self.tx
+        self.tx.add_payments(self.accepted)
+        merchant = tx.get_merchant(self.req.sid)
+        legs = [Leg(acc, -amount) for acc, amount in sorted(self.debits.items())]
+        legs.append(Leg(merchant.account_id, self.merchant_credit))
+        if self.fees:
+            legs.append(Leg(income_account(bank.currency), self.fees))
+        try:
+            tx.post(
+                Transfer(
+                    f"deposit:{self.deposit_id}",
+                    "deposit",
+                    bank.currency,
+                    tuple(legs),
+                    f"{len(self.accepted)} payments",
+                    self.now,
+                )
+            )
+        except InsufficientFunds as exc:  # pragma: no cover - checked per payment above
+            raise Refused("insufficient_balance", str(exc)) from exc
+        for number, card in self.cards.items():
+            top = max((p.ser for p in self.accepted if p.card_number == number), default=-1)
+            if top > card.highest_ser:
+                tx.update_card(replace(card, highest_ser=top))
+
+
+def _check_name(name: str, what: str) -> None:
+    if (
+        not isinstance(name, str)
+        or not 1 <= len(name) <= 64
+        or not name.isprintable()
+        or name != name.strip()
+        or ":" in name
+    ):
+        raise BadInput(
+            "bad_name",
+            f"{what} name must be 1-64 printable characters, no ':' and no surrounding spaces",
+        )
+
+
+class _TrustedTerminal:
+    """The bank's trusted terminal of FIG. 4 step 240, method 1.
+
+    It shows the holder a list of random keys, loads the chosen one into the card,
+    and erases the list: the bank's systems never record it.
+    """
+
+    CANDIDATES: Final = 8
+
+    def __init__(self, group: Group) -> None:
+        self.group = group
+
+    def load_holder_choice(
+        self, client: CardClient, choose: Callable[[Sequence[str]], int] | None
+    ) -> None:
+        secrets_list = [self.group.random_scalar() for _ in range(self.CANDIDATES)]
+        # The holder sees fingerprints of the public keys, not the secrets.
+        shown = [self.group.public_key(s).encoded.hex()[-12:] for s in secrets_list]
+        index = choose(shown) if choose is not None else secrets.randbelow(len(shown))
+        if not 0 <= index < len(shown):
+            raise BadInput("bad_choice", "the holder's choice is not on the list")
+        chosen = secrets_list[index]
+        try:
+            client.command(
+                0x80,
+                0xE0,
+                P_LOAD_SHARE,
+                0,
+                chosen.to_bytes(32, "big"),
+                what="PERSONALISE load user share",
+            )
+        finally:
+            secrets_list.clear()
+            del chosen
+
+
+class _Manufacturer:
+    """FIG. 4 step 240, method 3: the card maker writes S_U during manufacture."""
+
+    def __init__(self, group: Group) -> None:
+        self.group = group
+
+    def load_share(self, client: CardClient) -> None:
+        share = self.group.random_scalar()
+        try:
+            client.command(
+                0x80,
+                0xE0,
+                P_LOAD_SHARE,
+                0,
+                share.to_bytes(32, "big"),
+                what="MANUFACTURE user share",
+            )
+        finally:
+            del share

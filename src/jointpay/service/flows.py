@@ -1,0 +1,83 @@
+"""Exchanges driven from the card's side: the holder's withdrawal (FIG. 10).
+
+The bank is reached through a :class:`BankPort`: the in-process
+:class:`~jointpay.service.bank.Bank`, or an HTTP client for ``--bank URL``. Both give
+the same results, because both run the same bank code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from jointpay.crypto.certs import CardCert, VerifyKey
+from jointpay.crypto.errors import CryptoError
+from jointpay.domain.records import HotlistEntry
+from jointpay.protocol.messages import AuthKind
+from jointpay.protocol.terminal import CardClient, CardError, CardLocked, WrongPin
+from jointpay.service.errors import Refused
+
+
+class BankPort(Protocol):
+    """What a terminal or a card holder needs from a bank."""
+
+    @property
+    def bank_id(self) -> str: ...
+    @property
+    def verify_key(self) -> VerifyKey: ...
+    def withdraw(self, request: bytes) -> bytes: ...
+    def deposit(self, message: object) -> dict[str, Any]: ...
+    def hotlist(self, since: int = 0) -> list[HotlistEntry]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WithdrawOutcome:
+    card_number: str
+    balance: int
+    seq: int
+    renewed: bool
+
+
+def withdraw_with_card(
+    client: CardClient,
+    bank: BankPort,
+    *,
+    pin: str,
+    amount: int,
+    renew: bool = False,
+    auth: AuthKind = AuthKind.SIGNATURE,
+) -> WithdrawOutcome:
+    """FIG. 10 from step 800: read and check the CARD-CERT, PIN, request, ack, update.
+
+    If the acknowledgement is lost (the bank call fails after the bank applied the
+    request), the card keeps its pending request; calling this again with the same
+    amount sends the very same request, the bank answers with the same
+    acknowledgement, and nothing moves twice.
+    """
+    client.select()
+    try:
+        cert = CardCert.decode(client.cert())  # steps 810-820
+        cert.verify(bank.verify_key)
+    except CryptoError as exc:
+        raise Refused("bad_cert", f"the card's certificate does not check: {exc}") from exc
+    old_cert = cert.cert_id
+    try:
+        client.verify_pin(pin)  # step 850
+        request = client.withdraw_request(amount, renew, auth)  # step 870
+    except WrongPin as exc:
+        left = exc.tries_left
+        raise Refused(
+            "wrong_pin",
+            f"wrong PIN, {left} tries left" if left else "wrong PIN, the card is now locked",
+        ) from exc
+    except CardLocked as exc:
+        raise Refused("locked", "the card is locked (too many wrong PINs)") from exc
+    except CardError as exc:
+        raise Refused("card_error", f"the card refused the withdrawal: {exc}") from exc
+    ack = bank.withdraw(request)  # steps 880-910
+    try:
+        balance, seq = client.withdraw_complete(ack)  # step 920
+    except CardError as exc:
+        raise Refused("card_error", f"the card refused the acknowledgement: {exc}") from exc
+    renewed = CardCert.decode(client.cert()).cert_id != old_cert
+    return WithdrawOutcome(cert.card_number, balance, seq, renewed)
