@@ -601,7 +601,7 @@ def _register_pcsc() -> None:
     register(app, card_app)
 
 
-_register_pcsc()
+_register_pcsc() if __import__("importlib").util.find_spec("jointpay.cli.pcsc_cmds") else None
 
 
 def run() -> None:

@@ -1,0 +1,279 @@
+"""An in-memory :class:`Store` with the same semantics as the SQL ones, for fast tests.
+
+Transactions are serialised by a lock; each one works on the live data after taking a
+deep copy, which it restores if the block raises, so a failed use case leaves
+nothing behind, exactly like a database rollback.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import TypeVar
+
+from jointpay.domain.records import (
+    Account,
+    AlertRecord,
+    CardRecord,
+    CertRecord,
+    DepositRecord,
+    HotlistEntry,
+    MerchantRecord,
+    PaymentRecord,
+    Transfer,
+    WithdrawalRecord,
+)
+from jointpay.storage.base import Conflict, InsufficientFunds, NotFound
+
+
+@dataclass
+class _Data:
+    config: dict[str, str] = field(default_factory=dict)
+    accounts: dict[str, Account] = field(default_factory=dict)
+    transfers: dict[str, Transfer] = field(default_factory=dict)
+    cards: dict[str, CardRecord] = field(default_factory=dict)
+    certs: dict[bytes, CertRecord] = field(default_factory=dict)
+    merchants: dict[str, MerchantRecord] = field(default_factory=dict)
+    payments: dict[tuple[str, int], PaymentRecord] = field(default_factory=dict)
+    deposits: dict[str, DepositRecord] = field(default_factory=dict)
+    withdrawals: dict[tuple[str, int], WithdrawalRecord] = field(default_factory=dict)
+    hotlist: list[HotlistEntry] = field(default_factory=list)
+    alerts: list[AlertRecord] = field(default_factory=list)
+    idempotency: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _get(table: dict[K, V], key: K, what: str) -> V:
+    try:
+        return table[key]
+    except KeyError:
+        raise NotFound(f"no {what} {key!r}") from None
+
+
+class MemoryUnitOfWork:
+    def __init__(self, data: _Data) -> None:
+        self._d = data
+
+    def config_get(self, key: str) -> str | None:
+        return self._d.config.get(key)
+
+    def config_set(self, key: str, value: str) -> None:
+        self._d.config[key] = value
+
+    def create_account(self, account: Account) -> None:
+        if account.id in self._d.accounts:
+            raise Conflict(f"account {account.id} exists")
+        if account.balance != 0:
+            raise ValueError("a new account starts at zero")
+        self._d.accounts[account.id] = account
+
+    def get_account(self, account_id: str) -> Account:
+        return _get(self._d.accounts, account_id, "account")
+
+    def find_accounts(self, *, kind: str | None = None, owner: str | None = None) -> list[Account]:
+        return [
+            a
+            for a in self._d.accounts.values()
+            if (kind is None or a.kind == kind) and (owner is None or a.owner == owner)
+        ]
+
+    def post(self, transfer: Transfer) -> None:
+        if transfer.id in self._d.transfers:
+            raise Conflict(f"transfer {transfer.id} was posted before")
+        balances: dict[str, int] = {}
+        for leg in transfer.legs:
+            acc = self.get_account(leg.account_id)
+            if acc.currency != transfer.currency:
+                raise ValueError(f"account {acc.id} is in {acc.currency}")
+            balances[acc.id] = balances.get(acc.id, acc.balance) + leg.amount
+        for acc_id, new in balances.items():
+            acc = self._d.accounts[acc_id]
+            if new < 0 and not acc.allow_negative:
+                raise InsufficientFunds(acc_id, acc.balance, acc.balance - new)
+        for acc_id, new in balances.items():
+            self._d.accounts[acc_id] = replace(self._d.accounts[acc_id], balance=new)
+        self._d.transfers[transfer.id] = transfer
+
+    def get_transfer(self, transfer_id: str) -> Transfer:
+        return _get(self._d.transfers, transfer_id, "transfer")
+
+    def transfers_for(self, account_id: str, *, limit: int = 100) -> list[Transfer]:
+        out = [
+            t
+            for t in self._d.transfers.values()
+            if any(leg.account_id == account_id for leg in t.legs)
+        ]
+        return out[-limit:]
+
+    def add_card(self, card: CardRecord) -> None:
+        if card.card_number in self._d.cards:
+            raise Conflict(f"card {card.card_number} exists")
+        self._d.cards[card.card_number] = card
+
+    def get_card(self, card_number: str) -> CardRecord:
+        return _get(self._d.cards, card_number, "card")
+
+    def lock_card(self, card_number: str) -> CardRecord:
+        return self.get_card(card_number)
+
+    def update_card(self, card: CardRecord) -> None:
+        self.get_card(card.card_number)
+        self._d.cards[card.card_number] = card
+
+    def list_cards(self) -> list[CardRecord]:
+        return list(self._d.cards.values())
+
+    def add_cert(self, cert: CertRecord) -> None:
+        if cert.cert_id in self._d.certs:
+            raise Conflict("cert exists")
+        self._d.certs[cert.cert_id] = cert
+
+    def get_cert(self, cert_id: bytes) -> CertRecord:
+        return _get(self._d.certs, cert_id, "certificate")
+
+    def certs_for(self, card_number: str) -> list[CertRecord]:
+        return sorted(
+            (c for c in self._d.certs.values() if c.card_number == card_number),
+            key=lambda c: c.issued_at,
+        )
+
+    def add_merchant(self, merchant: MerchantRecord) -> None:
+        if merchant.sid in self._d.merchants or any(
+            m.name == merchant.name for m in self._d.merchants.values()
+        ):
+            raise Conflict(f"merchant {merchant.name!r} exists")
+        self._d.merchants[merchant.sid] = merchant
+
+    def get_merchant(self, sid: str) -> MerchantRecord:
+        return _get(self._d.merchants, sid, "merchant")
+
+    def get_merchant_by_name(self, name: str) -> MerchantRecord:
+        for m in self._d.merchants.values():
+            if m.name == name:
+                return m
+        raise NotFound(f"no merchant named {name!r}")
+
+    def lock_merchant(self, sid: str) -> MerchantRecord:
+        return self.get_merchant(sid)
+
+    def set_merchant_seq(self, sid: str, seq: int) -> None:
+        self._d.merchants[sid] = replace(self.get_merchant(sid), last_seq=seq)
+
+    def list_merchants(self) -> list[MerchantRecord]:
+        return list(self._d.merchants.values())
+
+    def add_payments(self, payments: Sequence[PaymentRecord]) -> None:
+        keys = [(p.card_number, p.ser) for p in payments]
+        if len(set(keys)) != len(keys) or any(k in self._d.payments for k in keys):
+            raise Conflict("a payment (card, ser) was deposited before")
+        for p in payments:
+            self._d.payments[(p.card_number, p.ser)] = p
+
+    def get_payment(self, card_number: str, ser: int) -> PaymentRecord | None:
+        return self._d.payments.get((card_number, ser))
+
+    def existing_sers(self, card_number: str, sers: Sequence[int]) -> dict[int, PaymentRecord]:
+        return {
+            s: self._d.payments[(card_number, s)]
+            for s in sers
+            if (card_number, s) in self._d.payments
+        }
+
+    def iter_payments(self) -> Iterator[PaymentRecord]:
+        return iter(list(self._d.payments.values()))
+
+    def add_deposit(self, deposit: DepositRecord) -> None:
+        if deposit.deposit_id in self._d.deposits or any(
+            d.sid == deposit.sid and d.merchant_seq == deposit.merchant_seq
+            for d in self._d.deposits.values()
+        ):
+            raise Conflict(f"deposit {deposit.deposit_id} exists")
+        self._d.deposits[deposit.deposit_id] = deposit
+
+    def get_deposit(self, deposit_id: str) -> DepositRecord | None:
+        return self._d.deposits.get(deposit_id)
+
+    def add_withdrawal(self, withdrawal: WithdrawalRecord) -> None:
+        key = (withdrawal.card_number, withdrawal.seq)
+        if key in self._d.withdrawals:
+            raise Conflict(f"withdrawal {key} exists")
+        self._d.withdrawals[key] = withdrawal
+
+    def get_withdrawal(self, card_number: str, seq: int) -> WithdrawalRecord | None:
+        return self._d.withdrawals.get((card_number, seq))
+
+    def iter_withdrawals(self) -> Iterator[WithdrawalRecord]:
+        return iter(list(self._d.withdrawals.values()))
+
+    def add_hotlist(self, card_number: str, reason: str, at: int) -> HotlistEntry:
+        entry = HotlistEntry(len(self._d.hotlist) + 1, card_number, reason, at)
+        self._d.hotlist.append(entry)
+        return entry
+
+    def hotlist_since(self, version: int) -> list[HotlistEntry]:
+        return [e for e in self._d.hotlist if e.version > version]
+
+    def add_alert(
+        self, card_number: str, kind: str, detail: str, evidence: str, at: int
+    ) -> AlertRecord:
+        alert = AlertRecord(len(self._d.alerts) + 1, card_number, kind, detail, at, evidence)
+        self._d.alerts.append(alert)
+        return alert
+
+    def list_alerts(self) -> list[AlertRecord]:
+        return list(self._d.alerts)
+
+    def get_idempotent(self, key: str) -> tuple[str, str] | None:
+        return self._d.idempotency.get(key)
+
+    def put_idempotent(self, key: str, request_hash: str, response: str, at: int) -> None:
+        del at  # the in-memory store keeps no expiry time
+        if key in self._d.idempotency:
+            raise Conflict(f"idempotency key {key!r} is taken")
+        self._d.idempotency[key] = (request_hash, response)
+
+    def audit_entry_sums(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for t in self._d.transfers.values():
+            for leg in t.legs:
+                out[leg.account_id] = out.get(leg.account_id, 0) + leg.amount
+        return out
+
+    def audit_currency_sums(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for t in self._d.transfers.values():
+            out[t.currency] = out.get(t.currency, 0) + sum(leg.amount for leg in t.legs)
+        return out
+
+    def audit_unbalanced_transfers(self) -> list[str]:
+        return [t.id for t in self._d.transfers.values() if sum(leg.amount for leg in t.legs)]
+
+    def list_accounts(self) -> list[Account]:
+        return list(self._d.accounts.values())
+
+
+class MemoryStore:
+    """A :class:`~jointpay.storage.base.Store` in process memory."""
+
+    def __init__(self) -> None:
+        self._data = _Data()
+        self._lock = threading.RLock()
+
+    @contextmanager
+    def transaction(self) -> Iterator[MemoryUnitOfWork]:
+        with self._lock:
+            snapshot = copy.deepcopy(self._data)
+            try:
+                yield MemoryUnitOfWork(self._data)
+            except BaseException:
+                self._data.__dict__.update(snapshot.__dict__)
+                raise
+
+    def close(self) -> None:
+        """Nothing to release."""

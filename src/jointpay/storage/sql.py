@@ -1,0 +1,669 @@
+"""SQLite (embedded default) and PostgreSQL stores, one implementation in SQLAlchemy Core.
+
+Concurrency and exactly-once:
+
+* PostgreSQL runs READ COMMITTED. Every row a use case changes on the strength of
+  what it read is locked with ``SELECT ... FOR UPDATE``: the card (``lock_card``), the
+  merchant (``lock_merchant``) and, in :meth:`SqlUnitOfWork.post`, every account a
+  transfer touches, locked in id order so that two transfers can never deadlock.
+  Uniqueness (payments ``(card_number, ser)``, transfer ids, withdrawals
+  ``(card_number, seq)``, deposits ``(sid, merchant_seq)``, idempotency keys) is
+  enforced by primary keys and unique constraints. A racing duplicate therefore
+  fails in the database with :class:`Conflict` and rolls its whole transaction back.
+* SQLite starts every transaction with ``BEGIN IMMEDIATE`` (WAL journal,
+  ``synchronous=FULL``), so writers are serialised by the database lock instead of
+  failing mid-transaction, and a committed transaction survives power loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, func, select, text, update
+from sqlalchemy.engine import Connection, Row
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.pool import NullPool
+
+from jointpay.domain.records import (
+    Account,
+    AccountKind,
+    AlertRecord,
+    CardRecord,
+    CardStatus,
+    CertRecord,
+    DepositRecord,
+    HotlistEntry,
+    Leg,
+    MerchantRecord,
+    PaymentRecord,
+    Transfer,
+    WithdrawalRecord,
+)
+from jointpay.storage import tables as t
+from jointpay.storage.base import Conflict, InsufficientFunds, NotFound
+from jointpay.storage.migrate import upgrade
+
+_IN_CHUNK = 500
+
+
+def normalise_url(url: str) -> str:
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def make_engine(url: str, *, schema: str | None = None) -> Engine:
+    url = normalise_url(url)
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url, poolclass=NullPool, connect_args={"timeout": 30, "check_same_thread": False}
+        )
+
+        @event.listens_for(engine, "connect")
+        def _connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (SQLAlchemy recipe)
+            cur = dbapi_conn.cursor()
+            for pragma in (
+                "journal_mode=WAL",
+                "synchronous=FULL",
+                "foreign_keys=ON",
+                "busy_timeout=30000",
+            ):
+                cur.execute(f"PRAGMA {pragma}")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    connect_args: dict[str, Any] = {}
+    if schema is not None:
+        connect_args["options"] = f"-csearch_path={schema}"
+    return create_engine(
+        url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=connect_args
+    )
+
+
+class SqlStore:
+    """A :class:`~jointpay.storage.base.Store` on SQLite or PostgreSQL."""
+
+    def __init__(self, url: str, *, schema: str | None = None) -> None:
+        if schema is not None:
+            if not schema.replace("_", "").isalnum():
+                raise ValueError("schema names are letters, digits and _")
+            boot = create_engine(normalise_url(url), poolclass=NullPool)
+            with boot.begin() as conn:
+                conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+            boot.dispose()
+        self.engine = make_engine(url, schema=schema)
+        self.dialect = self.engine.dialect.name
+        upgrade(self.engine)
+
+    @contextmanager
+    def transaction(self) -> Iterator[SqlUnitOfWork]:
+        with self.engine.begin() as conn:
+            yield SqlUnitOfWork(conn)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _account(row: Row[Any]) -> Account:
+    return Account(
+        row.id,
+        AccountKind(row.kind),
+        row.currency,
+        row.owner,
+        int(row.balance),
+        int(row.created_at),
+        bool(row.allow_negative),
+    )
+
+
+def _card(row: Row[Any]) -> CardRecord:
+    return CardRecord(
+        card_number=row.card_number,
+        holder=row.holder,
+        holder_account=row.holder_account,
+        float_account=row.float_account,
+        mode=row.mode,
+        currency=row.currency,
+        suite=row.suite,
+        group=row.group_name,
+        joint_key=bytes(row.joint_key),
+        master_key=bytes(row.master_key),
+        seq=int(row.seq),
+        highest_ser=int(row.highest_ser),
+        status=CardStatus(row.status),
+        limit=int(row.credit_limit),
+        created_at=int(row.created_at),
+        blacklisted_at=None if row.blacklisted_at is None else int(row.blacklisted_at),
+        current_cert_id=bytes(row.current_cert_id),
+    )
+
+
+def _card_values(c: CardRecord) -> dict[str, Any]:
+    return {
+        "card_number": c.card_number,
+        "holder": c.holder,
+        "holder_account": c.holder_account,
+        "float_account": c.float_account,
+        "mode": c.mode,
+        "currency": c.currency,
+        "suite": c.suite,
+        "group_name": c.group,
+        "joint_key": c.joint_key,
+        "master_key": c.master_key,
+        "seq": c.seq,
+        "highest_ser": c.highest_ser,
+        "status": c.status.value,
+        "credit_limit": c.limit,
+        "created_at": c.created_at,
+        "blacklisted_at": c.blacklisted_at,
+        "current_cert_id": c.current_cert_id,
+    }
+
+
+def _merchant(row: Row[Any]) -> MerchantRecord:
+    return MerchantRecord(
+        row.sid,
+        row.name,
+        row.account_id,
+        bytes(row.public_key),
+        bytes(row.cert),
+        int(row.last_seq),
+        int(row.created_at),
+    )
+
+
+def _payment(row: Row[Any]) -> PaymentRecord:
+    return PaymentRecord(
+        row.card_number,
+        int(row.ser),
+        bytes(row.cert_id),
+        row.sid,
+        int(row.amount),
+        row.currency,
+        bytes(row.spec),
+        bytes(row.b),
+        bytes(row.r),
+        row.deposit_id,
+        int(row.accepted_at),
+    )
+
+
+def _payment_values(p: PaymentRecord) -> dict[str, Any]:
+    return {
+        "card_number": p.card_number,
+        "ser": p.ser,
+        "cert_id": p.cert_id,
+        "sid": p.sid,
+        "amount": p.amount,
+        "currency": p.currency,
+        "spec": p.spec,
+        "b": p.b,
+        "r": p.r,
+        "deposit_id": p.deposit_id,
+        "accepted_at": p.accepted_at,
+    }
+
+
+class SqlUnitOfWork:
+    """One database transaction on an open connection."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.c = conn
+        self._pg = conn.dialect.name == "postgresql"
+
+    def _insert(self, table: Any, values: dict[str, Any] | list[dict[str, Any]], what: str) -> None:
+        """Insert; a uniqueness violation becomes :class:`Conflict` (inside a savepoint
+        on PostgreSQL, so that the caller's transaction stays usable)."""
+        try:
+            with self.c.begin_nested():
+                self.c.execute(table.insert(), values)
+        except IntegrityError as exc:
+            raise Conflict(f"{what} exists already") from exc
+
+    def _one(self, stmt: Any, what: str) -> Row[Any]:
+        row = self.c.execute(stmt).first()
+        if row is None:
+            raise NotFound(f"no {what}")
+        return row
+
+    # -- configuration ----------------------------------------------------------------
+    def config_get(self, key: str) -> str | None:
+        row = self.c.execute(select(t.config.c.value).where(t.config.c.key == key)).first()
+        return None if row is None else str(row[0])
+
+    def config_set(self, key: str, value: str) -> None:
+        done = self.c.execute(update(t.config).where(t.config.c.key == key).values(value=value))
+        if done.rowcount == 0:
+            self._insert(t.config, {"key": key, "value": value}, f"config {key}")
+
+    # -- ledger -------------------------------------------------------------------------
+    def create_account(self, account: Account) -> None:
+        if account.balance != 0:
+            raise ValueError("a new account starts at zero")
+        self._insert(
+            t.accounts,
+            {
+                "id": account.id,
+                "kind": account.kind.value,
+                "currency": account.currency,
+                "owner": account.owner,
+                "balance": 0,
+                "created_at": account.created_at,
+                "allow_negative": account.allow_negative,
+            },
+            f"account {account.id}",
+        )
+
+    def get_account(self, account_id: str) -> Account:
+        return _account(
+            self._one(
+                select(t.accounts).where(t.accounts.c.id == account_id), f"account {account_id}"
+            )
+        )
+
+    def find_accounts(self, *, kind: str | None = None, owner: str | None = None) -> list[Account]:
+        q = select(t.accounts).order_by(t.accounts.c.id)
+        if kind is not None:
+            q = q.where(t.accounts.c.kind == kind)
+        if owner is not None:
+            q = q.where(t.accounts.c.owner == owner)
+        return [_account(r) for r in self.c.execute(q)]
+
+    def post(self, transfer: Transfer) -> None:
+        ids = sorted({leg.account_id for leg in transfer.legs})
+        rows = {
+            r.id: r
+            for r in self.c.execute(
+                select(t.accounts)
+                .where(t.accounts.c.id.in_(ids))
+                .order_by(t.accounts.c.id)
+                .with_for_update()
+            )
+        }
+        for acc_id in ids:
+            if acc_id not in rows:
+                raise NotFound(f"no account {acc_id}")
+            if rows[acc_id].currency != transfer.currency:
+                raise ValueError(f"account {acc_id} is in {rows[acc_id].currency}")
+        new = {i: int(rows[i].balance) for i in ids}
+        for leg in transfer.legs:
+            new[leg.account_id] += leg.amount
+        for acc_id, balance in new.items():
+            if balance < 0 and not rows[acc_id].allow_negative:
+                old = int(rows[acc_id].balance)
+                raise InsufficientFunds(acc_id, old, old - balance)
+        self._insert(
+            t.transfers,
+            {
+                "id": transfer.id,
+                "kind": transfer.kind,
+                "currency": transfer.currency,
+                "ref": transfer.ref,
+                "created_at": transfer.created_at,
+            },
+            f"transfer {transfer.id}",
+        )
+        self.c.execute(
+            t.entries.insert(),
+            [
+                {
+                    "transfer_id": transfer.id,
+                    "leg": i,
+                    "account_id": leg.account_id,
+                    "amount": leg.amount,
+                    "currency": transfer.currency,
+                }
+                for i, leg in enumerate(transfer.legs)
+            ],
+        )
+        for acc_id, balance in new.items():
+            self.c.execute(
+                update(t.accounts).where(t.accounts.c.id == acc_id).values(balance=balance)
+            )
+
+    def get_transfer(self, transfer_id: str) -> Transfer:
+        row = self._one(
+            select(t.transfers).where(t.transfers.c.id == transfer_id), f"transfer {transfer_id}"
+        )
+        legs = tuple(
+            Leg(e.account_id, int(e.amount))
+            for e in self.c.execute(
+                select(t.entries)
+                .where(t.entries.c.transfer_id == transfer_id)
+                .order_by(t.entries.c.leg)
+            )
+        )
+        return Transfer(row.id, row.kind, row.currency, legs, row.ref, int(row.created_at))
+
+    def transfers_for(self, account_id: str, *, limit: int = 100) -> list[Transfer]:
+        ids = [
+            r[0]
+            for r in self.c.execute(
+                select(t.entries.c.transfer_id)
+                .where(t.entries.c.account_id == account_id)
+                .distinct()
+                .limit(limit)
+            )
+        ]
+        return [self.get_transfer(i) for i in ids]
+
+    # -- cards ----------------------------------------------------------------------------
+    def add_card(self, card: CardRecord) -> None:
+        self._insert(t.cards, _card_values(card), f"card {card.card_number}")
+
+    def get_card(self, card_number: str) -> CardRecord:
+        return _card(
+            self._one(
+                select(t.cards).where(t.cards.c.card_number == card_number), f"card {card_number}"
+            )
+        )
+
+    def lock_card(self, card_number: str) -> CardRecord:
+        return _card(
+            self._one(
+                select(t.cards).where(t.cards.c.card_number == card_number).with_for_update(),
+                f"card {card_number}",
+            )
+        )
+
+    def update_card(self, card: CardRecord) -> None:
+        values = _card_values(card)
+        del values["card_number"]
+        done = self.c.execute(
+            update(t.cards).where(t.cards.c.card_number == card.card_number).values(**values)
+        )
+        if done.rowcount == 0:
+            raise NotFound(f"no card {card.card_number}")
+
+    def list_cards(self) -> list[CardRecord]:
+        return [_card(r) for r in self.c.execute(select(t.cards).order_by(t.cards.c.card_number))]
+
+    def add_cert(self, cert: CertRecord) -> None:
+        self._insert(
+            t.certs,
+            {
+                "cert_id": cert.cert_id,
+                "card_number": cert.card_number,
+                "encoded": cert.encoded,
+                "not_before": cert.not_before,
+                "not_after": cert.not_after,
+                "issued_at": cert.issued_at,
+            },
+            "certificate",
+        )
+
+    def get_cert(self, cert_id: bytes) -> CertRecord:
+        r = self._one(select(t.certs).where(t.certs.c.cert_id == cert_id), "certificate")
+        return CertRecord(
+            bytes(r.cert_id),
+            r.card_number,
+            bytes(r.encoded),
+            int(r.not_before),
+            int(r.not_after),
+            int(r.issued_at),
+        )
+
+    def certs_for(self, card_number: str) -> list[CertRecord]:
+        return [
+            CertRecord(
+                bytes(r.cert_id),
+                r.card_number,
+                bytes(r.encoded),
+                int(r.not_before),
+                int(r.not_after),
+                int(r.issued_at),
+            )
+            for r in self.c.execute(
+                select(t.certs)
+                .where(t.certs.c.card_number == card_number)
+                .order_by(t.certs.c.issued_at)
+            )
+        ]
+
+    # -- merchants --------------------------------------------------------------------
+    def add_merchant(self, merchant: MerchantRecord) -> None:
+        self._insert(
+            t.merchants,
+            {
+                "sid": merchant.sid,
+                "name": merchant.name,
+                "account_id": merchant.account_id,
+                "public_key": merchant.public_key,
+                "cert": merchant.cert,
+                "last_seq": merchant.last_seq,
+                "created_at": merchant.created_at,
+            },
+            f"merchant {merchant.name!r}",
+        )
+
+    def get_merchant(self, sid: str) -> MerchantRecord:
+        return _merchant(
+            self._one(select(t.merchants).where(t.merchants.c.sid == sid), f"merchant {sid}")
+        )
+
+    def get_merchant_by_name(self, name: str) -> MerchantRecord:
+        return _merchant(
+            self._one(
+                select(t.merchants).where(t.merchants.c.name == name), f"merchant named {name!r}"
+            )
+        )
+
+    def lock_merchant(self, sid: str) -> MerchantRecord:
+        return _merchant(
+            self._one(
+                select(t.merchants).where(t.merchants.c.sid == sid).with_for_update(),
+                f"merchant {sid}",
+            )
+        )
+
+    def set_merchant_seq(self, sid: str, seq: int) -> None:
+        self.c.execute(update(t.merchants).where(t.merchants.c.sid == sid).values(last_seq=seq))
+
+    def list_merchants(self) -> list[MerchantRecord]:
+        return [
+            _merchant(r) for r in self.c.execute(select(t.merchants).order_by(t.merchants.c.sid))
+        ]
+
+    # -- deposits ---------------------------------------------------------------------
+    def add_payments(self, payments: Sequence[PaymentRecord]) -> None:
+        if payments:
+            self._insert(t.payments, [_payment_values(p) for p in payments], "payment")
+
+    def get_payment(self, card_number: str, ser: int) -> PaymentRecord | None:
+        row = self.c.execute(
+            select(t.payments).where(
+                t.payments.c.card_number == card_number, t.payments.c.ser == ser
+            )
+        ).first()
+        return None if row is None else _payment(row)
+
+    def existing_sers(self, card_number: str, sers: Sequence[int]) -> dict[int, PaymentRecord]:
+        out: dict[int, PaymentRecord] = {}
+        unique = sorted(set(sers))
+        for i in range(0, len(unique), _IN_CHUNK):
+            for row in self.c.execute(
+                select(t.payments).where(
+                    t.payments.c.card_number == card_number,
+                    t.payments.c.ser.in_(unique[i : i + _IN_CHUNK]),
+                )
+            ):
+                p = _payment(row)
+                out[p.ser] = p
+        return out
+
+    def iter_payments(self) -> Iterator[PaymentRecord]:
+        for row in self.c.execute(
+            select(t.payments).order_by(t.payments.c.card_number, t.payments.c.ser)
+        ):
+            yield _payment(row)
+
+    def add_deposit(self, deposit: DepositRecord) -> None:
+        self._insert(
+            t.deposits,
+            {
+                "deposit_id": deposit.deposit_id,
+                "sid": deposit.sid,
+                "merchant_seq": deposit.merchant_seq,
+                "batch_digest": deposit.batch_digest,
+                "received_at": deposit.received_at,
+                "receipt": deposit.receipt,
+            },
+            f"deposit {deposit.deposit_id}",
+        )
+
+    def get_deposit(self, deposit_id: str) -> DepositRecord | None:
+        r = self.c.execute(select(t.deposits).where(t.deposits.c.deposit_id == deposit_id)).first()
+        if r is None:
+            return None
+        return DepositRecord(
+            r.deposit_id,
+            r.sid,
+            int(r.merchant_seq),
+            bytes(r.batch_digest),
+            int(r.received_at),
+            r.receipt,
+        )
+
+    # -- withdrawals ------------------------------------------------------------------
+    def add_withdrawal(self, withdrawal: WithdrawalRecord) -> None:
+        w = withdrawal
+        self._insert(
+            t.withdrawals,
+            {
+                "card_number": w.card_number,
+                "seq": w.seq,
+                "request_digest": w.request_digest,
+                "amount": w.amount,
+                "fee": w.fee,
+                "ack": w.ack,
+                "created_at": w.created_at,
+            },
+            f"withdrawal {w.card_number}/{w.seq}",
+        )
+
+    def get_withdrawal(self, card_number: str, seq: int) -> WithdrawalRecord | None:
+        r = self.c.execute(
+            select(t.withdrawals).where(
+                t.withdrawals.c.card_number == card_number, t.withdrawals.c.seq == seq
+            )
+        ).first()
+        return (
+            None
+            if r is None
+            else WithdrawalRecord(
+                r.card_number,
+                int(r.seq),
+                bytes(r.request_digest),
+                int(r.amount),
+                int(r.fee),
+                bytes(r.ack),
+                int(r.created_at),
+            )
+        )
+
+    def iter_withdrawals(self) -> Iterator[WithdrawalRecord]:
+        for r in self.c.execute(select(t.withdrawals)):
+            yield WithdrawalRecord(
+                r.card_number,
+                int(r.seq),
+                bytes(r.request_digest),
+                int(r.amount),
+                int(r.fee),
+                bytes(r.ack),
+                int(r.created_at),
+            )
+
+    # -- hot list and alerts -----------------------------------------------------------
+    def add_hotlist(self, card_number: str, reason: str, at: int) -> HotlistEntry:
+        # The counter row is updated first: that row lock serialises concurrent writers.
+        version = int(
+            self.c.execute(
+                update(t.counters)
+                .where(t.counters.c.name == "hotlist")
+                .values(value=t.counters.c.value + 1)
+                .returning(t.counters.c.value)
+            ).scalar_one()
+        )
+        self.c.execute(
+            t.hotlist.insert(),
+            {"version": version, "card_number": card_number, "reason": reason[:64], "added_at": at},
+        )
+        return HotlistEntry(version, card_number, reason[:64], at)
+
+    def hotlist_since(self, version: int) -> list[HotlistEntry]:
+        return [
+            HotlistEntry(int(r.version), r.card_number, r.reason, int(r.added_at))
+            for r in self.c.execute(
+                select(t.hotlist).where(t.hotlist.c.version > version).order_by(t.hotlist.c.version)
+            )
+        ]
+
+    def add_alert(
+        self, card_number: str, kind: str, detail: str, evidence: str, at: int
+    ) -> AlertRecord:
+        res = self.c.execute(
+            t.alerts.insert().returning(t.alerts.c.id),
+            {
+                "card_number": card_number,
+                "kind": kind,
+                "detail": detail,
+                "evidence": evidence,
+                "created_at": at,
+            },
+        )
+        return AlertRecord(int(res.scalar_one()), card_number, kind, detail, at, evidence)
+
+    def list_alerts(self) -> list[AlertRecord]:
+        return [
+            AlertRecord(int(r.id), r.card_number, r.kind, r.detail, int(r.created_at), r.evidence)
+            for r in self.c.execute(select(t.alerts).order_by(t.alerts.c.id))
+        ]
+
+    # -- idempotency ------------------------------------------------------------------
+    def get_idempotent(self, key: str) -> tuple[str, str] | None:
+        r = self.c.execute(select(t.idempotency).where(t.idempotency.c.key == key)).first()
+        return None if r is None else (r.request_hash, r.response)
+
+    def put_idempotent(self, key: str, request_hash: str, response: str, at: int) -> None:
+        self._insert(
+            t.idempotency,
+            {"key": key, "request_hash": request_hash, "response": response, "created_at": at},
+            f"idempotency key {key!r}",
+        )
+
+    # -- audit ------------------------------------------------------------------------
+    def audit_entry_sums(self) -> dict[str, int]:
+        q = select(t.entries.c.account_id, func.sum(t.entries.c.amount)).group_by(
+            t.entries.c.account_id
+        )
+        return {r[0]: int(r[1]) for r in self.c.execute(q)}
+
+    def audit_currency_sums(self) -> dict[str, int]:
+        q = select(t.entries.c.currency, func.sum(t.entries.c.amount)).group_by(
+            t.entries.c.currency
+        )
+        return {r[0]: int(r[1]) for r in self.c.execute(q)}
+
+    def audit_unbalanced_transfers(self) -> list[str]:
+        q = (
+            select(t.transfers.c.id)
+            .outerjoin(t.entries, t.entries.c.transfer_id == t.transfers.c.id)
+            .group_by(t.transfers.c.id)
+            .having(func.coalesce(func.sum(t.entries.c.amount), 0) != 0)
+        )
+        missing = select(t.transfers.c.id).where(
+            ~select(t.entries.c.transfer_id)
+            .where(t.entries.c.transfer_id == t.transfers.c.id)
+            .exists()
+        )
+        return sorted({r[0] for r in self.c.execute(q)} | {r[0] for r in self.c.execute(missing)})
+
+    def list_accounts(self) -> list[Account]:
+        return [_account(r) for r in self.c.execute(select(t.accounts).order_by(t.accounts.c.id))]
