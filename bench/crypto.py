@@ -63,12 +63,17 @@ def bench_suite(suite: str, seconds: float) -> dict[str, float]:
     else:
         yk = PrivateKey().public_key
         rb, bb = r.to_bytes(32, "big"), b.to_bytes(32, "big")
-        raw = rate(lambda: PublicKey.combine_keys([PublicKey.from_secret(rb), yk.multiply(bb)]),
-                   seconds)
+        raw = rate(
+            lambda: PublicKey.combine_keys([PublicKey.from_secret(rb), yk.multiply(bb)]), seconds
+        )
         raw_name = "coincurve from_secret+multiply+combine"
-    return {"sign_per_s": round(ours_sign), "verify_per_s": round(ours_verify),
-            "raw_per_s": round(raw), "raw": raw_name,
-            "verify_over_raw": round(ours_verify / raw, 3)}
+    return {
+        "sign_per_s": round(ours_sign),
+        "verify_per_s": round(ours_verify),
+        "raw_per_s": round(raw),
+        "raw": raw_name,
+        "verify_over_raw": round(ours_verify / raw, 3),
+    }
 
 
 def main() -> None:
@@ -82,8 +87,10 @@ def main() -> None:
         return
     print(f"{'suite':<15} {'sign/s':>9} {'verify/s':>9} {'raw/s':>9} {'verify/raw':>10}  raw")
     for suite, f in out.items():
-        print(f"{suite:<15} {f['sign_per_s']:>9} {f['verify_per_s']:>9} {f['raw_per_s']:>9} "
-              f"{f['verify_over_raw']:>10.2f}  {f['raw']}")
+        print(
+            f"{suite:<15} {f['sign_per_s']:>9} {f['verify_per_s']:>9} {f['raw_per_s']:>9} "
+            f"{f['verify_over_raw']:>10.2f}  {f['raw']}"
+        )
 
 
 if __name__ == "__main__":

@@ -119,7 +119,7 @@ class Reader:
             s = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise DecodeError(f"{self._what}: field {field!r} is not UTF-8") from exc
-        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in s):
+        if not s.isprintable():
             raise DecodeError(f"{self._what}: field {field!r} has control characters")
         return s
 

@@ -26,7 +26,7 @@ from jointpay.crypto.certs import (
     new_cert_id,
     verify_mac,
 )
-from jointpay.crypto.errors import CryptoError, ExpiredCertificateError
+from jointpay.crypto.errors import CryptoError
 from jointpay.crypto.group import SUITE_MODP, Group, get_group
 from jointpay.crypto.joint import Role, prove_possession
 from jointpay.crypto.schnorr import PaymentCert, SecretScalar, verify
@@ -42,7 +42,6 @@ from jointpay.domain.records import (
     HotlistEntry,
     Leg,
     MerchantRecord,
-    PaymentRecord,
     Transfer,
     WithdrawalRecord,
 )
@@ -59,8 +58,6 @@ from jointpay.protocol.card import (
 )
 from jointpay.protocol.deposit import (
     BatchError,
-    DepositRequest,
-    RawPayment,
     canonical_json,
     parse_deposit,
     sign_receipt,
@@ -74,8 +71,8 @@ from jointpay.protocol.messages import (
     WithdrawRequest,
     unblock_message,
 )
-from jointpay.protocol.spec import PaymentSpec
 from jointpay.protocol.terminal import CardClient, CardError
+from jointpay.service.deposit import DepositRun
 from jointpay.service.errors import BadInput, Refused
 from jointpay.service.policy import Policy
 from jointpay.storage.base import (
@@ -157,24 +154,6 @@ class IssuedCard:
     joint_key: bytes
     cert: CardCert
     balance: int
-
-
-@dataclass(frozen=True, slots=True)
-class PaymentResult:
-    card: str
-    ser: int | None
-    status: str
-    reason: str | None
-    amount: int | None
-
-    def to_json(self, currency: str) -> dict[str, Any]:
-        return {
-            "card": self.card,
-            "ser": self.ser,
-            "status": self.status,
-            "reason": self.reason,
-            "amount": None if self.amount is None else format_amount(self.amount, currency),
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -525,9 +504,9 @@ class Bank:
                 card = tx.lock_card(card_number)
             except NotFound as exc:
                 raise BadInput("unknown_card", f"no card {card_number}") from exc
-            return self._blacklist(tx, card, reason, self.clock())
+            return self.hotlist_card(tx, card, reason, self.clock())
 
-    def _blacklist(self, tx: UnitOfWork, card: CardRecord, reason: str, now: int) -> HotlistEntry:
+    def hotlist_card(self, tx: UnitOfWork, card: CardRecord, reason: str, now: int) -> HotlistEntry:
         if card.status is not CardStatus.BLACKLISTED:
             tx.update_card(replace(card, status=CardStatus.BLACKLISTED, blacklisted_at=now))
         return tx.add_hotlist(card.card_number, reason, now)
@@ -649,7 +628,7 @@ class Bank:
         with self.store.transaction() as tx:
             card = tx.lock_card(req.card_number)
             tx.add_alert(card.card_number, alert[0], alert[1], alert[2], now)
-            self._blacklist(tx, card, "balance above the bank's record", now)
+            self.hotlist_card(tx, card, "balance above the bank's record", now)
         raise Refused(
             "balance_mismatch",
             "the card reports more value than the bank's record; card hot-listed",
@@ -781,7 +760,7 @@ class Bank:
                 )
             if abs(now - req.time) > self.policy.message_window:
                 raise Refused("stale_message", "the deposit message's timestamp is not fresh")
-            results = _DepositRun(self, tx, req, deposit_id, now).run()
+            results = DepositRun(self, tx, req, deposit_id, now).run()
             accepted = [r for r in results if r.status == "accepted"]
             receipt = sign_receipt(
                 self._key,
@@ -819,253 +798,6 @@ class Bank:
 
         with self.store.transaction() as tx:
             return run_audit(self, tx)
-
-
-class _DepositRun:
-    """The per-payment loop of FIG. 9 (steps 650-700) inside one transaction."""
-
-    def __init__(
-        self, bank: Bank, tx: UnitOfWork, req: DepositRequest, deposit_id: str, now: int
-    ) -> None:
-        self.bank = bank
-        self.tx = tx
-        self.req = req
-        self.deposit_id = deposit_id
-        self.now = now
-        self.cards: dict[str, CardRecord] = {}
-        self.certs: dict[bytes, CardCert | str] = {}  # by encoding: one check per batch
-        self.seen: dict[tuple[str, int], bytes] = {}
-        self.accepted: list[PaymentRecord] = []
-        self.debits: dict[str, int] = {}
-        self.available: dict[str, int] = {}
-        self.merchant_credit = 0
-        self.fees = 0
-
-    def run(self) -> list[PaymentResult]:
-        results = [self._one(p) for p in self.req.batch.payments()]
-        self._book()
-        return results
-
-    def _reject(self, card: str, ser: int | None, reason: str) -> PaymentResult:
-        return PaymentResult(card, ser, "rejected", reason, None)
-
-    def _cert(self, raw: object) -> CardCert | str:
-        """Decode and check a CARD-CERT once per batch; a reason string if unusable."""
-        if not isinstance(raw, str):
-            return "malformed"
-        try:
-            data = bytes.fromhex(raw)
-        except ValueError:
-            return "malformed"
-        hit = self.certs.get(data)
-        if hit is not None:
-            return hit
-        result: CardCert | str
-        try:
-            cert = CardCert.decode(data, self._group)
-        except CryptoError:
-            result = "malformed"
-        else:
-            if cert.bank_id != self.bank.bank_id:
-                result = "unknown_card"
-            else:
-                try:
-                    cert.verify(self.bank.verify_key)
-                    result = cert
-                except CryptoError:
-                    result = "bad_cert"
-        self.certs[data] = result
-        return result
-
-    def _group(self, suite: str, name: str | None) -> Group:
-        return get_group(suite, name)
-
-    def _one(self, p: RawPayment) -> PaymentResult:
-        bank, tx = self.bank, self.tx
-        cert = self._cert(p.cert)
-        card_label = cert.card_number if isinstance(cert, CardCert) else ""
-        ser = p.ser if isinstance(p.ser, int) and not isinstance(p.ser, bool) else None
-        # 1. format
-        if cert == "malformed" or ser is None:
-            return self._reject(card_label, ser, "malformed")
-        try:
-            spec_bytes = bytes.fromhex(p.spec) if isinstance(p.spec, str) else None
-            b = bytes.fromhex(p.b) if isinstance(p.b, str) else None
-            r = bytes.fromhex(p.r) if isinstance(p.r, str) else None
-        except ValueError:
-            return self._reject(card_label, ser, "malformed")
-        if spec_bytes is None or b is None or r is None:
-            return self._reject(card_label, ser, "malformed")
-        try:
-            spec = PaymentSpec.decode(spec_bytes)
-        except CryptoError:
-            return self._reject(card_label, ser, "malformed")
-        # 2. known card
-        if isinstance(cert, str):
-            return self._reject(card_label, ser, cert if cert != "malformed" else "malformed")
-        card = self._card(cert.card_number)
-        if card is None:
-            return self._reject(card_label, ser, "unknown_card")
-        try:
-            pc = PaymentCert.parse(cert.group, ser, spec_bytes, b, r)
-        except CryptoError:
-            return self._reject(card_label, ser, "malformed")
-        # 3. certificate: one this bank issued to this card, valid at the payment's time
-        try:
-            rec = tx.get_cert(cert.cert_id)
-        except NotFound:
-            return self._reject(card_label, ser, "bad_cert")
-        if (
-            rec.encoded != cert.encode()
-            or rec.card_number != card.card_number
-            or spec.card_cert_id != cert.cert_id
-        ):
-            return self._reject(card_label, ser, "bad_cert")
-        if spec.time > self.now + bank.policy.clock_skew:
-            return self._reject(card_label, ser, "future_time")
-        try:
-            cert.check_validity(spec.time)
-        except ExpiredCertificateError:
-            return self._reject(card_label, ser, "expired_cert")
-        # 4. hot list: payments made after the card was hot-listed are refused; those made
-        # before it (the merchant could not have known) are honoured.
-        if (
-            card.status is CardStatus.BLACKLISTED
-            and card.blacklisted_at is not None
-            and spec.time > card.blacklisted_at
-        ):
-            return self._reject(card_label, ser, "blacklisted")
-        # 5. the joint signature
-        try:
-            verify(cert.group, cert.joint_key, pc)
-        except CryptoError:
-            return self._reject(card_label, ser, "bad_signature")
-        # 6. the payee is the depositor
-        if spec.sid != self.req.sid or spec.bank_id != bank.bank_id:
-            return self._reject(card_label, ser, "wrong_merchant")
-        # 7. never deposited before; a different spec under the same ser is a clone
-        key = (card.card_number, ser)
-        earlier = self.seen.get(key)
-        if earlier is None:
-            prior = tx.get_payment(card.card_number, ser)
-            earlier = prior.spec if prior is not None else None
-        if earlier is not None:
-            if earlier != spec_bytes:
-                self._breach(
-                    card,
-                    "double_spend",
-                    {
-                        "ser": ser,
-                        "first_spec": earlier.hex(),
-                        "second_spec": spec_bytes.hex(),
-                        "second_b": b.hex(),
-                        "second_r": r.hex(),
-                        "cert": cert.encode().hex(),
-                    },
-                )
-            return self._reject(card_label, ser, "duplicate")
-        # 8. staleness window
-        if spec.time < self.now - bank.policy.deposit_window:
-            return self._reject(card_label, ser, "stale")
-        if spec.currency != card.currency:
-            return self._reject(card_label, ser, "currency_mismatch")
-        # 9. C_balance
-        if card.mode == CardMode.CASH.value:
-            left = self._available(card) - self.debits.get(card.float_account, 0)
-            if spec.amount > left:
-                self._breach(
-                    card, "overspend", {"ser": ser, "amount": spec.amount, "available": left}
-                )
-                return self._reject(card_label, ser, "insufficient_balance")
-        source = card.float_account if card.mode != CardMode.CHEQUE.value else card.holder_account
-        if card.mode == CardMode.CHEQUE.value:
-            left = self._available_holder(card) - self.debits.get(source, 0)
-            if spec.amount > left:
-                return self._reject(card_label, ser, "insufficient_funds")
-        self.debits[source] = self.debits.get(source, 0) + spec.amount
-        fee = min(bank.policy.payment_fee, spec.amount)
-        self.merchant_credit += spec.amount - fee
-        self.fees += fee
-        self.seen[key] = spec_bytes
-        self.accepted.append(
-            PaymentRecord(
-                card.card_number,
-                ser,
-                cert.cert_id,
-                spec.sid,
-                spec.amount,
-                spec.currency,
-                spec_bytes,
-                b,
-                r,
-                self.deposit_id,
-                self.now,
-            )
-        )
-        return PaymentResult(card.card_number, ser, "accepted", None, spec.amount)
-
-    def _card(self, number: str) -> CardRecord | None:
-        if number not in self.cards:
-            try:
-                self.cards[number] = self.tx.lock_card(number)
-            except NotFound:
-                return None
-        return self.cards[number]
-
-    def _available(self, card: CardRecord) -> int:
-        if card.float_account not in self.available:
-            self.available[card.float_account] = self.tx.get_account(card.float_account).balance
-        return self.available[card.float_account]
-
-    def _available_holder(self, card: CardRecord) -> int:
-        acc = card.holder_account
-        if acc not in self.available:
-            self.available[acc] = self.tx.get_account(acc).balance
-        return self.available[acc]
-
-    def _breach(self, card: CardRecord, kind: str, evidence: dict[str, Any]) -> None:
-        """Step 670: keep the evidence, raise an alert, hot-list the card at once."""
-        detail = {
-            "double_spend": "the same ser was signed over two different specs: the card "
-            "was cloned or its state rolled back",
-            "overspend": "accepted payments would exceed the card's C_balance",
-        }[kind]
-        self.tx.add_alert(
-            card.card_number, kind, detail, canonical_json(evidence).decode(), self.now
-        )
-        entry = self.bank._blacklist(self.tx, card, kind, self.now)
-        self.cards[card.card_number] = replace(
-            card, status=CardStatus.BLACKLISTED, blacklisted_at=entry.added_at
-        )
-
-    def _book(self) -> None:
-        """Step 690: one compound double-entry posting for the whole session."""
-        if not self.accepted:
-            return
-        bank, tx = self.bank, self.tx
-        self.tx.add_payments(self.accepted)
-        merchant = tx.get_merchant(self.req.sid)
-        legs = [Leg(acc, -amount) for acc, amount in sorted(self.debits.items())]
-        legs.append(Leg(merchant.account_id, self.merchant_credit))
-        if self.fees:
-            legs.append(Leg(income_account(bank.currency), self.fees))
-        try:
-            tx.post(
-                Transfer(
-                    f"deposit:{self.deposit_id}",
-                    "deposit",
-                    bank.currency,
-                    tuple(legs),
-                    f"{len(self.accepted)} payments",
-                    self.now,
-                )
-            )
-        except InsufficientFunds as exc:  # pragma: no cover - checked per payment above
-            raise Refused("insufficient_balance", str(exc)) from exc
-        for number, card in self.cards.items():
-            top = max((p.ser for p in self.accepted if p.card_number == number), default=-1)
-            if top > card.highest_ser:
-                tx.update_card(replace(card, highest_ser=top))
 
 
 def _check_name(name: str, what: str) -> None:

@@ -66,6 +66,9 @@ class UnitOfWork(Protocol):
         """Insert a new account (balance must be 0). Conflict if the id exists."""
 
     def get_account(self, account_id: str) -> Account: ...
+    def get_accounts(self, account_ids: Sequence[str]) -> dict[str, Account]:
+        """The accounts among ``account_ids`` that exist (set-based, chunked)."""
+
     def find_accounts(
         self, *, kind: str | None = None, owner: str | None = None
     ) -> list[Account]: ...
@@ -87,13 +90,21 @@ class UnitOfWork(Protocol):
     def lock_card(self, card_number: str) -> CardRecord:
         """Like :meth:`get_card`, holding a row lock until the transaction ends."""
 
+    def lock_cards(self, card_numbers: Sequence[str]) -> dict[str, CardRecord]:
+        """Lock and return the cards among ``card_numbers`` that exist, in one pass
+        (rows locked in card-number order, so concurrent deposits cannot deadlock)."""
+
     def update_card(self, card: CardRecord) -> None:
         """Write every mutable field of ``card`` (seq, highest_ser, status, ...)."""
+
+    def raise_highest_sers(self, highest: dict[str, int]) -> None:
+        """Set each card's highest ser seen in an accepted deposit (one statement)."""
 
     def list_cards(self) -> list[CardRecord]: ...
 
     def add_cert(self, cert: CertRecord) -> None: ...
     def get_cert(self, cert_id: bytes) -> CertRecord: ...
+    def get_certs(self, cert_ids: Sequence[bytes]) -> dict[bytes, CertRecord]: ...
     def certs_for(self, card_number: str) -> list[CertRecord]: ...
 
     # -- merchants (FIG. 3) -------------------------------------------------------------
@@ -111,6 +122,11 @@ class UnitOfWork(Protocol):
     def get_payment(self, card_number: str, ser: int) -> PaymentRecord | None: ...
     def existing_sers(self, card_number: str, sers: Sequence[int]) -> dict[int, PaymentRecord]:
         """The payments among ``sers`` of one card that were deposited before (one query)."""
+
+    def existing_payments(
+        self, keys: Sequence[tuple[str, int]]
+    ) -> dict[tuple[str, int], PaymentRecord]:
+        """The payments among ``(card_number, ser)`` keys deposited before (set-based)."""
 
     def iter_payments(self) -> Iterator[PaymentRecord]: ...
     def add_deposit(self, deposit: DepositRecord) -> None: ...

@@ -76,6 +76,9 @@ class MemoryUnitOfWork:
     def get_account(self, account_id: str) -> Account:
         return _get(self._d.accounts, account_id, "account")
 
+    def get_accounts(self, account_ids: Sequence[str]) -> dict[str, Account]:
+        return {i: self._d.accounts[i] for i in account_ids if i in self._d.accounts}
+
     def find_accounts(self, *, kind: str | None = None, owner: str | None = None) -> list[Account]:
         return [
             a
@@ -122,9 +125,17 @@ class MemoryUnitOfWork:
     def lock_card(self, card_number: str) -> CardRecord:
         return self.get_card(card_number)
 
+    def lock_cards(self, card_numbers: Sequence[str]) -> dict[str, CardRecord]:
+        return {n: self._d.cards[n] for n in card_numbers if n in self._d.cards}
+
     def update_card(self, card: CardRecord) -> None:
         self.get_card(card.card_number)
         self._d.cards[card.card_number] = card
+
+    def raise_highest_sers(self, highest: dict[str, int]) -> None:
+        for number, top in highest.items():
+            card = self.get_card(number)
+            self._d.cards[number] = replace(card, highest_ser=max(top, card.highest_ser))
 
     def list_cards(self) -> list[CardRecord]:
         return list(self._d.cards.values())
@@ -136,6 +147,9 @@ class MemoryUnitOfWork:
 
     def get_cert(self, cert_id: bytes) -> CertRecord:
         return _get(self._d.certs, cert_id, "certificate")
+
+    def get_certs(self, cert_ids: Sequence[bytes]) -> dict[bytes, CertRecord]:
+        return {i: self._d.certs[i] for i in cert_ids if i in self._d.certs}
 
     def certs_for(self, card_number: str) -> list[CertRecord]:
         return sorted(
@@ -184,6 +198,11 @@ class MemoryUnitOfWork:
             for s in sers
             if (card_number, s) in self._d.payments
         }
+
+    def existing_payments(
+        self, keys: Sequence[tuple[str, int]]
+    ) -> dict[tuple[str, int], PaymentRecord]:
+        return {k: self._d.payments[k] for k in keys if k in self._d.payments}
 
     def iter_payments(self) -> Iterator[PaymentRecord]:
         return iter(list(self._d.payments.values()))

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, func, select, text, update
+from sqlalchemy import Engine, bindparam, create_engine, event, func, select, text, tuple_, update
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import NullPool
@@ -46,6 +46,14 @@ from jointpay.storage.base import Conflict, InsufficientFunds, NotFound
 from jointpay.storage.migrate import upgrade
 
 _IN_CHUNK = 500
+
+
+T = TypeVar("T")
+
+
+def _chunks(items: list[T]) -> Iterator[list[T]]:
+    for i in range(0, len(items), _IN_CHUNK):
+        yield items[i : i + _IN_CHUNK]
 
 
 def normalise_url(url: str) -> str:
@@ -268,6 +276,13 @@ class SqlUnitOfWork:
             )
         )
 
+    def get_accounts(self, account_ids: Sequence[str]) -> dict[str, Account]:
+        out: dict[str, Account] = {}
+        for chunk in _chunks(sorted(set(account_ids))):
+            for r in self.c.execute(select(t.accounts).where(t.accounts.c.id.in_(chunk))):
+                out[r.id] = _account(r)
+        return out
+
     def find_accounts(self, *, kind: str | None = None, owner: str | None = None) -> list[Account]:
         q = select(t.accounts).order_by(t.accounts.c.id)
         if kind is not None:
@@ -373,6 +388,18 @@ class SqlUnitOfWork:
             )
         )
 
+    def lock_cards(self, card_numbers: Sequence[str]) -> dict[str, CardRecord]:
+        out: dict[str, CardRecord] = {}
+        for chunk in _chunks(sorted(set(card_numbers))):
+            for r in self.c.execute(
+                select(t.cards)
+                .where(t.cards.c.card_number.in_(chunk))
+                .order_by(t.cards.c.card_number)
+                .with_for_update()
+            ):
+                out[r.card_number] = _card(r)
+        return out
+
     def update_card(self, card: CardRecord) -> None:
         values = _card_values(card)
         del values["card_number"]
@@ -381,6 +408,15 @@ class SqlUnitOfWork:
         )
         if done.rowcount == 0:
             raise NotFound(f"no card {card.card_number}")
+
+    def raise_highest_sers(self, highest: dict[str, int]) -> None:
+        if highest:
+            self.c.execute(
+                update(t.cards)
+                .where(t.cards.c.card_number == bindparam("n"))
+                .values(highest_ser=bindparam("top")),
+                [{"n": n, "top": top} for n, top in sorted(highest.items())],
+            )
 
     def list_cards(self) -> list[CardRecord]:
         return [_card(r) for r in self.c.execute(select(t.cards).order_by(t.cards.c.card_number))]
@@ -409,6 +445,20 @@ class SqlUnitOfWork:
             int(r.not_after),
             int(r.issued_at),
         )
+
+    def get_certs(self, cert_ids: Sequence[bytes]) -> dict[bytes, CertRecord]:
+        out: dict[bytes, CertRecord] = {}
+        for chunk in _chunks(sorted(set(cert_ids))):
+            for r in self.c.execute(select(t.certs).where(t.certs.c.cert_id.in_(chunk))):
+                out[bytes(r.cert_id)] = CertRecord(
+                    bytes(r.cert_id),
+                    r.card_number,
+                    bytes(r.encoded),
+                    int(r.not_before),
+                    int(r.not_after),
+                    int(r.issued_at),
+                )
+        return out
 
     def certs_for(self, card_number: str) -> list[CertRecord]:
         return [
@@ -496,6 +546,17 @@ class SqlUnitOfWork:
             ):
                 p = _payment(row)
                 out[p.ser] = p
+        return out
+
+    def existing_payments(
+        self, keys: Sequence[tuple[str, int]]
+    ) -> dict[tuple[str, int], PaymentRecord]:
+        out: dict[tuple[str, int], PaymentRecord] = {}
+        key_col = tuple_(t.payments.c.card_number, t.payments.c.ser)
+        for chunk in _chunks(sorted(set(keys))):
+            for row in self.c.execute(select(t.payments).where(key_col.in_(chunk))):
+                p = _payment(row)
+                out[(p.card_number, p.ser)] = p
         return out
 
     def iter_payments(self) -> Iterator[PaymentRecord]:

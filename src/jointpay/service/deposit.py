@@ -1,0 +1,316 @@
+"""The bank's per-payment checks of a deposit session (FIG. 9 steps 650-700).
+
+Set-based, in three passes inside the session's one transaction:
+
+1. **parse** every payment (format, CARD-CERT decoded and verified once per
+   distinct certificate, spec, scalars);
+2. **prefetch** what the checks need in a handful of queries: the cards (row-locked
+   in one statement), the certificates the bank issued, and every ``(card, ser)``
+   deposited before. There is never one SELECT per payment;
+3. **check** each payment in the order of the contract's reason codes, verify its
+   joint signature, and collect the accepted ones into one compound posting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from jointpay.crypto.certs import CardCert, CardMode
+from jointpay.crypto.errors import CryptoError, ExpiredCertificateError
+from jointpay.crypto.group import Group, get_group
+from jointpay.crypto.schnorr import PaymentCert, verify
+from jointpay.domain.money import format_amount
+from jointpay.domain.records import (
+    CardRecord,
+    CardStatus,
+    CertRecord,
+    Leg,
+    PaymentRecord,
+    Transfer,
+)
+from jointpay.protocol.deposit import DepositRequest, RawPayment, canonical_json
+from jointpay.protocol.spec import PaymentSpec
+from jointpay.service.errors import Refused
+from jointpay.storage.base import InsufficientFunds, UnitOfWork
+
+if TYPE_CHECKING:
+    from jointpay.service.bank import Bank
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentResult:
+    card: str
+    ser: int | None
+    status: str
+    reason: str | None
+    amount: int | None
+
+    def to_json(self, currency: str) -> dict[str, Any]:
+        return {
+            "card": self.card,
+            "ser": self.ser,
+            "status": self.status,
+            "reason": self.reason,
+            "amount": None if self.amount is None else format_amount(self.amount, currency),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    cert: CardCert
+    ser: int
+    spec_bytes: bytes
+    spec: PaymentSpec
+    cert_pc: PaymentCert
+
+
+_BREACH_TEXT = {
+    "double_spend": "the same ser was signed over two different specs: the card was cloned "
+    "or its state rolled back",
+    "overspend": "accepted payments would exceed the card's C_balance",
+}
+
+
+class DepositRun:
+    """One deposit session's payments, checked and booked inside transaction ``tx``."""
+
+    def __init__(
+        self, bank: Bank, tx: UnitOfWork, req: DepositRequest, deposit_id: str, now: int
+    ) -> None:
+        self.bank = bank
+        self.tx = tx
+        self.req = req
+        self.deposit_id = deposit_id
+        self.now = now
+        self._certs: dict[bytes, CardCert | str] = {}
+        self.cards: dict[str, CardRecord] = {}
+        self.issued: dict[bytes, CertRecord] = {}
+        self._issued_ok: dict[tuple[bytes, str], bool] = {}
+        self.prior: dict[tuple[str, int], PaymentRecord] = {}
+        self.seen: dict[tuple[str, int], bytes] = {}
+        self.accepted: list[PaymentRecord] = []
+        self.debits: dict[str, int] = {}
+        self.available: dict[str, int] = {}
+        self.top_ser: dict[str, int] = {}
+        self.merchant_credit = 0
+        self.fees = 0
+
+    def run(self) -> list[PaymentResult]:
+        parsed = [self._parse(p) for p in self.req.batch.payments()]
+        self._prefetch([p for p in parsed if isinstance(p, _Parsed)])
+        results = [p if isinstance(p, PaymentResult) else self._check(p) for p in parsed]
+        self._book()
+        return results
+
+    # -- pass 1: format ---------------------------------------------------------------
+    def _cert(self, raw: object) -> CardCert | str:
+        """Decode and check a CARD-CERT once per batch; a reason code if unusable."""
+        if not isinstance(raw, str):
+            return "malformed"
+        try:
+            data = bytes.fromhex(raw)
+        except ValueError:
+            return "malformed"
+        hit = self._certs.get(data)
+        if hit is not None:
+            return hit
+        result: CardCert | str
+        try:
+            cert = CardCert.decode(data, _group)
+        except CryptoError:
+            result = "malformed"
+        else:
+            if cert.bank_id != self.bank.bank_id:
+                result = "unknown_card"
+            else:
+                try:
+                    cert.verify(self.bank.verify_key)
+                    result = cert
+                except CryptoError:
+                    result = "bad_cert"
+        self._certs[data] = result
+        return result
+
+    def _parse(self, p: RawPayment) -> _Parsed | PaymentResult:
+        cert = self._cert(p.cert)
+        label = cert.card_number if isinstance(cert, CardCert) else ""
+        ser = p.ser if isinstance(p.ser, int) and not isinstance(p.ser, bool) else None
+        if cert == "malformed" or ser is None:
+            return _rejected(label, ser, "malformed")
+        try:
+            if not all(isinstance(v, str) for v in (p.spec, p.b, p.r)):
+                raise ValueError("hex fields")
+            spec_bytes = bytes.fromhex(str(p.spec))
+            b, r = bytes.fromhex(str(p.b)), bytes.fromhex(str(p.r))
+            spec = PaymentSpec.decode(spec_bytes)
+        except (ValueError, CryptoError):
+            return _rejected(label, ser, "malformed")
+        if isinstance(cert, str):
+            return _rejected(label, ser, cert)
+        try:
+            pc = PaymentCert.parse(cert.group, ser, spec_bytes, b, r)
+        except CryptoError:
+            return _rejected(label, ser, "malformed")
+        return _Parsed(cert, ser, spec_bytes, spec, pc)
+
+    # -- pass 2: prefetch -------------------------------------------------------------
+    def _prefetch(self, parsed: list[_Parsed]) -> None:
+        numbers = sorted({p.cert.card_number for p in parsed})
+        self.cards = self.tx.lock_cards(numbers)
+        self.issued = self.tx.get_certs(sorted({p.cert.cert_id for p in parsed}))
+        self.prior = self.tx.existing_payments(
+            sorted({(p.cert.card_number, p.ser) for p in parsed})
+        )
+        floats = sorted(
+            {c.float_account for c in self.cards.values() if c.float_account}
+            | {c.holder_account for c in self.cards.values() if c.mode == CardMode.CHEQUE.value}
+        )
+        self.available = {a.id: a.balance for a in self.tx.get_accounts(floats).values()}
+
+    # -- pass 3: the checks, in the contract's order ----------------------------------
+    def _check(self, p: _Parsed) -> PaymentResult:
+        bank, cert, ser, spec = self.bank, p.cert, p.ser, p.spec
+        label = cert.card_number
+        card = self.cards.get(cert.card_number)
+        if card is None:
+            return _rejected(label, ser, "unknown_card")
+        if not self._issued_to(cert, card) or spec.card_cert_id != cert.cert_id:
+            return _rejected(label, ser, "bad_cert")
+        if spec.time > self.now + bank.policy.clock_skew:
+            return _rejected(label, ser, "future_time")
+        try:
+            cert.check_validity(spec.time)
+        except ExpiredCertificateError:
+            return _rejected(label, ser, "expired_cert")
+        # The hot list refuses payments made after the card was listed; those made
+        # before it (the merchant could not have known) are honoured.
+        if (
+            card.status is CardStatus.BLACKLISTED
+            and card.blacklisted_at is not None
+            and spec.time > card.blacklisted_at
+        ):
+            return _rejected(label, ser, "blacklisted")
+        try:
+            verify(cert.group, cert.joint_key, p.cert_pc)
+        except CryptoError:
+            return _rejected(label, ser, "bad_signature")
+        if spec.sid != self.req.sid or spec.bank_id != bank.bank_id:
+            return _rejected(label, ser, "wrong_merchant")
+        key = (card.card_number, ser)
+        earlier = self.seen.get(key)
+        if earlier is None and key in self.prior:
+            earlier = self.prior[key].spec
+        if earlier is not None:
+            if earlier != p.spec_bytes:
+                self._breach(
+                    card,
+                    "double_spend",
+                    {
+                        "ser": ser,
+                        "first_spec": earlier.hex(),
+                        "second_spec": p.spec_bytes.hex(),
+                        "second_b": p.cert_pc.b_bytes.hex(),
+                        "second_r": p.cert_pc.r_bytes.hex(),
+                        "cert": cert.encode().hex(),
+                    },
+                )
+            return _rejected(label, ser, "duplicate")
+        if spec.time < self.now - bank.policy.deposit_window:
+            return _rejected(label, ser, "stale")
+        if spec.currency != card.currency:
+            return _rejected(label, ser, "currency_mismatch")
+        cheque = card.mode == CardMode.CHEQUE.value
+        source = card.holder_account if cheque else card.float_account
+        left = self.available.get(source, 0) - self.debits.get(source, 0)
+        if card.mode == CardMode.CREDIT.value:
+            left += card.limit  # the credit account goes negative up to the limit
+        if spec.amount > left:
+            if cheque:  # a cheque the holder's account cannot cover bounces
+                return _rejected(label, ser, "insufficient_funds")
+            self._breach(card, "overspend", {"ser": ser, "amount": spec.amount, "available": left})
+            return _rejected(label, ser, "insufficient_balance")
+        self.debits[source] = self.debits.get(source, 0) + spec.amount
+        fee = min(bank.policy.payment_fee, spec.amount)
+        self.merchant_credit += spec.amount - fee
+        self.fees += fee
+        self.seen[key] = p.spec_bytes
+        if ser > self.top_ser.get(card.card_number, -1):
+            self.top_ser[card.card_number] = ser
+        self.accepted.append(
+            PaymentRecord(
+                card.card_number,
+                ser,
+                cert.cert_id,
+                spec.sid,
+                spec.amount,
+                spec.currency,
+                p.spec_bytes,
+                p.cert_pc.b_bytes,
+                p.cert_pc.r_bytes,
+                self.deposit_id,
+                self.now,
+            )
+        )
+        return PaymentResult(card.card_number, ser, "accepted", None, spec.amount)
+
+    def _issued_to(self, cert: CardCert, card: CardRecord) -> bool:
+        """Whether this bank issued exactly this CARD-CERT to this card (once per cert)."""
+        key = (cert.cert_id, card.card_number)
+        if key not in self._issued_ok:
+            rec = self.issued.get(cert.cert_id)
+            self._issued_ok[key] = (
+                rec is not None
+                and rec.card_number == card.card_number
+                and rec.encoded == cert.encode()
+            )
+        return self._issued_ok[key]
+
+    def _breach(self, card: CardRecord, kind: str, evidence: dict[str, Any]) -> None:
+        """Step 670: keep the evidence, raise an alert, hot-list the card at once."""
+        self.tx.add_alert(
+            card.card_number, kind, _BREACH_TEXT[kind], canonical_json(evidence).decode(), self.now
+        )
+        entry = self.bank.hotlist_card(self.tx, card, kind, self.now)
+        self.cards[card.card_number] = replace(
+            card, status=CardStatus.BLACKLISTED, blacklisted_at=entry.added_at
+        )
+
+    # -- booking (step 690) -----------------------------------------------------------
+    def _book(self) -> None:
+        """One compound double-entry posting for the whole session."""
+        from jointpay.service.bank import income_account
+
+        if not self.accepted:
+            return
+        bank, tx = self.bank, self.tx
+        tx.add_payments(self.accepted)
+        merchant = tx.get_merchant(self.req.sid)
+        legs = [Leg(acc, -amount) for acc, amount in sorted(self.debits.items())]
+        legs.append(Leg(merchant.account_id, self.merchant_credit))
+        if self.fees:
+            legs.append(Leg(income_account(bank.currency), self.fees))
+        try:
+            tx.post(
+                Transfer(
+                    f"deposit:{self.deposit_id}",
+                    "deposit",
+                    bank.currency,
+                    tuple(legs),
+                    f"{len(self.accepted)} payments",
+                    self.now,
+                )
+            )
+        except InsufficientFunds as exc:  # pragma: no cover - checked per payment above
+            raise Refused("insufficient_balance", str(exc)) from exc
+        tx.raise_highest_sers(
+            {n: top for n, top in self.top_ser.items() if top > self.cards[n].highest_ser}
+        )
+
+
+def _rejected(card: str, ser: int | None, reason: str) -> PaymentResult:
+    return PaymentResult(card, ser, "rejected", reason, None)
+
+
+def _group(suite: str, name: str | None) -> Group:
+    return get_group(suite, name)
