@@ -20,8 +20,8 @@ import hashlib
 import os
 import re
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,20 @@ from jointpay.service.errors import BadInput, Refused
 from jointpay.service.flows import BankPort, WithdrawOutcome, withdraw_with_card
 from jointpay.service.policy import Policy
 from jointpay.storage import open_store
-from jointpay.storage.base import Store
+from jointpay.storage.base import Store, UnitOfWork
+
+
+class _Unclosed:
+    """A store whose ``close`` does nothing (the Home keeps the in-memory bank)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def transaction(self) -> AbstractContextManager[UnitOfWork]:
+        return self._store.transaction()
+
+    def close(self) -> None:
+        """The in-memory bank lives as long as its Home."""
 
 
 def default_home() -> Path:
@@ -54,6 +67,7 @@ class Home:
     root: Path
     db_url: str | None = None
     clock: Clock = system_clock
+    _memory: Store | None = field(default=None, repr=False)
 
     @classmethod
     def at(cls, root: Path | None, *, clock: Clock = system_clock) -> Home:
@@ -62,6 +76,10 @@ class Home:
     # -- the bank -----------------------------------------------------------------------
     def store(self) -> Store:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.db_url == "memory:":  # one in-memory bank per Home, kept across calls
+            if self._memory is None:
+                self._memory = open_store("memory:")
+            return _Unclosed(self._memory)
         return open_store(self.db_url, home=self.root)
 
     @contextmanager

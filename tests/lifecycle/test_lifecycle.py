@@ -1,0 +1,260 @@
+"""The whole cash-card lifecycle through the Python API, on every storage backend.
+
+memory, SQLite and PostgreSQL (a fresh schema per test) run the same scenarios: issue,
+pay, deposit, double deposit, withdrawal with lost acknowledgement, breach evidence,
+refusals that change nothing, and concurrent deposits racing for the same payments.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jointpay.crypto.certs import SigningKey
+from jointpay.home import Home
+from jointpay.protocol.deposit import make_deposit
+from jointpay.protocol.messages import AuthKind
+from jointpay.protocol.terminal import PaymentDeclined
+from jointpay.service.errors import BadInput, Refused
+from jointpay.service.policy import DAY
+from pg import fresh_schema, schema_url
+
+PIN = "2468"
+T0 = 1_800_000_000
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> int:
+        return self.now
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | None]:
+    if request.param == "memory":
+        yield "memory:"
+    elif request.param == "sqlite":
+        yield None
+    else:
+        with fresh_schema() as schema:
+            yield schema_url(schema)
+
+
+@pytest.fixture
+def world(backend: str | None, tmp_path: Path) -> dict[str, Any]:
+    clock = Clock()
+    h = Home(tmp_path, backend, clock)
+    h.init_bank(suite="secp256k1", group=None, currency="EUR", bank_id="test-bank")
+    with h.bank() as bank:
+        bank.open_account("alice", 50_000)
+        bank.open_account("bob", 10_000)
+        alice = h.issue_card(bank, holder="alice", pin=PIN, load=20_000, mode="cash",
+                             limit=0, user_key="card")
+        h.open_merchant(bank, "Shop")
+        h.open_merchant(bank, "Cafe")
+    return {"home": h, "clock": clock, "alice": alice.card_number}
+
+
+def balances(h: Home) -> dict[str, int]:
+    with h.bank() as bank, bank.store.transaction() as tx:
+        return {a.id: a.balance for a in tx.list_accounts()}
+
+
+def test_lifecycle(world: dict[str, Any]) -> None:
+    h, card = world["home"], world["alice"]
+    paid = [h.pay(card, "Shop", amount, PIN) for amount in (1250, 300, 4000)]
+    assert [p.ser for p in paid] == [0, 1, 2]
+    with h.bank() as bank:
+        batch = h.export_batch("Shop")
+        receipt = h.deposit("Shop", bank, batch)
+        assert (receipt["accepted"], receipt["rejected"]) == (3, 0)
+        assert bank.account(bank.merchant("Shop").account_id).balance == 5550
+        again = h.deposit("Shop", bank, batch)
+        assert again["accepted"] == 0
+        assert {r["reason"] for r in again["results"]} == {"duplicate"}
+        assert bank.account(bank.merchant("Shop").account_id).balance == 5550
+        out = h.withdraw(card, bank, pin=PIN, amount=1000, renew=True)
+        assert out.balance == 20_000 - 5550 + 1000
+        assert out.renewed and out.seq == 2
+        report = bank.audit()
+        assert report.ok, report.violations
+        assert bank.account(f"card:{card}").balance == 20_000 - 5550 + 1000
+
+
+def test_clone_is_caught_and_hot_listed(world: dict[str, Any]) -> None:
+    h, card = world["home"], world["alice"]
+    path = h.card(card).path
+    snapshot = path.read_bytes()
+    first = h.pay(card, "Shop", 700, PIN)
+    path.write_bytes(snapshot)  # roll the card back...
+    second = h.pay(card, "Cafe", 900, PIN)  # ...and spend the same ser again
+    assert first.ser == second.ser
+    with h.bank() as bank:
+        assert h.deposit("Shop", bank)["accepted"] == 1
+        r = h.deposit("Cafe", bank)
+        assert r["results"][0]["reason"] == "duplicate"
+        alerts = bank.alerts()
+        assert [a.kind for a in alerts] == ["double_spend"]
+        evidence = json.loads(alerts[0].evidence)
+        assert evidence["first_spec"] == first.spec.hex()
+        assert evidence["second_spec"] == second.spec.hex()
+        assert bank.card(card).status.value == "blacklisted"
+        assert [e.card_number for e in bank.hotlist(0)] == [card]
+        assert h.sync_hotlist("Shop", bank) == 1
+        assert bank.audit().ok
+    world["clock"].now += 10
+    with pytest.raises(PaymentDeclined) as exc:
+        h.pay(card, "Shop", 100, PIN)
+    assert exc.value.code == "blacklisted"
+
+
+def test_refusals_change_nothing(world: dict[str, Any], tmp_path: Path) -> None:
+    h, card = world["home"], world["alice"]
+    h.pay(card, "Shop", 500, PIN)
+    before = balances(h)
+    with h.bank() as bank:
+        with pytest.raises(Refused) as r1:
+            h.issue_card(bank, holder="bob", pin=PIN, load=999_999, mode="cash", limit=0,
+                         user_key="card")
+        assert r1.value.code == "insufficient_funds"
+        with pytest.raises(Refused) as r2:
+            h.issue_card(bank, holder="nobody", pin=PIN, load=0, mode="cash", limit=0,
+                         user_key="card")
+        assert r2.value.code == "unknown_holder"
+        assert len(list((tmp_path / "cards").glob("*.card"))) == 1
+        batch = h.export_batch("Shop")
+        with h.terminal("Shop") as (tf, _):
+            key = SigningKey.from_private_bytes(tf.sid, tf.signing_key)
+            good = make_deposit(key, tf.bank_id, tf.sid, 7, bank.clock(), batch)
+            forged = make_deposit(SigningKey.generate(tf.sid), tf.bank_id, tf.sid, 8,
+                                  bank.clock(), batch)
+            stale = make_deposit(key, tf.bank_id, tf.sid, 9, bank.clock() - 3 * DAY, batch)
+            other_bank = make_deposit(key, "other-bank", tf.sid, 10, bank.clock(),
+                                      {**batch, "bank_id": "other-bank"})
+        for message, code in ((forged, "bad_signature"), (stale, "stale_message"),
+                              (other_bank, "wrong_bank")):
+            with pytest.raises(Refused) as r:
+                bank.deposit(message)
+            assert r.value.code == code
+        with pytest.raises(BadInput):
+            bank.deposit({"format": "nonsense"})
+        assert balances(h) == before
+        first = bank.deposit(good)
+        assert bank.deposit(good) == first  # the same session again: the same receipt
+        replay = make_deposit(key, tf.bank_id, tf.sid, 7, bank.clock(), {**batch, "cards": []})
+        with pytest.raises(Refused) as r3:
+            bank.deposit(replay)
+        assert r3.value.code == "replay"
+        assert bank.audit().ok
+
+
+def test_deposit_reason_codes(world: dict[str, Any]) -> None:
+    h, card, clock = world["home"], world["alice"], world["clock"]
+    for amount in (100, 200, 300, 400):
+        h.pay(card, "Shop", amount, PIN)
+    batch = h.export_batch("Shop")
+    payments = batch["cards"][0]["payments"]
+    r = bytearray.fromhex(payments[0]["r"])
+    r[-1] ^= 1
+    payments[0]["r"] = r.hex()
+    payments[1]["b"] = payments[1]["b"][:-2]  # 31 bytes
+    payments[2]["spec"] = "00"
+    with h.bank() as bank:
+        receipt = h.deposit("Cafe", bank, {**batch, "sid": h.terminal_file("Cafe").sid})
+        reasons = [x["reason"] for x in receipt["results"]]
+        assert reasons == ["bad_signature", "malformed", "malformed", "wrong_merchant"]
+        clock.now += 91 * DAY
+        late = h.deposit("Shop", bank)
+        assert [x["reason"] for x in late["results"]] == ["stale"] * 4
+        assert bank.account(bank.merchant("Shop").account_id).balance == 0
+        assert bank.audit().ok
+
+
+def test_withdrawal_lost_ack_moves_money_once(world: dict[str, Any]) -> None:
+    h, card = world["home"], world["alice"]
+    with h.bank() as bank, h.card_client(card) as client:
+        client.select()
+        client.verify_pin(PIN)
+        request = client.withdraw_request(2500, False, AuthKind.MAC)
+        before = bank.account("holder:alice").balance
+        ack1 = bank.withdraw(request)  # ...and the answer is lost
+        # the holder tries again: the card sends the very same request
+        client.select()
+        client.verify_pin(PIN)
+        assert client.withdraw_request(2500, False, AuthKind.MAC) == request
+        ack2 = bank.withdraw(request)
+        assert ack1 == ack2
+        balance, seq = client.withdraw_complete(ack2)
+        assert (balance, seq) == (22_500, 2)
+        assert bank.account("holder:alice").balance == before - 2500
+        with pytest.raises(Refused) as r:
+            bank.withdraw(request[:-1] + bytes([request[-1] ^ 1]))
+        assert r.value.code in {"bad_auth", "replay"}
+        assert bank.audit().ok
+
+
+def test_wrong_pin_then_locked_then_unblocked(world: dict[str, Any]) -> None:
+    h, card = world["home"], world["alice"]
+    for left in (2, 1):
+        with pytest.raises(PaymentDeclined) as exc:
+            h.pay(card, "Shop", 100, "0000")
+        assert exc.value.code == "wrong_pin" and f"{left} tries" in str(exc.value)
+    with pytest.raises(PaymentDeclined) as exc:
+        h.pay(card, "Shop", 100, "0000")
+    assert "locked" in str(exc.value)
+    with pytest.raises(PaymentDeclined) as exc:
+        h.pay(card, "Shop", 100, PIN)
+    assert exc.value.code == "locked"
+    with h.bank() as bank, h.card_client(card) as client:
+        bank.unblock_card(client, "1357")
+    assert h.pay(card, "Shop", 100, "1357").ser == 0
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)
+def test_concurrent_copies_of_deposits_credit_once(world: dict[str, Any]) -> None:
+    """Copies of two merchants' sessions race (same card's row): each payment once."""
+    h, card = world["home"], world["alice"]
+    messages = []
+    for merchant in ("Shop", "Cafe"):
+        for i in range(15):
+            h.pay(card, merchant, 10 + i, PIN)
+        batch = h.export_batch(merchant)
+        with h.terminal(merchant) as (tf, _):
+            key = SigningKey.from_private_bytes(tf.sid, tf.signing_key)
+        message = make_deposit(key, tf.bank_id, tf.sid, 1, world["clock"](), batch)
+        messages += [json.loads(json.dumps(message)) for _ in range(6)]
+    results: list[dict[str, Any]] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(messages))
+
+    def run(message: dict[str, Any]) -> None:
+        try:
+            with h.bank() as bank:
+                start.wait()
+                results.append(bank.deposit(message))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(m,)) for m in messages]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    by_session: dict[str, set[str]] = {}
+    for rec in results:
+        by_session.setdefault(rec["deposit_id"], set()).add(json.dumps(rec, sort_keys=True))
+    assert len(by_session) == 2 and all(len(v) == 1 for v in by_session.values())
+    with h.bank() as bank:
+        with bank.store.transaction() as tx:  # SQLite: one transaction at a time
+            assert len(list(tx.iter_payments())) == 30
+        total = sum(bank.account(bank.merchant(m).account_id).balance for m in ("Shop", "Cafe"))
+        assert total == 2 * sum(10 + i for i in range(15))
+        assert bank.audit().ok
