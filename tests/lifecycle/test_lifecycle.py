@@ -82,7 +82,8 @@ def test_lifecycle(world: dict[str, Any]) -> None:
         assert bank.account(bank.merchant("Shop").account_id).balance == 5550
         out = h.withdraw(card, bank, pin=PIN, amount=1000, renew=True)
         assert out.balance == 20_000 - 5550 + 1000
-        assert out.renewed and out.seq == 2
+        assert out.renewed
+        assert out.seq == 2
         report = bank.audit()
         assert report.ok, report.violations
         assert bank.account(f"card:{card}").balance == 20_000 - 5550 + 1000
@@ -205,7 +206,8 @@ def test_wrong_pin_then_locked_then_unblocked(world: dict[str, Any]) -> None:
     for left in (2, 1):
         with pytest.raises(PaymentDeclined) as exc:
             h.pay(card, "Shop", 100, "0000")
-        assert exc.value.code == "wrong_pin" and f"{left} tries" in str(exc.value)
+        assert exc.value.code == "wrong_pin"
+        assert f"{left} tries" in str(exc.value)
     with pytest.raises(PaymentDeclined) as exc:
         h.pay(card, "Shop", 100, "0000")
     assert "locked" in str(exc.value)
@@ -251,7 +253,8 @@ def test_concurrent_copies_of_deposits_credit_once(world: dict[str, Any]) -> Non
     by_session: dict[str, set[str]] = {}
     for rec in results:
         by_session.setdefault(rec["deposit_id"], set()).add(json.dumps(rec, sort_keys=True))
-    assert len(by_session) == 2 and all(len(v) == 1 for v in by_session.values())
+    assert len(by_session) == 2
+    assert all(len(v) == 1 for v in by_session.values())
     with h.bank() as bank:
         with bank.store.transaction() as tx:  # SQLite: one transaction at a time
             assert len(list(tx.iter_payments())) == 30
