@@ -315,27 +315,18 @@ def pay(
     ctx: typer.Context,
     merchant: Annotated[str, typer.Option()],
     amount: Annotated[str, typer.Option()],
-    card: Annotated[str | None, typer.Option()] = None,
+    card: Annotated[str, typer.Option()],
     pin_stdin: PinStdin = False,
-    reader: Annotated[str | None, typer.Option(help="PC/SC reader name")] = None,
     home: HomeOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """One offline payment between a card and a merchant terminal (FIG. 8); no bank."""
     h, out = _ctx(ctx, home, json_)
     with answering(out):
-        if card is None and reader is None:
-            raise BadInput("no_card", "give --card or --reader")
         tf = h.terminal_file(merchant)
         minor = parse_amount(amount, _card_currency(h, card))
         pin = read_pin(pin_stdin, out)
-        if reader is not None:
-            from jointpay.adapters.pcsc import pay_via_reader
-
-            taken = pay_via_reader(h, reader, merchant, minor, pin)
-        else:
-            assert card is not None
-            taken = h.pay(card, merchant, minor, pin)
+        taken = h.pay(card, merchant, minor, pin)
         amt = format_amount(taken.amount, taken.currency)
         out.done(
             {
@@ -460,11 +451,10 @@ def deposit(
 def withdraw(
     ctx: typer.Context,
     amount: Annotated[str, typer.Option()],
-    card: Annotated[str | None, typer.Option()] = None,
+    card: Annotated[str, typer.Option()],
     pin_stdin: PinStdin = False,
     renew: Annotated[bool, typer.Option("--renew", help="also renew the CARD-CERT")] = False,
     auth: Annotated[str, typer.Option(help="signature|mac")] = "signature",
-    reader: Annotated[str | None, typer.Option(help="PC/SC reader name")] = None,
     bank_url: BankUrl = None,
     home: HomeOpt = None,
     json_: JsonOpt = False,
@@ -472,23 +462,13 @@ def withdraw(
     """Top the card up from its holder's bank account (FIG. 10)."""
     h, out = _ctx(ctx, home, json_)
     with answering(out):
-        if card is None and reader is None:
-            raise BadInput("no_card", "give --card or --reader")
         currency = _card_currency(h, card)
         minor = parse_amount(amount, currency, allow_zero=True)
         pin = read_pin(pin_stdin, out)
         port = _bank_port(bank_url)
-        if reader is not None:
-            from jointpay.adapters.pcsc import withdraw_via_reader
-
-            res = withdraw_via_reader(
-                h, reader, port, pin=pin, amount=minor, renew=renew, auth=_auth(auth)
-            )
-        elif port is not None:
-            assert card is not None
+        if port is not None:
             res = h.withdraw(card, port, pin=pin, amount=minor, renew=renew, auth=_auth(auth))
         else:
-            assert card is not None
             with h.bank() as bank:
                 res = h.withdraw(card, bank, pin=pin, amount=minor, renew=renew, auth=_auth(auth))
         bal = format_amount(res.balance, currency)
@@ -507,11 +487,11 @@ def withdraw(
         )
 
 
-def _card_currency(h: Home, card: str | None) -> str:
-    if card is not None:
-        cur = h.card(card).load().currency
-        if cur:
-            return cur
+def _card_currency(h: Home, card: str) -> str:
+    """Amounts are typed in the card's currency (read from the card itself)."""
+    cur = h.card(card).load().currency
+    if cur:
+        return cur
     with h.bank() as bank:
         return bank.currency
 
@@ -524,23 +504,14 @@ def _card_currency(h: Home, card: str | None) -> str:
 @card_app.command("show")
 def card_show(
     ctx: typer.Context,
-    card: Annotated[str | None, typer.Option()] = None,
-    reader: Annotated[str | None, typer.Option(help="PC/SC reader name")] = None,
+    card: Annotated[str, typer.Option()],
     home: HomeOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """What the card tells its holder: balance, lock state, certificate."""
     h, out = _ctx(ctx, home, json_)
     with answering(out):
-        if reader is not None:
-            from jointpay.adapters.pcsc import reader_client
-
-            cm = reader_client(reader)
-        elif card is not None:
-            cm = h.card_client(card)
-        else:
-            raise BadInput("no_card", "give --card or --reader")
-        with cm as client:
+        with h.card_client(card) as client:
             obj = describe_card(client)
         lock = "[red]LOCKED[/]" if obj["locked"] else f"{obj['pin_tries']} PIN tries left"
         out.done(
@@ -593,15 +564,6 @@ def demo(
             out.done(result)
             raise typer.Exit(EXIT_REFUSED)
         out.done(result, lambda c: c.print("\n[bold green]Every step did what it should.[/]"))
-
-
-def _register_pcsc() -> None:
-    from jointpay.cli.pcsc_cmds import register
-
-    register(app, card_app)
-
-
-_register_pcsc() if __import__("importlib").util.find_spec("jointpay.cli.pcsc_cmds") else None
 
 
 def run() -> None:
