@@ -10,9 +10,9 @@ say() { printf '\n== %s\n' "$*"; }
 
 # --- system packages: PC/SC stack for the smart-card tests, PostgreSQL client tools ---
 need_apt=()
-command -v pcscd >/dev/null 2>&1 || need_apt+=(pcscd)
-[ -e /usr/lib/x86_64-linux-gnu/pcsc/drivers/serial/libifdvpcd.so ] || ls /usr/lib/*/pcsc/drivers/serial/libifdvpcd.so >/dev/null 2>&1 || need_apt+=(vsmartcard-vpcd)
-[ -e /usr/include/PCSC/winscard.h ] || need_apt+=(libpcsclite-dev)
+dpkg -s pcscd >/dev/null 2>&1 || need_apt+=(pcscd)
+dpkg -s vsmartcard-vpcd >/dev/null 2>&1 || need_apt+=(vsmartcard-vpcd)
+dpkg -s libpcsclite-dev >/dev/null 2>&1 || need_apt+=(libpcsclite-dev)
 command -v swig >/dev/null 2>&1 || need_apt+=(swig)
 if [ ${#need_apt[@]} -gt 0 ]; then
   say "installing system packages: ${need_apt[*]}"
@@ -44,7 +44,7 @@ if ! .venv/bin/python scripts/pg_ready.py "$JOINTPAY_TEST_PG"; then
 fi
 
 say "ruff"
-.venv/bin/ruff check src tests tools bench fuzz
+.venv/bin/ruff check .
 .venv/bin/ruff format --check src
 say "mypy --strict"
 .venv/bin/mypy
