@@ -51,11 +51,16 @@ say "mypy --strict"
 
 say "pytest"
 set +e
-.venv/bin/pytest -p no:cacheprovider "$@"
+.venv/bin/pytest -p no:cacheprovider --cov=jointpay --cov-branch --cov-report= "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then
   echo "FATAL: pytest collected no tests" >&2
   exit 1
 fi
-exit "$rc"
+[ "$rc" -eq 0 ] || exit "$rc"
+
+say "coverage: crypto/ must stay at 100 % of branches"
+.venv/bin/coverage report --include='src/jointpay/crypto/*' --fail-under=100 --skip-covered \
+  || { echo "FATAL: crypto/ branch coverage fell below 100 %" >&2; exit 1; }
+.venv/bin/coverage report --skip-covered | tail -n 25

@@ -25,6 +25,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Any, Final
 
 import gmpy2
@@ -421,22 +422,24 @@ _RFC5114_2_3: Final = ModpParams(
 )
 
 
-def _shipped_groups() -> dict[str, ModpParams]:
-    """The named modp groups: RFC 5114 section 2.3 and the JSON files in ``groups/``."""
-    out = {DEFAULT_MODP_GROUP: _RFC5114_2_3}
-    folder = resources.files("jointpay.crypto").joinpath("groups")
-    if folder.is_dir():
-        for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-            if entry.name.endswith(".json"):
-                doc = json.loads(entry.read_text(encoding="utf-8"))
-                name = str(doc["name"])
-                out[name] = ModpParams.from_json(name, doc)
+def load_group_folder(folder: Traversable) -> dict[str, ModpParams]:
+    """The named modp groups of a folder of JSON files (keys name, p, q, g as hex)."""
+    out: dict[str, ModpParams] = {}
+    if not folder.is_dir():
+        return out
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".json"):
+            doc = json.loads(entry.read_text(encoding="utf-8"))
+            name = str(doc["name"])
+            out[name] = ModpParams.from_json(name, doc)
     return out
 
 
 @functools.cache
 def named_modp_groups() -> dict[str, ModpParams]:
-    return _shipped_groups()
+    """RFC 5114 section 2.3 and the groups shipped in ``jointpay/crypto/groups/``."""
+    shipped = load_group_folder(resources.files("jointpay.crypto").joinpath("groups"))
+    return {DEFAULT_MODP_GROUP: _RFC5114_2_3, **shipped}
 
 
 @functools.lru_cache(maxsize=64)
