@@ -266,7 +266,8 @@ def test_payment_cert_parse(group: grp.Group) -> None:
     z, one = bytes(32), (1).to_bytes(32, "big")
     assert PaymentCert.parse(group, 3, b"s", z, one) == PaymentCert(3, b"s", 0, 1)
     cases = [
-        ((True, b"s", z, one), "ser"), ((-1, b"s", z, one), "ser"), ((1 << 64, b"s", z, one), "ser"),
+        ((True, b"s", z, one), "ser"), ((-1, b"s", z, one), "ser"),
+        ((1 << 64, b"s", z, one), "ser"),
         ((0, "s", z, one), "spec"), ((0, bytes(70_000), z, one), "spec"),
         ((0, b"s", "z", one), "bytes"), ((0, b"s", group.q.to_bytes(32, "big"), one), "b:"),
         ((0, b"s", z, z), "r:"), ((0, b"s", z, bytes(31)), "r:"),

@@ -317,8 +317,12 @@ def _sieve_ok(n: int) -> bool:
 
 def _cheap_filter(h: int, p: int) -> bool:
     """Small factors and a base-2 strong-probable-prime test, before the full tests."""
-    return (_sieve_ok(h) and _sieve_ok(p) and bool(gmpy2.is_strong_prp(gmpy2.mpz(p), 2))
-            and bool(gmpy2.is_strong_prp(gmpy2.mpz(h), 2)))
+    return (
+        _sieve_ok(h)
+        and _sieve_ok(p)
+        and bool(gmpy2.is_strong_prp(gmpy2.mpz(p), 2))
+        and bool(gmpy2.is_strong_prp(gmpy2.mpz(h), 2))
+    )
 
 
 def generate_secure_group(
