@@ -17,6 +17,7 @@ from explicit paths and URLs, and holds no global state.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -98,11 +99,13 @@ class Home:
         currency: str,
         bank_id: str | None = None,
         policy: Policy | None = None,
+        own_group: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         store = self.store()
         try:
             bank = Bank.create(
                 store,
+                own_group=own_group,
                 suite=suite,
                 group=group,
                 currency=currency,
@@ -197,6 +200,9 @@ class Home:
             key.private_bytes(),
             {bank.bank_id: bank.verify_key.raw},
             bank_url,
+            {bank.group.name: json.loads(bank.group_params_json())}
+            if bank.group_params_json() and bank.group.name
+            else None,
         )
         atomic_write(folder / "terminal.json", tf.to_json().encode())
         SqliteTerminalStore(folder / "terminal.db").close()

@@ -261,3 +261,34 @@ def test_concurrent_copies_of_deposits_credit_once(world: dict[str, Any]) -> Non
         total = sum(bank.account(bank.merchant(m).account_id).balance for m in ("Shop", "Cafe"))
         assert total == 2 * sum(10 + i for i in range(15))
         assert bank.audit().ok
+
+
+def test_bank_on_its_own_fips_group(tmp_path: Path) -> None:
+    """A bank generates its own FIPS 186-4 group; cards, terminals and deposits use it."""
+    import hashlib
+
+    from jointpay.crypto.fips186 import generate_bank_group
+
+    seed = hashlib.sha256(b"jointpay-test-bank-group-298").digest()  # q is prime; p quick
+    record = generate_bank_group("acme-2048", seed).to_json()
+    h = Home(tmp_path, None, Clock())
+    params = h.init_bank(suite="modp-2048-256", group=None, currency="EUR",
+                         bank_id="acme", own_group=record)
+    assert params["group"] == "acme-2048"
+    assert params["group_record"]["seed"] == seed.hex()
+    with h.bank() as bank:
+        bank.open_account("alice", 10_000)
+        card = h.issue_card(bank, holder="alice", pin=PIN, load=5000, mode="cash", limit=0,
+                            user_key="card").card_number
+        h.open_merchant(bank, "Shop")
+    paid = h.pay(card, "Shop", 700, PIN)
+    assert paid.suite == "modp-2048-256"
+    with h.bank() as bank:
+        assert bank.group.name == "acme-2048"
+        assert h.deposit("Shop", bank)["accepted"] == 1
+        assert h.withdraw(card, bank, pin=PIN, amount=100, renew=False).balance == 4400
+        assert bank.audit().ok
+    tampered = {**record, "g": format(int(record["g"], 16) + 1, "x")}
+    with pytest.raises(BadInput):
+        Home(tmp_path / "other", None, Clock()).init_bank(
+            suite="modp-2048-256", group=None, currency="EUR", own_group=tampered)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from jointpay.crypto.certs import SigningKey, VerifyKey
+from jointpay.crypto.group import ModpParams, resolver
 from jointpay.protocol.terminal import TakenPayment, TerminalConfig
 
 SCHEMA_VERSION: Final = 1
@@ -213,6 +214,8 @@ class TerminalFile:
     signing_key: bytes
     bank_keys: dict[str, bytes]
     bank_url: str | None = None
+    bank_groups: dict[str, dict[str, str]] | None = None
+    """The banks' own modp groups by name ((p, q, g) as hex), from their parameters."""
 
     def __repr__(self) -> str:
         return f"TerminalFile({self.name!r}, {self.sid})"
@@ -228,6 +231,7 @@ class TerminalFile:
                 "signing_key": self.signing_key.hex(),
                 "bank_keys": {k: v.hex() for k, v in self.bank_keys.items()},
                 "bank_url": self.bank_url,
+                "bank_groups": self.bank_groups or {},
             },
             sort_keys=True,
             indent=1,
@@ -246,6 +250,7 @@ class TerminalFile:
             bytes.fromhex(d["signing_key"]),
             {k: bytes.fromhex(v) for k, v in d["bank_keys"].items()},
             d.get("bank_url"),
+            d.get("bank_groups") or None,
         )
 
     def config(self, hotlist: frozenset[str]) -> TerminalConfig:
@@ -256,4 +261,5 @@ class TerminalFile:
             SigningKey.from_private_bytes(self.sid, self.signing_key),
             {k: VerifyKey(k, v) for k, v in self.bank_keys.items()},
             hotlist,
+            resolver({n: ModpParams.from_json(n, g) for n, g in (self.bank_groups or {}).items()}),
         )

@@ -16,6 +16,8 @@ from typing import Any
 import httpx
 
 from jointpay.crypto.certs import VerifyKey
+from jointpay.crypto.fips186 import verify_bank_group
+from jointpay.crypto.group import GroupResolver, ModpParams, resolver
 from jointpay.domain.records import HotlistEntry
 from jointpay.protocol.deposit import canonical_json
 from jointpay.service.errors import BadInput, Refused
@@ -42,6 +44,11 @@ class HttpBank:
         if pinned_key is not None and raw != pinned_key:
             raise Refused("wrong_bank_key", "the server's bank key is not the one we trust")
         self.verify_key = VerifyKey(self.bank_id, raw)
+        own: dict[str, ModpParams] = {}
+        if params.get("group_record") is not None:  # a bank's own group: re-check it
+            rec = verify_bank_group(params["group_record"])
+            own[rec.name] = rec.params
+        self.resolve_group: GroupResolver = resolver(own)
 
     def close(self) -> None:
         self._http.close()

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from jointpay.cli.output import EXIT_REFUSED, Output, answering, read_pin
+from jointpay.crypto.certs import check_ident
 from jointpay.crypto.group import DEFAULT_MODP_GROUP, SUITE_SECP256K1, SUITES
 from jointpay.domain.money import format_amount, parse_amount
 from jointpay.home import Home
@@ -76,6 +77,16 @@ def bank_init(
     bank_id: Annotated[str | None, typer.Option("--bank-id")] = None,
     payment_fee: Annotated[str, typer.Option(help="fee per payment")] = "0",
     withdrawal_fee: Annotated[str, typer.Option(help="fee per withdrawal")] = "0",
+    generate_group: Annotated[
+        str | None,
+        typer.Option(
+            "--generate-group", help="make the bank's own FIPS 186-4 group with this name"
+        ),
+    ] = None,
+    group_file: Annotated[
+        Path | None,
+        typer.Option("--group-file", help="use a published FIPS 186-4 group record (re-checked)"),
+    ] = None,
     home: HomeOpt = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -88,7 +99,21 @@ def bank_init(
         )
         if group is not None and suite != "modp-2048-256":
             raise BadInput("bad_group", "--group applies to the modp-2048-256 suite only")
+        own: dict[str, Any] | None = None
+        if generate_group is not None and group_file is not None:
+            raise BadInput("bad_group", "give --generate-group or --group-file, not both")
+        if generate_group is not None:
+            from jointpay.crypto.fips186 import generate_bank_group
+
+            check_ident(generate_group, "group name")
+            own = generate_bank_group(generate_group).to_json()
+        elif group_file is not None:
+            loaded = loads_strict(group_file.read_bytes())
+            if not isinstance(loaded, dict):
+                raise BadInput("bad_group", "a group record is one JSON object")
+            own = loaded
         params = h.init_bank(
+            own_group=own,
             suite=suite,
             group=group or (DEFAULT_MODP_GROUP if suite == "modp-2048-256" else None),
             currency=currency,
@@ -529,7 +554,14 @@ def describe_card(client: Any) -> dict[str, Any]:
     client.select()
     info = client.info()
     st = client.status()
-    cert = CardCert.decode(client.cert())
+    from jointpay.crypto.group import ModpParams, resolver
+
+    own = (
+        {info.group: ModpParams.from_json(info.group, json.loads(info.group_params))}
+        if info.group_params and info.group
+        else {}
+    )
+    cert = CardCert.decode(client.cert(), resolver(own))
     return {
         "card": info.card_number,
         "balance": format_amount(st.balance, info.currency),

@@ -20,7 +20,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Final
@@ -36,7 +36,7 @@ from jointpay.crypto.errors import (
     InvalidCertificateError,
     InvalidSignature,
 )
-from jointpay.crypto.group import Element, Group, get_group, params_digest
+from jointpay.crypto.group import Element, Group, GroupResolver, get_group, params_digest
 from jointpay.crypto.joint import MAX_CONTRIBUTIONS, Contribution, aggregate
 
 CARD_CERT_TAG: Final = b"jointpay/v1/card-cert"
@@ -180,8 +180,6 @@ def verify_mac(key: bytes, tag: bytes, message: bytes, tag_value: bytes) -> None
 # --------------------------------------------------------------------------------------
 # CARD-CERT
 # --------------------------------------------------------------------------------------
-
-GroupResolver = Callable[[str, str | None], Group]
 
 
 @dataclass(frozen=True, slots=True)

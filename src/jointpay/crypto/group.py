@@ -22,7 +22,7 @@ import hashlib
 import json
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -477,6 +477,20 @@ def group_for(suite: str, params: ModpParams | None) -> Group:
     if suite == SUITE_MODP and params is not None:
         return modp_group(params)
     return get_group(suite, None)
+
+
+GroupResolver = Callable[[str, str | None], Group]
+
+
+def resolver(extra: Mapping[str, ModpParams]) -> GroupResolver:
+    """A group lookup that knows ``extra`` modp groups (a bank's own) besides the shipped."""
+
+    def resolve(suite: str, name: str | None) -> Group:
+        if suite == SUITE_MODP and name is not None and name in extra:
+            return modp_group(extra[name])
+        return get_group(suite, name)
+
+    return resolve
 
 
 def params_digest(group: Group) -> bytes:

@@ -64,7 +64,7 @@ from jointpay.crypto.certs import (
 )
 from jointpay.crypto.encoding import Reader, Writer
 from jointpay.crypto.errors import CryptoError, DecodeError
-from jointpay.crypto.group import SUITES, Group, get_group
+from jointpay.crypto.group import SUITES, Group, ModpParams, get_group, modp_group, resolver
 from jointpay.crypto.joint import Contribution, Role, combine_shares, prove_possession
 from jointpay.crypto.schnorr import PaymentCert, SecretScalar, sign
 from jointpay.protocol.apdu import SHORT_MAX, SW, ApduFormatError, Command, Response
@@ -128,6 +128,8 @@ class CardState:
     card_number: str = ""
     suite: str = ""
     group: str | None = None
+    group_params: str = ""
+    """For a bank's own modp group: its (p, q, g) as JSON, validated at personalisation."""
     currency: str = ""
     mode: str = CardMode.CASH.value
     bank_id: str = ""
@@ -403,6 +405,7 @@ class CardApplet:
                 .text(st.currency)
                 .text(st.mode)
                 .text(st.bank_id)
+                .text(st.group_params)
                 .finish()
             )
         if st.phase != "active":
@@ -431,7 +434,15 @@ class CardApplet:
 
     # -- PAY (FIG. 8 steps 470-530, FIG. 7) -------------------------------------------
     def _group(self) -> Group:
-        return get_group(self.state.suite, self.state.group)
+        return self._resolve(self.state.suite, self.state.group)
+
+    def _resolve(self, suite: str, name: str | None) -> Group:
+        st = self.state
+        if st.group_params and st.group:
+            return resolver(
+                {st.group: ModpParams.from_json(st.group, json.loads(st.group_params))}
+            )(suite, name)
+        return get_group(suite, name)
 
     def _joint_secret(self) -> SecretScalar:
         st = self.state
@@ -453,7 +464,7 @@ class CardApplet:
             raise _Refuse(SW.SECURITY_STATUS, "PIN not verified")
         self._pin_ok = False  # one PIN entry approves one payment (FIG. 8 step 450)
         body = PayCommand.decode(cmd.data)
-        card_cert = CardCert.decode(st.cert)
+        card_cert = CardCert.decode(st.cert, self._resolve)
         # Step 510, "any authenticated information": the payee is a service provider
         # registered with our bank, and it is that provider who asks for this spec.
         try:
@@ -520,7 +531,7 @@ class CardApplet:
             if pending.amount == amount and pending.renew == bool(renew):
                 return st.pending_withdrawal  # a retry: the very same request again
             raise _Refuse(SW.CONDITIONS, "another withdrawal is pending")
-        card_cert = CardCert.decode(st.cert)
+        card_cert = CardCert.decode(st.cert, self._resolve)
         req = WithdrawRequest(
             st.bank_id,
             st.card_number,
@@ -567,9 +578,9 @@ class CardApplet:
             raise _Refuse(SW.DATA_INVALID, "acknowledgement answers another request")
         new_cert = st.cert
         if ack.new_cert:
-            cert = CardCert.decode(ack.new_cert)
+            cert = CardCert.decode(ack.new_cert, self._resolve)
             cert.verify(self._bank_key())
-            old = CardCert.decode(st.cert)
+            old = CardCert.decode(st.cert, self._resolve)
             if cert.card_number != st.card_number or cert.joint_key != old.joint_key:
                 raise _Refuse(SW.DATA_INVALID, "renewed CARD-CERT is for another key")
             new_cert = ack.new_cert
@@ -640,6 +651,7 @@ class CardApplet:
         card_number = check_card_number(rd.text("card number", max_len=19))
         suite = rd.text("suite", max_len=32)
         group_name = rd.text("group", max_len=64) or None
+        group_params = rd.text("group params", max_len=2048)
         currency = check_currency(rd.text("currency", max_len=3))
         mode = CardMode(rd.text("mode", max_len=16)).value
         bank_id = check_ident(rd.text("bank id", max_len=64), "bank id")
@@ -649,7 +661,12 @@ class CardApplet:
         rd.finish()
         if suite not in SUITES:
             raise _Refuse(SW.WRONG_DATA, "unknown suite")
-        get_group(suite, group_name)  # raises for an unknown group
+        if group_params:  # a bank's own group: validate (p, q, g) before trusting them
+            if group_name is None:
+                raise _Refuse(SW.WRONG_DATA, "group parameters need a group name")
+            modp_group(ModpParams.from_json(group_name, json.loads(group_params)))
+        else:
+            get_group(suite, group_name)  # raises for an unknown group
         pin_key = self._random(32)
         new = replace(
             st,
@@ -657,6 +674,7 @@ class CardApplet:
             card_number=card_number,
             suite=suite,
             group=group_name,
+            group_params=group_params,
             currency=currency,
             mode=mode,
             bank_id=bank_id,
@@ -676,7 +694,7 @@ class CardApplet:
         st = self.state
         if not st.user_secret or not st.other_secrets:
             raise _Refuse(SW.CONDITIONS, "keys not complete")
-        cert = CardCert.decode(data)
+        cert = CardCert.decode(data, self._resolve)
         cert.verify(self._bank_key())
         group = self._group()
         if (
@@ -703,6 +721,7 @@ def identity_data(
     bank_key: bytes,
     master_key: bytes,
     pin: str,
+    group_params: str = "",
 ) -> bytes:
     """PERSONALISE P1=01 data, built by the bank's issuing terminal."""
     return (
@@ -710,6 +729,7 @@ def identity_data(
         .text(card_number)
         .text(suite)
         .text(group or "")
+        .text(group_params)
         .text(currency)
         .text(mode)
         .text(bank_id)

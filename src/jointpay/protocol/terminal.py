@@ -18,7 +18,7 @@ from typing import Final, Protocol
 from jointpay.crypto.certs import CardCert, SigningKey, VerifyKey
 from jointpay.crypto.encoding import Reader, Writer
 from jointpay.crypto.errors import CryptoError, ExpiredCertificateError
-from jointpay.crypto.group import get_group
+from jointpay.crypto.group import GroupResolver, get_group
 from jointpay.crypto.schnorr import PaymentCert, verify
 from jointpay.protocol.apdu import SW, Command, Response, sw_text
 from jointpay.protocol.card import (
@@ -82,6 +82,7 @@ class CardInfo:
     currency: str
     mode: str
     bank_id: str
+    group_params: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +165,7 @@ class CardClient:
             rd.text("currency"),
             rd.text("mode"),
             rd.text("bank"),
+            rd.text("group params", max_len=2048),
         )
         rd.finish()
         return out
@@ -285,6 +287,8 @@ class TerminalConfig:
     """Every bank key the terminal trusts for CARD-CERTs, by bank id."""
     hotlist: frozenset[str] = frozenset()
     """Card numbers on the hot list as last synchronised from the bank."""
+    groups: GroupResolver = get_group
+    """How CARD-CERTs' groups are found: the shipped ones and the banks' own."""
 
 
 PinSource = Callable[[], str]
@@ -301,7 +305,7 @@ class Terminal:
         """Steps 400-420: select the card, read its CARD-CERT and check it."""
         client.select()
         try:
-            cert = CardCert.decode(client.cert())
+            cert = CardCert.decode(client.cert(), self.config.groups)
         except CryptoError as exc:
             raise PaymentDeclined(
                 "bad_cert", f"the card's certificate is malformed: {exc}"
@@ -426,9 +430,9 @@ def _decline_code(sw: int) -> str:
     return codes.get(sw, "card_error")
 
 
-def verify_taken(payments: Iterable[TakenPayment]) -> None:
+def verify_taken(payments: Iterable[TakenPayment], groups: GroupResolver = get_group) -> None:
     """Re-verify stored payments (used by tests and by ``merchant export --check``)."""
     for p in payments:
-        cert = CardCert.decode(p.card_cert)
-        group = get_group(cert.suite, cert.group.name)
+        cert = CardCert.decode(p.card_cert, groups)
+        group = cert.group
         verify(group, cert.joint_key, PaymentCert.parse(group, p.ser, p.spec, p.b, p.r))

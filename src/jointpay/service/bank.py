@@ -27,7 +27,16 @@ from jointpay.crypto.certs import (
     verify_mac,
 )
 from jointpay.crypto.errors import CryptoError
-from jointpay.crypto.group import SUITE_MODP, Group, get_group
+from jointpay.crypto.fips186 import FipsGroup, verify_bank_group
+from jointpay.crypto.group import (
+    SUITE_MODP,
+    Group,
+    GroupResolver,
+    ModpParams,
+    get_group,
+    named_modp_groups,
+    resolver,
+)
 from jointpay.crypto.joint import Role, prove_possession
 from jointpay.crypto.schnorr import PaymentCert, SecretScalar, verify
 from jointpay.domain.money import check_currency, format_amount
@@ -116,6 +125,8 @@ class BankConfig:
     signing_key: bytes
     policy: Policy
     created_at: int
+    group_record: dict[str, Any] | None = None
+    """A bank's own FIPS 186-4 group, as published (with its seed and counter)."""
 
     def __repr__(self) -> str:
         return f"BankConfig({self.bank_id}, {self.suite}, {self.group}, {self.currency})"
@@ -130,6 +141,7 @@ class BankConfig:
                 "signing_key": self.signing_key.hex(),
                 "policy": self.policy.to_json(),
                 "created_at": self.created_at,
+                "group_record": self.group_record,
             },
             sort_keys=True,
         )
@@ -145,6 +157,7 @@ class BankConfig:
             bytes.fromhex(d["signing_key"]),
             Policy.from_json(d["policy"]),
             int(d["created_at"]),
+            d.get("group_record"),
         )
 
 
@@ -186,7 +199,12 @@ class Bank:
         if raw is None:
             raise BadInput("no_bank", "no bank here: run `jointpay bank init` first")
         self.config = BankConfig.from_json(raw)
-        self.group: Group = get_group(self.config.suite, self.config.group)
+        own: dict[str, ModpParams] = {}
+        if self.config.group_record is not None:
+            rec = FipsGroup.from_json(self.config.group_record)
+            own[rec.name] = rec.params
+        self.resolve_group: GroupResolver = resolver(own)
+        self.group: Group = self.resolve_group(self.config.suite, self.config.group)
         self._key = SigningKey.from_private_bytes(self.config.bank_id, self.config.signing_key)
         self.verify_key: VerifyKey = self._key.verify_key
 
@@ -202,10 +220,23 @@ class Bank:
         bank_id: str | None = None,
         policy: Policy | None = None,
         clock: Clock = system_clock,
+        own_group: dict[str, Any] | None = None,
     ) -> Bank:
-        """``bank init``: the bank's signing key, parameters and books."""
+        """``bank init``: the bank's signing key, parameters and books.
+
+        ``own_group`` is a FIPS 186-4 group record (:class:`FipsGroup` JSON) the bank
+        uses instead of a shipped one; it is re-checked from its seed first.
+        """
         try:
-            g = get_group(suite, group if suite == SUITE_MODP else None)
+            if own_group is not None:
+                if suite != SUITE_MODP:
+                    raise BadInput("bad_group", "an own group is for the modp-2048-256 suite")
+                rec = verify_bank_group(own_group)
+                if rec.name in named_modp_groups():
+                    raise BadInput("bad_group", f"{rec.name!r} is the name of a shipped group")
+                g: Group = resolver({rec.name: rec.params})(suite, rec.name)
+            else:
+                g = get_group(suite, group if suite == SUITE_MODP else None)
             check_currency(currency)
             if bank_id is not None:
                 check_ident(bank_id, "bank id")
@@ -215,7 +246,14 @@ class Bank:
         bid = bank_id or f"bank-{key.verify_key.fingerprint[:8]}"
         now = clock()
         config = BankConfig(
-            bid, suite, g.name, currency, key.private_bytes(), policy or Policy(), now
+            bid,
+            suite,
+            g.name,
+            currency,
+            key.private_bytes(),
+            policy or Policy(),
+            now,
+            own_group,
         )
         with store.transaction() as tx:
             if tx.config_get(CONFIG_KEY) is not None:
@@ -258,7 +296,16 @@ class Bank:
             "currency": self.currency,
             "public_key": self.verify_key.raw.hex(),
         }
+        if self.config.group_record is not None:
+            out["group_record"] = self.config.group_record  # re-checkable from its seed
         return out
+
+    def group_params_json(self) -> str:
+        """(p, q, g) of the bank's own group as JSON, for cards and terminals; or ""."""
+        if self.config.group_record is None:
+            return ""
+        rec = FipsGroup.from_json(self.config.group_record)
+        return json.dumps(rec.params.to_json(), sort_keys=True)
 
     def open_account(self, holder: str, balance: int) -> Account:
         """An ordinary account for ``holder``, funded with ``balance`` paid in."""
@@ -393,6 +440,7 @@ class Bank:
                     self.verify_key.raw,
                     master_key,
                     pin,
+                    self.group_params_json(),
                 ),
                 what="PERSONALISE identity",
             )
@@ -696,7 +744,9 @@ class Bank:
                 card,
                 seq=req.seq,
                 current_cert_id=(
-                    CardCert.decode(new_cert).cert_id if new_cert else card.current_cert_id
+                    CardCert.decode(new_cert, self.resolve_group).cert_id
+                    if new_cert
+                    else card.current_cert_id
                 ),
             )
         )
@@ -711,7 +761,7 @@ class Bank:
             ) from exc
         if rec.card_number != card.card_number:
             raise Refused("bad_cert", "the CARD-CERT belongs to another card")
-        return CardCert.decode(rec.encoded)
+        return CardCert.decode(rec.encoded, self.resolve_group)
 
     def _check_withdraw_auth(self, card: CardRecord, cert: CardCert, req: WithdrawRequest) -> None:
         try:

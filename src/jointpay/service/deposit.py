@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 from jointpay.crypto.certs import CardCert, CardMode
 from jointpay.crypto.errors import CryptoError, ExpiredCertificateError
-from jointpay.crypto.group import Group, get_group
 from jointpay.crypto.schnorr import PaymentCert, verify
 from jointpay.domain.money import format_amount
 from jointpay.domain.records import (
@@ -117,7 +116,7 @@ class DepositRun:
             return hit
         result: CardCert | str
         try:
-            cert = CardCert.decode(data, _group)
+            cert = CardCert.decode(data, self.bank.resolve_group)
         except CryptoError:
             result = "malformed"
         else:
@@ -310,7 +309,3 @@ class DepositRun:
 
 def _rejected(card: str, ser: int | None, reason: str) -> PaymentResult:
     return PaymentResult(card, ser, "rejected", reason, None)
-
-
-def _group(suite: str, name: str | None) -> Group:
-    return get_group(suite, name)

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from jointpay.crypto.certs import CardCert, VerifyKey
 from jointpay.crypto.errors import CryptoError
+from jointpay.crypto.group import Group
 from jointpay.domain.records import HotlistEntry
 from jointpay.protocol.messages import AuthKind
 from jointpay.protocol.terminal import CardClient, CardError, CardLocked, WrongPin
@@ -28,6 +29,7 @@ class BankPort(Protocol):
     def withdraw(self, request: bytes) -> bytes: ...
     def deposit(self, message: object) -> dict[str, Any]: ...
     def hotlist(self, since: int = 0) -> list[HotlistEntry]: ...
+    def resolve_group(self, suite: str, name: str | None) -> Group: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +58,7 @@ def withdraw_with_card(
     """
     client.select()
     try:
-        cert = CardCert.decode(client.cert())  # steps 810-820
+        cert = CardCert.decode(client.cert(), bank.resolve_group)  # steps 810-820
         cert.verify(bank.verify_key)
     except CryptoError as exc:
         raise Refused("bad_cert", f"the card's certificate does not check: {exc}") from exc
@@ -79,5 +81,5 @@ def withdraw_with_card(
         balance, seq = client.withdraw_complete(ack)  # step 920
     except CardError as exc:
         raise Refused("card_error", f"the card refused the acknowledgement: {exc}") from exc
-    renewed = CardCert.decode(client.cert()).cert_id != old_cert
+    renewed = CardCert.decode(client.cert(), bank.resolve_group).cert_id != old_cert
     return WithdrawOutcome(cert.card_number, balance, seq, renewed)
