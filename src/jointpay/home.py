@@ -30,7 +30,7 @@ from jointpay.adapters.card_file import CardFile, InProcessChannel, atomic_write
 from jointpay.adapters.terminal_store import SqliteTerminalStore, TerminalFile
 from jointpay.crypto.certs import SigningKey, VerifyKey
 from jointpay.protocol.card import CardStateError
-from jointpay.protocol.deposit import build_batch, make_deposit, verify_receipt
+from jointpay.protocol.deposit import build_batch, make_deposit, parse_batch, verify_receipt
 from jointpay.protocol.messages import AuthKind
 from jointpay.protocol.terminal import CardClient, TakenPayment, Terminal
 from jointpay.service.bank import Bank, Clock, IssuedCard, system_clock
@@ -248,6 +248,7 @@ class Home:
         with self.terminal(merchant) as (tf, store):
             if batch is None:
                 batch = build_batch(tf.bank_id, tf.sid, store.pending())
+            parse_batch(batch)  # a malformed batch is bad input, whatever bank it names
             if batch.get("bank_id") != bank.bank_id:
                 raise Refused(
                     "wrong_bank",
