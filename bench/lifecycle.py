@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from jointpay.adapters.card_file import InProcessChannel
 from jointpay.crypto.certs import CardCert, SigningKey
 from jointpay.crypto.schnorr import PaymentCert, verify
-from jointpay.adapters.card_file import InProcessChannel
 from jointpay.home import Home
 from jointpay.protocol.deposit import make_deposit
 from jointpay.protocol.terminal import CardClient, Terminal

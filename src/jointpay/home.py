@@ -87,7 +87,11 @@ class Home:
     def bank(self) -> Iterator[Bank]:
         store = self.store()
         try:
-            yield Bank(store, clock=self.clock)
+            bank = Bank(store, clock=self.clock)
+            try:
+                yield bank
+            finally:
+                bank.close()
         finally:
             store.close()
 

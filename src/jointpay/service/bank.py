@@ -84,6 +84,7 @@ from jointpay.protocol.terminal import CardClient, CardError
 from jointpay.service.deposit import DepositRun
 from jointpay.service.errors import BadInput, Refused
 from jointpay.service.policy import Policy
+from jointpay.service.verify_pool import Verifier
 from jointpay.storage.base import (
     Conflict,
     InsufficientFunds,
@@ -206,7 +207,12 @@ class Bank:
         self.resolve_group: GroupResolver = resolver(own)
         self.group: Group = self.resolve_group(self.config.suite, self.config.group)
         self._key = SigningKey.from_private_bytes(self.config.bank_id, self.config.signing_key)
+        self.verifier = Verifier()
         self.verify_key: VerifyKey = self._key.verify_key
+
+    def close(self) -> None:
+        """Release the verification pool, if one was started."""
+        self.verifier.close()
 
     # -- FIG. 3-5 setup ---------------------------------------------------------------
     @classmethod

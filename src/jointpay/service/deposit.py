@@ -13,12 +13,13 @@ Set-based, in three passes inside the session's one transaction:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from jointpay.crypto.certs import CardCert, CardMode
 from jointpay.crypto.errors import CryptoError, ExpiredCertificateError
-from jointpay.crypto.schnorr import PaymentCert, verify
+from jointpay.crypto.schnorr import PaymentCert
 from jointpay.domain.money import format_amount
 from jointpay.domain.records import (
     CardRecord,
@@ -30,7 +31,9 @@ from jointpay.domain.records import (
 )
 from jointpay.protocol.deposit import DepositRequest, RawPayment, canonical_json
 from jointpay.protocol.spec import PaymentSpec
+from jointpay.service import verify_pool
 from jointpay.service.errors import Refused
+from jointpay.service.verify_pool import Job, job_for
 from jointpay.storage.base import InsufficientFunds, UnitOfWork
 
 if TYPE_CHECKING:
@@ -94,10 +97,33 @@ class DepositRun:
         self.top_ser: dict[str, int] = {}
         self.merchant_credit = 0
         self.fees = 0
+        self.valid: dict[int, bool] = {}
+        """Strict verification of each parsed payment, by object id (pool or in process)."""
+
+    @staticmethod
+    def _jobs(items: list[_Parsed]) -> list[Job]:
+        return [job_for(p.cert.group, p.cert.joint_key.encoded, p.cert_pc) for p in items]
 
     def run(self) -> list[PaymentResult]:
-        parsed = [self._parse(p) for p in self.req.batch.payments()]
+        parsed: list[_Parsed | PaymentResult] = []
+        chunk: list[_Parsed] = []
+        pending: list[tuple[list[_Parsed], Callable[[], list[bool]]]] = []
+        size = self.req.batch.count
+        verifier = self.bank.verifier
+        for raw in self.req.batch.payments():
+            item = self._parse(raw)
+            parsed.append(item)
+            if isinstance(item, _Parsed):
+                chunk.append(item)
+                if len(chunk) >= verify_pool.CHUNK:  # verified on another core while we parse on
+                    pending.append((chunk, verifier.submit(self._jobs(chunk), batch_size=size)))
+                    chunk = []
+        if chunk:
+            pending.append((chunk, verifier.submit(self._jobs(chunk), batch_size=size)))
         self._prefetch([p for p in parsed if isinstance(p, _Parsed)])
+        for items, result in pending:
+            for item, ok in zip(items, result(), strict=True):
+                self.valid[id(item)] = ok
         results = [p if isinstance(p, PaymentResult) else self._check(p) for p in parsed]
         self._book()
         return results
@@ -190,9 +216,7 @@ class DepositRun:
             and spec.time > card.blacklisted_at
         ):
             return _rejected(label, ser, "blacklisted")
-        try:
-            verify(cert.group, cert.joint_key, p.cert_pc)
-        except CryptoError:
+        if not self.valid[id(p)]:
             return _rejected(label, ser, "bad_signature")
         if spec.sid != self.req.sid or spec.bank_id != bank.bank_id:
             return _rejected(label, ser, "wrong_merchant")

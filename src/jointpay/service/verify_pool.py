@@ -1,0 +1,83 @@
+"""PAYMENT-CERT verification on the machine's other cores, for large deposits.
+
+The deposit path submits chunks of parsed payments as soon as they are parsed and
+goes on parsing; worker processes verify them with the very same
+:func:`jointpay.crypto.schnorr.verify` the in-process path uses and return one bool
+per payment. The accepted set is therefore the strict per-payment rule's, by
+construction. Small batches, and machines with one core, verify in process.
+
+The pool is created on first use and closed with :meth:`Verifier.close`. It starts
+by ``fork`` when the process runs no other thread (cheap, and safe then), and by
+``forkserver`` otherwise (an HTTP server's thread pool).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Final
+
+from jointpay.crypto.errors import CryptoError
+from jointpay.crypto.group import ModpGroup, ModpParams, get_group, modp_group
+from jointpay.crypto.schnorr import PaymentCert, verify
+
+Job = tuple[str, ModpParams | None, bytes, int, bytes, int, int]
+"""(suite, modp parameters or None, enc(Y), ser, spec, b, r)."""
+
+CHUNK: Final = 512
+MIN_POOL_BATCH: Final = 2048
+
+
+def job_for(group: object, y_enc: bytes, cert: PaymentCert) -> Job:
+    params = group.params if isinstance(group, ModpGroup) else None
+    suite = "modp-2048-256" if params is not None else "secp256k1"
+    return (suite, params, y_enc, cert.ser, cert.spec, cert.b, cert.r)
+
+
+def verify_jobs(jobs: Sequence[Job]) -> list[bool]:
+    """Strict per-payment verification of each job (runs in a worker or in process)."""
+    out: list[bool] = []
+    for suite, params, y_enc, ser, spec, b, r in jobs:
+        group = modp_group(params) if params is not None else get_group(suite)
+        try:
+            verify(group, group.decode(y_enc), PaymentCert(ser, spec, b, r))
+            out.append(True)
+        except CryptoError:
+            out.append(False)
+    return out
+
+
+class Verifier:
+    """Verifies chunks of jobs, in a process pool when the batch is large enough."""
+
+    def __init__(self, workers: int | None = None) -> None:
+        cores = os.cpu_count() or 1
+        self.workers = workers if workers is not None else max(0, cores - 1)
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, jobs: Sequence[Job], *, batch_size: int) -> Callable[[], list[bool]]:
+        """Start verifying ``jobs``; call the result to wait for the bools."""
+        if self.workers == 0 or batch_size < MIN_POOL_BATCH:
+            done = verify_jobs(jobs)
+            return lambda: done
+        future: Future[list[bool]] = self._get_pool().submit(verify_jobs, list(jobs))
+        return future.result
+
+    def _get_pool(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                method = "fork" if threading.active_count() == 1 else "forkserver"
+                self._pool = ProcessPoolExecutor(
+                    max_workers=self.workers, mp_context=multiprocessing.get_context(method)
+                )
+            return self._pool
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+                self._pool = None

@@ -1,0 +1,70 @@
+"""The process-pool verification path accepts exactly what strict verification does."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from jointpay.crypto.group import get_group
+from jointpay.crypto.schnorr import PaymentCert, SecretScalar, sign
+from jointpay.home import Home
+from jointpay.service import verify_pool
+from jointpay.service.verify_pool import Verifier, job_for, verify_jobs
+
+
+@pytest.mark.parametrize("suite", ["secp256k1", "modp-2048-256"])
+def test_pool_equals_in_process_on_adversarial_jobs(suite: str) -> None:
+    group = get_group(suite)
+    x = SecretScalar(group.random_scalar())
+    y = group.public_key(x.reveal())
+    jobs = []
+    for i in range(12):
+        cert, _ = sign(group, x, y, i, b"spec %d" % i)
+        jobs.append(job_for(group, y.encoded, cert))
+        jobs.append(job_for(group, y.encoded, PaymentCert(i, cert.spec, cert.b, cert.r ^ 1)))
+        jobs.append(job_for(group, y.encoded, PaymentCert(i + 1, cert.spec, cert.b, cert.r)))
+        jobs.append(job_for(group, y.encoded, PaymentCert(i, cert.spec + b"!", cert.b, cert.r)))
+    jobs.append((suite, jobs[0][1], b"\x00" * len(y.encoded), 0, b"", 1, 1))  # invalid key
+    verifier = Verifier(workers=1)
+    try:
+        pooled = verifier.submit(jobs, batch_size=10**6)()
+    finally:
+        verifier.close()
+    assert pooled == verify_jobs(jobs)
+    assert pooled.count(True) == 12
+
+
+def test_deposit_through_the_pool_matches_in_process(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    receipts = []
+    for label, min_batch in (("pool", 1), ("inline", 10**9)):
+        monkeypatch.setattr(verify_pool, "MIN_POOL_BATCH", min_batch)
+        monkeypatch.setattr(verify_pool, "CHUNK", 7)
+        h = Home(tmp_path / label, None, lambda: 1_800_000_000)
+        h.init_bank(suite="secp256k1", group=None, currency="EUR", bank_id="b")
+        with h.bank() as bank:
+            bank.open_account("a", 100_000)
+            card = h.issue_card(bank, holder="a", pin="2468", load=50_000, mode="cash",
+                                limit=0, user_key="card").card_number
+            h.open_merchant(bank, "Shop")
+        for i in range(30):
+            h.pay(card, "Shop", 10 + i, "2468")
+        batch = h.export_batch("Shop")
+        pays = batch["cards"][0]["payments"]
+        for k in (3, 11, 20):  # tampered r: bad_signature whichever path verifies
+            r = bytearray.fromhex(pays[k]["r"])
+            r[-1] ^= 1
+            pays[k]["r"] = r.hex()
+        pays.append(json.loads(json.dumps(pays[0])))  # a duplicate in the same batch
+        with h.bank() as bank:
+            bank.verifier.workers = 1
+            r = h.deposit("Shop", bank, batch)
+            assert (bank.verifier._pool is not None) == (label == "pool")
+            receipts.append([(x["ser"], x["status"], x["reason"]) for x in r["results"]])
+            assert bank.audit().ok
+    assert receipts[0] == receipts[1]
+    reasons = [x[2] for x in receipts[0]]
+    assert reasons.count("bad_signature") == 3
+    assert reasons.count("duplicate") == 1
