@@ -1,0 +1,131 @@
+"""The bank as a real HTTP server process: --bank URL gives the same results as embedded."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+PIN = "2468\n"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def jp(home: Path, *args: str, stdin: str = "", code: int = 0) -> dict[str, Any]:
+    run = subprocess.run([sys.executable, "-m", "jointpay", "--home", str(home), *args,
+                          "--json"], input=stdin, capture_output=True, text=True, timeout=120,
+                         check=False)
+    assert run.returncode == code, (args, run.stdout, run.stderr)
+    return dict(json.loads(run.stdout))
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    home = tmp_path_factory.mktemp("bank")
+    jp(home, "bank", "init", "--bank-id", "http-bank")
+    jp(home, "bank", "open-account", "--holder", "alice", "--balance", "300")
+    card = jp(home, "bank", "issue-card", "--holder", "alice", "--pin-stdin", "--load", "100",
+              stdin=PIN)["card"]
+    jp(home, "bank", "open-merchant", "--name", "Shop")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "jointpay", "--home", str(home), "bank",
+                             "serve", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        raise AssertionError(f"the server did not start: {proc.stderr.read() if proc.stderr else ''}")
+    token = (home / "admin.token").read_text().strip()
+    try:
+        yield {"home": home, "card": card, "url": url, "token": token}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_parameters_openapi_and_health(served: dict[str, Any]) -> None:
+    url = served["url"]
+    params = httpx.get(f"{url}/v1/bank").json()
+    assert params["bank_id"] == "http-bank"
+    assert params["suite"] == "secp256k1"
+    spec = httpx.get(f"{url}/openapi.json").json()
+    assert {"/v1/deposits", "/v1/withdrawals", "/v1/hotlist", "/health"} <= set(spec["paths"])
+
+
+def test_deposit_and_withdraw_over_http(served: dict[str, Any]) -> None:
+    home, card, url = served["home"], served["card"], served["url"]
+    jp(home, "pay", "--card", card, "--merchant", "Shop", "--amount", "7.50", "--pin-stdin",
+       stdin=PIN)
+    dep = jp(home, "deposit", "--merchant", "Shop", "--bank", url)
+    assert (dep["accepted"], dep["rejected"]) == (1, 0)
+    wd = jp(home, "withdraw", "--card", card, "--amount", "5", "--pin-stdin", "--bank", url,
+            stdin=PIN)
+    assert (wd["balance"], wd["seq"]) == ("97.50", 2)
+    receipt = httpx.get(f"{url}/v1/deposits/{dep['deposit_id']}").json()
+    assert receipt["accepted"] == 1
+
+
+def test_idempotency_keys(served: dict[str, Any]) -> None:
+    url, token = served["url"], served["token"]
+    auth = {"Authorization": f"Bearer {token}", "Idempotency-Key": "open-bob-1"}
+    first = httpx.post(f"{url}/v1/admin/accounts", json={"holder": "bob", "balance": 500},
+                       headers=auth)
+    again = httpx.post(f"{url}/v1/admin/accounts", json={"holder": "bob", "balance": 500},
+                       headers=auth)
+    assert first.status_code == again.status_code == 200
+    assert first.json() == again.json()
+    other = httpx.post(f"{url}/v1/admin/accounts", json={"holder": "bob", "balance": 9},
+                       headers=auth)
+    assert other.status_code == 422
+    assert other.headers["content-type"].startswith("application/problem+json")
+    assert other.json()["code"] == "idempotency_mismatch"
+
+
+def test_admin_needs_the_token_and_errors_are_problems(served: dict[str, Any]) -> None:
+    url = served["url"]
+    for headers in ({}, {"Authorization": "Bearer wrong"}):
+        r = httpx.get(f"{url}/v1/admin/audit", headers=headers)
+        assert r.status_code == 401
+        assert r.json()["code"] == "unauthorised"
+    ok = httpx.get(f"{url}/v1/admin/audit",
+                   headers={"Authorization": f"Bearer {served['token']}"})
+    assert ok.json()["ok"] is True
+    bad = httpx.post(f"{url}/v1/deposits", content=b"not json")
+    assert bad.status_code == 400
+    assert bad.json()["code"] == "malformed"
+    bad_w = httpx.post(f"{url}/v1/withdrawals", json={"request": "zz"})
+    assert bad_w.status_code == 400
+    garbage = httpx.post(f"{url}/v1/withdrawals", json={"request": "00" * 10})
+    assert garbage.status_code == 400
+    assert garbage.json()["code"] == "malformed"
+
+
+def test_hotlist_sync_over_http(served: dict[str, Any]) -> None:
+    home, url, token = served["home"], served["url"], served["token"]
+    r = httpx.post(f"{url}/v1/admin/blacklist", json={"card": served["card"]},
+                   headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200
+    assert jp(home, "merchant", "sync", "--merchant", "Shop", "--bank", url)["new_entries"] >= 1
+    assert httpx.get(f"{url}/v1/hotlist?since=0").json()["entries"][0]["card"] == served["card"]
+    check = httpx.post(f"{url}/v1/online-check", json={"card": served["card"], "amount": 1})
+    assert check.json() == {"approved": False, "reason": "blacklisted", "available": None}
