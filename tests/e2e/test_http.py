@@ -54,7 +54,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
             time.sleep(0.1)
     else:
         proc.kill()
-        raise AssertionError(f"the server did not start: {proc.stderr.read() if proc.stderr else ''}")
+        err = proc.stderr.read() if proc.stderr else b""
+        raise AssertionError(f"the server did not start: {err!r}")
     token = (home / "admin.token").read_text().strip()
     try:
         yield {"home": home, "card": card, "url": url, "token": token}
