@@ -9,7 +9,6 @@ key with another body is refused (422). Admin endpoints need
 otherwise.
 """
 
-
 import hashlib
 import hmac
 import json
