@@ -86,6 +86,16 @@ AID: Final = bytes.fromhex("F04A4F494E5450415901")  # F0 "JOINTPAY" 01
 PIN_TRIES: Final = 3
 PIN_MIN, PIN_MAX = 4, 12
 STATE_VERSION: Final = 1
+_BYTES_FIELDS: Final = (
+    "bank_key",
+    "master_key",
+    "pin_key",
+    "pin_hash",
+    "cert",
+    "last_payment",
+    "pending_withdrawal",
+)
+"""The CardState fields that are bytes (hex in the card file)."""
 
 INS_SELECT, INS_VERIFY, INS_CHALLENGE, INS_RESET_RETRY, INS_GET_RESPONSE = (
     0xA4,
@@ -158,15 +168,7 @@ class CardState:
     def to_json(self) -> str:
         d: dict[str, Any] = asdict(self)
         d["version"] = STATE_VERSION
-        for k in (
-            "bank_key",
-            "master_key",
-            "pin_key",
-            "pin_hash",
-            "cert",
-            "last_payment",
-            "pending_withdrawal",
-        ):
+        for k in _BYTES_FIELDS:
             d[k] = d[k].hex()
         d["user_shares"] = [format(v, "x") for v in self.user_shares]
         d["user_secret"] = format(self.user_secret, "x")
@@ -179,15 +181,7 @@ class CardState:
             d = json.loads(text)
             if not isinstance(d, dict) or d.pop("version", None) != STATE_VERSION:
                 raise CardStateError("card state has an unknown version")
-            for k in (
-                "bank_key",
-                "master_key",
-                "pin_key",
-                "pin_hash",
-                "cert",
-                "last_payment",
-                "pending_withdrawal",
-            ):
+            for k in _BYTES_FIELDS:
                 d[k] = bytes.fromhex(d[k])
             d["user_shares"] = tuple(int(v, 16) for v in d["user_shares"])
             d["user_secret"] = int(d["user_secret"], 16)

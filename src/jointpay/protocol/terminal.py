@@ -73,6 +73,16 @@ class CardLocked(CardError):
     pass
 
 
+def pin_refusal(exc: WrongPin | CardLocked) -> tuple[str, str]:
+    """The stable code and the holder's message for a refused PIN."""
+    if isinstance(exc, CardLocked):
+        return "locked", "the card is locked (too many wrong PINs)"
+    left = exc.tries_left
+    return "wrong_pin", (
+        f"wrong PIN, {left} tries left" if left else "wrong PIN, the card is now locked"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class CardInfo:
     phase: int
@@ -364,14 +374,8 @@ class Terminal:
         try:
             client.verify_pin(pin())  # steps 450-490
             resp = client.pay(PayCommand(self.config.merchant_cert, spec_bytes, sig))
-        except WrongPin as exc:
-            left = exc.tries_left
-            raise PaymentDeclined(
-                "wrong_pin",
-                f"wrong PIN, {left} tries left" if left else "wrong PIN, the card is now locked",
-            ) from exc
-        except CardLocked as exc:
-            raise PaymentDeclined("locked", "the card is locked (too many wrong PINs)") from exc
+        except (WrongPin, CardLocked) as exc:
+            raise PaymentDeclined(*pin_refusal(exc)) from exc
         except CardError as exc:
             raise PaymentDeclined(_decline_code(exc.sw), f"the card refused: {exc}") from exc
         return self._accept(cert, spec, spec_bytes, resp)

@@ -15,7 +15,7 @@ from jointpay.crypto.errors import CryptoError
 from jointpay.crypto.group import Group
 from jointpay.domain.records import HotlistEntry
 from jointpay.protocol.messages import AuthKind
-from jointpay.protocol.terminal import CardClient, CardError, CardLocked, WrongPin
+from jointpay.protocol.terminal import CardClient, CardError, CardLocked, WrongPin, pin_refusal
 from jointpay.service.errors import Refused
 
 
@@ -66,14 +66,8 @@ def withdraw_with_card(
     try:
         client.verify_pin(pin)  # step 850
         request = client.withdraw_request(amount, renew, auth)  # step 870
-    except WrongPin as exc:
-        left = exc.tries_left
-        raise Refused(
-            "wrong_pin",
-            f"wrong PIN, {left} tries left" if left else "wrong PIN, the card is now locked",
-        ) from exc
-    except CardLocked as exc:
-        raise Refused("locked", "the card is locked (too many wrong PINs)") from exc
+    except (WrongPin, CardLocked) as exc:
+        raise Refused(*pin_refusal(exc)) from exc
     except CardError as exc:
         raise Refused("card_error", f"the card refused the withdrawal: {exc}") from exc
     ack = bank.withdraw(request)  # steps 880-910

@@ -175,6 +175,29 @@ def _card_values(c: CardRecord) -> dict[str, Any]:
     }
 
 
+def _cert(r: Row[Any]) -> CertRecord:
+    return CertRecord(
+        bytes(r.cert_id),
+        r.card_number,
+        bytes(r.encoded),
+        int(r.not_before),
+        int(r.not_after),
+        int(r.issued_at),
+    )
+
+
+def _withdrawal(r: Row[Any]) -> WithdrawalRecord:
+    return WithdrawalRecord(
+        r.card_number,
+        int(r.seq),
+        bytes(r.request_digest),
+        int(r.amount),
+        int(r.fee),
+        bytes(r.ack),
+        int(r.created_at),
+    )
+
+
 def _merchant(row: Row[Any]) -> MerchantRecord:
     return MerchantRecord(
         row.sid,
@@ -437,39 +460,18 @@ class SqlUnitOfWork:
 
     def get_cert(self, cert_id: bytes) -> CertRecord:
         r = self._one(select(t.certs).where(t.certs.c.cert_id == cert_id), "certificate")
-        return CertRecord(
-            bytes(r.cert_id),
-            r.card_number,
-            bytes(r.encoded),
-            int(r.not_before),
-            int(r.not_after),
-            int(r.issued_at),
-        )
+        return _cert(r)
 
     def get_certs(self, cert_ids: Sequence[bytes]) -> dict[bytes, CertRecord]:
         out: dict[bytes, CertRecord] = {}
         for chunk in _chunks(sorted(set(cert_ids))):
             for r in self.c.execute(select(t.certs).where(t.certs.c.cert_id.in_(chunk))):
-                out[bytes(r.cert_id)] = CertRecord(
-                    bytes(r.cert_id),
-                    r.card_number,
-                    bytes(r.encoded),
-                    int(r.not_before),
-                    int(r.not_after),
-                    int(r.issued_at),
-                )
+                out[bytes(r.cert_id)] = _cert(r)
         return out
 
     def certs_for(self, card_number: str) -> list[CertRecord]:
         return [
-            CertRecord(
-                bytes(r.cert_id),
-                r.card_number,
-                bytes(r.encoded),
-                int(r.not_before),
-                int(r.not_after),
-                int(r.issued_at),
-            )
+            _cert(r)
             for r in self.c.execute(
                 select(t.certs)
                 .where(t.certs.c.card_number == card_number)
@@ -615,31 +617,11 @@ class SqlUnitOfWork:
                 t.withdrawals.c.card_number == card_number, t.withdrawals.c.seq == seq
             )
         ).first()
-        return (
-            None
-            if r is None
-            else WithdrawalRecord(
-                r.card_number,
-                int(r.seq),
-                bytes(r.request_digest),
-                int(r.amount),
-                int(r.fee),
-                bytes(r.ack),
-                int(r.created_at),
-            )
-        )
+        return None if r is None else _withdrawal(r)
 
     def iter_withdrawals(self) -> Iterator[WithdrawalRecord]:
         for r in self.c.execute(select(t.withdrawals)):
-            yield WithdrawalRecord(
-                r.card_number,
-                int(r.seq),
-                bytes(r.request_digest),
-                int(r.amount),
-                int(r.fee),
-                bytes(r.ack),
-                int(r.created_at),
-            )
+            yield _withdrawal(r)
 
     # -- hot list and alerts -----------------------------------------------------------
     def add_hotlist(self, card_number: str, reason: str, at: int) -> HotlistEntry:
