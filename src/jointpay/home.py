@@ -20,15 +20,18 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jointpay.adapters.card_file import CardFile, InProcessChannel, atomic_write
+from jointpay.adapters.card_file import CardBusy, CardFile, InProcessChannel, atomic_write
 from jointpay.adapters.terminal_store import SqliteTerminalStore, TerminalFile
+from jointpay.adapters.vpcd import Endpoint, VirtualCard, VpcdError
 from jointpay.crypto.certs import SigningKey, VerifyKey
+from jointpay.domain.money import parse_amount
 from jointpay.protocol.card import CardStateError
 from jointpay.protocol.deposit import build_batch, make_deposit, parse_batch, verify_receipt
 from jointpay.protocol.messages import AuthKind
@@ -135,12 +138,83 @@ class Home:
 
     @contextmanager
     def card_client(self, number: str) -> Iterator[CardClient]:
-        """The card in a local reader: its applet loaded from its file."""
+        """The card in a local reader: its applet loaded from its file, held locked."""
+        card = self.card(number)
         try:
-            applet = self.card(number).applet()
+            with card.hold():
+                yield CardClient(InProcessChannel(card.applet()))
         except CardStateError as exc:
             raise BadInput("corrupt_card", f"card {number}: {exc}") from exc
-        yield CardClient(InProcessChannel(applet))
+        except CardBusy as exc:
+            raise BadInput("card_busy", str(exc)) from exc
+
+    @contextmanager
+    def open_card(self, card: str | None = None, reader: str | None = None) -> Iterator[CardClient]:
+        """The card named by number (its file, in process) or by the reader it sits in.
+
+        With both, the card in the reader must be that card.
+        """
+        if reader is None:
+            if card is None:
+                raise BadInput("no_card", "name the card (--card) or its reader (--reader)")
+            with self.card_client(card) as client:
+                yield client
+            return
+        from jointpay.adapters.pcsc import PcscChannel
+
+        with PcscChannel(reader) as channel:
+            client = CardClient(channel)
+            if card is not None:
+                client.select()
+                found = client.info().card_number
+                if found != card:
+                    raise BadInput("wrong_card", f"the card in {reader!r} is {found}, not {card}")
+            yield client
+
+    def insert_card(
+        self,
+        number: str,
+        endpoint: Endpoint,
+        *,
+        connected: Callable[[], None],
+        stop: threading.Event,
+        timeout: float = 5.0,
+    ) -> None:
+        """Serve the card to a vpcd reader until ``stop`` is set (CONTRACT: card insert).
+
+        If the reader goes away (pcscd restarted), wait for it and plug in again.
+        """
+        card = self.card(number)
+        try:
+            with card.hold():
+                card.load()  # fail now, not at the first power-on, if the file is bad
+                current = VirtualCard(card.applet, endpoint)
+                current.connect(timeout)
+                connected()
+
+                def pull() -> None:
+                    stop.wait()
+                    current.stop()
+
+                threading.Thread(target=pull, daemon=True, name="card-pull").start()
+                try:
+                    while not stop.is_set():
+                        try:
+                            current.serve()
+                        except VpcdError:
+                            # The reader went away (pcscd restarted): wait, plug in again.
+                            while not stop.is_set():
+                                try:
+                                    current.connect(timeout)
+                                    break
+                                except VpcdError:
+                                    continue
+                finally:
+                    current.stop()
+        except CardStateError as exc:
+            raise BadInput("corrupt_card", f"card {number}: {exc}") from exc
+        except CardBusy as exc:
+            raise BadInput("card_busy", str(exc)) from exc
 
     def issue_card(
         self,
@@ -228,11 +302,28 @@ class Home:
             store.close()
 
     # -- the three transactions -----------------------------------------------------------
-    def pay(self, card: str, merchant: str, amount: int, pin: str) -> TakenPayment:
-        """FIG. 8: one offline payment; no bank is contacted."""
-        with self.terminal(merchant) as (tf, store), self.card_client(card) as client:
+    def pay(
+        self,
+        card: str | None,
+        merchant: str,
+        amount: int | str,
+        pin: str | Callable[[], str],
+        *,
+        reader: str | None = None,
+    ) -> TakenPayment:
+        """FIG. 8: one offline payment; no bank is contacted.
+
+        ``amount`` is minor units, or a decimal string read in the card's currency
+        once the card is read (as a terminal asks for the amount after the card is
+        in). ``pin`` may be a callable, asked only when the card wants the PIN.
+        """
+        with self.terminal(merchant) as (tf, store), self.open_card(card, reader) as client:
             terminal = Terminal(tf.config(store.hotlist()), store)
-            return terminal.pay(client, amount, lambda: pin, self.clock())
+            now = self.clock()
+            cert = terminal.read_card(client, now)
+            minor = parse_amount(amount, cert.currency) if isinstance(amount, str) else amount
+            source = pin if callable(pin) else (lambda: pin)
+            return terminal.pay(client, minor, source, now, card=cert)
 
     def sync_hotlist(self, merchant: str, bank: BankPort) -> int:
         """Bring the terminal's hot list up to date; return how many entries arrived."""
@@ -269,13 +360,28 @@ class Home:
 
     def withdraw(
         self,
-        card: str,
+        card: str | None,
         bank: BankPort,
         *,
-        pin: str,
-        amount: int,
+        pin: str | Callable[[], str],
+        amount: int | str,
         renew: bool,
         auth: AuthKind = AuthKind.SIGNATURE,
+        reader: str | None = None,
     ) -> WithdrawOutcome:
-        with self.card_client(card) as client:
-            return withdraw_with_card(client, bank, pin=pin, amount=amount, renew=renew, auth=auth)
+        """FIG. 10 from the holder's side; ``amount`` as in :meth:`pay`."""
+        with self.open_card(card, reader) as client:
+            if isinstance(amount, str):
+                client.select()
+                currency = client.info().currency
+                if not currency:
+                    raise Refused("not_issued", "the card has not been issued")
+                amount = parse_amount(amount, currency, allow_zero=True)
+            return withdraw_with_card(
+                client,
+                bank,
+                pin=pin() if callable(pin) else pin,
+                amount=amount,
+                renew=renew,
+                auth=auth,
+            )

@@ -8,8 +8,10 @@ state or the new one. The file holds the card's secrets, so it is created 0600.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
 
 from jointpay.protocol.card import CardApplet, CardState, CardStateError
@@ -36,11 +38,40 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o600) -> None:
         os.close(dfd)
 
 
+class CardBusy(RuntimeError):
+    """The card is already in use elsewhere (in a reader, or by another command)."""
+
+
 class CardFile:
     """Loads and persists one card's :class:`CardState`."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """Take the card in hand: an exclusive lock for as long as the block runs.
+
+        A physical card is in one place at a time. Two programs driving one card
+        file at once (``card insert`` serving a reader and an in-process ``pay``,
+        say) would each start from the state it loaded and could sign two payments
+        with one ser. The lock (``flock`` on a file beside the card) makes the second
+        one fail at once with :class:`CardBusy`; the kernel drops it if the holder
+        dies, so a killed process never leaves the card stuck.
+        """
+        lock_path = self.path.with_name(f".{self.path.name}.lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise CardBusy(
+                    f"card {self.path.stem} is in use elsewhere "
+                    "(inserted in a reader with `jointpay card insert`?)"
+                ) from None
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
 
     def exists(self) -> bool:
         return self.path.exists()

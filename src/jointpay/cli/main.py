@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -41,6 +44,13 @@ PinStdin = Annotated[
     bool, typer.Option("--pin-stdin", help="Read the PIN from stdin's first line.")
 ]
 BankUrl = Annotated[str | None, typer.Option("--bank", help="URL of a `jointpay bank serve`.")]
+CardOpt = Annotated[
+    str | None, typer.Option("--card", help="The card number (its file in the home).")
+]
+ReaderOpt = Annotated[
+    str | None,
+    typer.Option("--reader", help="Reach the card through this PC/SC reader (`jointpay readers`)."),
+]
 
 
 @app.callback()
@@ -340,7 +350,8 @@ def pay(
     ctx: typer.Context,
     merchant: Annotated[str, typer.Option()],
     amount: Annotated[str, typer.Option()],
-    card: Annotated[str, typer.Option()],
+    card: CardOpt = None,
+    reader: ReaderOpt = None,
     pin_stdin: PinStdin = False,
     home: HomeOpt = None,
     json_: JsonOpt = False,
@@ -349,9 +360,7 @@ def pay(
     h, out = _ctx(ctx, home, json_)
     with answering(out):
         tf = h.terminal_file(merchant)
-        minor = parse_amount(amount, _card_currency(h, card))
-        pin = read_pin(pin_stdin, out)
-        taken = h.pay(card, merchant, minor, pin)
+        taken = h.pay(card, merchant, amount, lambda: read_pin(pin_stdin, out), reader=reader)
         amt = format_amount(taken.amount, taken.currency)
         out.done(
             {
@@ -476,7 +485,8 @@ def deposit(
 def withdraw(
     ctx: typer.Context,
     amount: Annotated[str, typer.Option()],
-    card: Annotated[str, typer.Option()],
+    card: CardOpt = None,
+    reader: ReaderOpt = None,
     pin_stdin: PinStdin = False,
     renew: Annotated[bool, typer.Option("--renew", help="also renew the CARD-CERT")] = False,
     auth: Annotated[str, typer.Option(help="signature|mac")] = "signature",
@@ -487,15 +497,21 @@ def withdraw(
     """Top the card up from its holder's bank account (FIG. 10)."""
     h, out = _ctx(ctx, home, json_)
     with answering(out):
-        currency = _card_currency(h, card)
-        minor = parse_amount(amount, currency, allow_zero=True)
-        pin = read_pin(pin_stdin, out)
+        kind = _auth(auth)
         port = _bank_port(bank_url)
-        if port is not None:
-            res = h.withdraw(card, port, pin=pin, amount=minor, renew=renew, auth=_auth(auth))
-        else:
-            with h.bank() as bank:
-                res = h.withdraw(card, bank, pin=pin, amount=minor, renew=renew, auth=_auth(auth))
+        with contextlib.ExitStack() as stack:
+            if port is None:
+                port = stack.enter_context(h.bank())
+            res = h.withdraw(
+                card,
+                port,
+                pin=lambda: read_pin(pin_stdin, out),
+                amount=amount,
+                renew=renew,
+                auth=kind,
+                reader=reader,
+            )
+        currency = res.currency
         bal = format_amount(res.balance, currency)
         out.done(
             {
@@ -512,15 +528,6 @@ def withdraw(
         )
 
 
-def _card_currency(h: Home, card: str) -> str:
-    """Amounts are typed in the card's currency (read from the card itself)."""
-    cur = h.card(card).load().currency
-    if cur:
-        return cur
-    with h.bank() as bank:
-        return bank.currency
-
-
 # --------------------------------------------------------------------------------------
 # card
 # --------------------------------------------------------------------------------------
@@ -529,14 +536,15 @@ def _card_currency(h: Home, card: str) -> str:
 @card_app.command("show")
 def card_show(
     ctx: typer.Context,
-    card: Annotated[str, typer.Option()],
+    card: CardOpt = None,
+    reader: ReaderOpt = None,
     home: HomeOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """What the card tells its holder: balance, lock state, certificate."""
     h, out = _ctx(ctx, home, json_)
     with answering(out):
-        with h.card_client(card) as client:
+        with h.open_card(card, reader) as client:
             obj = describe_card(client)
         lock = "[red]LOCKED[/]" if obj["locked"] else f"{obj['pin_tries']} PIN tries left"
         out.done(
@@ -577,6 +585,61 @@ def describe_card(client: Any) -> dict[str, Any]:
         "valid_until": cert.not_after,
         "withdrawal_pending": st.withdrawal_pending,
     }
+
+
+@card_app.command("insert")
+def card_insert(
+    ctx: typer.Context,
+    card: Annotated[str, typer.Option()],
+    vpcd: Annotated[
+        str, typer.Option(help="HOST:PORT of the vsmartcard-vpcd reader slot.")
+    ] = "127.0.0.1:35963",
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Plug the card into a vsmartcard-vpcd reader and answer its APDUs until stopped."""
+    from jointpay.adapters.vpcd import Endpoint
+
+    h, out = _ctx(ctx, home, json_)
+    with answering(out):
+        try:
+            endpoint = Endpoint.parse(vpcd)
+        except ValueError as exc:
+            raise BadInput("bad_input", f"--vpcd: {exc}") from exc
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+
+        def connected() -> None:
+            out.done(
+                {"card": card, "connected": True, "vpcd": str(endpoint)},
+                lambda c: c.print(
+                    f"Card {card} is in the reader at {endpoint}; Ctrl-C pulls it out."
+                ),
+            )
+            sys.stdout.flush()
+
+        h.insert_card(card, endpoint, connected=connected, stop=stop)
+
+
+@app.command("readers")
+def readers(ctx: typer.Context, home: HomeOpt = None, json_: JsonOpt = False) -> None:
+    """The PC/SC readers pcscd sees, and whether a card is in each."""
+    from jointpay.adapters.pcsc import list_readers
+
+    _, out = _ctx(ctx, home, json_)
+    with answering(out):
+        found = list_readers()
+        rows = [{"name": r.name, "card_present": r.card_present} for r in found]
+
+        def human(c: Console) -> None:
+            if not rows:
+                c.print("No readers. Is pcscd running, with a reader driver loaded?")
+            for r in found:
+                state = f"card present (ATR {r.atr.hex()})" if r.atr else "empty"
+                c.print(f"[bold]{r.name}[/]: {state}")
+
+        out.done({"readers": rows}, human)
 
 
 @app.command("demo")

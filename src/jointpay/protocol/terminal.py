@@ -344,11 +344,18 @@ class Terminal:
         *,
         service: str = "",
         details: bytes = b"",
+        card: CardCert | None = None,
     ) -> TakenPayment:
-        """One offline payment, steps 400-570. Raises :class:`PaymentDeclined`."""
+        """One offline payment, steps 400-570. Raises :class:`PaymentDeclined`.
+
+        ``card`` is the CARD-CERT :meth:`read_card` returned in this same session
+        (a terminal reads the card before the amount is keyed in); without it the
+        card is read here. After SELECT a payment takes four command APDUs: GET DATA
+        CARD-CERT, GET DATA status, VERIFY, PAY.
+        """
         if not 0 < amount < 1 << 63:
             raise PaymentDeclined("bad_amount", "the amount must be positive")
-        cert = self.read_card(client, now)
+        cert = card if card is not None else self.read_card(client, now)
         if cert.max_amount and amount > cert.max_amount:
             raise PaymentDeclined("over_limit", "the amount is above the card's per-payment limit")
         status = client.status()

@@ -38,6 +38,7 @@ class WithdrawOutcome:
     balance: int
     seq: int
     renewed: bool
+    currency: str
 
 
 def withdraw_with_card(
@@ -76,4 +77,4 @@ def withdraw_with_card(
     except CardError as exc:
         raise Refused("card_error", f"the card refused the acknowledgement: {exc}") from exc
     renewed = CardCert.decode(client.cert(), bank.resolve_group).cert_id != old_cert
-    return WithdrawOutcome(cert.card_number, balance, seq, renewed)
+    return WithdrawOutcome(cert.card_number, balance, seq, renewed, cert.currency)
