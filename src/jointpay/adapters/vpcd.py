@@ -121,32 +121,48 @@ class VirtualCard:
         self._on_apdu = on_apdu
         self._applet: CardApplet | None = None
         self._sock: socket.socket | None = None
+        self._first: bytes | None = None
         self._stopping = threading.Event()
         self.apdus = 0
         self.powered = False
 
     # -- connection ---------------------------------------------------------------------
-    def connect(self, timeout: float = 5.0) -> None:
-        """Connect to vpcd, retrying until ``timeout``; raise :class:`VpcdError`."""
+    def connect(self, timeout: float = 5.0, *, first_poll: float = 1.0) -> None:
+        """Connect to vpcd, retrying until ``timeout``; raise :class:`VpcdError`.
+
+        The reader counts as reached only when vpcd speaks first (it asks for the ATR
+        on its next presence poll, every few hundred ms). A connection that vpcd has
+        not taken in ``first_poll`` seconds is dropped and made again: right after a
+        card is pulled, vpcd may leave a new connection waiting in its listen queue.
+        """
         deadline = time.monotonic() + timeout
         delay = 0.05
+        why = "no answer"
         while True:
             if self._stopping.is_set():
                 raise VpcdError("the card was pulled")
+            sock: socket.socket | None = None
             try:
                 sock = socket.create_connection((self.endpoint.host, self.endpoint.port), 2.0)
-            except OSError as exc:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.settimeout(min(first_poll, max(deadline - time.monotonic(), 0.05)))
+                (size,) = struct.unpack("!H", _recv_exact(sock, 2))
+                first = _recv_exact(sock, size) if size else b""
+            except (OSError, EOFError) as exc:
+                if sock is not None:
+                    sock.close()
+                why = f"{getattr(exc, 'strerror', None) or exc or 'vpcd did not poll'}"
                 if time.monotonic() + delay > deadline:
                     raise VpcdError(
-                        f"no vpcd reader at {self.endpoint}: {exc.strerror or exc}. "
+                        f"no vpcd reader at {self.endpoint}: {why}. "
                         "Is pcscd running with the vsmartcard-vpcd driver?"
                     ) from exc
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)
                 continue
             sock.settimeout(None)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._sock = sock
+            self._first = first
             return
 
     def stop(self) -> None:
@@ -194,6 +210,11 @@ class VirtualCard:
         if sock is None:
             raise VpcdError("not connected")
         try:
+            first, self._first = self._first, None
+            if first:
+                reply = self.handle(first)
+                if reply is not None:
+                    _send(sock, reply)
             while not self._stopping.is_set():
                 (size,) = struct.unpack("!H", _recv_exact(sock, 2))
                 if size == 0:

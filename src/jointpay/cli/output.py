@@ -17,10 +17,11 @@ from typing import Any, NoReturn
 import typer
 from rich.console import Console
 
+from jointpay.adapters.pcsc import NoCard, PcscError, UnknownReader
 from jointpay.crypto.errors import CryptoError
 from jointpay.domain.money import AmountError
 from jointpay.protocol.deposit import BatchError
-from jointpay.protocol.terminal import PaymentDeclined
+from jointpay.protocol.terminal import CardError, PaymentDeclined
 from jointpay.service.errors import BadInput, Refused
 from jointpay.storage.base import StorageError
 
@@ -72,6 +73,11 @@ def answering(out: Output) -> Iterator[None]:
         out.fail("malformed", str(exc), EXIT_BAD_INPUT)
     except CryptoError as exc:
         out.fail("bad_input", str(exc), EXIT_BAD_INPUT)
+    except CardError as exc:
+        out.fail("card_error", str(exc), EXIT_REFUSED)
+    except PcscError as exc:
+        code = {NoCard: "no_card", UnknownReader: "unknown_reader"}.get(type(exc), "reader")
+        out.fail(code, str(exc), EXIT_BAD_INPUT)
     except StorageError as exc:
         out.fail("storage", str(exc), EXIT_REFUSED)
     except FileNotFoundError as exc:

@@ -340,8 +340,8 @@ class CardApplet:
             pin = ""
         good = hmac.compare_digest(self._pin_hash(pin), st.pin_hash)
         if not good:
-            left = self.state.pin_tries
-            raise _Refuse(SW.AUTH_BLOCKED if left == 0 else 0x63C0 | left)
+            # 63C0 on the try that blocks the PIN; 6983 from then on (ISO 7816-4 11.5.6)
+            raise _Refuse(0x63C0 | self.state.pin_tries)
         self._commit(replace(self.state, pin_tries=PIN_TRIES))
         self._pin_ok = True
         return b""

@@ -11,7 +11,8 @@ clock or a keyboard.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -20,7 +21,7 @@ from jointpay.crypto.encoding import Reader, Writer
 from jointpay.crypto.errors import CryptoError, ExpiredCertificateError
 from jointpay.crypto.group import GroupResolver, get_group
 from jointpay.crypto.schnorr import PaymentCert, verify
-from jointpay.protocol.apdu import SW, Command, Response, sw_text
+from jointpay.protocol.apdu import SW, ApduFormatError, Command, Response, sw_text
 from jointpay.protocol.card import (
     AID,
     DO_CERT,
@@ -61,6 +62,19 @@ class CardError(Exception):
     def __init__(self, sw: int, what: str) -> None:
         super().__init__(f"{what}: {sw_text(sw)} ({sw:04X})")
         self.sw = sw
+
+
+class CardMute(CardError):
+    """The card gave no well-formed answer: pulled out, powered off, or torn mid-reply.
+
+    Raised for a response shorter than a status word and for a channel that fails
+    (a :class:`ConnectionError`, as the PC/SC adapter raises). The command may or may
+    not have run on the card: after a PAY, :meth:`Terminal.recover` finds out.
+    """
+
+    def __init__(self, what: str, why: str) -> None:
+        Exception.__init__(self, f"{what}: the card did not answer ({why})")
+        self.sw = 0
 
 
 class WrongPin(CardError):
@@ -118,7 +132,15 @@ class CardClient:
 
     def _send(self, cmd: Command) -> Response:
         self.apdus += 1
-        return Response.parse(self.channel.transmit(cmd.encode()))
+        what = f"{cmd.cla:02X} {cmd.ins:02X}"
+        try:
+            raw = self.channel.transmit(cmd.encode())
+        except ConnectionError as exc:
+            raise CardMute(what, str(exc)) from exc
+        try:
+            return Response.parse(raw)
+        except ApduFormatError as exc:
+            raise CardMute(what, str(exc)) from exc
 
     def command(
         self,
@@ -313,9 +335,11 @@ class Terminal:
 
     def read_card(self, client: CardClient, now: int) -> CardCert:
         """Steps 400-420: select the card, read its CARD-CERT and check it."""
-        client.select()
+        with card_declines():
+            client.select()
+            encoded = client.cert()
         try:
-            cert = CardCert.decode(client.cert(), self.config.groups)
+            cert = CardCert.decode(encoded, self.config.groups)
         except CryptoError as exc:
             raise PaymentDeclined(
                 "bad_cert", f"the card's certificate is malformed: {exc}"
@@ -355,6 +379,19 @@ class Terminal:
         """
         if not 0 < amount < 1 << 63:
             raise PaymentDeclined("bad_amount", "the amount must be positive")
+        with card_declines():
+            return self._pay(client, amount, pin, now, service, details, card)
+
+    def _pay(
+        self,
+        client: CardClient,
+        amount: int,
+        pin: PinSource,
+        now: int,
+        service: str,
+        details: bytes,
+        card: CardCert | None,
+    ) -> TakenPayment:
         cert = card if card is not None else self.read_card(client, now)
         if cert.max_amount and amount > cert.max_amount:
             raise PaymentDeclined("over_limit", "the amount is above the card's per-payment limit")
@@ -378,22 +415,20 @@ class Terminal:
         )
         spec_bytes = spec.encode()
         sig = self.config.signing_key.sign(TERMINAL_SPEC_TAG, spec_bytes)
-        try:
-            client.verify_pin(pin())  # steps 450-490
-            resp = client.pay(PayCommand(self.config.merchant_cert, spec_bytes, sig))
-        except (WrongPin, CardLocked) as exc:
-            raise PaymentDeclined(*pin_refusal(exc)) from exc
-        except CardError as exc:
-            raise PaymentDeclined(_decline_code(exc.sw), f"the card refused: {exc}") from exc
+        client.verify_pin(pin())  # steps 450-490
+        resp = client.pay(PayCommand(self.config.merchant_cert, spec_bytes, sig))
         return self._accept(cert, spec, spec_bytes, resp)
 
     def recover(self, client: CardClient, now: int) -> TakenPayment | None:
         """After a torn PAY: read the card's last payment back; keep it if it is ours."""
         cert = self.read_card(client, now)
-        try:
-            spec_bytes, resp = client.last_payment()
-        except CardError:
-            return None
+        with card_declines():
+            try:
+                spec_bytes, resp = client.last_payment()
+            except CardMute:
+                raise
+            except CardError:  # 6A88: the card never paid
+                return None
         spec = PaymentSpec.decode(spec_bytes)
         if spec.sid != self.config.sid or self.store.has_payment(cert.card_number, resp.ser):
             return None
@@ -430,6 +465,22 @@ class Terminal:
         )
         self.store.add_payment(taken)
         return taken
+
+
+@contextmanager
+def card_declines() -> Iterator[None]:
+    """Turn what the card says (or fails to say) into :class:`PaymentDeclined`."""
+    try:
+        yield
+    except CardMute as exc:
+        raise PaymentDeclined(
+            "card_removed",
+            f"{exc}; if the card was debited, reading it again recovers the payment",
+        ) from exc
+    except (WrongPin, CardLocked) as exc:
+        raise PaymentDeclined(*pin_refusal(exc)) from exc
+    except CardError as exc:
+        raise PaymentDeclined(_decline_code(exc.sw), f"the card refused: {exc}") from exc
 
 
 def _decline_code(sw: int) -> str:

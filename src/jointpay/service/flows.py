@@ -7,6 +7,8 @@ the same results, because both run the same bank code.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -15,7 +17,14 @@ from jointpay.crypto.errors import CryptoError
 from jointpay.crypto.group import Group
 from jointpay.domain.records import HotlistEntry
 from jointpay.protocol.messages import AuthKind
-from jointpay.protocol.terminal import CardClient, CardError, CardLocked, WrongPin, pin_refusal
+from jointpay.protocol.terminal import (
+    CardClient,
+    CardError,
+    CardLocked,
+    CardMute,
+    WrongPin,
+    pin_refusal,
+)
 from jointpay.service.errors import Refused
 
 
@@ -57,24 +66,36 @@ def withdraw_with_card(
     amount sends the very same request, the bank answers with the same
     acknowledgement, and nothing moves twice.
     """
-    client.select()
+    with _card_refusals("the withdrawal"):
+        client.select()
+        encoded = client.cert()
     try:
-        cert = CardCert.decode(client.cert(), bank.resolve_group)  # steps 810-820
+        cert = CardCert.decode(encoded, bank.resolve_group)  # steps 810-820
         cert.verify(bank.verify_key)
     except CryptoError as exc:
         raise Refused("bad_cert", f"the card's certificate does not check: {exc}") from exc
     old_cert = cert.cert_id
-    try:
+    with _card_refusals("the withdrawal"):
         client.verify_pin(pin)  # step 850
         request = client.withdraw_request(amount, renew, auth)  # step 870
+    ack = bank.withdraw(request)  # steps 880-910
+    with _card_refusals("the acknowledgement"):
+        balance, seq = client.withdraw_complete(ack)  # step 920
+        renewed = CardCert.decode(client.cert(), bank.resolve_group).cert_id != old_cert
+    return WithdrawOutcome(cert.card_number, balance, seq, renewed, cert.currency)
+
+
+@contextmanager
+def _card_refusals(what: str) -> Iterator[None]:
+    try:
+        yield
+    except CardMute as exc:
+        raise Refused(
+            "card_removed",
+            f"{exc}; look at the card (card show): a withdrawal still pending is "
+            "completed by running it again, unchanged, and the bank answers it once",
+        ) from exc
     except (WrongPin, CardLocked) as exc:
         raise Refused(*pin_refusal(exc)) from exc
     except CardError as exc:
-        raise Refused("card_error", f"the card refused the withdrawal: {exc}") from exc
-    ack = bank.withdraw(request)  # steps 880-910
-    try:
-        balance, seq = client.withdraw_complete(ack)  # step 920
-    except CardError as exc:
-        raise Refused("card_error", f"the card refused the acknowledgement: {exc}") from exc
-    renewed = CardCert.decode(client.cert(), bank.resolve_group).cert_id != old_cert
-    return WithdrawOutcome(cert.card_number, balance, seq, renewed, cert.currency)
+        raise Refused("card_error", f"the card refused {what}: {exc}") from exc
