@@ -18,7 +18,7 @@ from typing import Final, Protocol
 
 from jointpay.crypto.certs import CardCert, SigningKey, VerifyKey
 from jointpay.crypto.encoding import Reader, Writer
-from jointpay.crypto.errors import CryptoError, ExpiredCertificateError
+from jointpay.crypto.errors import CryptoError, DecodeError, ExpiredCertificateError
 from jointpay.crypto.group import GroupResolver, get_group
 from jointpay.crypto.schnorr import PaymentCert, verify
 from jointpay.protocol.apdu import SW, ApduFormatError, Command, Response, sw_text
@@ -429,7 +429,7 @@ class Terminal:
                 raise
             except CardError:  # 6A88: the card never paid
                 return None
-        spec = PaymentSpec.decode(spec_bytes)
+            spec = PaymentSpec.decode(spec_bytes)
         if spec.sid != self.config.sid or self.store.has_payment(cert.card_number, resp.ser):
             return None
         return self._accept(cert, spec, spec_bytes, resp)
@@ -481,6 +481,8 @@ def card_declines() -> Iterator[None]:
         raise PaymentDeclined(*pin_refusal(exc)) from exc
     except CardError as exc:
         raise PaymentDeclined(_decline_code(exc.sw), f"the card refused: {exc}") from exc
+    except DecodeError as exc:  # a 9000 with data that is not what the command returns
+        raise PaymentDeclined("card_error", f"the card's answer is malformed: {exc}") from exc
 
 
 def _decline_code(sw: int) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from jointpay.crypto.certs import CardCert, VerifyKey
-from jointpay.crypto.errors import CryptoError
+from jointpay.crypto.errors import CryptoError, DecodeError
 from jointpay.crypto.group import Group
 from jointpay.domain.records import HotlistEntry
 from jointpay.protocol.messages import AuthKind
@@ -99,3 +99,5 @@ def _card_refusals(what: str) -> Iterator[None]:
         raise Refused(*pin_refusal(exc)) from exc
     except CardError as exc:
         raise Refused("card_error", f"the card refused {what}: {exc}") from exc
+    except DecodeError as exc:
+        raise Refused("card_error", f"the card's answer to {what} is malformed: {exc}") from exc

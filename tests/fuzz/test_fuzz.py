@@ -1,0 +1,41 @@
+"""Bounded atheris runs of the fuzz targets in fuzz/ (a longer campaign: run them by hand).
+
+Each target runs in its own process from a seed corpus of an honest payment; any
+exception other than the documented ones, and any broken invariant (money moving
+without a valid payment, a taken payment that does not verify), makes libFuzzer stop
+with a crash artifact and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+FUZZ = Path(__file__).resolve().parents[2] / "fuzz"
+RUNS = int(os.environ.get("JOINTPAY_FUZZ_RUNS", "30000"))
+
+
+@pytest.mark.parametrize("target", ["fuzz_card.py", "fuzz_terminal.py"])
+def test_bounded_fuzz_run(target: str, tmp_path: Path) -> None:
+    p = subprocess.run(
+        [
+            sys.executable,
+            str(FUZZ / target),
+            f"-runs={RUNS}",
+            "-max_len=4096",
+            "-seed=1",
+            f"-artifact_prefix={tmp_path}/",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(FUZZ)},
+    )
+    assert p.returncode == 0, p.stderr[-4000:]
+    assert f"Done {RUNS} runs" in p.stderr
+    assert not list(tmp_path.glob("crash-*"))
