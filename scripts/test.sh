@@ -43,6 +43,21 @@ if ! .venv/bin/python scripts/pg_ready.py "$JOINTPAY_TEST_PG"; then
     || { echo "FATAL: PostgreSQL at $JOINTPAY_TEST_PG is unreachable; the storage tests need it" >&2; exit 1; }
 fi
 
+# --- pcscd with the vsmartcard-vpcd reader: the PC/SC tests drive the card through it ---
+if ! .venv/bin/python scripts/pcsc_ready.py; then
+  if ! pgrep -x pcscd >/dev/null 2>&1; then
+    say "starting pcscd"
+    if [ "$(id -u)" = 0 ]; then
+      (pcscd --foreground --error >/tmp/jointpay-pcscd.log 2>&1 &)
+    else
+      sudo sh -c 'pcscd --foreground --error >/tmp/jointpay-pcscd.log 2>&1 &'
+    fi
+  fi
+  for _ in $(seq 1 30); do .venv/bin/python scripts/pcsc_ready.py && break; sleep 0.5; done
+  .venv/bin/python scripts/pcsc_ready.py --verbose \
+    || { echo "FATAL: pcscd does not show the vsmartcard-vpcd reader; the PC/SC tests need it" >&2; exit 1; }
+fi
+
 say "ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check src
