@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from jointpay.adapters.card_file import InProcessChannel
 from jointpay.adapters.pcsc import PcscChannel, PcscError, list_readers
 from jointpay.adapters.vpcd import Endpoint, VirtualCard
 from jointpay.crypto.group import SUITE_MODP, SUITE_SECP256K1
