@@ -15,12 +15,13 @@ import json
 import secrets
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
-from fastapi import Depends, FastAPI, Header, Request
+from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from jointpay.domain.money import format_amount
 from jointpay.protocol.deposit import BatchError, canonical_json
@@ -61,8 +62,83 @@ def problem(status: int, code: str, detail: str) -> JSONResponse:
     )
 
 
+class ProblemDetail(BaseModel):
+    """RFC 9457 problem details, with the contract's reason code."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str = Field(description="the contract's stable reason code")
+
+
+def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI responses for the error statuses an endpoint can answer."""
+    why = {
+        400: "malformed request",
+        401: "admin credential missing or wrong",
+        404: "unknown card, merchant or deposit",
+        409: "replayed sequence number, or the same request in flight",
+        413: "body too large",
+        422: "refused by the protocol (the code says why)",
+        503: "the bank is not set up",
+    }
+    return {
+        s: {
+            "model": ProblemDetail,
+            "description": why[s],
+            "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/ProblemDetail"}}},
+        }
+        for s in statuses
+    }
+
+
+PUBLIC_ERRORS: Final = (400, 422, 503)
+ADMIN_ERRORS: Final = (400, 401, 404, 409, 422, 503)
+_HEX = r"^([0-9a-f]{2})+$"
+
+DEPOSIT_SCHEMA: Final = {
+    "type": "object",
+    "description": "the merchant's signed deposit session (docs/protocol.md, Deposit)",
+    "required": ["format", "bank_id", "sid", "seq", "time", "batch", "signature"],
+    "properties": {
+        "format": {"type": "string"},
+        "bank_id": {"type": "string"},
+        "sid": {"type": "string"},
+        "seq": {"type": "integer", "minimum": 1},
+        "time": {"type": "integer", "minimum": 0},
+        "signature": {"type": "string", "pattern": r"^[0-9a-f]{128}$"},
+        "batch": {
+            "type": "object",
+            "required": ["format", "bank_id", "sid", "cards"],
+            "properties": {
+                "format": {"type": "string"},
+                "bank_id": {"type": "string"},
+                "sid": {"type": "string"},
+                "cards": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["cert", "payments"],
+                        "properties": {
+                            "cert": {"type": "string", "pattern": _HEX},
+                            "payments": {"type": "array", "items": {"type": "object"}},
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+
 class WithdrawBody(BaseModel):
-    request: str = Field(description="the card's withdrawal request, hex", max_length=4096)
+    request: str = Field(
+        description="the card's withdrawal request, hex",
+        min_length=2,
+        max_length=4096,
+        pattern=_HEX,
+    )
 
 
 class WithdrawAnswer(BaseModel):
@@ -127,6 +203,18 @@ def create_app(bank_factory: Callable[[], Bank], *, admin_token: str) -> FastAPI
         default = 422 if isinstance(exc, Refused) else 400
         return problem(_STATUS.get(exc.code, default), exc.code, exc.message)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # The framework's own refusals (a body that is not UTF-8 JSON, an unknown
+        # path, a wrong method) are problems too.
+        codes = {400: "malformed", 404: "not_found", 405: "method_not_allowed"}
+        response = problem(
+            exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail)
+        )
+        for name, value in (exc.headers or {}).items():
+            response.headers[name] = value
+        return response
+
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         return problem(400, "malformed", str(exc.errors()[:3]))
@@ -158,14 +246,14 @@ def create_app(bank_factory: Callable[[], Bank], *, admin_token: str) -> FastAPI
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/v1/bank")
+    @app.get("/v1/bank", responses=_problems(503))
     def parameters(bank: BankDep) -> dict[str, Any]:
         return bank.parameters()
 
-    @app.get("/v1/hotlist")
-    def hotlist(bank: BankDep, since: int = 0) -> dict[str, Any]:
-        if since < 0:
-            raise Problem(400, "malformed", "since must be >= 0")
+    @app.get("/v1/hotlist", responses=_problems(*PUBLIC_ERRORS))
+    def hotlist(
+        bank: BankDep, since: Annotated[int, Query(ge=0, lt=1 << 63)] = 0
+    ) -> dict[str, Any]:
         entries = bank.hotlist(since)
         return {
             "version": max([e.version for e in entries], default=since),
@@ -180,7 +268,16 @@ def create_app(bank_factory: Callable[[], Bank], *, admin_token: str) -> FastAPI
             ],
         }
 
-    @app.post("/v1/deposits", responses={400: {}, 409: {}, 422: {}})
+    @app.post(
+        "/v1/deposits",
+        responses=_problems(400, 404, 409, 413, 422, 503),
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": DEPOSIT_SCHEMA}},
+            }
+        },
+    )
     async def deposit(request: Request, bank: BankDep, key: IdemKey = None) -> dict[str, Any]:
         raw = await request.body()
         if len(raw) > 256 * 1024 * 1024:
@@ -197,7 +294,7 @@ def create_app(bank_factory: Callable[[], Bank], *, admin_token: str) -> FastAPI
             await run_in_threadpool(idempotent, bank, key, body, lambda: bank.deposit(body))
         )
 
-    @app.get("/v1/deposits/{deposit_id}")
+    @app.get("/v1/deposits/{deposit_id}", responses=_problems(400, 404, 503))
     def deposit_status(deposit_id: str, bank: BankDep) -> dict[str, Any]:
         with bank.store.transaction() as tx:
             rec = tx.get_deposit(deposit_id)
@@ -205,7 +302,7 @@ def create_app(bank_factory: Callable[[], Bank], *, admin_token: str) -> FastAPI
             raise Problem(404, "not_found", f"no deposit {deposit_id}")
         return dict(json.loads(rec.receipt))
 
-    @app.post("/v1/withdrawals", responses={400: {}, 409: {}, 422: {}})
+    @app.post("/v1/withdrawals", responses=_problems(400, 404, 409, 422, 503))
     def withdraw(body: WithdrawBody, bank: BankDep, key: IdemKey = None) -> WithdrawAnswer:
         try:
             request = bytes.fromhex(body.request)
@@ -216,13 +313,15 @@ def create_app(bank_factory: Callable[[], Bank], *, admin_token: str) -> FastAPI
         )
         return WithdrawAnswer(ack=out["ack"])
 
-    @app.post("/v1/online-check")
+    @app.post("/v1/online-check", responses=_problems(400, 404, 422, 503))
     def online_check(body: OnlineCheckBody, bank: BankDep) -> OnlineCheckAnswer:
         """FIG. 8's optional on-line clearance: the card's current C_balance and hot list."""
         return OnlineCheckAnswer(**bank.online_check(body.card, body.amount))
 
     # -- admin ------------------------------------------------------------------------
-    @app.post("/v1/admin/accounts", dependencies=[Depends(admin)])
+    @app.post(
+        "/v1/admin/accounts", dependencies=[Depends(admin)], responses=_problems(*ADMIN_ERRORS)
+    )
     def open_account(body: AccountBody, bank: BankDep, key: IdemKey = None) -> dict[str, Any]:
         def run() -> dict[str, Any]:
             acc = bank.open_account(body.holder, body.balance)
@@ -230,7 +329,9 @@ def create_app(bank_factory: Callable[[], Bank], *, admin_token: str) -> FastAPI
 
         return dict(idempotent(bank, key, body.model_dump(), run))
 
-    @app.post("/v1/admin/merchants", dependencies=[Depends(admin)])
+    @app.post(
+        "/v1/admin/merchants", dependencies=[Depends(admin)], responses=_problems(*ADMIN_ERRORS)
+    )
     def open_merchant(body: MerchantBody, bank: BankDep, key: IdemKey = None) -> dict[str, Any]:
         def run() -> dict[str, Any]:
             rec, cert = bank.open_merchant(body.name, bytes.fromhex(body.public_key))
@@ -238,17 +339,19 @@ def create_app(bank_factory: Callable[[], Bank], *, admin_token: str) -> FastAPI
 
         return dict(idempotent(bank, key, body.model_dump(), run))
 
-    @app.post("/v1/admin/blacklist", dependencies=[Depends(admin)])
+    @app.post(
+        "/v1/admin/blacklist", dependencies=[Depends(admin)], responses=_problems(*ADMIN_ERRORS)
+    )
     def blacklist(body: BlacklistBody, bank: BankDep) -> dict[str, Any]:
         entry = bank.blacklist(body.card, body.reason)
         return {"card": body.card, "blacklisted": True, "version": entry.version}
 
-    @app.get("/v1/admin/audit", dependencies=[Depends(admin)])
+    @app.get("/v1/admin/audit", dependencies=[Depends(admin)], responses=_problems(401, 503))
     def audit(bank: BankDep) -> dict[str, Any]:
         r = bank.audit()
         return {"ok": r.ok, "violations": r.violations, **r.figures}
 
-    @app.get("/v1/admin/alerts", dependencies=[Depends(admin)])
+    @app.get("/v1/admin/alerts", dependencies=[Depends(admin)], responses=_problems(401, 503))
     def alerts(bank: BankDep) -> dict[str, Any]:
         return {
             "alerts": [
