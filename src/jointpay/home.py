@@ -16,6 +16,7 @@ from explicit paths and URLs, and holds no global state.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -35,9 +36,16 @@ from jointpay.domain.money import parse_amount
 from jointpay.protocol.card import CardStateError
 from jointpay.protocol.deposit import build_batch, make_deposit, parse_batch, verify_receipt
 from jointpay.protocol.messages import AuthKind
-from jointpay.protocol.terminal import CardClient, TakenPayment, Terminal
+from jointpay.protocol.terminal import (
+    CardClient,
+    OnlineAnswer,
+    OnlinePolicy,
+    OnlineUnavailable,
+    TakenPayment,
+    Terminal,
+)
 from jointpay.service.bank import Bank, Clock, IssuedCard, system_clock
-from jointpay.service.errors import BadInput, Refused
+from jointpay.service.errors import BadInput, Refused, ServiceError
 from jointpay.service.flows import BankPort, WithdrawOutcome, withdraw_with_card
 from jointpay.service.policy import Policy
 from jointpay.storage import open_store
@@ -310,18 +318,38 @@ class Home:
         pin: str | Callable[[], str],
         *,
         reader: str | None = None,
+        bank: BankPort | None = None,
+        floor_limit: int | str | None = None,
+        online_sample: float = 0.0,
     ) -> TakenPayment:
-        """FIG. 8: one offline payment; no bank is contacted.
+        """FIG. 8: one offline payment; no bank is contacted unless on-line clearance asks.
 
-        ``amount`` is minor units, or a decimal string read in the card's currency
-        once the card is read (as a terminal asks for the amount after the card is
-        in). ``pin`` may be a callable, asked only when the card wants the PIN.
+        ``amount`` (and ``floor_limit``) are minor units, or decimal strings read in
+        the card's currency once the card is read (as a terminal asks for the amount
+        after the card is in). ``pin`` may be a callable, asked only when the card
+        wants the PIN. With ``floor_limit`` or ``online_sample``, the terminal asks
+        ``bank`` (the embedded bank if None) to clear payments above the floor limit
+        and a random fraction of the others.
         """
-        with self.terminal(merchant) as (tf, store), self.open_card(card, reader) as client:
-            terminal = Terminal(tf.config(store.hotlist()), store)
+        wants_online = floor_limit is not None or online_sample > 0
+        with contextlib.ExitStack() as stack:
+            tf, store = stack.enter_context(self.terminal(merchant))
+            client = stack.enter_context(self.open_card(card, reader))
+            if wants_online and bank is None:
+                bank = stack.enter_context(self.bank())
             now = self.clock()
-            cert = terminal.read_card(client, now)
+            reading = Terminal(tf.config(store.hotlist()), store)
+            cert = reading.read_card(client, now)
             minor = parse_amount(amount, cert.currency) if isinstance(amount, str) else amount
+            online = None
+            if wants_online and bank is not None:
+                floor = (
+                    parse_amount(floor_limit, cert.currency, allow_zero=True)
+                    if isinstance(floor_limit, str)
+                    else floor_limit
+                )
+                online = OnlinePolicy(online_clearance(bank), floor, online_sample)
+            terminal = Terminal(reading.config, store, online)
             source = pin if callable(pin) else (lambda: pin)
             return terminal.pay(client, minor, source, now, card=cert)
 
@@ -385,3 +413,18 @@ class Home:
                 renew=renew,
                 auth=auth,
             )
+
+
+def online_clearance(bank: BankPort) -> Callable[[str, int], OnlineAnswer]:
+    """The terminal's on-line question, put to a bank (embedded or over HTTP)."""
+
+    def check(card_number: str, amount: int) -> OnlineAnswer:
+        try:
+            answer = bank.online_check(card_number, amount)
+        except ServiceError as exc:
+            if exc.code == "bank_unreachable":
+                raise OnlineUnavailable(exc.message) from exc
+            return OnlineAnswer(False, exc.code)
+        return OnlineAnswer(bool(answer["approved"]), answer.get("reason"))
+
+    return check

@@ -25,9 +25,14 @@ def free_port() -> int:
 
 
 def jp(home: Path, *args: str, stdin: str = "", code: int = 0) -> dict[str, Any]:
-    run = subprocess.run([sys.executable, "-m", "jointpay", "--home", str(home), *args,
-                          "--json"], input=stdin, capture_output=True, text=True, timeout=120,
-                         check=False)
+    run = subprocess.run(
+        [sys.executable, "-m", "jointpay", "--home", str(home), *args, "--json"],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert run.returncode == code, (args, run.stdout, run.stderr)
     return dict(json.loads(run.stdout))
 
@@ -37,14 +42,27 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     home = tmp_path_factory.mktemp("bank")
     jp(home, "bank", "init", "--bank-id", "http-bank")
     jp(home, "bank", "open-account", "--holder", "alice", "--balance", "300")
-    card = jp(home, "bank", "issue-card", "--holder", "alice", "--pin-stdin", "--load", "100",
-              stdin=PIN)["card"]
+    card = jp(
+        home, "bank", "issue-card", "--holder", "alice", "--pin-stdin", "--load", "100", stdin=PIN
+    )["card"]
     jp(home, "bank", "open-merchant", "--name", "Shop")
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "jointpay", "--home", str(home), "bank",
-                             "serve", "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jointpay",
+            "--home",
+            str(home),
+            "bank",
+            "serve",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     url = f"http://127.0.0.1:{port}"
     for _ in range(100):
         try:
@@ -75,12 +93,23 @@ def test_parameters_openapi_and_health(served: dict[str, Any]) -> None:
 
 def test_deposit_and_withdraw_over_http(served: dict[str, Any]) -> None:
     home, card, url = served["home"], served["card"], served["url"]
-    jp(home, "pay", "--card", card, "--merchant", "Shop", "--amount", "7.50", "--pin-stdin",
-       stdin=PIN)
+    jp(
+        home,
+        "pay",
+        "--card",
+        card,
+        "--merchant",
+        "Shop",
+        "--amount",
+        "7.50",
+        "--pin-stdin",
+        stdin=PIN,
+    )
     dep = jp(home, "deposit", "--merchant", "Shop", "--bank", url)
     assert (dep["accepted"], dep["rejected"]) == (1, 0)
-    wd = jp(home, "withdraw", "--card", card, "--amount", "5", "--pin-stdin", "--bank", url,
-            stdin=PIN)
+    wd = jp(
+        home, "withdraw", "--card", card, "--amount", "5", "--pin-stdin", "--bank", url, stdin=PIN
+    )
     assert (wd["balance"], wd["seq"]) == ("97.50", 2)
     receipt = httpx.get(f"{url}/v1/deposits/{dep['deposit_id']}").json()
     assert receipt["accepted"] == 1
@@ -89,14 +118,17 @@ def test_deposit_and_withdraw_over_http(served: dict[str, Any]) -> None:
 def test_idempotency_keys(served: dict[str, Any]) -> None:
     url, token = served["url"], served["token"]
     auth = {"Authorization": f"Bearer {token}", "Idempotency-Key": "open-bob-1"}
-    first = httpx.post(f"{url}/v1/admin/accounts", json={"holder": "bob", "balance": 500},
-                       headers=auth)
-    again = httpx.post(f"{url}/v1/admin/accounts", json={"holder": "bob", "balance": 500},
-                       headers=auth)
+    first = httpx.post(
+        f"{url}/v1/admin/accounts", json={"holder": "bob", "balance": 500}, headers=auth
+    )
+    again = httpx.post(
+        f"{url}/v1/admin/accounts", json={"holder": "bob", "balance": 500}, headers=auth
+    )
     assert first.status_code == again.status_code == 200
     assert first.json() == again.json()
-    other = httpx.post(f"{url}/v1/admin/accounts", json={"holder": "bob", "balance": 9},
-                       headers=auth)
+    other = httpx.post(
+        f"{url}/v1/admin/accounts", json={"holder": "bob", "balance": 9}, headers=auth
+    )
     assert other.status_code == 422
     assert other.headers["content-type"].startswith("application/problem+json")
     assert other.json()["code"] == "idempotency_mismatch"
@@ -108,8 +140,7 @@ def test_admin_needs_the_token_and_errors_are_problems(served: dict[str, Any]) -
         r = httpx.get(f"{url}/v1/admin/audit", headers=headers)
         assert r.status_code == 401
         assert r.json()["code"] == "unauthorised"
-    ok = httpx.get(f"{url}/v1/admin/audit",
-                   headers={"Authorization": f"Bearer {served['token']}"})
+    ok = httpx.get(f"{url}/v1/admin/audit", headers={"Authorization": f"Bearer {served['token']}"})
     assert ok.json()["ok"] is True
     bad = httpx.post(f"{url}/v1/deposits", content=b"not json")
     assert bad.status_code == 400
@@ -123,10 +154,72 @@ def test_admin_needs_the_token_and_errors_are_problems(served: dict[str, Any]) -
 
 def test_hotlist_sync_over_http(served: dict[str, Any]) -> None:
     home, url, token = served["home"], served["url"], served["token"]
-    r = httpx.post(f"{url}/v1/admin/blacklist", json={"card": served["card"]},
-                   headers={"Authorization": f"Bearer {token}"})
+    r = httpx.post(
+        f"{url}/v1/admin/blacklist",
+        json={"card": served["card"]},
+        headers={"Authorization": f"Bearer {token}"},
+    )
     assert r.status_code == 200
     assert jp(home, "merchant", "sync", "--merchant", "Shop", "--bank", url)["new_entries"] >= 1
     assert httpx.get(f"{url}/v1/hotlist?since=0").json()["entries"][0]["card"] == served["card"]
     check = httpx.post(f"{url}/v1/online-check", json={"card": served["card"], "amount": 1})
     assert check.json() == {"approved": False, "reason": "blacklisted", "available": None}
+
+
+def test_online_clearance_over_http_and_with_the_bank_down(tmp_path: Path) -> None:
+    """pay --floor-limit asks the bank at --bank; with the bank down it declines above."""
+    home = tmp_path
+    jp(home, "bank", "init", "--bank-id", "online-bank")
+    jp(home, "bank", "open-account", "--holder", "bob", "--balance", "300")
+    card = jp(
+        home, "bank", "issue-card", "--holder", "bob", "--pin-stdin", "--load", "100", stdin=PIN
+    )["card"]
+    jp(home, "bank", "open-merchant", "--name", "Kiosk")
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jointpay",
+            "--home",
+            str(home),
+            "bank",
+            "serve",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        pay = ("pay", "--card", card, "--merchant", "Kiosk", "--pin-stdin", "--bank", url)
+        paid = jp(home, *pay, "--amount", "60.00", "--floor-limit", "50", stdin=PIN)
+        assert paid["amount"] == "60.00"
+        paid = jp(home, *pay, "--amount", "5.00", "--online-sample", "1", stdin=PIN)
+        assert paid["amount"] == "5.00"
+        # Hot-listed at the bank, not yet at the terminal: refused on-line above the limit.
+        token = (home / "admin.token").read_text().strip()
+        httpx.post(
+            f"{url}/v1/admin/blacklist",
+            json={"card": card},
+            headers={"Authorization": f"Bearer {token}"},
+        ).raise_for_status()
+        out = jp(home, *pay, "--amount", "20.00", "--floor-limit", "10", stdin=PIN, code=1)
+        assert out["error"] == "online_declined"
+        assert "blacklisted" in out["message"]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    # The bank is down: above the floor limit the terminal declines; below, it pays.
+    dead = ("pay", "--card", card, "--merchant", "Kiosk", "--pin-stdin", "--bank", url)
+    out = jp(home, *dead, "--amount", "20.00", "--floor-limit", "10", stdin=PIN, code=1)
+    assert out["error"] == "bank_unreachable"
+    paid = jp(home, *dead, "--amount", "2.00", "--floor-limit", "10", stdin=PIN)
+    assert paid["amount"] == "2.00"

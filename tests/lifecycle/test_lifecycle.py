@@ -55,8 +55,9 @@ def world(backend: str | None, tmp_path: Path) -> dict[str, Any]:
     with h.bank() as bank:
         bank.open_account("alice", 50_000)
         bank.open_account("bob", 10_000)
-        alice = h.issue_card(bank, holder="alice", pin=PIN, load=20_000, mode="cash",
-                             limit=0, user_key="card")
+        alice = h.issue_card(
+            bank, holder="alice", pin=PIN, load=20_000, mode="cash", limit=0, user_key="card"
+        )
         h.open_merchant(bank, "Shop")
         h.open_merchant(bank, "Cafe")
     return {"home": h, "clock": clock, "alice": alice.card_number}
@@ -122,25 +123,32 @@ def test_refusals_change_nothing(world: dict[str, Any], tmp_path: Path) -> None:
     before = balances(h)
     with h.bank() as bank:
         with pytest.raises(Refused) as r1:
-            h.issue_card(bank, holder="bob", pin=PIN, load=999_999, mode="cash", limit=0,
-                         user_key="card")
+            h.issue_card(
+                bank, holder="bob", pin=PIN, load=999_999, mode="cash", limit=0, user_key="card"
+            )
         assert r1.value.code == "insufficient_funds"
         with pytest.raises(Refused) as r2:
-            h.issue_card(bank, holder="nobody", pin=PIN, load=0, mode="cash", limit=0,
-                         user_key="card")
+            h.issue_card(
+                bank, holder="nobody", pin=PIN, load=0, mode="cash", limit=0, user_key="card"
+            )
         assert r2.value.code == "unknown_holder"
         assert len(list((tmp_path / "cards").glob("*.card"))) == 1
         batch = h.export_batch("Shop")
         with h.terminal("Shop") as (tf, _):
             key = SigningKey.from_private_bytes(tf.sid, tf.signing_key)
             good = make_deposit(key, tf.bank_id, tf.sid, 7, bank.clock(), batch)
-            forged = make_deposit(SigningKey.generate(tf.sid), tf.bank_id, tf.sid, 8,
-                                  bank.clock(), batch)
+            forged = make_deposit(
+                SigningKey.generate(tf.sid), tf.bank_id, tf.sid, 8, bank.clock(), batch
+            )
             stale = make_deposit(key, tf.bank_id, tf.sid, 9, bank.clock() - 3 * DAY, batch)
-            other_bank = make_deposit(key, "other-bank", tf.sid, 10, bank.clock(),
-                                      {**batch, "bank_id": "other-bank"})
-        for message, code in ((forged, "bad_signature"), (stale, "stale_message"),
-                              (other_bank, "wrong_bank")):
+            other_bank = make_deposit(
+                key, "other-bank", tf.sid, 10, bank.clock(), {**batch, "bank_id": "other-bank"}
+            )
+        for message, code in (
+            (forged, "bad_signature"),
+            (stale, "stale_message"),
+            (other_bank, "wrong_bank"),
+        ):
             with pytest.raises(Refused) as r:
                 bank.deposit(message)
             assert r.value.code == code
@@ -272,14 +280,16 @@ def test_bank_on_its_own_fips_group(tmp_path: Path) -> None:
     seed = hashlib.sha256(b"jointpay-test-bank-group-298").digest()  # q is prime; p quick
     record = generate_bank_group("acme-2048", seed).to_json()
     h = Home(tmp_path, None, Clock())
-    params = h.init_bank(suite="modp-2048-256", group=None, currency="EUR",
-                         bank_id="acme", own_group=record)
+    params = h.init_bank(
+        suite="modp-2048-256", group=None, currency="EUR", bank_id="acme", own_group=record
+    )
     assert params["group"] == "acme-2048"
     assert params["group_record"]["seed"] == seed.hex()
     with h.bank() as bank:
         bank.open_account("alice", 10_000)
-        card = h.issue_card(bank, holder="alice", pin=PIN, load=5000, mode="cash", limit=0,
-                            user_key="card").card_number
+        card = h.issue_card(
+            bank, holder="alice", pin=PIN, load=5000, mode="cash", limit=0, user_key="card"
+        ).card_number
         h.open_merchant(bank, "Shop")
     paid = h.pay(card, "Shop", 700, PIN)
     assert paid.suite == "modp-2048-256"
@@ -291,4 +301,34 @@ def test_bank_on_its_own_fips_group(tmp_path: Path) -> None:
     tampered = {**record, "g": format(int(record["g"], 16) + 1, "x")}
     with pytest.raises(BadInput):
         Home(tmp_path / "other", None, Clock()).init_bank(
-            suite="modp-2048-256", group=None, currency="EUR", own_group=tampered)
+            suite="modp-2048-256", group=None, currency="EUR", own_group=tampered
+        )
+
+
+def test_online_clearance_above_the_floor_limit(world: dict[str, Any]) -> None:
+    """FIG. 8: the terminal asks the bank above its floor limit, and for a sample below."""
+    from jointpay.protocol.terminal import OnlinePolicy
+
+    h: Home = world["home"]
+    card = world["alice"]
+    # Below the floor limit: offline; above it: the bank clears it from the card's record.
+    assert h.pay(card, "Shop", 500, PIN, floor_limit=1000).amount == 500
+    assert h.pay(card, "Shop", 1500, PIN, floor_limit=1000).amount == 1500
+    assert h.pay(card, "Shop", 100, PIN, online_sample=1.0).amount == 100
+
+    # The bank hot-lists the card; the terminal has not synchronised its hot list yet.
+    with h.bank() as bank:
+        bank.blacklist(card, "stolen")
+    before = balances(h)
+    with pytest.raises(PaymentDeclined) as exc:
+        h.pay(card, "Shop", 2000, PIN, floor_limit=1000)
+    assert exc.value.code == "online_declined"
+    assert "blacklisted" in str(exc.value)
+    assert h.pay(card, "Shop", 200, PIN, floor_limit=1000).amount == 200  # below: offline
+    assert balances(h) == before  # clearance moves no money
+    # More than the bank's record of the card's balance: declined on-line.
+    with pytest.raises(PaymentDeclined) as exc:
+        h.pay(card, "Shop", 30_000, PIN, floor_limit=0)
+    assert exc.value.code in ("online_declined", "insufficient_balance")
+    with pytest.raises(ValueError):
+        OnlinePolicy(lambda c, a: None, sample=1.5)  # type: ignore[arg-type,return-value]

@@ -17,7 +17,7 @@ import httpx
 
 from jointpay.crypto.certs import VerifyKey
 from jointpay.crypto.fips186 import verify_bank_group
-from jointpay.crypto.group import GroupResolver, ModpParams, resolver
+from jointpay.crypto.group import Group, GroupResolver, ModpParams, resolver
 from jointpay.domain.records import HotlistEntry
 from jointpay.protocol.deposit import canonical_json
 from jointpay.service.errors import BadInput, Refused
@@ -37,18 +37,41 @@ class HttpBank:
         timeout: float = 60.0,
     ) -> None:
         self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout, transport=transport)
-        params = self._call("GET", "/v1/bank")
-        self.bank_id: str = params["bank_id"]
-        self.currency: str = params["currency"]
-        raw = bytes.fromhex(params["public_key"])
-        if pinned_key is not None and raw != pinned_key:
-            raise Refused("wrong_bank_key", "the server's bank key is not the one we trust")
-        self.verify_key = VerifyKey(self.bank_id, raw)
-        own: dict[str, ModpParams] = {}
-        if params.get("group_record") is not None:  # a bank's own group: re-check it
-            rec = verify_bank_group(params["group_record"])
-            own[rec.name] = rec.params
-        self.resolve_group: GroupResolver = resolver(own)
+        self._pinned_key = pinned_key
+        self._params: dict[str, Any] | None = None
+        self._resolver: GroupResolver | None = None
+
+    def _parameters(self) -> dict[str, Any]:
+        """The bank's published parameters, fetched on first need (and checked once)."""
+        if self._params is None:
+            params = self._call("GET", "/v1/bank")
+            raw = bytes.fromhex(params["public_key"])
+            if self._pinned_key is not None and raw != self._pinned_key:
+                raise Refused("wrong_bank_key", "the server's bank key is not the one we trust")
+            own: dict[str, ModpParams] = {}
+            if params.get("group_record") is not None:  # a bank's own group: re-check it
+                rec = verify_bank_group(params["group_record"])
+                own[rec.name] = rec.params
+            self._resolver = resolver(own)
+            self._params = params
+        return self._params
+
+    @property
+    def bank_id(self) -> str:
+        return str(self._parameters()["bank_id"])
+
+    @property
+    def currency(self) -> str:
+        return str(self._parameters()["currency"])
+
+    @property
+    def verify_key(self) -> VerifyKey:
+        return VerifyKey(self.bank_id, bytes.fromhex(self._parameters()["public_key"]))
+
+    def resolve_group(self, suite: str, name: str | None) -> Group:
+        self._parameters()
+        assert self._resolver is not None
+        return self._resolver(suite, name)
 
     def close(self) -> None:
         self._http.close()

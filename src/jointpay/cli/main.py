@@ -353,14 +353,36 @@ def pay(
     card: CardOpt = None,
     reader: ReaderOpt = None,
     pin_stdin: PinStdin = False,
+    floor_limit: Annotated[
+        str | None,
+        typer.Option(help="ask the bank on-line to clear payments above this amount"),
+    ] = None,
+    online_sample: Annotated[
+        float,
+        typer.Option(help="and a random fraction of the others (0-1)", min=0.0, max=1.0),
+    ] = 0.0,
+    bank_url: BankUrl = None,
     home: HomeOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """One offline payment between a card and a merchant terminal (FIG. 8); no bank."""
+    """One offline payment between a card and a merchant terminal (FIG. 8).
+
+    No bank is contacted, unless --floor-limit or --online-sample ask for FIG. 8's
+    on-line clearance (from the bank at --bank, or the embedded one).
+    """
     h, out = _ctx(ctx, home, json_)
     with answering(out):
         tf = h.terminal_file(merchant)
-        taken = h.pay(card, merchant, amount, lambda: read_pin(pin_stdin, out), reader=reader)
+        taken = h.pay(
+            card,
+            merchant,
+            amount,
+            lambda: read_pin(pin_stdin, out),
+            reader=reader,
+            bank=_bank_port(bank_url),
+            floor_limit=floor_limit,
+            online_sample=online_sample,
+        )
         amt = format_amount(taken.amount, taken.currency)
         out.done(
             {

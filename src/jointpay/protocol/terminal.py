@@ -11,9 +11,10 @@ clock or a keyboard.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Protocol
 
 from jointpay.crypto.certs import CardCert, SigningKey, VerifyKey
@@ -326,12 +327,68 @@ class TerminalConfig:
 PinSource = Callable[[], str]
 
 
+@dataclass(frozen=True, slots=True)
+class OnlineAnswer:
+    """The bank's on-line clearance of one payment (FIG. 8, optional)."""
+
+    approved: bool
+    reason: str | None = None
+
+
+class OnlineUnavailable(Exception):
+    """The bank could not be asked (network down, bank down)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OnlinePolicy:
+    """When a terminal asks the bank before a payment (FIG. 8's on-line clearance).
+
+    Above ``floor_limit`` (minor units) always; at or below it, for a random
+    ``sample`` of payments (0.1 = one in ten). An unreachable bank declines a
+    payment above the floor limit, and lets a sampled one below it go on offline.
+    """
+
+    check: Callable[[str, int], OnlineAnswer]
+    floor_limit: int | None = None
+    sample: float = 0.0
+    draw: Callable[[], float] = field(default=secrets.SystemRandom().random)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.sample <= 1.0:
+            raise ValueError("the online sample is a fraction between 0 and 1")
+        if self.floor_limit is not None and self.floor_limit < 0:
+            raise ValueError("the floor limit cannot be negative")
+
+    def clear(self, card_number: str, amount: int) -> None:
+        """Ask the bank if this payment must be cleared; raise :class:`PaymentDeclined`."""
+        above = self.floor_limit is not None and amount > self.floor_limit
+        if not above and not (self.sample and self.draw() < self.sample):
+            return
+        try:
+            answer = self.check(card_number, amount)
+        except OnlineUnavailable as exc:
+            if above:
+                raise PaymentDeclined(
+                    "bank_unreachable",
+                    f"above the floor limit the bank must clear the payment: {exc}",
+                ) from exc
+            return
+        if not answer.approved:
+            raise PaymentDeclined(
+                "online_declined",
+                f"the bank declined the payment on-line ({answer.reason or 'no reason given'})",
+            )
+
+
 class Terminal:
     """FIG. 8 on the service provider's side."""
 
-    def __init__(self, config: TerminalConfig, store: TerminalStore) -> None:
+    def __init__(
+        self, config: TerminalConfig, store: TerminalStore, online: OnlinePolicy | None = None
+    ) -> None:
         self.config = config
         self.store = store
+        self.online = online
 
     def read_card(self, client: CardClient, now: int) -> CardCert:
         """Steps 400-420: select the card, read its CARD-CERT and check it."""
@@ -402,6 +459,8 @@ class Terminal:
             raise PaymentDeclined(
                 "insufficient_balance", "the card's balance does not cover the amount"
             )
+        if self.online is not None:
+            self.online.clear(cert.card_number, amount)
         spec = PaymentSpec(
             self.config.bank_id,
             self.config.sid,
