@@ -81,7 +81,7 @@ from jointpay.protocol.messages import (
     unblock_message,
 )
 from jointpay.protocol.terminal import CardClient, CardError
-from jointpay.service.deposit import DepositRun
+from jointpay.service.deposit import DepositRun, VerifiedCerts
 from jointpay.service.errors import BadInput, Refused
 from jointpay.service.policy import Policy
 from jointpay.service.verify_pool import Verifier
@@ -209,6 +209,7 @@ class Bank:
         self._key = SigningKey.from_private_bytes(self.config.bank_id, self.config.signing_key)
         self.verifier = Verifier()
         self.verify_key: VerifyKey = self._key.verify_key
+        self.verified_certs = VerifiedCerts()
 
     def close(self) -> None:
         """Release the verification pool, if one was started."""

@@ -13,6 +13,8 @@ Set-based, in three passes inside the session's one transaction:
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -140,6 +142,10 @@ class DepositRun:
         hit = self._certs.get(data)
         if hit is not None:
             return hit
+        known = self.bank.verified_certs.get(data)
+        if known is not None:
+            self._certs[data] = known
+            return known
         result: CardCert | str
         try:
             cert = CardCert.decode(data, self.bank.resolve_group)
@@ -152,6 +158,7 @@ class DepositRun:
                 try:
                     cert.verify(self.bank.verify_key)
                     result = cert
+                    self.bank.verified_certs.put(data, cert)
                 except CryptoError:
                     result = "bad_cert"
         self._certs[data] = result
@@ -333,3 +340,35 @@ class DepositRun:
 
 def _rejected(card: str, ser: int | None, reason: str) -> PaymentResult:
     return PaymentResult(card, ser, "rejected", reason, None)
+
+
+class VerifiedCerts:
+    """CARD-CERTs this bank has decoded and verified, by their exact bytes.
+
+    A shop's batch carries one CARD-CERT per customer, and the same cards come back
+    batch after batch; decoding a certificate and checking the bank's Ed25519
+    signature on it cost more than the payment's own Schnorr verification. The
+    outcome depends only on the bytes (and the bank's key, fixed for the bank), so
+    a certificate verified once is taken from here afterwards. Validity *periods*
+    are still judged per payment. Bounded (least recently used out) and safe to
+    share between the server's threads. Only successes are kept.
+    """
+
+    def __init__(self, size: int = 65_536) -> None:
+        self._items: OrderedDict[bytes, CardCert] = OrderedDict()
+        self._lock = threading.Lock()
+        self.size = size
+
+    def get(self, data: bytes) -> CardCert | None:
+        with self._lock:
+            cert = self._items.get(data)
+            if cert is not None:
+                self._items.move_to_end(data)
+            return cert
+
+    def put(self, data: bytes, cert: CardCert) -> None:
+        with self._lock:
+            self._items[data] = cert
+            self._items.move_to_end(data)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)

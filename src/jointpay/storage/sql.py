@@ -361,10 +361,12 @@ class SqlUnitOfWork:
                 for i, leg in enumerate(transfer.legs)
             ],
         )
-        for acc_id, balance in new.items():
-            self.c.execute(
-                update(t.accounts).where(t.accounts.c.id == acc_id).values(balance=balance)
-            )
+        self.c.execute(  # one executemany (psycopg pipelines it), not one trip per account
+            update(t.accounts)
+            .where(t.accounts.c.id == bindparam("acc_id"))
+            .values(balance=bindparam("new_balance")),
+            [{"acc_id": i, "new_balance": b} for i, b in new.items()],
+        )
 
     def get_transfer(self, transfer_id: str) -> Transfer:
         row = self._one(
