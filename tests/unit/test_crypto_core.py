@@ -6,6 +6,7 @@ import json
 import pickle
 import secrets
 from pathlib import Path
+from typing import Any
 
 import pytest
 from coincurve import PublicKey
@@ -421,3 +422,21 @@ def test_writer_reader_round_trip_and_errors() -> None:
         Reader(Writer().text("a\nb").finish(), "x").text("f")
     with pytest.raises(DecodeError, match="trailing"):
         Reader(b"\x00", "x").finish()
+    assert Reader(memoryview(b"\x07"), "x").u8("a") == 7
+
+
+@pytest.mark.parametrize(
+    ("data", "read", "message"),
+    [
+        (b"", lambda rd: rd.u8("f"), "need 1 bytes at offset 0, have 0"),
+        (b"\x00\x00\x00", lambda rd: rd.u32("f"), "need 4 bytes at offset 0, have 3"),
+        (bytes(7), lambda rd: rd.u64("f"), "need 8 bytes at offset 0, have 7"),
+        (b"a", lambda rd: rd.raw(2, "f"), "need 2 bytes at offset 0, have 1"),
+        (b"\x00\x00", lambda rd: rd.blob("f"), "need 4 bytes at offset 0, have 2"),
+        (b"\x00\x00\x00\x05abc", lambda rd: rd.blob("f"), "need 5 bytes at offset 4, have 3"),
+        (b"\x00\x00\x00\x02a", lambda rd: rd.text("f"), "need 2 bytes at offset 4, have 1"),
+    ],
+)
+def test_every_reader_names_the_truncated_field(data: bytes, read: Any, message: str) -> None:
+    with pytest.raises(DecodeError, match=f"truncated in field 'f' \\({message}\\)"):
+        read(Reader(data, "x"))

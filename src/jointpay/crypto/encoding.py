@@ -80,38 +80,64 @@ class Reader:
     def __init__(self, data: bytes, what: str) -> None:
         if not isinstance(data, bytes | bytearray | memoryview):
             raise DecodeError(f"{what}: expected bytes, got {type(data).__name__}")
-        self._data = bytes(data)
+        self._data = data if type(data) is bytes else bytes(data)
         self._pos = 0
         self._what = what
 
+    # Each reader inlines its bounds check (deposits decode tens of thousands of
+    # specs; a chain of helper calls per field was most of the cost). Every
+    # failure still goes through _short, with the same message.
+    def _short(self, n: int, field: str) -> DecodeError:
+        return DecodeError(
+            f"{self._what}: truncated in field {field!r} "
+            f"(need {n} bytes at offset {self._pos}, have {len(self._data) - self._pos})"
+        )
+
     def _take(self, n: int, field: str) -> bytes:
-        end = self._pos + n
+        pos = self._pos
+        end = pos + n
         if end > len(self._data):
-            raise DecodeError(
-                f"{self._what}: truncated in field {field!r} "
-                f"(need {n} bytes at offset {self._pos}, have {len(self._data) - self._pos})"
-            )
-        out = self._data[self._pos : end]
+            raise self._short(n, field)
         self._pos = end
-        return out
+        return self._data[pos:end]
 
     def u8(self, field: str) -> int:
-        return self._take(1, field)[0]
+        pos = self._pos
+        if pos >= len(self._data):
+            raise self._short(1, field)
+        self._pos = pos + 1
+        return self._data[pos]
 
     def u32(self, field: str) -> int:
-        return int.from_bytes(self._take(4, field), "big")
+        pos = self._pos
+        if pos + 4 > len(self._data):
+            raise self._short(4, field)
+        self._pos = pos + 4
+        return int.from_bytes(self._data[pos : pos + 4], "big")
 
     def u64(self, field: str) -> int:
-        return int.from_bytes(self._take(8, field), "big")
+        pos = self._pos
+        if pos + 8 > len(self._data):
+            raise self._short(8, field)
+        self._pos = pos + 8
+        return int.from_bytes(self._data[pos : pos + 8], "big")
 
     def raw(self, n: int, field: str) -> bytes:
         return self._take(n, field)
 
     def blob(self, field: str, *, max_len: int = MAX_FIELD) -> bytes:
-        n = self.u32(field)
+        data, pos = self._data, self._pos
+        if pos + 4 > len(data):
+            raise self._short(4, field)
+        n = int.from_bytes(data[pos : pos + 4], "big")
         if n > max_len:
             raise DecodeError(f"{self._what}: field {field!r} is {n} bytes, limit {max_len}")
-        return self._take(n, field)
+        end = pos + 4 + n
+        if end > len(data):
+            self._pos = pos + 4
+            raise self._short(n, field)
+        self._pos = end
+        return data[pos + 4 : end]
 
     def text(self, field: str, *, max_len: int = 256) -> str:
         raw = self.blob(field, max_len=max_len)
