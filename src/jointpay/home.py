@@ -262,6 +262,19 @@ class Home:
             )
             os.replace(tmp, self.card_path(issued.card_number))
             return issued
+        except Exception as exc:
+            # Issuing is two steps (FIG. 4): the bank registers the card, then loads it
+            # through the withdrawal exchange (step 270). If the load failed after the
+            # registration committed, the card is issued: keep it, and say how to load it.
+            number = applet.state.card_number
+            if number and bank.has_card(number):
+                os.replace(tmp, self.card_path(number))
+                raise Refused(
+                    "load_failed",
+                    f"card {number} is issued, but its initial load failed ({exc}); "
+                    f"load it with `jointpay withdraw --card {number}`",
+                ) from exc
+            raise
         finally:
             if tmp.exists():
                 tmp.unlink()

@@ -501,6 +501,15 @@ class Bank:
         if source == "manufacturer":
             _Manufacturer(self.group).load_share(client)
 
+    def has_card(self, card_number: str) -> bool:
+        """Whether this bank registered the card (in any state)."""
+        with self.store.transaction() as tx:
+            try:
+                tx.get_card(card_number)
+            except NotFound:
+                return False
+            return True
+
     def _open_card_account(
         self,
         number: str,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Protocol
 
 from jointpay.domain.records import (
@@ -34,6 +35,41 @@ from jointpay.domain.records import (
 
 class StorageError(Exception):
     """Base of storage errors."""
+
+
+class InjectedFault(StorageError):
+    """A failure a :class:`FaultPlan` asked for (tests and drills only)."""
+
+
+@dataclass
+class FaultPlan:
+    """Make one statement or one commit of a store fail, on purpose.
+
+    In the spirit of FoundationDB's "buggify": the store counts the SQL statements
+    and the commits it runs while the plan is installed, and raises
+    :class:`InjectedFault` at statement number ``fail_statement`` (1-based), or just
+    before commit number ``fail_commit``. With neither set, it only counts, which is
+    how a test learns how many statements a use case runs. Nothing in production
+    installs a plan.
+    """
+
+    fail_statement: int | None = None
+    fail_commit: int | None = None
+    statements: int = 0
+    commits: int = 0
+    fired: bool = False
+
+    def on_statement(self) -> None:
+        self.statements += 1
+        if self.statements == self.fail_statement:
+            self.fired = True
+            raise InjectedFault(f"injected failure at statement {self.statements}")
+
+    def on_commit(self) -> None:
+        self.commits += 1
+        if self.commits == self.fail_commit:
+            self.fired = True
+            raise InjectedFault(f"injected failure before commit {self.commits}")
 
 
 class NotFound(StorageError):

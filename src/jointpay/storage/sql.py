@@ -42,7 +42,7 @@ from jointpay.domain.records import (
     WithdrawalRecord,
 )
 from jointpay.storage import tables as t
-from jointpay.storage.base import Conflict, InsufficientFunds, NotFound
+from jointpay.storage.base import Conflict, FaultPlan, InsufficientFunds, NotFound
 from jointpay.storage.migrate import upgrade
 
 _IN_CHUNK = 500
@@ -109,11 +109,20 @@ class SqlStore:
         self.engine = make_engine(url, schema=schema)
         self.dialect = self.engine.dialect.name
         upgrade(self.engine)
+        self.faults: FaultPlan | None = None
+        """A fault plan for drills and tests (see :class:`FaultPlan`); None in service."""
+
+        @event.listens_for(self.engine, "before_cursor_execute")
+        def _statement(*_: Any) -> None:
+            if self.faults is not None:
+                self.faults.on_statement()
 
     @contextmanager
     def transaction(self) -> Iterator[SqlUnitOfWork]:
         with self.engine.begin() as conn:
             yield SqlUnitOfWork(conn)
+            if self.faults is not None:
+                self.faults.on_commit()  # raising here rolls the transaction back
 
     def close(self) -> None:
         self.engine.dispose()
