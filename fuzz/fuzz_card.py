@@ -15,9 +15,7 @@ the commands behind them. After every input:
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import atheris
@@ -32,28 +30,25 @@ with atheris.instrument_imports(include=["jointpay"]):
     from jointpay.protocol.card import AID, CardState, payment_from_last
     from jointpay.protocol.spec import PaymentSpec
 
-from world import PIN, build, record_payment
+from world import PIN, build, join, record_payment, run_fuzzer, split
 
 WORLD = build()
 SELECT = bytes([0x00, 0xA4, 0x04, 0x00, len(AID)]) + AID
 VERIFY = bytes([0x00, 0x20, 0x00, 0x80, len(PIN)]) + PIN.encode()
-FROZEN = ("seq", "cert", "bank_key", "master_key", "pin_key", "pin_hash", "phase",
-          "user_secret", "other_secrets", "card_number", "currency", "mode")
-
-
-def split(data: bytes) -> tuple[int, list[bytes]]:
-    if not data:
-        return 0, []
-    flags, rest, apdus = data[0], data[1:], []
-    while len(rest) >= 2 and len(apdus) < 32:
-        n = int.from_bytes(rest[:2], "big") % 1024
-        apdus.append(rest[2 : 2 + n])
-        rest = rest[2 + n :]
-    return flags, apdus
-
-
-def join(flags: int, apdus: list[bytes]) -> bytes:
-    return bytes([flags]) + b"".join(len(a).to_bytes(2, "big") + a for a in apdus)
+FROZEN = (
+    "seq",
+    "cert",
+    "bank_key",
+    "master_key",
+    "pin_key",
+    "pin_hash",
+    "phase",
+    "user_secret",
+    "other_secrets",
+    "card_number",
+    "currency",
+    "mode",
+)
 
 
 def check_payment(before: CardState, after: CardState, apdu: bytes, sw: int) -> None:
@@ -72,7 +67,7 @@ def check_payment(before: CardState, after: CardState, apdu: bytes, sw: int) -> 
 
 
 def test_one_input(data: bytes) -> None:
-    flags, apdus = split(data)
+    flags, apdus = split(data, 1024)
     applet, saved = WORLD.applet()
     issued = {k: getattr(applet.state, k) for k in FROZEN}
     prefix = ([SELECT] if flags & 1 else []) + ([VERIFY] if flags & 2 else [])
@@ -92,24 +87,11 @@ def test_one_input(data: bytes) -> None:
         assert saved[-1] == applet.state, "what was persisted is not what the card holds"
 
 
-def seed_corpus() -> str:
-    """A corpus directory holding an honest payment's APDUs, and a few variations."""
-    corpus = tempfile.mkdtemp(prefix="jointpay-fuzz-card-")
+def seeds() -> list[bytes]:
+    """An honest payment's APDUs, and a few variations."""
     commands = [c for c, _ in record_payment(WORLD)]
-    seeds = [join(0, commands), join(3, commands[1:]), join(1, commands[1:3])]
-    for i, seed in enumerate(seeds):
-        Path(corpus, f"seed-{i}").write_bytes(seed)
-    return corpus
-
-
-def main() -> None:
-    argv = list(sys.argv)
-    if not any(not a.startswith("-") for a in argv[1:]):
-        argv.append(seed_corpus())
-    atheris.Setup(argv, test_one_input)
-    atheris.Fuzz()
+    return [join(0, commands), join(3, commands[1:]), join(1, commands[1:3])]
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PYTHONHASHSEED", "0")
-    main()
+    run_fuzzer(test_one_input, seeds, "fuzz-card")

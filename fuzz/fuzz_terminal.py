@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 with atheris.instrument_imports(include=["jointpay"]):
     from jointpay.protocol.terminal import CardClient, PaymentDeclined, verify_taken
 
-from world import NOW, PIN, build, record_payment
+from world import NOW, PIN, build, join, record_payment, run_fuzzer, split
 
 WORLD = build()
 TERMINAL = WORLD.terminal(Path(tempfile.mkdtemp(prefix="jointpay-fuzz-term-")) / "t.db")
@@ -40,23 +40,8 @@ class Scripted:
         return self.responses.pop(0) if self.responses else b""
 
 
-def split(data: bytes) -> tuple[int, list[bytes]]:
-    if not data:
-        return 0, []
-    flags, rest, out = data[0], data[1:], []
-    while len(rest) >= 2 and len(out) < 32:
-        n = int.from_bytes(rest[:2], "big") % 4096
-        out.append(rest[2 : 2 + n])
-        rest = rest[2 + n :]
-    return flags, out
-
-
-def join(flags: int, responses: list[bytes]) -> bytes:
-    return bytes([flags]) + b"".join(len(r).to_bytes(2, "big") + r for r in responses)
-
-
 def test_one_input(data: bytes) -> None:
-    flags, responses = split(data)
+    flags, responses = split(data, 4096)
     client = CardClient(Scripted(responses))
     amount = 1 + (flags & 0x7F) * 100
     try:
@@ -74,22 +59,11 @@ def test_one_input(data: bytes) -> None:
         verify_taken([recovered], TERMINAL.config.groups)
 
 
-def seed_corpus() -> str:
-    corpus = tempfile.mkdtemp(prefix="jointpay-fuzz-terminal-")
+def seeds() -> list[bytes]:
+    """An honest payment's APDUs, and a few variations."""
     responses = [r for _, r in record_payment(WORLD)]
-    seeds = [join(12, responses), join(12, responses[:3]), join(0, [b"\x90\x00"] * 6)]
-    for i, seed in enumerate(seeds):
-        Path(corpus, f"seed-{i}").write_bytes(seed)
-    return corpus
-
-
-def main() -> None:
-    argv = list(sys.argv)
-    if not any(not a.startswith("-") for a in argv[1:]):
-        argv.append(seed_corpus())
-    atheris.Setup(argv, test_one_input)
-    atheris.Fuzz()
+    return [join(12, responses), join(12, responses[:3]), join(0, [b"\x90\x00"] * 6)]
 
 
 if __name__ == "__main__":
-    main()
+    run_fuzzer(test_one_input, seeds, "fuzz-terminal")

@@ -8,7 +8,9 @@ command and response APDUs, which seed the fuzzers' corpora.
 
 from __future__ import annotations
 
+import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,3 +70,36 @@ def record_payment(world: World) -> list[tuple[bytes, bytes]]:
     terminal = world.terminal(world.root / "record.db")
     terminal.pay(CardClient(Recording(applet)), 1250, lambda: PIN, NOW)
     return pairs
+
+
+def run_fuzzer(
+    target: Callable[[bytes], None], seeds: Callable[[], list[bytes]], name: str
+) -> None:
+    """libFuzzer on ``target``; without a corpus folder in argv, start from ``seeds()``."""
+    import atheris
+
+    argv = list(sys.argv)
+    if not any(not a.startswith("-") for a in argv[1:]):
+        corpus = tempfile.mkdtemp(prefix=f"jointpay-{name}-")
+        for i, seed in enumerate(seeds()):
+            Path(corpus, f"seed-{i}").write_bytes(seed)
+        argv.append(corpus)
+    atheris.Setup(argv, target)
+    atheris.Fuzz()
+
+
+def split(data: bytes, max_len: int) -> tuple[int, list[bytes]]:
+    """A fuzz input as a flags byte and up to 32 length-prefixed items."""
+    if not data:
+        return 0, []
+    flags, rest, items = data[0], data[1:], []
+    while len(rest) >= 2 and len(items) < 32:
+        n = int.from_bytes(rest[:2], "big") % max_len
+        items.append(rest[2 : 2 + n])
+        rest = rest[2 + n :]
+    return flags, items
+
+
+def join(flags: int, items: list[bytes]) -> bytes:
+    """The inverse of :func:`split`, for seeds."""
+    return bytes([flags]) + b"".join(len(i).to_bytes(2, "big") + i for i in items)

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,13 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
+from bank_server import bank_server
+
 PIN = "2468\n"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def jp(home: Path, *args: str, stdin: str = "", code: int = 0) -> dict[str, Any]:
@@ -46,40 +39,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         home, "bank", "issue-card", "--holder", "alice", "--pin-stdin", "--load", "100", stdin=PIN
     )["card"]
     jp(home, "bank", "open-merchant", "--name", "Shop")
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jointpay",
-            "--home",
-            str(home),
-            "bank",
-            "serve",
-            "--port",
-            str(port),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        err = proc.stderr.read() if proc.stderr else b""
-        raise AssertionError(f"the server did not start: {err!r}")
-    token = (home / "admin.token").read_text().strip()
-    try:
+    with bank_server(home) as url:
+        token = (home / "admin.token").read_text().strip()
         yield {"home": home, "card": card, "url": url, "token": token}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def test_parameters_openapi_and_health(served: dict[str, Any]) -> None:
@@ -175,30 +137,7 @@ def test_online_clearance_over_http_and_with_the_bank_down(tmp_path: Path) -> No
         home, "bank", "issue-card", "--holder", "bob", "--pin-stdin", "--load", "100", stdin=PIN
     )["card"]
     jp(home, "bank", "open-merchant", "--name", "Kiosk")
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jointpay",
-            "--home",
-            str(home),
-            "bank",
-            "serve",
-            "--port",
-            str(port),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+    with bank_server(home) as url:
         pay = ("pay", "--card", card, "--merchant", "Kiosk", "--pin-stdin", "--bank", url)
         paid = jp(home, *pay, "--amount", "60.00", "--floor-limit", "50", stdin=PIN)
         assert paid["amount"] == "60.00"
@@ -214,9 +153,6 @@ def test_online_clearance_over_http_and_with_the_bank_down(tmp_path: Path) -> No
         out = jp(home, *pay, "--amount", "20.00", "--floor-limit", "10", stdin=PIN, code=1)
         assert out["error"] == "online_declined"
         assert "blacklisted" in out["message"]
-    finally:
-        proc.terminate()
-        proc.wait(10)
     # The bank is down: above the floor limit the terminal declines; below, it pays.
     dead = ("pay", "--card", card, "--merchant", "Kiosk", "--pin-stdin", "--bank", url)
     out = jp(home, *dead, "--amount", "20.00", "--floor-limit", "10", stdin=PIN, code=1)

@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import os
 import random
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -28,6 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bank_server import bank_server
 from jointpay.crypto.certs import SigningKey
 from jointpay.home import Home
 from jointpay.protocol.deposit import build_batch, canonical_json, make_deposit
@@ -42,14 +40,6 @@ TWIN = "T1"  # its one message is posted twice at once, with two idempotency key
 CARDS = 5
 PAYS_PER_CARD_AND_MERCHANT = 3
 BATCHES_PER_MERCHANT = 5
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -80,44 +70,13 @@ def pg_bank(tmp_path: Path) -> Iterator[dict[str, Any]]:
             cards, [*MERCHANTS, TWIN], range(PAYS_PER_CARD_AND_MERCHANT)
         ):
             taken[m].append(h.pay(card, m, 100 + k, PIN))
-        port = free_port()
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "jointpay",
-                "--home",
-                str(tmp_path),
-                "bank",
-                "serve",
-                "--port",
-                str(port),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env={**os.environ, "JOINTPAY_DB": url},
-        )
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(150):
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        else:
-            proc.kill()
-            err = proc.stderr.read() if proc.stderr else b""
-            raise AssertionError(f"server did not start: {err!r}")
-        try:
+        with bank_server(tmp_path, db_url=url) as base:
             yield {
                 "home": h,
                 "url": base,
                 "taken": taken,
                 "token": (tmp_path / "admin.token").read_text().strip(),
             }
-        finally:
-            proc.terminate()
-            proc.wait(10)
 
 
 def test_twenty_clients_credit_every_payment_exactly_once(pg_bank: dict[str, Any]) -> None:
