@@ -155,7 +155,6 @@ class VirtualCard:
         """
         deadline = time.monotonic() + timeout
         delay = 0.05
-        why = "no answer"
         while True:
             if self._stopping.is_set():
                 raise VpcdError("the card was pulled")
@@ -171,8 +170,8 @@ class VirtualCard:
                 why = f"{getattr(exc, 'strerror', None) or exc or 'vpcd did not poll'}"
                 if time.monotonic() + delay > deadline:
                     raise VpcdError(
-                        f"no vpcd reader at {self.endpoint}: {why}. "
-                        "Is pcscd running with the vsmartcard-vpcd driver?"
+                        f"no vpcd reader took the card at {self.endpoint} ({why}): is pcscd "
+                        "running with the vsmartcard-vpcd driver, and is that slot free?"
                     ) from exc
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)
