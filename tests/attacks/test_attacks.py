@@ -1,0 +1,180 @@
+"""Attacks that must fail closed: each test is one attacker's move and its refusal.
+
+Attacks covered elsewhere, named here so the list is in one place:
+
+* rogue-key contribution: `tests/unit/test_crypto_core.py` (proofs of possession);
+* an old card state restored to reuse a ser: `tests/lifecycle`
+  (`test_clone_is_caught_and_hot_listed`);
+* replayed deposits and withdrawals: `tests/lifecycle`, `tests/e2e/test_http_concurrency.py`;
+* forged CARD-CERT and MERCHANT-CERT: `tests/unit/test_certs.py`, `vectors/card_cert.json`;
+* a PIN counter bypassed by cutting the power: `tests/pcsc/test_tearing.py` (VERIFY cases);
+* admin endpoints without a credential: `tests/e2e/test_http.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jointpay.crypto.certs import SigningKey
+from jointpay.home import Home
+from jointpay.protocol.deposit import (
+    BATCH_FORMAT,
+    BatchError,
+    loads_strict,
+    make_deposit,
+    parse_batch,
+)
+from jointpay.protocol.messages import TERMINAL_SPEC_TAG, PayCommand
+from jointpay.protocol.spec import PaymentSpec
+from jointpay.protocol.terminal import CardClient, CardError, Terminal
+from jointpay.service.errors import BadInput
+
+PIN = "2468"
+NOW = 1_800_000_000
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> dict[str, Any]:
+    h = Home(tmp_path / "a", "memory:", lambda: NOW)
+    h.init_bank(suite="secp256k1", group=None, currency="EUR", bank_id="bank-a")
+    with h.bank() as bank:
+        bank.open_account("alice", 100_000)
+        card = h.issue_card(
+            bank, holder="alice", pin=PIN, load=20_000, mode="cash", limit=0, user_key="card"
+        ).card_number
+        h.open_merchant(bank, "Shop")
+        h.open_merchant(bank, "Cafe")
+    other = Home(tmp_path / "b", "memory:", lambda: NOW)
+    other.init_bank(suite="secp256k1", group=None, currency="EUR", bank_id="bank-b")
+    with other.bank() as bank:
+        other.open_merchant(bank, "Rogue")
+    return {"home": h, "card": card, "other": other}
+
+
+def rogue_pay(
+    client: CardClient,
+    merchant_cert: bytes,
+    key: SigningKey,
+    signed: PaymentSpec,
+    sent: PaymentSpec,
+) -> None:
+    client.select()
+    client.verify_pin(PIN)
+    sig = key.sign(TERMINAL_SPEC_TAG, signed.encode())
+    client.pay(PayCommand(merchant_cert, sent.encode(), sig))
+
+
+def test_a_rogue_terminal_gets_no_signature_for_another_payee_or_amount(
+    world: dict[str, Any],
+) -> None:
+    h: Home = world["home"]
+    card = world["card"]
+    shop, cafe = h.terminal_file("Shop"), h.terminal_file("Cafe")
+    rogue = world["other"].terminal_file("Rogue")
+    shop_key = SigningKey.from_private_bytes(shop.sid, shop.signing_key)
+    rogue_key = SigningKey.from_private_bytes(rogue.sid, rogue.signing_key)
+    before = h.card(card).load()
+    with h.card_client(card) as client:
+        cert = Terminal(shop.config(frozenset()), _NoStore()).read_card(client, NOW)
+        honest = PaymentSpec(shop.bank_id, shop.sid, 500, "EUR", NOW, 1, cert.cert_id)
+        attempts = {
+            # Shop's certificate and key, but the spec pays Cafe
+            "another payee": (
+                shop.merchant_cert,
+                shop_key,
+                replace(honest, sid=cafe.sid),
+                replace(honest, sid=cafe.sid),
+            ),
+            # the terminal signs 5.00 and sends 150.00
+            "another amount": (
+                shop.merchant_cert,
+                shop_key,
+                honest,
+                replace(honest, amount=15_000),
+            ),
+            # a merchant of another bank, with its own valid certificate
+            "another bank": (
+                rogue.merchant_cert,
+                rogue_key,
+                replace(honest, bank_id=rogue.bank_id, sid=rogue.sid),
+                replace(honest, bank_id=rogue.bank_id, sid=rogue.sid),
+            ),
+            # a certificate that is not a merchant's at all
+            "forged certificate": (b"\x00" * 64, shop_key, honest, honest),
+        }
+        for name, (merchant_cert, key, signed, sent) in attempts.items():
+            with pytest.raises(CardError) as exc:
+                rogue_pay(client, merchant_cert, key, signed, sent)
+            assert exc.value.sw in (0x6982, 0x6A80), (name, hex(exc.value.sw))
+    after = h.card(card).load()
+    assert (after.balance, after.next_ser) == (before.balance, before.next_ser)
+
+
+class _NoStore:
+    """A terminal store for reading the card only (nothing is taken)."""
+
+    def has_payment(self, card_number: str, ser: int) -> bool:
+        return False
+
+    def add_payment(self, payment: object) -> None:
+        raise AssertionError("nothing may be taken here")
+
+    def next_txn(self) -> int:
+        return 1
+
+
+def test_a_hint_in_the_batch_is_never_trusted(world: dict[str, Any]) -> None:
+    """Batches carry a verification hint; the bank recomputes, whatever the hint says."""
+    h: Home = world["home"]
+    card = world["card"]
+    h.pay(card, "Shop", 300, PIN)
+    h.pay(card, "Shop", 400, PIN)
+    batch = h.export_batch("Shop")
+    good, bad = batch["cards"][0]["payments"]
+    good["hint"] = bad["hint"]  # a wrong hint on a valid signature
+    bad["hint"] = "02" + "11" * 32  # and an arbitrary point on a forged one
+    bad["b"] = format((int(bad["b"], 16) + 1) % (1 << 256), "064x")
+    tf = h.terminal_file("Shop")
+    key = SigningKey.from_private_bytes(tf.sid, tf.signing_key)
+    with h.bank() as bank:
+        receipt = bank.deposit(make_deposit(key, tf.bank_id, tf.sid, 1, NOW, batch))
+        assert [(r["status"], r["reason"]) for r in receipt["results"]] == [
+            ("accepted", None),
+            ("rejected", "bad_signature"),
+        ]
+        assert bank.audit().ok
+
+
+def test_absurd_batches_get_a_clear_error_in_bounded_memory(world: dict[str, Any]) -> None:
+    h: Home = world["home"]
+    tf = h.terminal_file("Shop")
+    key = SigningKey.from_private_bytes(tf.sid, tf.signing_key)
+    # Nesting a hundred thousand levels deep: malformed, not a RecursionError.
+    with pytest.raises(BatchError, match="nested too deeply"):
+        loads_strict("[" * 100_000 + "]" * 100_000)
+    # 300,000 tiny payments (the limit is 200,000): refused before any work per payment.
+    tiny = json.dumps(
+        {
+            "format": BATCH_FORMAT,
+            "bank_id": tf.bank_id,
+            "sid": tf.sid,
+            "cards": [{"cert": "00", "payments": [{}] * 300_000}],
+        }
+    )
+    tracemalloc.start()
+    try:
+        with pytest.raises(BatchError, match="limit"):
+            parse_batch(loads_strict(tiny))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 256 * 1024 * 1024, f"peak {peak / 2**20:.0f} MiB"
+    with h.bank() as bank, pytest.raises(BadInput) as exc:
+        bank.deposit(make_deposit(key, tf.bank_id, tf.sid, 1, NOW, loads_strict(tiny)))
+    assert exc.value.code == "malformed"
