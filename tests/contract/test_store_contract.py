@@ -1,0 +1,182 @@
+"""The repository seam's contract, run unchanged over memory, SQLite and PostgreSQL.
+
+Every implementation of :class:`~jointpay.storage.base.Store` must behave the same:
+postings are balanced, all-or-nothing and posted once; a (card, ser) is stored once;
+a merchant's deposit sequence and an idempotency key are used once; a failed
+transaction leaves nothing; the hot list is versioned. The SQL stores enforce the
+"once" rules with primary keys and unique constraints, so they hold even between
+processes (`tests/e2e/test_http_concurrency.py`, `tests/reliability`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from jointpay.domain.records import (
+    Account,
+    AccountKind,
+    DepositRecord,
+    Leg,
+    MerchantRecord,
+    PaymentRecord,
+    Transfer,
+)
+from jointpay.storage import open_store
+from jointpay.storage.base import Conflict, InsufficientFunds, NotFound, Store
+from pg import fresh_schema, schema_url
+
+T = 1_800_000_000
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "memory":
+        s = open_store("memory:")
+        yield s
+        s.close()
+    elif request.param == "sqlite":
+        s = open_store(None, home=tmp_path)
+        yield s
+        s.close()
+    else:
+        with fresh_schema() as schema:
+            s = open_store(schema_url(schema))
+            yield s
+            s.close()
+
+
+def account(aid: str, kind: AccountKind = AccountKind.HOLDER, *, negative: bool = False) -> Account:
+    return Account(aid, kind, "EUR", "x", 0, T, allow_negative=negative)
+
+
+def transfer(tid: str, *legs: tuple[str, int], currency: str = "EUR") -> Transfer:
+    return Transfer(tid, "test", currency, tuple(Leg(a, n) for a, n in legs), "", T)
+
+
+def payment(card: str, ser: int, amount: int = 100) -> PaymentRecord:
+    return PaymentRecord(
+        card, ser, b"\x01" * 16, "SP1", amount, "EUR", b"spec", b"b" * 32, b"r" * 32, "SP1:1", T
+    )
+
+
+@pytest.fixture
+def books(store: Store) -> Store:
+    with store.transaction() as tx:
+        tx.create_account(account("equity", AccountKind.EQUITY, negative=True))
+        tx.create_account(account("alice"))
+        tx.create_account(account("shop", AccountKind.MERCHANT))
+        tx.post(transfer("fund", ("equity", -1_000), ("alice", 1_000)))
+    return store
+
+
+def balances(store: Store) -> dict[str, int]:
+    with store.transaction() as tx:
+        return {a.id: a.balance for a in tx.list_accounts()}
+
+
+def test_postings_move_money_and_sum_to_zero(books: Store) -> None:
+    with books.transaction() as tx:
+        tx.post(transfer("t1", ("alice", -300), ("shop", 300)))
+        assert tx.get_transfer("t1").legs == (Leg("alice", -300), Leg("shop", 300))
+    assert balances(books) == {"equity": -1_000, "alice": 700, "shop": 300}
+    with books.transaction() as tx:
+        assert tx.audit_unbalanced_transfers() == []
+        assert sum(tx.audit_currency_sums().values()) == 0
+
+
+def test_a_transfer_id_posts_once(books: Store) -> None:
+    with books.transaction() as tx:
+        tx.post(transfer("t1", ("alice", -100), ("shop", 100)))
+    with pytest.raises(Conflict), books.transaction() as tx:
+        tx.post(transfer("t1", ("alice", -100), ("shop", 100)))
+    assert balances(books)["shop"] == 100
+
+
+def test_no_account_goes_below_zero_unless_allowed(books: Store) -> None:
+    with pytest.raises(InsufficientFunds), books.transaction() as tx:
+        tx.post(transfer("t1", ("alice", -1_001), ("shop", 1_001)))
+    with pytest.raises(NotFound), books.transaction() as tx:
+        tx.post(transfer("t2", ("alice", -1), ("nobody", 1)))
+    with pytest.raises(ValueError), books.transaction() as tx:  # noqa: PT012
+        tx.create_account(Account("usd", AccountKind.HOLDER, "USD", "x", 0, T))
+        tx.post(transfer("t3", ("alice", -1), ("usd", 1)))
+    assert balances(books) == {"equity": -1_000, "alice": 1_000, "shop": 0}
+
+
+def test_a_failed_transaction_leaves_nothing(books: Store) -> None:
+    with pytest.raises(RuntimeError), books.transaction() as tx:  # noqa: PT012
+        tx.post(transfer("t1", ("alice", -100), ("shop", 100)))
+        tx.create_account(account("bob"))
+        tx.add_payments([payment("4000000000000002", 0)])
+        raise RuntimeError("the use case failed after writing")
+    assert balances(books) == {"equity": -1_000, "alice": 1_000, "shop": 0}
+    with books.transaction() as tx:
+        with pytest.raises(NotFound):
+            tx.get_transfer("t1")
+        assert tx.get_payment("4000000000000002", 0) is None
+
+
+def test_a_card_ser_is_stored_once(store: Store) -> None:
+    card = "4000000000000002"
+    with store.transaction() as tx:
+        tx.add_payments([payment(card, 0), payment(card, 1)])
+    with pytest.raises(Conflict), store.transaction() as tx:
+        tx.add_payments([payment(card, 2), payment(card, 1)])  # one new, one seen
+    with store.transaction() as tx:
+        assert tx.get_payment(card, 2) is None  # the whole insert was refused
+        assert set(tx.existing_payments([(card, 0), (card, 1), (card, 2)])) == {
+            (card, 0),
+            (card, 1),
+        }
+        big = (1 << 64) - 1  # ser is a full u64
+        tx.add_payments([payment(card, big)])
+        assert tx.get_payment(card, big) is not None
+
+
+def test_a_merchant_sequence_and_a_deposit_are_used_once(books: Store) -> None:
+    with books.transaction() as tx:
+        tx.add_merchant(MerchantRecord("SP1", "Shop", "shop", b"k" * 32, b"c", 0, T))
+        tx.add_deposit(DepositRecord("SP1:1", "SP1", 1, b"d" * 32, T, "{}"))
+        tx.set_merchant_seq("SP1", 1)
+    with pytest.raises(Conflict), books.transaction() as tx:
+        tx.add_deposit(DepositRecord("SP1:1", "SP1", 1, b"e" * 32, T, "{}"))
+    with books.transaction() as tx:
+        assert tx.lock_merchant("SP1").last_seq == 1
+        assert tx.get_deposit("SP1:1") is not None
+        with pytest.raises(NotFound):
+            tx.lock_merchant("SP9")
+
+
+def test_an_idempotency_key_is_stored_once(store: Store) -> None:
+    with store.transaction() as tx:
+        assert tx.get_idempotent("k1") is None
+        tx.put_idempotent("k1", "h1", '{"ok": 1}', T)
+    with pytest.raises(Conflict), store.transaction() as tx:
+        tx.put_idempotent("k1", "h2", '{"ok": 2}', T)
+    with store.transaction() as tx:
+        assert tx.get_idempotent("k1") == ("h1", '{"ok": 1}')
+
+
+def test_the_hot_list_is_versioned(store: Store) -> None:
+    with store.transaction() as tx:
+        a = tx.add_hotlist("4000000000000002", "stolen", T)
+        b = tx.add_hotlist("4000000000000010", "clone", T + 1)
+    assert b.version > a.version
+    with store.transaction() as tx:
+        assert [e.card_number for e in tx.hotlist_since(0)] == [
+            "4000000000000002",
+            "4000000000000010",
+        ]
+        assert [e.card_number for e in tx.hotlist_since(a.version)] == ["4000000000000010"]
+
+
+def test_config_is_a_small_key_value_store(store: Store) -> None:
+    with store.transaction() as tx:
+        assert tx.config_get("bank") is None
+        tx.config_set("bank", "{}")
+        tx.config_set("bank", '{"v": 2}')
+    with store.transaction() as tx:
+        assert tx.config_get("bank") == '{"v": 2}'
