@@ -159,3 +159,27 @@ def test_online_clearance_over_http_and_with_the_bank_down(tmp_path: Path) -> No
     assert out["error"] == "bank_unreachable"
     paid = jp(home, *dead, "--amount", "2.00", "--floor-limit", "10", stdin=PIN)
     assert paid["amount"] == "2.00"
+
+
+def test_a_refused_withdrawal_over_http_frees_the_card(served: dict[str, Any]) -> None:
+    """The bank's signed refusal travels in the problem+json; the card drops its request."""
+    home, card, url = served["home"], served["card"], served["url"]
+    seq = jp(home, "card", "show", "--card", card)["seq"]
+    out = jp(
+        home,
+        "withdraw",
+        "--card",
+        card,
+        "--amount",
+        "100000.00",
+        "--pin-stdin",
+        "--bank",
+        url,
+        stdin=PIN,
+        code=1,
+    )
+    # (an earlier test of this module hot-lists the card; either refusal is signed)
+    assert out["error"] in ("insufficient_funds", "blacklisted")
+    shown = jp(home, "card", "show", "--card", card)
+    assert shown["withdrawal_pending"] is False
+    assert shown["seq"] == seq + 1  # the refused request's seq is spent

@@ -332,3 +332,40 @@ def test_online_clearance_above_the_floor_limit(world: dict[str, Any]) -> None:
     assert exc.value.code in ("online_declined", "insufficient_balance")
     with pytest.raises(ValueError):
         OnlinePolicy(lambda c, a: None, sample=1.5)  # type: ignore[arg-type,return-value]
+
+
+def test_a_refused_withdrawal_is_signed_recorded_and_never_applied(world: dict[str, Any]) -> None:
+    """FIG. 10 step 880 says no: the card gets a signed refusal and moves on; a replay of
+    the refused request, even once the holder could pay, gets the same refusal."""
+    from jointpay.protocol.terminal import CardError
+
+    h: Home = world["home"]
+    card = world["alice"]
+    with h.card_client(card) as client:
+        client.select()
+        client.verify_pin(PIN)
+        request = client.withdraw_request(10_000_000, False, AuthKind.SIGNATURE)
+    with h.bank() as bank:
+        before = balances(h)
+        with pytest.raises(Refused) as exc:
+            bank.withdraw(request)
+        assert exc.value.code == "insufficient_funds"
+        proof = exc.value.proof
+        assert proof
+        with h.card_client(card) as client:  # a forged refusal is refused by the card
+            client.select()
+            with pytest.raises(CardError) as bad:
+                client.withdraw_refused(proof[:-1] + bytes([proof[-1] ^ 1]))
+            assert bad.value.sw == 0x6982
+            balance, seq = client.withdraw_refused(proof)
+        assert (balance, seq) == (20_000, 2)
+        assert not h.card(card).load().pending_withdrawal
+        bank.open_account("alice-rich", 0)  # (the holder's money arrives later...)
+        with pytest.raises(Refused) as again:
+            bank.withdraw(request)  # ...and the refused request is replayed: still no
+        assert again.value.code == "insufficient_funds"
+        assert again.value.proof == proof
+        assert balances(h) == {**before, "holder:alice-rich": 0}
+        out = h.withdraw(card, bank, pin=PIN, amount=1_000, renew=False)
+        assert (out.balance, out.seq) == (21_000, 3)
+        assert bank.audit().ok

@@ -133,9 +133,12 @@ class Bankworld(RuleBasedStateMachine):
     @rule(c=st.integers(0, CARDS - 1), amount=st.integers(1, 2_000), lose=st.booleans())
     def withdraw(self, c: int, amount: int, lose: bool) -> None:
         card = self.cards[c]
-        if card in self.listed_at:
-            # The bank refuses a hot-listed card. (A refused request stays pending on the
-            # card and blocks it: the known defect of test_a_refused_withdrawal_...)
+        if card in self.listed_at:  # the bank refuses a hot-listed card, and signs it
+            with self.h.bank() as bank, pytest.raises(Refused) as exc:
+                self.h.withdraw(card, bank, pin=PIN, amount=amount, renew=False)
+            assert exc.value.code == "blacklisted"
+            assert exc.value.proof
+            assert not self.h.card(card).load().pending_withdrawal
             return
         if card in self.lost_ack:
             amount = self.lost_ack[card]  # the holder retries the same withdrawal
@@ -206,14 +209,8 @@ def test_the_service_matches_the_model(backend: str) -> None:
     machine.TestCase().runTest()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=PaymentDeclined,
-    reason="known defect, found by the model above: a withdrawal the bank refuses stays "
-    "pending on the card, which then refuses to pay; the fix is a bank-signed refusal "
-    "the card can verify (see docs/reliability.md)",
-)
 def test_a_refused_withdrawal_does_not_block_the_card(tmp_path: Path) -> None:
+    """Found by the model above: a refused request used to stay pending and block the card."""
     h = Home(tmp_path, "memory:", lambda: T0)
     h.init_bank(suite="secp256k1", group=None, currency="EUR", bank_id="model")
     with h.bank() as bank:
@@ -226,3 +223,10 @@ def test_a_refused_withdrawal_does_not_block_the_card(tmp_path: Path) -> None:
             h.withdraw(card, bank, pin=PIN, amount=10_000, renew=False)  # more than alice has
         assert exc.value.code == "insufficient_funds"
     assert h.pay(card, "Shop", 100, PIN).amount == 100
+    state = h.card(card).load()
+    assert not state.pending_withdrawal
+    with h.bank() as bank:
+        out = h.withdraw(card, bank, pin=PIN, amount=200, renew=False)  # the next seq works
+        assert out.balance == 500 - 100 + 200
+        assert out.seq == state.seq + 1
+        assert bank.audit().ok

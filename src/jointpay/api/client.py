@@ -99,14 +99,17 @@ class HttpBank:
                 continue
             if resp.is_success:
                 return resp.json()
+            proof: bytes | None = None
             try:
                 prob = resp.json()
                 code, detail = str(prob.get("code", "error")), str(prob.get("detail", ""))
+                if isinstance(prob.get("proof"), str):
+                    proof = bytes.fromhex(prob["proof"])
             except ValueError:
                 code, detail = "error", resp.text[:200]
             if resp.status_code in (400, 404, 413):
                 raise BadInput(code, detail)
-            raise Refused(code, detail)
+            raise Refused(code, detail, proof=proof)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def deposit(self, message: object) -> dict[str, Any]:

@@ -48,18 +48,17 @@ class Problem(Exception):
         self.status, self.code, self.detail = status, code, detail
 
 
-def problem(status: int, code: str, detail: str) -> JSONResponse:
-    return JSONResponse(
-        {
-            "type": f"https://jointpay.invalid/problems/{code}",
-            "title": code,
-            "status": status,
-            "detail": detail,
-            "code": code,
-        },
-        status_code=status,
-        media_type=PROBLEM,
-    )
+def problem(status: int, code: str, detail: str, proof: bytes | None = None) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": f"https://jointpay.invalid/problems/{code}",
+        "title": code,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    if proof is not None:
+        body["proof"] = proof.hex()
+    return JSONResponse(body, status_code=status, media_type=PROBLEM)
 
 
 class ProblemDetail(BaseModel):
@@ -70,6 +69,9 @@ class ProblemDetail(BaseModel):
     status: int
     detail: str
     code: str = Field(description="the contract's stable reason code")
+    proof: str | None = Field(
+        default=None, description="the bank's signed refusal for the card, hex (withdrawals)"
+    )
 
 
 def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -201,7 +203,8 @@ def create_app(bank_factory: Callable[[], Bank], *, admin_token: str) -> FastAPI
     @app.exception_handler(ServiceError)
     async def _service(_: Request, exc: ServiceError) -> JSONResponse:
         default = 422 if isinstance(exc, Refused) else 400
-        return problem(_STATUS.get(exc.code, default), exc.code, exc.message)
+        proof = exc.proof if isinstance(exc, Refused) else None
+        return problem(_STATUS.get(exc.code, default), exc.code, exc.message, proof)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

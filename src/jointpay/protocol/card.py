@@ -72,11 +72,13 @@ from jointpay.protocol.messages import (
     TERMINAL_SPEC_TAG,
     UNBLOCK_TAG,
     WITHDRAW_ACK_TAG,
+    WITHDRAW_REFUSAL_TAG,
     WITHDRAW_REQUEST_TAG,
     AuthKind,
     PayCommand,
     PayResponse,
     WithdrawAck,
+    WithdrawRefusal,
     WithdrawRequest,
     unblock_message,
 )
@@ -555,9 +557,25 @@ class CardApplet:
 
     def _withdraw_complete(self, cmd: Command) -> bytes:
         st = self.state
+        if cmd.p1 not in (0, 1) or cmd.p2:
+            raise _Refuse(SW.WRONG_P1P2)
         if st.phase != "active" or not st.pending_withdrawal:
             raise _Refuse(SW.CONDITIONS, "no withdrawal pending")
         req = WithdrawRequest.decode(st.pending_withdrawal)
+        if cmd.p1 == 1:  # the bank's authenticated refusal: drop the request, burn its seq
+            refusal = WithdrawRefusal.decode(cmd.data)
+            try:
+                verify_mac(st.master_key, WITHDRAW_REFUSAL_TAG, refusal.tbs(), refusal.mac)
+            except CryptoError as exc:
+                raise _Refuse(SW.SECURITY_STATUS, "refusal not authentic") from exc
+            if (
+                refusal.card_number != st.card_number
+                or refusal.seq != req.seq
+                or refusal.request_digest != req.digest
+            ):
+                raise _Refuse(SW.DATA_INVALID, "refusal answers another request")
+            self._commit(replace(st, seq=req.seq, pending_withdrawal=b""))
+            return Writer().u64(st.balance).u64(req.seq).finish()
         ack = WithdrawAck.decode(cmd.data)
         try:
             verify_mac(st.master_key, WITHDRAW_ACK_TAG, ack.tbs(), ack.mac)

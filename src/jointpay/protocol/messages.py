@@ -23,6 +23,8 @@ from jointpay.crypto.errors import DecodeError
 TERMINAL_SPEC_TAG: Final = b"jointpay/v1/terminal-spec"
 WITHDRAW_REQUEST_TAG: Final = b"jointpay/v1/withdraw-request"
 WITHDRAW_ACK_TAG: Final = b"jointpay/v1/withdraw-ack"
+WITHDRAW_REFUSAL_TAG: Final = b"jointpay/v1/withdraw-refusal"
+REFUSAL_MAGIC: Final = b"JWR1"
 UNBLOCK_TAG: Final = b"jointpay/v1/unblock"
 MAX_CERT: Final = 8192
 
@@ -172,6 +174,55 @@ class WithdrawAck:
         mac = rd.blob("mac", max_len=32)
         rd.finish()
         return cls(card, seq, amount, digest, cert, mac)
+
+
+@dataclass(frozen=True, slots=True)
+class WithdrawRefusal:
+    """The bank's authenticated *no* to one withdrawal request (FIG. 10, step 880).
+
+    MAC'd under the card's master key with its own tag, so it can never pass for an
+    acknowledgement. The bank records it against (card, seq) before sending it, so the
+    refused request can never be applied later; the card, on verifying it, drops its
+    pending request and moves to the next seq. Without it a refused request would stay
+    pending on the card for ever (the card cannot tell a refusal from a lost answer).
+    """
+
+    card_number: str
+    seq: int
+    request_digest: bytes
+    reason: str
+    mac: bytes = b""
+
+    def tbs(self) -> bytes:
+        return (
+            Writer()
+            .raw(REFUSAL_MAGIC)
+            .text(self.card_number)
+            .u64(self.seq)
+            .raw(self.request_digest)
+            .text(self.reason)
+            .finish()
+        )
+
+    def encode(self) -> bytes:
+        return self.tbs() + Writer().blob(self.mac).finish()
+
+    @staticmethod
+    def is_refusal(data: bytes) -> bool:
+        return data[:4] == REFUSAL_MAGIC
+
+    @classmethod
+    def decode(cls, data: bytes) -> WithdrawRefusal:
+        rd = Reader(data, "withdrawal refusal")
+        if rd.raw(4, "magic") != REFUSAL_MAGIC:
+            raise DecodeError("withdrawal refusal: bad magic")
+        card = check_card_number(rd.text("card number", max_len=19))
+        seq = rd.u64("seq")
+        digest = rd.raw(32, "request digest")
+        reason = rd.text("reason", max_len=64)
+        mac = rd.blob("mac", max_len=32)
+        rd.finish()
+        return cls(card, seq, digest, reason, mac)
 
 
 def unblock_message(card_number: str, challenge: bytes, new_pin: str) -> bytes:

@@ -260,6 +260,16 @@ class CardClient:
         rd.finish()
         return out
 
+    def withdraw_refused(self, refusal: bytes) -> tuple[int, int]:
+        """Hand the card the bank's signed refusal: it drops its pending request."""
+        rd = Reader(
+            self.command(0x80, INS_WITHDRAW_DONE, 1, 0, refusal, what="WITHDRAW REFUSED"),
+            "withdrawal result",
+        )
+        out = rd.u64("balance"), rd.u64("seq")
+        rd.finish()
+        return out
+
     def get_challenge(self) -> bytes:
         return self.command(0x00, INS_CHALLENGE, 0, 0, le=8, what="GET CHALLENGE")
 

@@ -74,9 +74,11 @@ from jointpay.protocol.deposit import (
 from jointpay.protocol.messages import (
     UNBLOCK_TAG,
     WITHDRAW_ACK_TAG,
+    WITHDRAW_REFUSAL_TAG,
     WITHDRAW_REQUEST_TAG,
     AuthKind,
     WithdrawAck,
+    WithdrawRefusal,
     WithdrawRequest,
     unblock_message,
 )
@@ -651,52 +653,87 @@ class Bank:
             raise Refused("wrong_bank", f"this card belongs to bank {req.bank_id!r}")
         now = self.clock()
         alert: tuple[str, str, str] | None = None
-        with self.store.transaction() as tx:
-            try:
-                card = tx.lock_card(req.card_number)
-            except NotFound as exc:
-                raise Refused("unknown_card", f"no card {req.card_number}") from exc
-            prior = tx.get_withdrawal(card.card_number, req.seq)
-            if prior is not None:
-                if prior.request_digest == req.digest:
-                    return prior.ack
-                raise Refused("replay", f"seq {req.seq} was used by another request")
-            if req.seq != card.seq + 1:
-                raise Refused("bad_seq", f"expected seq {card.seq + 1}, got {req.seq}")
-            cert = self._card_cert(tx, card, req.cert_id)
-            self._check_withdraw_auth(card, cert, req)
-            if card.status is CardStatus.BLACKLISTED:
-                raise Refused("blacklisted", "the card is on the hot list")
-            if card.mode == CardMode.CHEQUE.value:
-                raise Refused("not_supported", "cheque cards have no withdrawal")
-            if req.amount == 0 and not req.renew:
-                raise Refused("bad_amount", "a withdrawal of zero must ask for renewal")
-            float_acc = tx.get_account(card.float_account)
-            if card.mode == CardMode.CASH.value and req.balance > float_acc.balance:
-                # Step 880: the card may be lower (payments not yet deposited), never higher.
-                alert = (
-                    "balance_above_bank",
-                    json.dumps(
-                        {
-                            "card_balance": req.balance,
-                            "bank_balance": float_acc.balance,
-                            "seq": req.seq,
-                        }
-                    ),
-                    canonical_json({"request": request.hex()}).decode(),
-                )
-            else:
-                fee = self.policy.withdrawal_fee if req.amount else 0
-                return self._apply_withdrawal(tx, card, cert, req, fee, now)
-        # the refusal is recorded in its own transaction: the withdrawal itself is void
+        refusal: tuple[str, str]
+        try:
+            with self.store.transaction() as tx:
+                try:
+                    card = tx.lock_card(req.card_number)
+                except NotFound as exc:
+                    raise Refused("unknown_card", f"no card {req.card_number}") from exc
+                prior = tx.get_withdrawal(card.card_number, req.seq)
+                if prior is not None:
+                    if prior.request_digest == req.digest:
+                        return _answer_again(prior.ack)  # a retry: the first answer
+                    raise Refused("replay", f"seq {req.seq} was used by another request")
+                if req.seq != card.seq + 1:
+                    raise Refused("bad_seq", f"expected seq {card.seq + 1}, got {req.seq}")
+                cert = self._card_cert(tx, card, req.cert_id)
+                self._check_withdraw_auth(card, cert, req)
+                # From here the request is the card's own: a refusal is signed and recorded.
+                float_acc = tx.get_account(card.float_account) if card.float_account else None
+                if card.status is CardStatus.BLACKLISTED:
+                    refusal = ("blacklisted", "the card is on the hot list")
+                elif card.mode == CardMode.CHEQUE.value or float_acc is None:
+                    refusal = ("not_supported", "cheque cards have no withdrawal")
+                elif req.amount == 0 and not req.renew:
+                    refusal = ("bad_amount", "a withdrawal of zero must ask for renewal")
+                elif card.mode == CardMode.CASH.value and req.balance > float_acc.balance:
+                    # Step 880: the card may be lower (payments not yet deposited), never
+                    # higher.
+                    alert = (
+                        "balance_above_bank",
+                        json.dumps(
+                            {
+                                "card_balance": req.balance,
+                                "bank_balance": float_acc.balance,
+                                "seq": req.seq,
+                            }
+                        ),
+                        canonical_json({"request": request.hex()}).decode(),
+                    )
+                    refusal = (
+                        "balance_mismatch",
+                        "the card reports more value than the bank's record; card hot-listed",
+                    )
+                else:
+                    fee = self.policy.withdrawal_fee if req.amount else 0
+                    return self._apply_withdrawal(tx, card, cert, req, fee, now)
+        except InsufficientFunds:
+            refusal = ("insufficient_funds", "the holder's account cannot fund this withdrawal")
+        return self._refuse_withdrawal(req, refusal, alert, now)
+
+    def _refuse_withdrawal(
+        self,
+        req: WithdrawRequest,
+        refusal: tuple[str, str],
+        alert: tuple[str, str, str] | None,
+        now: int,
+    ) -> bytes:
+        """Record the refusal against (card, seq), then raise it with its signed proof.
+
+        Recorded, the refused request can never be applied later (a replay gets the
+        same refusal); signed, the card can trust it and drop its pending request.
+        """
+        code, message = refusal
         with self.store.transaction() as tx:
             card = tx.lock_card(req.card_number)
-            tx.add_alert(card.card_number, alert[0], alert[1], alert[2], now)
-            self.hotlist_card(tx, card, "balance above the bank's record", now)
-        raise Refused(
-            "balance_mismatch",
-            "the card reports more value than the bank's record; card hot-listed",
-        )
+            prior = tx.get_withdrawal(card.card_number, req.seq)
+            if prior is not None:  # a concurrent twin answered first: same answer
+                if prior.request_digest == req.digest:
+                    return _answer_again(prior.ack)
+                raise Refused("replay", f"seq {req.seq} was used by another request")
+            if alert is not None:
+                tx.add_alert(card.card_number, alert[0], alert[1], alert[2], now)
+                self.hotlist_card(tx, card, "balance above the bank's record", now)
+                card = tx.lock_card(req.card_number)
+            no = WithdrawRefusal(card.card_number, req.seq, req.digest, code)
+            no = replace(no, mac=mac(card.master_key, WITHDRAW_REFUSAL_TAG, no.tbs()))
+            proof = no.encode()
+            tx.add_withdrawal(
+                WithdrawalRecord(card.card_number, req.seq, req.digest, 0, 0, proof, now)
+            )
+            tx.update_card(replace(card, seq=req.seq))
+        raise Refused(code, message, proof=proof)
 
     def _apply_withdrawal(
         self,
@@ -715,21 +752,16 @@ class Bank:
             ]
             if fee:
                 legs.append(Leg(income_account(self.currency), fee))
-            try:
-                tx.post(
-                    Transfer(
-                        f"withdraw:{card.card_number}:{req.seq}",
-                        "withdrawal",
-                        self.currency,
-                        tuple(legs),
-                        f"seq {req.seq}",
-                        now,
-                    )
+            tx.post(  # InsufficientFunds here: refused (and recorded) by withdraw()
+                Transfer(
+                    f"withdraw:{card.card_number}:{req.seq}",
+                    "withdrawal",
+                    self.currency,
+                    tuple(legs),
+                    f"seq {req.seq}",
+                    now,
                 )
-            except InsufficientFunds as exc:
-                raise Refused(
-                    "insufficient_funds", "the holder's account cannot fund this withdrawal"
-                ) from exc
+            )
         new_cert = b""
         if req.renew or cert.not_after - now < self.policy.renew_before:
             renewed = replace(
@@ -864,6 +896,14 @@ class Bank:
 
         with self.store.transaction() as tx:
             return run_audit(self, tx)
+
+
+def _answer_again(stored: bytes) -> bytes:
+    """The stored answer to a request seen before: its acknowledgement, or its refusal."""
+    if WithdrawRefusal.is_refusal(stored):
+        no = WithdrawRefusal.decode(stored)
+        raise Refused(no.reason, "this withdrawal request was refused before", proof=stored)
+    return stored
 
 
 def _check_name(name: str, what: str) -> None:

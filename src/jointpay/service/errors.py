@@ -22,7 +22,15 @@ class ServiceError(Exception):
 
 
 class Refused(ServiceError):
-    """The protocol refused the request; nothing was changed."""
+    """The protocol refused the request; nothing was changed.
+
+    ``proof`` carries, where the protocol has one, the bank's authenticated refusal
+    for the card (a :class:`~jointpay.protocol.messages.WithdrawRefusal`).
+    """
+
+    def __init__(self, code: str, message: str, *, proof: bytes | None = None) -> None:
+        super().__init__(code, message)
+        self.proof = proof
 
 
 class BadInput(ServiceError):

@@ -7,6 +7,7 @@ the same results, because both run the same bank code.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -79,7 +80,13 @@ def withdraw_with_card(
     with _card_refusals("the withdrawal"):
         client.verify_pin(pin)  # step 850
         request = client.withdraw_request(amount, renew, auth)  # step 870
-    ack = bank.withdraw(request)  # steps 880-910
+    try:
+        ack = bank.withdraw(request)  # steps 880-910
+    except Refused as exc:
+        if exc.proof:  # the bank's signed refusal: the card drops its pending request
+            with contextlib.suppress(CardError, DecodeError):
+                client.withdraw_refused(exc.proof)
+        raise
     with _card_refusals("the acknowledgement"):
         balance, seq = client.withdraw_complete(ack)  # step 920
         renewed = CardCert.decode(client.cert(), bank.resolve_group).cert_id != old_cert
