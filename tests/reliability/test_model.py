@@ -11,6 +11,7 @@ PostgreSQL.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections import Counter
 from contextlib import ExitStack
@@ -90,7 +91,7 @@ class Bankworld(RuleBasedStateMachine):
         if declined is not None:
             if card in self.synced[m]:
                 assert declined == "blacklisted"
-            elif card in self.lost_ack:
+            elif card in self.lost_ack and amount <= self.card_balance[card]:
                 assert declined == "refused"  # a pending withdrawal blocks payments
             else:
                 assert declined == "insufficient_balance", declined
@@ -128,12 +129,16 @@ class Bankworld(RuleBasedStateMachine):
         self.now += 1
         with self.h.bank() as bank:
             receipt = self.h.deposit(m, bank, self.deposited_batches[m])
-        assert {r["reason"] for r in receipt["results"]} <= {"duplicate"}
+        # accepted before: duplicate; refused before (made after a hot-listing): again
+        assert {r["reason"] for r in receipt["results"]} <= {"duplicate", "blacklisted"}
+        assert {r["status"] for r in receipt["results"]} <= {"rejected"}
 
     @rule(c=st.integers(0, CARDS - 1), amount=st.integers(1, 2_000), lose=st.booleans())
     def withdraw(self, c: int, amount: int, lose: bool) -> None:
         card = self.cards[c]
-        if card in self.listed_at:  # the bank refuses a hot-listed card, and signs it
+        if card in self.listed_at and card not in self.lost_ack:
+            # the bank refuses a hot-listed card, and signs it (a retry of a request it
+            # applied before the listing is answered from its record, below)
             with self.h.bank() as bank, pytest.raises(Refused) as exc:
                 self.h.withdraw(card, bank, pin=PIN, amount=amount, renew=False)
             assert exc.value.code == "blacklisted"
@@ -194,10 +199,14 @@ class Bankworld(RuleBasedStateMachine):
             assert self.h.card(card).load().balance == self.card_balance[card]
 
 
+# CI runs a fixed set of examples (derandomized: the same every run); a longer,
+# random exploration: JOINTPAY_MODEL_EXAMPLES=200 pytest tests/reliability/test_model.py
+_EXAMPLES = int(os.environ.get("JOINTPAY_MODEL_EXAMPLES", "0"))
 MODEL_SETTINGS = settings(
-    max_examples=8,
-    stateful_step_count=12,
+    max_examples=_EXAMPLES or 8,
+    stateful_step_count=12 if not _EXAMPLES else 25,
     deadline=None,
+    derandomize=not _EXAMPLES,
     suppress_health_check=[HealthCheck.too_slow],
 )
 

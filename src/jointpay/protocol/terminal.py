@@ -252,19 +252,16 @@ class CardClient:
         return self.command(0x80, INS_WITHDRAW_REQ, int(auth), 0, data, what="WITHDRAW REQUEST")
 
     def withdraw_complete(self, ack: bytes) -> tuple[int, int]:
-        rd = Reader(
-            self.command(0x80, INS_WITHDRAW_DONE, 0, 0, ack, what="WITHDRAW COMPLETE"),
-            "withdrawal result",
-        )
-        out = rd.u64("balance"), rd.u64("seq")
-        rd.finish()
-        return out
+        """Hand the card the bank's acknowledgement; the card's new (balance, seq)."""
+        return self._withdraw_done(0, ack, "WITHDRAW COMPLETE")
 
     def withdraw_refused(self, refusal: bytes) -> tuple[int, int]:
         """Hand the card the bank's signed refusal: it drops its pending request."""
+        return self._withdraw_done(1, refusal, "WITHDRAW REFUSED")
+
+    def _withdraw_done(self, p1: int, answer: bytes, what: str) -> tuple[int, int]:
         rd = Reader(
-            self.command(0x80, INS_WITHDRAW_DONE, 1, 0, refusal, what="WITHDRAW REFUSED"),
-            "withdrawal result",
+            self.command(0x80, INS_WITHDRAW_DONE, p1, 0, answer, what=what), "withdrawal result"
         )
         out = rd.u64("balance"), rd.u64("seq")
         rd.finish()
