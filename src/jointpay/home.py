@@ -145,16 +145,22 @@ class Home:
         return f
 
     @contextmanager
-    def card_client(self, number: str) -> Iterator[CardClient]:
-        """The card in a local reader: its applet loaded from its file, held locked."""
+    def _held(self, number: str) -> Iterator[CardFile]:
+        """The card file, locked for the block; its faults as the commands report them."""
         card = self.card(number)
         try:
             with card.hold():
-                yield CardClient(InProcessChannel(card.applet()))
+                yield card
         except CardStateError as exc:
             raise BadInput("corrupt_card", f"card {number}: {exc}") from exc
         except CardBusy as exc:
             raise BadInput("card_busy", str(exc)) from exc
+
+    @contextmanager
+    def card_client(self, number: str) -> Iterator[CardClient]:
+        """The card in a local reader: its applet loaded from its file, held locked."""
+        with self._held(number) as card:
+            yield CardClient(InProcessChannel(card.applet()))
 
     @contextmanager
     def open_card(self, card: str | None = None, reader: str | None = None) -> Iterator[CardClient]:
@@ -192,37 +198,31 @@ class Home:
 
         If the reader goes away (pcscd restarted), wait for it and plug in again.
         """
-        card = self.card(number)
-        try:
-            with card.hold():
-                card.load()  # fail now, not at the first power-on, if the file is bad
-                current = VirtualCard(card.applet, endpoint)
-                current.connect(timeout)
-                connected()
+        with self._held(number) as card:
+            card.load()  # fail now, not at the first power-on, if the file is bad
+            current = VirtualCard(card.applet, endpoint)
+            current.connect(timeout)
+            connected()
 
-                def pull() -> None:
-                    stop.wait()
-                    current.stop()
+            def pull() -> None:
+                stop.wait()
+                current.stop()
 
-                threading.Thread(target=pull, daemon=True, name="card-pull").start()
-                try:
-                    while not stop.is_set():
-                        try:
-                            current.serve()
-                        except VpcdError:
-                            # The reader went away (pcscd restarted): wait, plug in again.
-                            while not stop.is_set():
-                                try:
-                                    current.connect(timeout)
-                                    break
-                                except VpcdError:
-                                    continue
-                finally:
-                    current.stop()
-        except CardStateError as exc:
-            raise BadInput("corrupt_card", f"card {number}: {exc}") from exc
-        except CardBusy as exc:
-            raise BadInput("card_busy", str(exc)) from exc
+            threading.Thread(target=pull, daemon=True, name="card-pull").start()
+            try:
+                while not stop.is_set():
+                    try:
+                        current.serve()
+                    except VpcdError:
+                        # The reader went away (pcscd restarted): wait, plug in again.
+                        while not stop.is_set():
+                            try:
+                                current.connect(timeout)
+                                break
+                            except VpcdError:
+                                continue
+            finally:
+                current.stop()
 
     def issue_card(
         self,
@@ -351,18 +351,16 @@ class Home:
             if wants_online and bank is None:
                 bank = stack.enter_context(self.bank())
             now = self.clock()
-            reading = Terminal(tf.config(store.hotlist()), store)
-            cert = reading.read_card(client, now)
+            terminal = Terminal(tf.config(store.hotlist()), store)
+            cert = terminal.read_card(client, now)
             minor = parse_amount(amount, cert.currency) if isinstance(amount, str) else amount
-            online = None
-            if wants_online and bank is not None:
+            if wants_online and bank is not None:  # the limit is in the card's currency too
                 floor = (
                     parse_amount(floor_limit, cert.currency, allow_zero=True)
                     if isinstance(floor_limit, str)
                     else floor_limit
                 )
-                online = OnlinePolicy(online_clearance(bank), floor, online_sample)
-            terminal = Terminal(reading.config, store, online)
+                terminal.online = OnlinePolicy(online_clearance(bank), floor, online_sample)
             source = pin if callable(pin) else (lambda: pin)
             return terminal.pay(client, minor, source, now, card=cert)
 
