@@ -27,8 +27,10 @@ def require_pg() -> None:
     except psycopg.Error as exc:
         if os.environ.get("JOINTPAY_ALLOW_NO_PG") == "1" and os.environ.get("CI") != "true":
             pytest.skip(f"PostgreSQL unreachable and JOINTPAY_ALLOW_NO_PG=1: {exc}")
-        pytest.fail(f"PostgreSQL at {pg_url()} is unreachable: {exc}. Start it with "
-                    "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start")
+        pytest.fail(
+            f"PostgreSQL at {pg_url()} is unreachable: {exc}. Start it with "
+            "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
+        )
 
 
 @contextmanager

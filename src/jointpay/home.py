@@ -32,10 +32,11 @@ from jointpay.adapters.card_file import CardBusy, CardFile, InProcessChannel, at
 from jointpay.adapters.terminal_store import SqliteTerminalStore, TerminalFile
 from jointpay.adapters.vpcd import Endpoint, VirtualCard, VpcdError
 from jointpay.crypto.certs import SigningKey, VerifyKey
-from jointpay.domain.money import parse_amount
+from jointpay.domain.money import convert, parse_amount, parse_rate
 from jointpay.protocol.card import CardStateError
 from jointpay.protocol.deposit import build_batch, make_deposit, parse_batch, verify_receipt
 from jointpay.protocol.messages import AuthKind
+from jointpay.protocol.spec import Conversion
 from jointpay.protocol.terminal import (
     CardClient,
     OnlineAnswer,
@@ -334,8 +335,14 @@ class Home:
         bank: BankPort | None = None,
         floor_limit: int | str | None = None,
         online_sample: float = 0.0,
+        price_currency: str | None = None,
+        rate: str | None = None,
     ) -> TakenPayment:
         """FIG. 8: one offline payment; no bank is contacted unless on-line clearance asks.
+
+        With ``price_currency`` (other than the card's), ``amount`` is a decimal string
+        in that currency and the card pays its conversion at ``rate`` (a decimal
+        string), or at the bank's published rate if ``rate`` is None.
 
         ``amount`` (and ``floor_limit``) are minor units, or decimal strings read in
         the card's currency once the card is read (as a terminal asks for the amount
@@ -348,12 +355,21 @@ class Home:
         with contextlib.ExitStack() as stack:
             tf, store = stack.enter_context(self.terminal(merchant))
             client = stack.enter_context(self.open_card(card, reader))
-            if wants_online and bank is None:
+            if (wants_online or (price_currency and rate is None)) and bank is None:
                 bank = stack.enter_context(self.bank())
             now = self.clock()
             terminal = Terminal(tf.config(store.hotlist()), store)
             cert = terminal.read_card(client, now)
-            minor = parse_amount(amount, cert.currency) if isinstance(amount, str) else amount
+            conversion = None
+            if price_currency is not None and price_currency != cert.currency:
+                if not isinstance(amount, str):
+                    raise BadInput("bad_amount", "a converted price is a decimal string")
+                conversion = _conversion(amount, price_currency, rate, bank, now)
+                minor = convert(
+                    conversion.orig_amount, price_currency, conversion.rate_micro, cert.currency
+                )
+            else:
+                minor = parse_amount(amount, cert.currency) if isinstance(amount, str) else amount
             if wants_online and bank is not None:  # the limit is in the card's currency too
                 floor = (
                     parse_amount(floor_limit, cert.currency, allow_zero=True)
@@ -362,7 +378,7 @@ class Home:
                 )
                 terminal.online = OnlinePolicy(online_clearance(bank), floor, online_sample)
             source = pin if callable(pin) else (lambda: pin)
-            return terminal.pay(client, minor, source, now, card=cert)
+            return terminal.pay(client, minor, source, now, card=cert, conversion=conversion)
 
     def sync_hotlist(self, merchant: str, bank: BankPort) -> int:
         """Bring the terminal's hot list up to date; return how many entries arrived."""
@@ -439,3 +455,23 @@ def online_clearance(bank: BankPort) -> Callable[[str, int], OnlineAnswer]:
         return OnlineAnswer(bool(answer["approved"]), answer.get("reason"))
 
     return check
+
+
+def _conversion(
+    amount: str, currency: str, rate: str | None, bank: BankPort | None, now: int
+) -> Conversion:
+    """The spec's conversion: the price in ``currency`` and the rate the terminal states."""
+    orig = parse_amount(amount, currency)
+    if rate is not None:
+        micro = parse_rate(rate)
+    elif bank is None:  # pragma: no cover - pay() opens the embedded bank in this case
+        raise BadInput("bad_rate", "no rate given and no bank to ask")
+    else:
+        rows = bank.rates()["rates"].get(currency) or []
+        current = [r for r in rows if int(r["from"]) <= now]
+        if not current:
+            raise Refused(
+                "currency_mismatch", f"the bank publishes no rate for {currency}; give --rate"
+            )
+        micro = parse_rate(str(current[-1]["rate"]))
+    return Conversion(orig, currency, micro)

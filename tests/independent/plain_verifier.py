@@ -22,7 +22,9 @@ RFC5114_P = int(
     "4FDB70C581B23F76B63ACAE1CAA6B7902D52526735488A0EF13C6D9A51BFA4AB3AD8347796524D8E"
     "F6A167B5A41825D967E144E5140564251CCACB83E6B486F6B3CA3F7971506026C0B857F689962856"
     "DED4010ABD0BE621C3A3960A54E710C375F26375D7014103A4B54330C198AF126116D2276E11715F"
-    "693877FAD7EF09CADB094AE91E1A1597", 16)
+    "693877FAD7EF09CADB094AE91E1A1597",
+    16,
+)
 RFC5114_G = int(
     "3FB32C9B73134D0B2E77506660EDBD484CA7B18F21EF205407F4793A1A0BA12510DBC15077BE463F"
     "FF4FED4AAC0BB555BE3A6C1B0C6B47B1BC3773BF7E8C6F62901228F8C28CBB18A55AE31341000A65"
@@ -30,7 +32,9 @@ RFC5114_G = int(
     "1D14348F6F2F9193B5045AF2767164E1DFC967C1FB3F2E55A4BD1BFFE83B9C80D052B985D182EA0A"
     "DB2A3B7313D3FE14C8484B1E052588B9B7D2BBD2DF016199ECD06E1557CD0915B3353BBB64E0EC37"
     "7FD028370DF92B52C7891428CDC67EB6184B523D1DB246C32F63078490F00EF8D647D148D4795451"
-    "5E2327CFEF98C582664B4C0F6CC41659", 16)
+    "5E2327CFEF98C582664B4C0F6CC41659",
+    16,
+)
 RFC5114_Q = 0x8CF83642A709A097B447997640129DA299B1A47D1EB3750BA308B0FE64F5FBD3
 
 Point = tuple[int, int] | None  # None is the point at infinity
@@ -88,8 +92,14 @@ def lp(x: bytes) -> bytes:
 
 
 def challenge(suite: str, y_enc: bytes, ser: int, spec: bytes, a_enc: bytes, q: int) -> int:
-    h = hashlib.sha256(lp(b"jointpay/v1/payment") + lp(suite.encode()) + lp(y_enc)
-                       + ser.to_bytes(8, "big") + lp(spec) + lp(a_enc)).digest()
+    h = hashlib.sha256(
+        lp(b"jointpay/v1/payment")
+        + lp(suite.encode())
+        + lp(y_enc)
+        + ser.to_bytes(8, "big")
+        + lp(spec)
+        + lp(a_enc)
+    ).digest()
     return int.from_bytes(h, "big") % q
 
 
@@ -120,8 +130,15 @@ def modp_group(name: str | None, groups: dict[str, dict[str, str]]) -> tuple[int
         return RFC5114_P, RFC5114_Q, RFC5114_G
     entry = groups[name]
     p, q, g = (int(entry[k], 16) for k in ("p", "q", "g"))
-    if p.bit_length() != 2048 or q.bit_length() != 256 or (p - 1) % q or not 1 < g < p \
-            or pow(g, q, p) != 1 or not miller_rabin(q) or not miller_rabin(p):
+    if (
+        p.bit_length() != 2048
+        or q.bit_length() != 256
+        or (p - 1) % q
+        or not 1 < g < p
+        or pow(g, q, p) != 1
+        or not miller_rabin(q)
+        or not miller_rabin(p)
+    ):
         raise ValueError(f"group {name} does not validate")
     return p, q, g
 

@@ -31,7 +31,10 @@ CASES = DOC["cases"]
 def test_schema() -> None:
     assert set(DOC) >= {"description", "groups", "cases"}
     assert DOC["groups"]["rfc5114-2.3"] == {
-        "p": format(RFC5114_P, "x"), "q": format(RFC5114_Q, "x"), "g": format(RFC5114_G, "x")}
+        "p": format(RFC5114_P, "x"),
+        "q": format(RFC5114_Q, "x"),
+        "g": format(RFC5114_G, "x"),
+    }
     keys = {"suite", "group", "joint_public_key", "ser", "spec", "b", "r", "valid", "comment"}
     for case in CASES:
         assert set(case) == keys, case
@@ -44,19 +47,41 @@ def test_schema() -> None:
         assert counts[(suite, group, False)] >= 20
 
 
-@pytest.mark.parametrize("rule", [
-    "tampered b", "tampered r", "tampered ser", "tampered spec", "wrong key", "r = 0",
-    "r = q", "b = q", "identity", "b is 31 bytes", "r is 33 bytes", "ser = 2^64"])
+@pytest.mark.parametrize(
+    "rule",
+    [
+        "tampered b",
+        "tampered r",
+        "tampered ser",
+        "tampered spec",
+        "wrong key",
+        "r = 0",
+        "r = q",
+        "b = q",
+        "identity",
+        "b is 31 bytes",
+        "r is 33 bytes",
+        "ser = 2^64",
+    ],
+)
 def test_every_rule_has_invalid_cases_in_each_suite(rule: str) -> None:
     for suite in ("secp256k1", "modp-2048-256"):
-        assert any(rule in c["comment"] and not c["valid"] and c["suite"] == suite
-                   for c in CASES), (rule, suite)
+        assert any(
+            rule in c["comment"] and not c["valid"] and c["suite"] == suite for c in CASES
+        ), (rule, suite)
 
 
 def test_subgroup_and_curve_rules_covered() -> None:
     comments = " | ".join(c["comment"] for c in CASES if not c["valid"])
-    for phrase in ("outside the order-q subgroup", "off the curve", "field prime",
-                   "uncompressed", "Y is 255 bytes", "Y is 34 bytes", "prefix 04"):
+    for phrase in (
+        "outside the order-q subgroup",
+        "off the curve",
+        "field prime",
+        "uncompressed",
+        "Y is 255 bytes",
+        "Y is 34 bytes",
+        "prefix 04",
+    ):
         assert phrase in comments
 
 
@@ -74,8 +99,13 @@ def test_jointpay_agrees(case: dict[str, Any]) -> None:
     group = get_group(case["suite"], case["group"])
     try:
         y = group.decode(bytes.fromhex(case["joint_public_key"]))
-        cert = PaymentCert.parse(group, case["ser"], bytes.fromhex(case["spec"]),
-                                 bytes.fromhex(case["b"]), bytes.fromhex(case["r"]))
+        cert = PaymentCert.parse(
+            group,
+            case["ser"],
+            bytes.fromhex(case["spec"]),
+            bytes.fromhex(case["b"]),
+            bytes.fromhex(case["r"]),
+        )
         verify(group, y, cert)
     except CryptoError:
         assert not case["valid"]
@@ -84,21 +114,28 @@ def test_jointpay_agrees(case: dict[str, Any]) -> None:
 
 
 def test_generator_reproduces_the_files() -> None:
-    run = subprocess.run([sys.executable, str(ROOT / "tools" / "gen_vectors.py"), "--check"],
-                         capture_output=True, text=True, check=False)
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "gen_vectors.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
 
 
 def test_plain_curve_arithmetic_against_known_multiples() -> None:
     g2 = ec_mul(2, (GX, GY))
-    assert g2 == (0xC6047F9441ED7D6D3045406E95C07CD85C778E4B8CEF3CA7ABAC09B95C709EE5,
-                  0x1AE168FEA63DC339A3C58419466CEAEEF7F632653266D0E1236431A950CFE52A)
+    assert g2 == (
+        0xC6047F9441ED7D6D3045406E95C07CD85C778E4B8CEF3CA7ABAC09B95C709EE5,
+        0x1AE168FEA63DC339A3C58419466CEAEEF7F632653266D0E1236431A950CFE52A,
+    )
     g3 = ec_add(g2, (GX, GY))
     assert g3 is not None
     assert g3[0] == 0xF9308A019258C31049344F85F89D5229B531C845836F99B08601F113BCE036F9
     assert ec_decode(ec_encode(g3)) == g3
-    assert ec_mul(0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141,
-                  (GX, GY)) is None
+    assert (
+        ec_mul(0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141, (GX, GY)) is None
+    )
 
 
 def test_rfc5114_generator_has_order_q() -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,45 +21,7 @@ from jointpay.protocol.messages import AuthKind
 from jointpay.protocol.terminal import PaymentDeclined
 from jointpay.service.errors import BadInput, Refused
 from jointpay.service.policy import DAY
-from pg import fresh_schema, schema_url
-
-PIN = "2468"
-T0 = 1_800_000_000
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> int:
-        return self.now
-
-
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | None]:
-    if request.param == "memory":
-        yield "memory:"
-    elif request.param == "sqlite":
-        yield None
-    else:
-        with fresh_schema() as schema:
-            yield schema_url(schema)
-
-
-@pytest.fixture
-def world(backend: str | None, tmp_path: Path) -> dict[str, Any]:
-    clock = Clock()
-    h = Home(tmp_path, backend, clock)
-    h.init_bank(suite="secp256k1", group=None, currency="EUR", bank_id="test-bank")
-    with h.bank() as bank:
-        bank.open_account("alice", 50_000)
-        bank.open_account("bob", 10_000)
-        alice = h.issue_card(
-            bank, holder="alice", pin=PIN, load=20_000, mode="cash", limit=0, user_key="card"
-        )
-        h.open_merchant(bank, "Shop")
-        h.open_merchant(bank, "Cafe")
-    return {"home": h, "clock": clock, "alice": alice.card_number}
+from worlds import PIN, Clock
 
 
 def balances(h: Home) -> dict[str, int]:

@@ -36,8 +36,9 @@ def test_pool_equals_in_process_on_adversarial_jobs(suite: str) -> None:
     assert pooled.count(True) == 12
 
 
-def test_deposit_through_the_pool_matches_in_process(tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_deposit_through_the_pool_matches_in_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     receipts = []
     for label, min_batch in (("pool", 1), ("inline", 10**9)):
         monkeypatch.setattr(verify_pool, "MIN_POOL_BATCH", min_batch)
@@ -46,8 +47,9 @@ def test_deposit_through_the_pool_matches_in_process(tmp_path: Path,
         h.init_bank(suite="secp256k1", group=None, currency="EUR", bank_id="b")
         with h.bank() as bank:
             bank.open_account("a", 100_000)
-            card = h.issue_card(bank, holder="a", pin="2468", load=50_000, mode="cash",
-                                limit=0, user_key="card").card_number
+            card = h.issue_card(
+                bank, holder="a", pin="2468", load=50_000, mode="cash", limit=0, user_key="card"
+            ).card_number
             h.open_merchant(bank, "Shop")
         for i in range(30):
             h.pay(card, "Shop", 10 + i, "2468")

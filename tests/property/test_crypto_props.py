@@ -40,10 +40,13 @@ def test_any_single_bit_change_fails(suite: str, examples: int) -> None:
     x = SecretScalar(group.random_scalar())
     y = group.public_key(x.reveal())
 
-    @settings(max_examples=examples, deadline=None,
-              suppress_health_check=[HealthCheck.too_slow])
-    @given(ser=ser_st, spec=spec_st.filter(len), field=st.sampled_from("bsrp"),
-           bit=st.integers(min_value=0, max_value=255))
+    @settings(max_examples=examples, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(
+        ser=ser_st,
+        spec=spec_st.filter(len),
+        field=st.sampled_from("bsrp"),
+        bit=st.integers(min_value=0, max_value=255),
+    )
     def prop(ser: int, spec: bytes, field: str, bit: int) -> None:
         cert, _ = sign(group, x, y, ser, spec)
         if field == "b":
@@ -63,10 +66,16 @@ def test_any_single_bit_change_fails(suite: str, examples: int) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.one_of(st.integers(0, 255).map(lambda v: ("u8", v)),
-                          st.integers(0, (1 << 64) - 1).map(lambda v: ("u64", v)),
-                          st.binary(max_size=50).map(lambda v: ("blob", v)),
-                          st.text(max_size=20).filter(str.isprintable).map(lambda v: ("text", v)))))
+@given(
+    st.lists(
+        st.one_of(
+            st.integers(0, 255).map(lambda v: ("u8", v)),
+            st.integers(0, (1 << 64) - 1).map(lambda v: ("u64", v)),
+            st.binary(max_size=50).map(lambda v: ("blob", v)),
+            st.text(max_size=20).filter(str.isprintable).map(lambda v: ("text", v)),
+        )
+    )
+)
 def test_encoding_round_trip(fields: list[tuple[str, object]]) -> None:
     w = Writer()
     for kind, value in fields:
@@ -80,18 +89,34 @@ BANK = SigningKey.generate("prop-bank")
 
 
 @settings(max_examples=40, deadline=None)
-@given(number=st.from_regex(r"\A[0-9]{8,19}\Z"), nb=st.integers(0, 1 << 40),
-       span=st.integers(1, 1 << 40), max_amount=st.integers(0, (1 << 63) - 1),
-       services=st.lists(st.from_regex(r"\A[a-z][a-z0-9]{0,10}\Z"), max_size=4),
-       mode=st.sampled_from(list(CardMode)))
-def test_card_cert_decode_encode_identity(number: str, nb: int, span: int, max_amount: int,
-                                          services: list[str], mode: CardMode) -> None:
+@given(
+    number=st.from_regex(r"\A[0-9]{8,19}\Z"),
+    nb=st.integers(0, 1 << 40),
+    span=st.integers(1, 1 << 40),
+    max_amount=st.integers(0, (1 << 63) - 1),
+    services=st.lists(st.from_regex(r"\A[a-z][a-z0-9]{0,10}\Z"), max_size=4),
+    mode=st.sampled_from(list(CardMode)),
+)
+def test_card_cert_decode_encode_identity(
+    number: str, nb: int, span: int, max_amount: int, services: list[str], mode: CardMode
+) -> None:
     group = get_group("secp256k1")
-    contribs = [prove_possession(group, SecretScalar(group.random_scalar()), number, r)
-                for r in (Role.USER, Role.BANK)]
-    cert = issue_card_cert(BANK, group=group, card_number=number, contributions=contribs,
-                           currency="EUR", mode=mode, not_before=nb, not_after=nb + span,
-                           max_amount=max_amount, services=services)
+    contribs = [
+        prove_possession(group, SecretScalar(group.random_scalar()), number, r)
+        for r in (Role.USER, Role.BANK)
+    ]
+    cert = issue_card_cert(
+        BANK,
+        group=group,
+        card_number=number,
+        contributions=contribs,
+        currency="EUR",
+        mode=mode,
+        not_before=nb,
+        not_after=nb + span,
+        max_amount=max_amount,
+        services=services,
+    )
     data = cert.encode()
     assert CardCert.decode(data).encode() == data
 

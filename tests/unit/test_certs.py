@@ -38,15 +38,24 @@ BANK = SigningKey.generate("test-bank")
 
 
 def contributions(card: str = CARD) -> list:  # type: ignore[type-arg]
-    return [prove_possession(SECP, SecretScalar(SECP.random_scalar()), card, Role.USER),
-            prove_possession(SECP, SecretScalar(SECP.random_scalar()), card, Role.BANK)]
+    return [
+        prove_possession(SECP, SecretScalar(SECP.random_scalar()), card, Role.USER),
+        prove_possession(SECP, SecretScalar(SECP.random_scalar()), card, Role.BANK),
+    ]
 
 
 def card_cert(**kw: object) -> CardCert:
-    args: dict[str, object] = {"group": SECP, "card_number": CARD,
-                               "contributions": contributions(), "currency": "EUR",
-                               "mode": CardMode.CASH, "not_before": 100, "not_after": 200,
-                               "max_amount": 5000, "services": ("retail", "transport")}
+    args: dict[str, object] = {
+        "group": SECP,
+        "card_number": CARD,
+        "contributions": contributions(),
+        "currency": "EUR",
+        "mode": CardMode.CASH,
+        "not_before": 100,
+        "not_after": 200,
+        "max_amount": 5000,
+        "services": ("retail", "transport"),
+    }
     args.update(kw)
     return issue_card_cert(BANK, **args)  # type: ignore[arg-type]
 
@@ -62,10 +71,19 @@ def test_round_trip_and_verify() -> None:
     assert len(cert.id_hex) == 32
     assert len(cert.digest) == 32
     modp = get_group("modp-2048-256")
-    cm = issue_card_cert(BANK, group=modp, card_number=CARD, contributions=[
-        prove_possession(modp, SecretScalar(modp.random_scalar()), CARD, r)
-        for r in (Role.USER, Role.BANK)], currency="JPY", mode=CardMode.CREDIT,
-        not_before=1, not_after=2)
+    cm = issue_card_cert(
+        BANK,
+        group=modp,
+        card_number=CARD,
+        contributions=[
+            prove_possession(modp, SecretScalar(modp.random_scalar()), CARD, r)
+            for r in (Role.USER, Role.BANK)
+        ],
+        currency="JPY",
+        mode=CardMode.CREDIT,
+        not_before=1,
+        not_after=2,
+    )
     assert CardCert.decode(cm.encode()) == cm
 
 
@@ -88,8 +106,13 @@ def test_verify_refusals() -> None:
     forged = replace(cert, joint_key=other_y).signed(BANK)
     with pytest.raises(InvalidCertificateError, match="product"):
         forged.verify(BANK.verify_key)
-    bad_proof = replace(cert, contributions=(cert.contributions[0], replace(
-        cert.contributions[1], proof_s=cert.contributions[1].proof_s ^ 1))).signed(BANK)
+    bad_proof = replace(
+        cert,
+        contributions=(
+            cert.contributions[0],
+            replace(cert.contributions[1], proof_s=cert.contributions[1].proof_s ^ 1),
+        ),
+    ).signed(BANK)
     bad_proof.verify(BANK.verify_key)  # proofs are checked only on request
     with pytest.raises(InvalidCertificateError, match="contributions"):
         bad_proof.verify(BANK.verify_key, check_proofs=True)
@@ -122,9 +145,19 @@ def test_no_byte_flip_is_accepted_with_changed_content() -> None:
 def _body(**over: object) -> bytes:
     """A CARD-CERT body written field by field, to reach each decode refusal."""
     cert = card_cert()
-    f: dict[str, object] = {"version": 1, "card": CARD, "suite": "secp256k1", "group": "",
-                            "digest": None, "n": 2, "currency": "EUR", "mode": "cash",
-                            "nb": 100, "na": 200, "services": ["retail"]}
+    f: dict[str, object] = {
+        "version": 1,
+        "card": CARD,
+        "suite": "secp256k1",
+        "group": "",
+        "digest": None,
+        "n": 2,
+        "currency": "EUR",
+        "mode": "cash",
+        "nb": 100,
+        "na": 200,
+        "services": ["retail"],
+    }
     f.update(over)
     w = Writer().u8(int(f["version"])).raw(cert.cert_id).text("test-bank").text(str(f["card"]))  # type: ignore[call-overload]
     w.text(str(f["suite"])).text(str(f["group"]))
@@ -144,18 +177,21 @@ def _body(**over: object) -> bytes:
     return w.raw(bytes(64)).finish()
 
 
-@pytest.mark.parametrize(("over", "msg"), [
-    ({"version": 2}, "version"),
-    ({"card": "12"}, "card number"),
-    ({"suite": "ed448"}, "unusable group"),
-    ({"digest": bytes(32)}, "group parameters"),
-    ({"n": 1}, "contributions"),
-    ({"currency": "eur"}, "currency"),
-    ({"mode": "barter"}, "mode"),
-    ({"nb": 300}, "interval"),
-    ({"services": ["x"] * 17}, "services"),
-    ({"services": ["bad service"]}, "service"),
-])
+@pytest.mark.parametrize(
+    ("over", "msg"),
+    [
+        ({"version": 2}, "version"),
+        ({"card": "12"}, "card number"),
+        ({"suite": "ed448"}, "unusable group"),
+        ({"digest": bytes(32)}, "group parameters"),
+        ({"n": 1}, "contributions"),
+        ({"currency": "eur"}, "currency"),
+        ({"mode": "barter"}, "mode"),
+        ({"nb": 300}, "interval"),
+        ({"services": ["x"] * 17}, "services"),
+        ({"services": ["bad service"]}, "service"),
+    ],
+)
 def test_card_cert_decode_refusals(over: dict[str, object], msg: str) -> None:
     with pytest.raises(DecodeError, match=msg):
         CardCert.decode(_body(**over))
@@ -187,8 +223,9 @@ def test_identifier_checks() -> None:
 
 def merchant_cert() -> MerchantCert:
     key = SigningKey.generate("SP1")
-    return MerchantCert(new_cert_id(), "test-bank", "SP1", "Corner Shop",
-                        key.verify_key.raw, 100, 200).signed(BANK)
+    return MerchantCert(
+        new_cert_id(), "test-bank", "SP1", "Corner Shop", key.verify_key.raw, 100, 200
+    ).signed(BANK)
 
 
 def test_merchant_cert() -> None:
@@ -211,8 +248,10 @@ def test_merchant_cert() -> None:
             MerchantCert.decode(data[:n])
 
 
-@pytest.mark.parametrize(("field", "msg"), [
-    ("version", "version"), ("name", "name"), ("key", "key"), ("interval", "interval")])
+@pytest.mark.parametrize(
+    ("field", "msg"),
+    [("version", "version"), ("name", "name"), ("key", "key"), ("interval", "interval")],
+)
 def test_merchant_cert_decode_refusals(field: str, msg: str) -> None:
     w = Writer().u8(2 if field == "version" else 1).raw(bytes(16)).text("bank").text("SP1")
     w.text("  " if field == "name" else "Shop").blob(bytes(31 if field == "key" else 32))

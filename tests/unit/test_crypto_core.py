@@ -101,8 +101,14 @@ def test_decode_scalar(group: grp.Group) -> None:
 def test_modp_decode_rules_and_cache() -> None:
     assert isinstance(MODP, ModpGroup)
     p = MODP.p
-    for bad in (b"\x00" * 256, (1).to_bytes(256, "big"), (p - 1).to_bytes(256, "big"),
-                p.to_bytes(256, "big"), b"\x01" * 255, "x" * 256):
+    for bad in (
+        b"\x00" * 256,
+        (1).to_bytes(256, "big"),
+        (p - 1).to_bytes(256, "big"),
+        p.to_bytes(256, "big"),
+        b"\x01" * 255,
+        "x" * 256,
+    ):
         with pytest.raises(InvalidElementError):
             MODP.decode(bad)  # type: ignore[arg-type]
     fresh = ModpGroup(MODP.params)
@@ -120,8 +126,14 @@ def test_modp_decode_rules_and_cache() -> None:
 def test_secp_decode_rules() -> None:
     _, y = keypair(SECP)
     full = PublicKey(y.encoded).format(compressed=False)
-    for bad in (bytes(33), b"\x04" + y.encoded[1:], full, y.encoded[:32],
-                b"\x02" + (SECP256K1_P + 1).to_bytes(32, "big"), "02" * 33):
+    for bad in (
+        bytes(33),
+        b"\x04" + y.encoded[1:],
+        full,
+        y.encoded[:32],
+        b"\x02" + (SECP256K1_P + 1).to_bytes(32, "big"),
+        "02" * 33,
+    ):
         with pytest.raises(InvalidElementError):
             SECP.decode(bad)  # type: ignore[arg-type]
     x = 5
@@ -135,8 +147,9 @@ def test_secp_decode_rules() -> None:
 
 def test_secp_combine_paths_agree() -> None:
     x, y = keypair(SECP)
-    plain = [(r, b) for r, b in ((5, 0), (0, 7), (secrets.randbelow(SECP.q),
-                                                  secrets.randbelow(SECP.q)))]
+    plain = [
+        (r, b) for r, b in ((5, 0), (0, 7), (secrets.randbelow(SECP.q), secrets.randbelow(SECP.q)))
+    ]
     for r, b in plain:
         got = SECP.combine(r, y, b)
         assert got is not None
@@ -151,8 +164,11 @@ def test_secp_combine_paths_agree() -> None:
 def _mul(y: grp.Element, b: int) -> grp.Element | None:
     if b % SECP.q == 0:
         return None
-    return grp.Element(SECP, y.native.multiply(b.to_bytes(32, "big")),
-                       y.native.multiply(b.to_bytes(32, "big")).format())
+    return grp.Element(
+        SECP,
+        y.native.multiply(b.to_bytes(32, "big")),
+        y.native.multiply(b.to_bytes(32, "big")).format(),
+    )
 
 
 def test_secp_point_with_x_above_n_takes_the_plain_path() -> None:
@@ -163,8 +179,9 @@ def test_secp_point_with_x_above_n_takes_the_plain_path() -> None:
     assert grp._recovery_constants(y.encoded) is None
     r, b = 3, 4
     got = SECP.combine(r, y, b)
-    want = PublicKey.combine_keys([PublicKey.from_secret(r.to_bytes(32, "big")),
-                                   y.native.multiply(b.to_bytes(32, "big"))])
+    want = PublicKey.combine_keys(
+        [PublicKey.from_secret(r.to_bytes(32, "big")), y.native.multiply(b.to_bytes(32, "big"))]
+    )
     assert got is not None
     assert got.encoded == want.format()
     only_y = SECP.combine(0, y, b)  # r = 0 on the plain path
@@ -230,8 +247,9 @@ def test_group_folder_loading(tmp_path: Path) -> None:
     (tmp_path / "README.txt").write_text("not a group")
     params = MODP.params  # type: ignore[attr-defined]
     (tmp_path / "g.json").write_text(json.dumps({"name": "mine", **params.to_json()}))
-    assert grp.load_group_folder(tmp_path) == {"mine": ModpParams("mine", params.p, params.q,
-                                                                  params.g)}
+    assert grp.load_group_folder(tmp_path) == {
+        "mine": ModpParams("mine", params.p, params.q, params.g)
+    }
 
 
 # -- Schnorr ------------------------------------------------------------------------------
@@ -243,9 +261,13 @@ def test_sign_verify_and_every_range_rule(group: grp.Group) -> None:
     cert, a = sign(group, x, y, 9, b"spec")
     assert verify(group, y, cert) == a
     q = group.q
-    for bad in (PaymentCert(9, b"spec", q, cert.r), PaymentCert(9, b"spec", cert.b, 0),
-                PaymentCert(9, b"spec", cert.b, q), PaymentCert(1 << 64, b"spec", cert.b, cert.r),
-                PaymentCert(10, b"spec", cert.b, cert.r)):
+    for bad in (
+        PaymentCert(9, b"spec", q, cert.r),
+        PaymentCert(9, b"spec", cert.b, 0),
+        PaymentCert(9, b"spec", cert.b, q),
+        PaymentCert(1 << 64, b"spec", cert.b, cert.r),
+        PaymentCert(10, b"spec", cert.b, cert.r),
+    ):
         with pytest.raises(InvalidSignature):
             verify(group, y, bad)
     other = get_group("secp256k1") if group is MODP else MODP
@@ -267,11 +289,15 @@ def test_payment_cert_parse(group: grp.Group) -> None:
     z, one = bytes(32), (1).to_bytes(32, "big")
     assert PaymentCert.parse(group, 3, b"s", z, one) == PaymentCert(3, b"s", 0, 1)
     cases = [
-        ((True, b"s", z, one), "ser"), ((-1, b"s", z, one), "ser"),
+        ((True, b"s", z, one), "ser"),
+        ((-1, b"s", z, one), "ser"),
         ((1 << 64, b"s", z, one), "ser"),
-        ((0, "s", z, one), "spec"), ((0, bytes(70_000), z, one), "spec"),
-        ((0, b"s", "z", one), "bytes"), ((0, b"s", group.q.to_bytes(32, "big"), one), "b:"),
-        ((0, b"s", z, z), "r:"), ((0, b"s", z, bytes(31)), "r:"),
+        ((0, "s", z, one), "spec"),
+        ((0, bytes(70_000), z, one), "spec"),
+        ((0, b"s", "z", one), "bytes"),
+        ((0, b"s", group.q.to_bytes(32, "big"), one), "b:"),
+        ((0, b"s", z, z), "r:"),
+        ((0, b"s", z, bytes(31)), "r:"),
     ]
     for args, msg in cases:
         with pytest.raises(DecodeError, match=msg):
@@ -303,10 +329,12 @@ def test_challenge_is_the_contract_bytes() -> None:
     import hashlib
 
     y_enc, a_enc = bytes(33), bytes(33)
-    want = hashlib.sha256(lp(b"jointpay/v1/payment") + lp(b"secp256k1") + lp(y_enc)
-                          + u64(5) + lp(b"ab") + lp(a_enc)).digest()
-    assert challenge(SECP, PAYMENT_TAG, y_enc, 5, b"ab", a_enc) == int.from_bytes(
-        want, "big") % SECP.q
+    want = hashlib.sha256(
+        lp(b"jointpay/v1/payment") + lp(b"secp256k1") + lp(y_enc) + u64(5) + lp(b"ab") + lp(a_enc)
+    ).digest()
+    assert (
+        challenge(SECP, PAYMENT_TAG, y_enc, 5, b"ab", a_enc) == int.from_bytes(want, "big") % SECP.q
+    )
 
 
 def test_secret_scalar_never_shows() -> None:
@@ -402,12 +430,22 @@ def test_combine_shares_and_derive() -> None:
 def test_writer_reader_round_trip_and_errors() -> None:
     data = Writer().u8(1).u32(2).u64(3).raw(b"ab").blob(b"xyz").text("hé").finish()
     rd = Reader(data, "thing")
-    assert (rd.u8("a"), rd.u32("b"), rd.u64("c"), rd.raw(2, "d"), rd.blob("e"),
-            rd.text("f")) == (1, 2, 3, b"ab", b"xyz", "hé")
+    assert (rd.u8("a"), rd.u32("b"), rd.u64("c"), rd.raw(2, "d"), rd.blob("e"), rd.text("f")) == (
+        1,
+        2,
+        3,
+        b"ab",
+        b"xyz",
+        "hé",
+    )
     assert rd.remaining() == 0
     rd.finish()
-    for fn in (lambda: Writer().u8(256), lambda: Writer().u32(1 << 32), lambda: u64(-1),
-               lambda: Writer().blob(bytes(MAX_FIELD + 1))):
+    for fn in (
+        lambda: Writer().u8(256),
+        lambda: Writer().u32(1 << 32),
+        lambda: u64(-1),
+        lambda: Writer().blob(bytes(MAX_FIELD + 1)),
+    ):
         with pytest.raises(ValueError):
             fn()
     with pytest.raises(DecodeError, match="expected bytes"):

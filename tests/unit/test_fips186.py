@@ -40,15 +40,26 @@ def test_bank_group_round_trip(bank_group: FipsGroup) -> None:
 
 def test_regenerate_from_the_same_seed(bank_group: FipsGroup) -> None:
     p, q, seed, counter = generate_pq(bank_group.seed)
-    assert (p, q, seed, counter) == (bank_group.p, bank_group.q, bank_group.seed,
-                                     bank_group.counter)
+    assert (p, q, seed, counter) == (
+        bank_group.p,
+        bank_group.q,
+        bank_group.seed,
+        bank_group.counter,
+    )
     assert generate_g(p, q, seed, bank_group.index) == bank_group.g
 
 
-@pytest.mark.parametrize(("change", "msg"), [
-    ({"p": "+2"}, "p"), ({"q": "+2"}, "q"), ({"g": "+1"}, "g"), ({"counter": 1}, "p"),
-    ({"index": 2}, "g"), ({"seed": "flip"}, "q"),
-])
+@pytest.mark.parametrize(
+    ("change", "msg"),
+    [
+        ({"p": "+2"}, "p"),
+        ({"q": "+2"}, "q"),
+        ({"g": "+1"}, "g"),
+        ({"counter": 1}, "p"),
+        ({"index": 2}, "g"),
+        ({"seed": "flip"}, "q"),
+    ],
+)
 def test_tampered_bank_group(bank_group: FipsGroup, change: dict[str, Any], msg: str) -> None:
     obj = bank_group.to_json()
     for k, v in change.items():
@@ -93,8 +104,9 @@ def test_seed_without_prime_q() -> None:
         generate_pq(seed)
 
 
-def test_an_earlier_acceptable_counter_is_refused(monkeypatch: pytest.MonkeyPatch,
-                                                  bank_group: FipsGroup) -> None:
+def test_an_earlier_acceptable_counter_is_refused(
+    monkeypatch: pytest.MonkeyPatch, bank_group: FipsGroup
+) -> None:
     g = bank_group
     real = fips186.is_probable_prime
     first = fips186._p_candidate(g.seed, g.q, 1)
@@ -131,9 +143,18 @@ def test_shipped_secure_group_verifies_from_its_seed() -> None:
     assert grp.seed == hashlib.sha256(b"jointpay/v1/secure-modp-2048-256/seed-0").digest()
 
 
-@pytest.mark.parametrize(("key", "msg"), [
-    ("q", "q is not"), ("h", "h is not"), ("p", "p is not"), ("g", "g is not"),
-    ("q_counter", "q is not"), ("h_counter", "h is not"), ("seed", "q is not")])
+@pytest.mark.parametrize(
+    ("key", "msg"),
+    [
+        ("q", "q is not"),
+        ("h", "h is not"),
+        ("p", "p is not"),
+        ("g", "g is not"),
+        ("q_counter", "q is not"),
+        ("h_counter", "h is not"),
+        ("seed", "q is not"),
+    ],
+)
 def test_tampered_secure_group(key: str, msg: str) -> None:
     obj = shipped()
     if isinstance(obj[key], int):
@@ -169,8 +190,11 @@ def test_secure_group_minimality_check(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(InvalidGroupError, match="earlier q_counter"):
         validate_secure_group(shipped(), check_first=True)
     h0 = fips186._secure_h(grp.seed, grp.q, 0)
-    monkeypatch.setattr(fips186, "is_probable_prime",  # real q; every h and p but h0 "prime"
-                        lambda n: real(n) if n.bit_length() == 256 else n != h0)
+    monkeypatch.setattr(
+        fips186,
+        "is_probable_prime",  # real q; every h and p but h0 "prime"
+        lambda n: real(n) if n.bit_length() == 256 else n != h0,
+    )
     with pytest.raises(InvalidGroupError, match=r"earlier h_counter \(1\)"):
         validate_secure_group(shipped(), check_first=True)
 
@@ -193,8 +217,9 @@ def test_secure_search_stops_at_the_first_acceptable_counter(
     assert found.g == fips186._secure_g(found.p, found.q, found.h, seed, 1)
 
 
-def test_random_seeds_until_q_is_prime(monkeypatch: pytest.MonkeyPatch,
-                                       bank_group: FipsGroup) -> None:
+def test_random_seeds_until_q_is_prime(
+    monkeypatch: pytest.MonkeyPatch, bank_group: FipsGroup
+) -> None:
     bad = bytes(32)
     while fips186.is_probable_prime(fips186._q_from_seed(bad)):
         bad = (int.from_bytes(bad, "big") + 1).to_bytes(32, "big")
@@ -212,8 +237,9 @@ def test_cheap_filter_and_params() -> None:
     assert get_group("modp-2048-256", grp.name).q == grp.params.q
 
 
-def test_random_seed_without_p_is_replaced(monkeypatch: pytest.MonkeyPatch,
-                                           bank_group: FipsGroup) -> None:
+def test_random_seed_without_p_is_replaced(
+    monkeypatch: pytest.MonkeyPatch, bank_group: FipsGroup
+) -> None:
     real = fips186.is_probable_prime
     other = bytes(31) + b"\x01"
     while not real(fips186._q_from_seed(other)):
@@ -221,8 +247,11 @@ def test_random_seed_without_p_is_replaced(monkeypatch: pytest.MonkeyPatch,
     seeds = iter([other, bank_group.seed])
     monkeypatch.setattr(fips186.secrets, "token_bytes", lambda n: next(seeds))
     # q candidates are tested for real; of the p candidates only the bank group's is prime
-    monkeypatch.setattr(fips186, "is_probable_prime",
-                        lambda n: real(n) if n.bit_length() == 256 else n == bank_group.p)
+    monkeypatch.setattr(
+        fips186,
+        "is_probable_prime",
+        lambda n: real(n) if n.bit_length() == 256 else n == bank_group.p,
+    )
     assert generate_pq()[:2] == (bank_group.p, bank_group.q)
 
 
@@ -230,11 +259,16 @@ def test_minimality_check_passes(monkeypatch: pytest.MonkeyPatch) -> None:
     grp = SecureGroup.from_json(shipped())
     real = fips186.is_probable_prime
     # q checked for real; no earlier h is "prime"; the recorded h and p are
-    monkeypatch.setattr(fips186, "is_probable_prime",
-                        lambda n: real(n) if n.bit_length() == 256 else n in (grp.h, grp.p))
+    monkeypatch.setattr(
+        fips186,
+        "is_probable_prime",
+        lambda n: real(n) if n.bit_length() == 256 else n in (grp.h, grp.p),
+    )
     real_h = fips186._secure_h
     monkeypatch.setattr(  # a record whose h sits at counter 5, so the walk is short
-        fips186, "_secure_h",
-        lambda seed, q, counter: grp.h if counter == 5 else real_h(seed, q, 0) + 2 * counter)
+        fips186,
+        "_secure_h",
+        lambda seed, q, counter: grp.h if counter == 5 else real_h(seed, q, 0) + 2 * counter,
+    )
     obj = {**shipped(), "h_counter": 5}
     assert validate_secure_group(obj, check_first=True).h == grp.h

@@ -130,6 +130,9 @@ class HttpBank:
             for e in out["entries"]
         ]
 
+    def rates(self) -> dict[str, Any]:
+        return dict(self._call("GET", "/v1/rates"))
+
     def online_check(self, card: str, amount: int) -> dict[str, Any]:
         return dict(
             self._call("POST", "/v1/online-check", json_body={"card": card, "amount": amount})

@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from jointpay.domain.money import format_amount
+from jointpay.domain.money import format_amount, parse_rate
 from jointpay.protocol.deposit import BatchError, canonical_json
 from jointpay.service.bank import Bank
 from jointpay.service.errors import Refused, ServiceError
@@ -173,6 +173,13 @@ class BlacklistBody(BaseModel):
     reason: str = Field(default="reported", max_length=64)
 
 
+class RateBody(BaseModel):
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    rate: str = Field(pattern=r"^(0|[1-9][0-9]{0,11})(\.[0-9]{1,6})?$")
+    """Units of the bank's currency per unit of ``currency`` (at most 6 decimals)."""
+    effective_from: int | None = Field(default=None, ge=0, lt=1 << 63)
+
+
 def create_app(bank_factory: Callable[[], Bank], *, admin_token: str) -> FastAPI:
     """Build the app from explicit dependencies: a bank factory and the admin credential."""
     app = FastAPI(
@@ -252,6 +259,11 @@ def create_app(bank_factory: Callable[[], Bank], *, admin_token: str) -> FastAPI
     @app.get("/v1/bank", responses=_problems(503))
     def parameters(bank: BankDep) -> dict[str, Any]:
         return bank.parameters()
+
+    @app.get("/v1/rates", responses=_problems(503))
+    def rates(bank: BankDep) -> dict[str, Any]:
+        """The bank's exchange-rate table: a converted payment is checked against it."""
+        return bank.rates()
 
     @app.get("/v1/hotlist", responses=_problems(*PUBLIC_ERRORS))
     def hotlist(
@@ -348,6 +360,15 @@ def create_app(bank_factory: Callable[[], Bank], *, admin_token: str) -> FastAPI
     def blacklist(body: BlacklistBody, bank: BankDep) -> dict[str, Any]:
         entry = bank.blacklist(body.card, body.reason)
         return {"card": body.card, "blacklisted": True, "version": entry.version}
+
+    @app.post("/v1/admin/rates", dependencies=[Depends(admin)], responses=_problems(*ADMIN_ERRORS))
+    def set_rate(body: RateBody, bank: BankDep) -> dict[str, Any]:
+        try:
+            micro = parse_rate(body.rate)
+        except ValueError as exc:
+            raise Problem(422, "bad_rate", str(exc)) from exc
+        bank.set_rate(body.currency, micro, body.effective_from)
+        return bank.rates()
 
     @app.get("/v1/admin/audit", dependencies=[Depends(admin)], responses=_problems(401, 503))
     def audit(bank: BankDep) -> dict[str, Any]:

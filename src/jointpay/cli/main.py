@@ -17,10 +17,11 @@ from rich.table import Table
 from jointpay.cli.output import EXIT_REFUSED, Output, answering, read_pin
 from jointpay.crypto.certs import check_ident
 from jointpay.crypto.group import DEFAULT_MODP_GROUP, SUITE_SECP256K1, SUITES
-from jointpay.domain.money import format_amount, parse_amount
+from jointpay.domain.money import format_amount, format_rate, parse_amount, parse_rate
 from jointpay.home import Home
 from jointpay.protocol.deposit import loads_strict
 from jointpay.protocol.messages import AuthKind
+from jointpay.protocol.spec import PaymentSpec
 from jointpay.service.errors import BadInput
 from jointpay.service.policy import Policy
 
@@ -254,6 +255,38 @@ def bank_blacklist(
         )
 
 
+@bank_app.command("rates")
+def bank_rates(
+    ctx: typer.Context,
+    currency: Annotated[str | None, typer.Option(help="set the rate of this currency")] = None,
+    rate: Annotated[
+        str | None, typer.Option(help="units of the bank's currency per unit of --currency")
+    ] = None,
+    effective_from: Annotated[
+        int | None, typer.Option("--from", help="Unix time it takes effect (default now)")
+    ] = None,
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Show the exchange-rate table, or publish a rate with --currency and --rate."""
+    h, out = _ctx(ctx, home, json_)
+    with answering(out), h.bank() as bank:
+        if (currency is None) != (rate is None):
+            raise BadInput("bad_usage", "give both --currency and --rate, or neither")
+        if currency is not None and rate is not None:
+            bank.set_rate(currency, parse_rate(rate), effective_from)
+        table = bank.rates()
+
+        def human(c: Console) -> None:
+            t = Table("currency", "from", f"rate ({table['currency']})")
+            for cur, rows in table["rates"].items():
+                for r in rows:
+                    t.add_row(cur, str(r["from"]), r["rate"])
+            c.print(t)
+
+        out.done(table, human)
+
+
 @bank_app.command("unblock-card")
 def bank_unblock_card(
     ctx: typer.Context,
@@ -361,6 +394,16 @@ def pay(
         float,
         typer.Option(help="and a random fraction of the others (0-1)", min=0.0, max=1.0),
     ] = 0.0,
+    currency: Annotated[
+        str | None,
+        typer.Option(help="the price's currency, if not the card's: the card pays its conversion"),
+    ] = None,
+    rate: Annotated[
+        str | None,
+        typer.Option(
+            help="units of the card's currency per unit of --currency (default: the bank's)"
+        ),
+    ] = None,
     bank_url: BankUrl = None,
     home: HomeOpt = None,
     json_: JsonOpt = False,
@@ -368,7 +411,8 @@ def pay(
     """One offline payment between a card and a merchant terminal (FIG. 8).
 
     No bank is contacted, unless --floor-limit or --online-sample ask for FIG. 8's
-    on-line clearance (from the bank at --bank, or the embedded one).
+    on-line clearance (from the bank at --bank, or the embedded one), or --currency
+    without --rate asks for the bank's exchange rate.
     """
     h, out = _ctx(ctx, home, json_)
     with answering(out):
@@ -382,10 +426,25 @@ def pay(
             bank=_bank_port(bank_url),
             floor_limit=floor_limit,
             online_sample=online_sample,
+            price_currency=currency,
+            rate=rate,
         )
         amt = format_amount(taken.amount, taken.currency)
+        conv = PaymentSpec.decode(taken.spec).conversion
+        price = (
+            {}
+            if conv is None
+            else {
+                "price": {
+                    "amount": format_amount(conv.orig_amount, conv.orig_currency),
+                    "currency": conv.orig_currency,
+                    "rate": format_rate(conv.rate_micro),
+                }
+            }
+        )
         out.done(
             {
+                **price,
                 "suite": taken.suite,
                 "joint_public_key": taken.joint_key.hex(),
                 "ser": taken.ser,

@@ -124,3 +124,38 @@ def format_amount(minor: int, currency: str) -> str:
     if exp == 0:
         return f"{sign}{n}"
     return f"{sign}{n // 10**exp}.{n % 10**exp:0{exp}d}"
+
+
+RATE_SCALE: Final = 10**6
+"""Exchange rates are integers: units of one currency per unit of another, x 10^6."""
+_RATE: Final = re.compile(r"^(0|[1-9][0-9]{0,11})(?:\.([0-9]{1,6}))?$")
+
+
+def parse_rate(text: str) -> int:
+    """A decimal exchange rate ("0.9215") as an integer count of millionths, strictly."""
+    if not isinstance(text, str):
+        raise AmountError("a rate is a decimal string")
+    m = _RATE.match(text)
+    if not m:
+        raise AmountError(f"rate {text!r} is not a plain decimal with at most 6 decimals")
+    micro = int(m.group(1)) * RATE_SCALE + int((m.group(2) or "").ljust(6, "0"))
+    if micro == 0:
+        raise AmountError("a rate must be greater than zero")
+    return micro
+
+
+def format_rate(micro: int) -> str:
+    """Millionths as the shortest exact decimal string ("0.9215")."""
+    whole, frac = divmod(micro, RATE_SCALE)
+    return f"{whole}.{frac:06d}".rstrip("0").rstrip(".") if frac else str(whole)
+
+
+def convert(orig_minor: int, orig_currency: str, rate_micro: int, currency: str) -> int:
+    """``orig_minor`` of ``orig_currency`` in minor units of ``currency``, at ``rate_micro``.
+
+    Exact integer arithmetic, rounded half up to the nearest minor unit: a terminal
+    and a bank that follow this function get the same figure to the last cent.
+    """
+    num: int = orig_minor * rate_micro * 10 ** exponent(currency)
+    den: int = RATE_SCALE * 10 ** exponent(orig_currency)
+    return (2 * num + den) // (2 * den)

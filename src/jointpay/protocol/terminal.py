@@ -22,6 +22,7 @@ from jointpay.crypto.encoding import Reader, Writer
 from jointpay.crypto.errors import CryptoError, DecodeError, ExpiredCertificateError
 from jointpay.crypto.group import GroupResolver, get_group
 from jointpay.crypto.schnorr import PaymentCert, verify
+from jointpay.domain.money import convert
 from jointpay.protocol.apdu import SW, ApduFormatError, Command, Response, sw_text
 from jointpay.protocol.card import (
     AID,
@@ -42,7 +43,7 @@ from jointpay.protocol.card import (
     payment_from_last,
 )
 from jointpay.protocol.messages import TERMINAL_SPEC_TAG, AuthKind, PayCommand, PayResponse
-from jointpay.protocol.spec import PaymentSpec
+from jointpay.protocol.spec import Conversion, PaymentSpec
 
 SHORT_DATA: Final = 255
 
@@ -433,8 +434,13 @@ class Terminal:
         service: str = "",
         details: bytes = b"",
         card: CardCert | None = None,
+        conversion: Conversion | None = None,
     ) -> TakenPayment:
         """One offline payment, steps 400-570. Raises :class:`PaymentDeclined`.
+
+        With ``conversion`` the price was set in another currency: ``amount`` must be
+        its conversion at the stated rate (:func:`~jointpay.domain.money.convert`),
+        and the spec carries both, for the bank to check against its rate table.
 
         ``card`` is the CARD-CERT :meth:`read_card` returned in this same session
         (a terminal reads the card before the amount is keyed in); without it the
@@ -444,7 +450,7 @@ class Terminal:
         if not 0 < amount < 1 << 63:
             raise PaymentDeclined("bad_amount", "the amount must be positive")
         with card_declines():
-            return self._pay(client, amount, pin, now, service, details, card)
+            return self._pay(client, amount, pin, now, service, details, card, conversion)
 
     def _pay(
         self,
@@ -455,8 +461,23 @@ class Terminal:
         service: str,
         details: bytes,
         card: CardCert | None,
+        conversion: Conversion | None = None,
     ) -> TakenPayment:
         cert = card if card is not None else self.read_card(client, now)
+        if conversion is not None and (
+            conversion.orig_currency == cert.currency
+            or amount
+            != convert(
+                conversion.orig_amount,
+                conversion.orig_currency,
+                conversion.rate_micro,
+                cert.currency,
+            )
+        ):
+            raise PaymentDeclined(
+                "bad_conversion",
+                "the amount is not the original amount converted to the card's currency",
+            )
         if cert.max_amount and amount > cert.max_amount:
             raise PaymentDeclined("over_limit", "the amount is above the card's per-payment limit")
         status = client.status()
@@ -478,6 +499,7 @@ class Terminal:
             cert.cert_id,
             service,
             details,
+            conversion,
         )
         spec_bytes = spec.encode()
         sig = self.config.signing_key.sign(TERMINAL_SPEC_TAG, spec_bytes)

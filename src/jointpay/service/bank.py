@@ -39,7 +39,7 @@ from jointpay.crypto.group import (
 )
 from jointpay.crypto.joint import Role, prove_possession
 from jointpay.crypto.schnorr import PaymentCert, SecretScalar, verify
-from jointpay.domain.money import check_currency, format_amount
+from jointpay.domain.money import check_currency, format_amount, format_rate
 from jointpay.domain.records import (
     Account,
     AccountKind,
@@ -86,6 +86,7 @@ from jointpay.protocol.terminal import CardClient, CardError
 from jointpay.service.deposit import DepositRun, VerifiedCerts
 from jointpay.service.errors import BadInput, Refused
 from jointpay.service.policy import Policy
+from jointpay.service.rates import RATES_KEY, dump_table, load_table, rate_in
 from jointpay.service.verify_pool import Verifier
 from jointpay.storage.base import (
     Conflict,
@@ -315,6 +316,43 @@ class Bank:
             return ""
         rec = FipsGroup.from_json(self.config.group_record)
         return json.dumps(rec.params.to_json(), sort_keys=True)
+
+    # -- exchange rates (payments priced in another currency) ---------------------------
+    def set_rate(self, currency: str, rate_micro: int, effective_from: int | None = None) -> None:
+        """Publish a rate: ``rate_micro`` millionths of the bank's currency per unit of
+        ``currency``, in effect from ``effective_from`` (now by default) on. Earlier
+        rates stay in the table: a payment is judged at the rate of its own time."""
+        try:
+            check_currency(currency)
+        except ValueError as exc:
+            raise BadInput("bad_currency", str(exc)) from exc
+        if currency == self.currency:
+            raise BadInput("bad_currency", f"{currency} is the bank's own currency")
+        if not 0 < rate_micro < 1 << 63:
+            raise BadInput("bad_rate", "a rate must be positive")
+        start = self.clock() if effective_from is None else effective_from
+        with self.store.transaction() as tx:
+            table = load_table(tx.config_get(RATES_KEY))
+            rows = [r for r in table.get(currency, []) if r[0] != start]
+            table[currency] = sorted([*rows, (start, rate_micro)])
+            tx.config_set(RATES_KEY, dump_table(table))
+
+    def rates(self) -> dict[str, Any]:
+        """The published rate table: every rate with the moment it took effect."""
+        with self.store.transaction() as tx:
+            table = load_table(tx.config_get(RATES_KEY))
+        return {
+            "currency": self.currency,
+            "tolerance_ppm": self.policy.rate_tolerance_ppm,
+            "rates": {
+                cur: [{"from": start, "rate": format_rate(micro)} for start, micro in rows]
+                for cur, rows in sorted(table.items())
+            },
+        }
+
+    def rate_at(self, tx: UnitOfWork, currency: str, when: int) -> int | None:
+        """The bank's rate for ``currency`` in effect at ``when``, or None."""
+        return rate_in(load_table(tx.config_get(RATES_KEY)), currency, when)
 
     def open_account(self, holder: str, balance: int) -> Account:
         """An ordinary account for ``holder``, funded with ``balance`` paid in."""

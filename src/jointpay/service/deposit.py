@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from jointpay.crypto.certs import CardCert, CardMode
 from jointpay.crypto.errors import CryptoError, ExpiredCertificateError
 from jointpay.crypto.schnorr import PaymentCert
-from jointpay.domain.money import format_amount
+from jointpay.domain.money import RATE_SCALE, convert, format_amount
 from jointpay.domain.records import (
     CardRecord,
     CardStatus,
@@ -35,6 +35,7 @@ from jointpay.protocol.deposit import DepositRequest, RawPayment, canonical_json
 from jointpay.protocol.spec import PaymentSpec
 from jointpay.service import verify_pool
 from jointpay.service.errors import Refused
+from jointpay.service.rates import RATES_KEY, RateTable, load_table, rate_in
 from jointpay.service.verify_pool import Job, job_for
 from jointpay.storage.base import InsufficientFunds, UnitOfWork
 
@@ -99,6 +100,7 @@ class DepositRun:
         self.top_ser: dict[str, int] = {}
         self.merchant_credit = 0
         self.fees = 0
+        self._rates: RateTable | None = None
         self.valid: dict[int, bool] = {}
         """Strict verification of each parsed payment, by object id (pool or in process)."""
 
@@ -248,7 +250,7 @@ class DepositRun:
             return _rejected(label, ser, "duplicate")
         if spec.time < self.now - bank.policy.deposit_window:
             return _rejected(label, ser, "stale")
-        if spec.currency != card.currency:
+        if spec.currency != card.currency or not self._rate_ok(spec):
             return _rejected(label, ser, "currency_mismatch")
         cheque = card.mode == CardMode.CHEQUE.value
         source = card.holder_account if cheque else card.float_account
@@ -283,6 +285,21 @@ class DepositRun:
             )
         )
         return PaymentResult(card.card_number, ser, "accepted", None, spec.amount)
+
+    def _rate_ok(self, spec: PaymentSpec) -> bool:
+        """A converted payment: the terminal's rate is the bank's (within tolerance) at
+        the payment's time, and the amount is the original converted at that rate."""
+        c = spec.conversion
+        if c is None:
+            return True
+        if self._rates is None:
+            self._rates = load_table(self.tx.config_get(RATES_KEY))
+        ref = rate_in(self._rates, c.orig_currency, spec.time)
+        if c.orig_currency == spec.currency or ref is None:
+            return False
+        if abs(c.rate_micro - ref) * RATE_SCALE > ref * self.bank.policy.rate_tolerance_ppm:
+            return False
+        return spec.amount == convert(c.orig_amount, c.orig_currency, c.rate_micro, spec.currency)
 
     def _issued_to(self, cert: CardCert, card: CardRecord) -> bool:
         """Whether this bank issued exactly this CARD-CERT to this card (once per cert)."""

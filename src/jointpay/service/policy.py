@@ -25,6 +25,8 @@ class Policy:
     """A withdrawal renews the CARD-CERT when it expires within this (FIG. 10 step 910)."""
     max_amount: int = 0
     """Per-payment limit written into CARD-CERTs (0: none)."""
+    rate_tolerance_ppm: int = 10_000
+    """How far (millionths) a terminal's stated exchange rate may be from the bank's."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
