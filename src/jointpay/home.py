@@ -41,6 +41,7 @@ from jointpay.protocol.terminal import (
     CardClient,
     OnlineAnswer,
     OnlinePolicy,
+    OnlineRefused,
     OnlineUnavailable,
     TakenPayment,
     Terminal,
@@ -355,11 +356,12 @@ class Home:
         with contextlib.ExitStack() as stack:
             tf, store = stack.enter_context(self.terminal(merchant))
             client = stack.enter_context(self.open_card(card, reader))
-            if (wants_online or (price_currency and rate is None)) and bank is None:
-                bank = stack.enter_context(self.bank())
             now = self.clock()
             terminal = Terminal(tf.config(store.hotlist()), store)
             cert = terminal.read_card(client, now)
+            credit = cert.mode.value == "credit"  # cleared on-line by default
+            if (wants_online or credit or (price_currency and rate is None)) and bank is None:
+                bank = stack.enter_context(self.bank())
             conversion = None
             if price_currency is not None and price_currency != cert.currency:
                 if not isinstance(amount, str):
@@ -370,13 +372,19 @@ class Home:
                 )
             else:
                 minor = parse_amount(amount, cert.currency) if isinstance(amount, str) else amount
-            if wants_online and bank is not None:  # the limit is in the card's currency too
+            if (wants_online or credit) and bank is not None:  # the card's currency too
                 floor = (
                     parse_amount(floor_limit, cert.currency, allow_zero=True)
                     if isinstance(floor_limit, str)
                     else floor_limit
                 )
-                terminal.online = OnlinePolicy(online_clearance(bank), floor, online_sample)
+                terminal.online = OnlinePolicy(
+                    online_clearance(bank),
+                    floor,
+                    online_sample,
+                    always=credit,
+                    restore=online_restore(bank) if credit else None,
+                )
             source = pin if callable(pin) else (lambda: pin)
             return terminal.pay(client, minor, source, now, card=cert, conversion=conversion)
 
@@ -424,14 +432,25 @@ class Home:
         auth: AuthKind = AuthKind.SIGNATURE,
         reader: str | None = None,
     ) -> WithdrawOutcome:
-        """FIG. 10 from the holder's side; ``amount`` as in :meth:`pay`."""
+        """FIG. 10 from the holder's side; ``amount`` as in :meth:`pay`.
+
+        For a credit card the exchange restores its usable limit (no money moves);
+        ``amount="max"`` asks the bank how far it would restore it now.
+        """
         with self.open_card(card, reader) as client:
             if isinstance(amount, str):
                 client.select()
-                currency = client.info().currency
-                if not currency:
+                info = client.info()
+                if not info.currency:
                     raise Refused("not_issued", "the card has not been issued")
-                amount = parse_amount(amount, currency, allow_zero=True)
+                if amount == "max":
+                    if info.mode != "credit":
+                        raise BadInput("bad_amount", "--amount max restores a credit card")
+                    amount = int(bank.online_check(info.card_number, 0).get("topup") or 0)
+                    if not amount and not renew:
+                        raise Refused("credit_limit", "the bank has no credit to restore now")
+                else:
+                    amount = parse_amount(amount, info.currency, allow_zero=True)
             return withdraw_with_card(
                 client,
                 bank,
@@ -452,9 +471,26 @@ def online_clearance(bank: BankPort) -> Callable[[str, int], OnlineAnswer]:
             if exc.code == "bank_unreachable":
                 raise OnlineUnavailable(exc.message) from exc
             return OnlineAnswer(False, exc.code)
-        return OnlineAnswer(bool(answer["approved"]), answer.get("reason"))
+        return OnlineAnswer(
+            bool(answer["approved"]), answer.get("reason"), int(answer.get("topup") or 0)
+        )
 
     return check
+
+
+def online_restore(bank: BankPort) -> Callable[[bytes], bytes]:
+    """A credit card's FIG. 10 request, carried by a merchant's terminal to the bank."""
+
+    def restore(request: bytes) -> bytes:
+        try:
+            return bank.withdraw(request)
+        except ServiceError as exc:
+            if exc.code == "bank_unreachable":
+                raise OnlineUnavailable(exc.message) from exc
+            proof = exc.proof if isinstance(exc, Refused) else None
+            raise OnlineRefused(exc.code, exc.message, proof) from exc
+
+    return restore
 
 
 def _conversion(

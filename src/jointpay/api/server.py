@@ -156,6 +156,8 @@ class OnlineCheckAnswer(BaseModel):
     approved: bool
     reason: str | None
     available: str | None
+    topup: int = 0
+    """Credit cards: minor units the bank would restore the card's C_balance by now."""
 
 
 class AccountBody(BaseModel):

@@ -287,6 +287,101 @@ def bank_rates(
         out.done(table, human)
 
 
+@bank_app.command("settle")
+def bank_settle(
+    ctx: typer.Context,
+    paid: Annotated[
+        tuple[str, str] | None,
+        typer.Option(help="HOLDER AMT: book a settlement made by other means"),
+    ] = None,
+    ref: Annotated[
+        str | None, typer.Option(help="the settlement's reference (a cheque number)")
+    ] = None,
+    from_account: Annotated[
+        bool, typer.Option("--from-account", help="take it from the holder's bank account")
+    ] = False,
+    until: Annotated[
+        int | None, typer.Option(help="end of the billing period, Unix time (default now)")
+    ] = None,
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Credit settlement: bill every credit card for the period and pay out cleared
+    merchant credits; or, with --paid, book a holder's settlement."""
+    h, out = _ctx(ctx, home, json_)
+    with answering(out), h.bank() as bank:
+        if paid is not None:
+            holder, amt = paid
+            result = bank.repay(
+                holder, parse_amount(amt, bank.currency), ref=ref, from_account=from_account
+            )
+            out.done(
+                result,
+                lambda c: c.print(
+                    f"Booked {result['paid']} {bank.currency} from {holder} (ref {result['ref']})."
+                ),
+            )
+            return
+        run = bank.settle(until)
+
+        def human(c: Console) -> None:
+            for sid, amount in run["released"].items():
+                c.print(f"Released {amount} {bank.currency} to merchant {sid}.")
+            t = Table("card", "no.", "charges", "interest", "late", "due", "by")
+            for st in run["statements"]:
+                t.add_row(
+                    st["card"],
+                    str(st["number"]),
+                    st["charges"],
+                    st["interest"],
+                    st["late_interest"],
+                    st["balance_due"],
+                    str(st["due_at"]),
+                )
+            c.print(t if run["statements"] else "No statement to draw up.")
+
+        out.done(run, human)
+
+
+@bank_app.command("policy")
+def bank_policy(
+    ctx: typer.Context,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="NAME=VALUE (amounts as decimals, others integers)"),
+    ] = None,
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Show the bank's policy (fees, windows, credit terms), or change values with --set."""
+    h, out = _ctx(ctx, home, json_)
+    with answering(out), h.bank() as bank:
+        changes: dict[str, int] = {}
+        for item in set_ or []:
+            name, sep, value = item.partition("=")
+            if not sep:
+                raise BadInput("bad_policy", f"--set takes NAME=VALUE, not {item!r}")
+            if name in Policy.AMOUNTS:
+                changes[name] = parse_amount(value, bank.currency, allow_zero=True)
+            elif value.isdigit():
+                changes[name] = int(value)
+            else:
+                raise BadInput("bad_policy", f"{name} must be a whole number")
+        policy = bank.set_policy(**changes) if changes else bank.policy
+        shown = {
+            k: format_amount(v, bank.currency) if k in Policy.AMOUNTS else v
+            for k, v in policy.to_json().items()
+        }
+
+        def human(c: Console) -> None:
+            t = Table("policy", "value")
+            for k, v in shown.items():
+                t.add_row(k, str(v))
+            c.print(t)
+
+        out.done(shown, human)
+
+
 @bank_app.command("unblock-card")
 def bank_unblock_card(
     ctx: typer.Context,

@@ -190,3 +190,25 @@ class AlertRecord:
     created_at: int
     evidence: str = field(default="", repr=False)
     """JSON: both certificates of a double spend, the balances compared, ..."""
+
+
+@dataclass(frozen=True, slots=True)
+class StatementRecord:
+    """A credit card's bill for one period (``bank settle``)."""
+
+    card_number: str
+    number: int
+    """1, 2, 3, ... per card."""
+    period_start: int
+    """Exclusive: payments accepted after this moment ..."""
+    period_end: int
+    """... and up to this one (inclusive) are on this statement."""
+    charges: int
+    """Sum of the period's accepted payments."""
+    interest: int
+    """Interest per credit transaction of the period."""
+    late_interest: int
+    """Interest on what the previous statement asked for and was not paid by its date."""
+    balance_due: int
+    """What the holder owes once this statement is posted."""
+    due_at: int

@@ -160,6 +160,8 @@ class CardState:
     last_payment: bytes = b""
     pending_withdrawal: bytes = b""
     unblock_count: int = 0
+    cheque_book: bool = False
+    """A cheque card that was given a cheque count: C_balance then counts its cheques."""
 
     def __repr__(self) -> str:
         return (
@@ -504,9 +506,11 @@ class CardApplet:
         return out
 
     def _debit_for(self, spec: PaymentSpec) -> int:
-        """What a payment takes from C_balance: the amount; one cheque for cheque cards."""
+        """What a payment takes from C_balance: the amount; one cheque for cheque cards
+        (none if the card was never given a cheque count: its cheques are then only
+        limited by the holder's account, at deposit)."""
         if self.state.mode == CardMode.CHEQUE.value:
-            return 1 if self.state.balance else 0
+            return 1 if self.state.cheque_book else 0
         return spec.amount
 
     # -- withdrawal (FIG. 10 steps 850-920) -------------------------------------------
@@ -598,7 +602,14 @@ class CardApplet:
             new_cert = ack.new_cert
         new_balance = st.balance + ack.amount
         self._commit(
-            replace(st, balance=new_balance, seq=req.seq, cert=new_cert, pending_withdrawal=b"")
+            replace(
+                st,
+                balance=new_balance,
+                seq=req.seq,
+                cert=new_cert,
+                pending_withdrawal=b"",
+                cheque_book=st.cheque_book or (st.mode == CardMode.CHEQUE.value and ack.amount > 0),
+            )
         )
         return Writer().u64(new_balance).u64(req.seq).finish()
 

@@ -11,6 +11,7 @@ clock or a keyboard.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -341,10 +342,22 @@ class OnlineAnswer:
 
     approved: bool
     reason: str | None = None
+    topup: int = 0
+    """For a credit card: how far the bank would restore its C_balance now."""
 
 
 class OnlineUnavailable(Exception):
     """The bank could not be asked (network down, bank down)."""
+
+
+class OnlineRefused(Exception):
+    """The bank refused a request the terminal carried for the card; ``proof`` is the
+    bank's signed refusal, for the card to drop its pending request."""
+
+    def __init__(self, code: str, message: str, proof: bytes | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.proof = proof
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,6 +373,12 @@ class OnlinePolicy:
     floor_limit: int | None = None
     sample: float = 0.0
     draw: Callable[[], float] = field(default=secrets.SystemRandom().random)
+    always: bool = False
+    """Ask for every payment (the default for credit cards); an unreachable bank then
+    declines payments above the floor limit and lets the others go on offline."""
+    restore: Callable[[bytes], bytes] | None = None
+    """Carry a credit card's FIG. 10 request to the bank and return its answer, so that
+    a card whose usable limit is too low is restored during the payment."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.sample <= 1.0:
@@ -367,11 +386,16 @@ class OnlinePolicy:
         if self.floor_limit is not None and self.floor_limit < 0:
             raise ValueError("the floor limit cannot be negative")
 
-    def clear(self, card_number: str, amount: int) -> None:
-        """Ask the bank if this payment must be cleared; raise :class:`PaymentDeclined`."""
-        above = self.floor_limit is not None and amount > self.floor_limit
-        if not above and not (self.sample and self.draw() < self.sample):
-            return
+    def clear(self, card_number: str, amount: int) -> OnlineAnswer | None:
+        """Ask the bank if this payment must be cleared; raise :class:`PaymentDeclined`.
+
+        Returns the bank's answer, or None if the bank was not asked (or could not be,
+        at or below the floor limit).
+        """
+        floor = self.floor_limit if self.floor_limit is not None else (0 if self.always else None)
+        above = floor is not None and amount > floor
+        if not above and not self.always and not (self.sample and self.draw() < self.sample):
+            return None
         try:
             answer = self.check(card_number, amount)
         except OnlineUnavailable as exc:
@@ -380,12 +404,13 @@ class OnlinePolicy:
                     "bank_unreachable",
                     f"above the floor limit the bank must clear the payment: {exc}",
                 ) from exc
-            return
+            return None
         if not answer.approved:
             raise PaymentDeclined(
                 "online_declined",
                 f"the bank declined the payment on-line ({answer.reason or 'no reason given'})",
             )
+        return answer
 
 
 class Terminal:
@@ -483,12 +508,23 @@ class Terminal:
         status = client.status()
         if status.locked:
             raise PaymentDeclined("locked", "the card is locked (too many wrong PINs)")
-        if cert.mode.value != "cheque" and status.balance < amount:
+        short = cert.mode.value != "cheque" and status.balance < amount
+        restorable = cert.mode.value == "credit" and self.online is not None and self.online.restore
+        if short and not restorable:
             raise PaymentDeclined(
                 "insufficient_balance", "the card's balance does not cover the amount"
             )
-        if self.online is not None:
-            self.online.clear(cert.card_number, amount)
+        answer = self.online.clear(cert.card_number, amount) if self.online else None
+        if short:  # a credit card: the bank restores its usable limit first (FIG. 10)
+            if answer is None or status.balance + answer.topup < amount:
+                raise PaymentDeclined(
+                    "insufficient_balance",
+                    "the card's credit line does not cover the amount, even restored",
+                )
+            known = pin()
+            pin = lambda: known  # noqa: E731 - the holder is asked once
+            client.verify_pin(known)
+            self._restore_credit(client, answer.topup)
         spec = PaymentSpec(
             self.config.bank_id,
             self.config.sid,
@@ -506,6 +542,29 @@ class Terminal:
         client.verify_pin(pin())  # steps 450-490
         resp = client.pay(PayCommand(self.config.merchant_cert, spec_bytes, sig))
         return self._accept(cert, spec, spec_bytes, resp)
+
+    def _restore_credit(self, client: CardClient, topup: int) -> None:
+        """Carry the card's FIG. 10 request to the bank and its answer back; no money
+        moves (the bank raises the credit card's C_balance within its limit)."""
+        if self.online is None or self.online.restore is None:  # pragma: no cover
+            raise PaymentDeclined("insufficient_balance", "no bank to restore the credit line")
+        request = client.withdraw_request(topup, False, AuthKind.SIGNATURE)
+        try:
+            ack = self.online.restore(request)
+        except OnlineRefused as exc:
+            if exc.proof:
+                with contextlib.suppress(CardError, DecodeError):
+                    client.withdraw_refused(exc.proof)
+            raise PaymentDeclined(
+                "online_declined", f"the bank did not restore the credit line: {exc}"
+            ) from exc
+        except OnlineUnavailable as exc:
+            raise PaymentDeclined(
+                "bank_unreachable",
+                f"the credit line's restore got no answer ({exc}); the card keeps its "
+                "request, and its next contact with the bank completes it",
+            ) from exc
+        client.withdraw_complete(ack)
 
     def recover(self, client: CardClient, now: int) -> TakenPayment | None:
         """After a torn PAY: read the card's last payment back; keep it if it is ours."""

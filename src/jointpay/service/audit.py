@@ -7,7 +7,10 @@ Invariants (docs/operations.md lists them with the harness that tests each):
 3. no account that may not go negative is below zero (card floats, holders, merchants);
 4. no (card, ser) is credited twice (the payments table's key; re-checked here);
 5. each cash card's float equals its loads (withdrawals) minus its accepted payments;
-6. each merchant account equals what its accepted payments credited, less fees;
+   each credit card spent no more than the C_balance it was granted, and its credit
+   account carries exactly its accepted payments;
+6. each merchant account (with its clearing account) equals what its accepted
+   payments credited, when the bank charges no fees;
 7. open breach alerts are reported (they are not ledger violations, but an auditor
    must see them).
 """
@@ -18,6 +21,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
 from jointpay.domain.money import format_amount
+from jointpay.domain.records import Account, AccountKind
 from jointpay.storage.base import UnitOfWork
 
 if TYPE_CHECKING:
@@ -25,7 +29,7 @@ if TYPE_CHECKING:
 
 
 def run_audit(bank: Bank, tx: UnitOfWork) -> AuditReport:
-    from jointpay.service.bank import AuditReport
+    from jointpay.service.bank import AuditReport, clearing_account, income_account
 
     violations: list[str] = []
     cur = bank.currency
@@ -59,6 +63,7 @@ def run_audit(bank: Bank, tx: UnitOfWork) -> AuditReport:
         spent[p.card_number] += p.amount
         per_merchant[p.sid] += p.amount
     by_id = {a.id: a for a in accounts}
+    credit = _credit_checks(tx, violations, by_id, loads, spent)
     for card in tx.list_cards():
         if card.mode != "cash":
             continue
@@ -71,14 +76,16 @@ def run_audit(bank: Bank, tx: UnitOfWork) -> AuditReport:
                 f"card {card.card_number}: float {acc.balance} but loads minus "
                 f"accepted payments is {expected}"
             )
-    fee = bank.policy.payment_fee
+    no_fees = bank.policy.payment_fee == 0 and bank.policy.credit_fee_bp == 0
     for m in tx.list_merchants():
         acc = by_id.get(m.account_id)
+        waiting = by_id.get(clearing_account(m.sid))
+        held = acc.balance + (waiting.balance if waiting else 0) if acc else 0
         if acc is None:
             violations.append(f"merchant {m.sid} has no account")
-        elif fee == 0 and acc.balance != per_merchant[m.sid]:
+        elif no_fees and held != per_merchant[m.sid]:
             violations.append(
-                f"merchant {m.sid}: balance {acc.balance} but accepted payments "
+                f"merchant {m.sid}: balance {held} (with clearing) but accepted payments "
                 f"total {per_merchant[m.sid]}"
             )
     alerts = tx.list_alerts()
@@ -87,10 +94,48 @@ def run_audit(bank: Bank, tx: UnitOfWork) -> AuditReport:
         "payments": n_payments,
         "alerts": len(alerts),
         "float_total": format_amount(
-            sum(a.balance for a in accounts if a.id.startswith("card:")), cur
+            sum(a.balance for a in accounts if a.kind == AccountKind.CARD_FLOAT), cur
         ),
         "income": format_amount(
             sum(a.balance for a in accounts if a.id.startswith("bank:income:")), cur
         ),
+        "interest": format_amount(tx.account_flow_since(income_account(cur), -1, "interest"), cur),
+        "credit_owed": format_amount(credit["owed"], cur),
+        "credit_exposure": format_amount(credit["exposure"], cur),
+        "merchant_clearing": format_amount(
+            sum(a.balance for a in accounts if a.id.endswith(":clearing")), cur
+        ),
+        "bounced_cheques": sum(1 for a in alerts if a.kind == "bounced_cheque"),
     }
     return AuditReport(not violations, violations, figures)
+
+
+def _credit_checks(
+    tx: UnitOfWork,
+    violations: list[str],
+    by_id: dict[str, Account],
+    granted: dict[str, int],
+    spent: dict[str, int],
+) -> dict[str, int]:
+    """Each credit card spent no more C_balance than it was granted, and its credit
+    account carries exactly its accepted payments; returns what is owed and the
+    bank's exposure (owed plus the C_balance the cards may still spend)."""
+    owed = exposure = 0
+    for card in tx.list_cards():
+        if card.mode != "credit":
+            continue
+        acc = by_id.get(card.float_account)
+        n = card.card_number
+        if acc is None:
+            violations.append(f"credit card {n} has no credit account")
+            continue
+        if spent[n] > granted[n]:
+            violations.append(f"credit card {n}: payments {spent[n]} above its grants {granted[n]}")
+        booked = -tx.account_flow_since(acc.id, -1, "deposit")
+        if booked != spent[n]:
+            violations.append(
+                f"credit card {n}: deposits booked {booked} but accepted payments total {spent[n]}"
+            )
+        owed += max(0, -acc.balance)
+        exposure += max(0, -acc.balance) + granted[n] - spent[n]
+    return {"owed": owed, "exposure": exposure}

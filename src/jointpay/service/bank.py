@@ -192,6 +192,11 @@ def holder_account(holder: str) -> str:
     return f"holder:{holder}"
 
 
+def clearing_account(sid: str) -> str:
+    """Where a merchant's share of credit payments waits for the clearing delay."""
+    return f"merchant:{sid}:clearing"
+
+
 class Bank:
     """One bank: its keys, its policy, its books."""
 
@@ -450,6 +455,8 @@ class Bank:
             raise BadInput("bad_amount", "only cash cards carry an initial load")
         if card_mode is CardMode.CREDIT and not limit:
             raise BadInput("bad_amount", "a credit card needs --limit")
+        if card_mode is CardMode.CASH and limit:
+            raise BadInput("bad_amount", "--limit is for credit cards (and cheque books)")
         now = self.clock()
         with self.store.transaction() as tx:  # step 210
             try:
@@ -524,10 +531,13 @@ class Bank:
             raise Refused("bad_contribution", f"the card's key contribution: {exc}") from exc
         record = self._open_card_account(number, holder, card_mode, limit, cert, master_key, now)
         balance = 0
-        if load:  # step 270
+        # Step 270: a cash card's load, a credit card's limit, a cheque card's cheque book,
+        # each written by the FIG. 10 exchange (only the cash load moves money).
+        first = load if card_mode is CardMode.CASH else limit
+        if first:
             from jointpay.service.flows import withdraw_with_card
 
-            balance = withdraw_with_card(client, self, pin=pin, amount=load, auth=auth).balance
+            balance = withdraw_with_card(client, self, pin=pin, amount=first, auth=auth).balance
         return IssuedCard(record.card_number, cert.joint_key.encoded, cert, balance)
 
     def _make_user_key(
@@ -649,10 +659,14 @@ class Bank:
         card = self.card(card_number)
         if card.status is CardStatus.BLACKLISTED:
             return {"approved": False, "reason": "blacklisted", "available": None}
+        topup = 0
         if card.mode == CardMode.CHEQUE.value:
             available = self.account(card.holder_account).balance
         elif card.mode == CardMode.CREDIT.value:
-            available = card.limit + self.account(card.float_account).balance
+            with self.store.transaction() as tx:
+                granted, spent = tx.card_totals(card.card_number)
+                topup = self._credit_topup(tx, card, granted - spent)
+            available = granted - spent + topup
         else:
             available = self.account(card.float_account).balance
         ok = amount <= available
@@ -660,7 +674,42 @@ class Bank:
             "approved": ok,
             "reason": None if ok else "insufficient_balance",
             "available": format_amount(available, self.currency),
+            "topup": topup,
         }
+
+    def _credit_topup(self, tx: UnitOfWork, card: CardRecord, card_balance: int) -> int:
+        """How far a credit card's C_balance may be raised now (FIG. 10 step 840).
+
+        The bank's exposure on the card is what the holder owes (the credit account
+        below zero) plus what the card may still spend (granted C_balance less the
+        payments deposited). The restore keeps it within the limit, keeps the card's
+        own C_balance (``card_balance``, as it reports it) within the limit, and is
+        capped by the policy's maximum top-up.
+        """
+        granted, spent = tx.card_totals(card.card_number)
+        owed = -tx.get_account(card.float_account).balance
+        room = min(card.limit - owed - (granted - spent), card.limit - card_balance)
+        if self.policy.credit_max_topup:
+            room = min(room, self.policy.credit_max_topup)
+        return max(0, room)
+
+    def set_policy(self, **changes: int) -> Policy:
+        """Change policy values (fees, windows, credit terms); returns the new policy."""
+        known = set(Policy.__dataclass_fields__)
+        for name, value in changes.items():
+            if name not in known:
+                raise BadInput("bad_policy", f"no policy value named {name!r}")
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << 63:
+                raise BadInput("bad_policy", f"{name} must be a non-negative integer")
+        with self.store.transaction() as tx:
+            raw = tx.config_get(CONFIG_KEY)
+            if raw is None:  # pragma: no cover - the bank exists
+                raise BadInput("no_bank", "no bank here")
+            config = BankConfig.from_json(raw)
+            config = replace(config, policy=replace(config.policy, **changes))
+            tx.config_set(CONFIG_KEY, config.to_json())
+        self.config = config
+        return config.policy
 
     def unblock_card(self, client: CardClient, new_pin: str) -> None:
         """Reset a locked card's PIN counter and set a new PIN, through the master key."""
@@ -711,11 +760,25 @@ class Bank:
                 float_acc = tx.get_account(card.float_account) if card.float_account else None
                 if card.status is CardStatus.BLACKLISTED:
                     refusal = ("blacklisted", "the card is on the hot list")
-                elif card.mode == CardMode.CHEQUE.value or float_acc is None:
-                    refusal = ("not_supported", "cheque cards have no withdrawal")
                 elif req.amount == 0 and not req.renew:
                     refusal = ("bad_amount", "a withdrawal of zero must ask for renewal")
-                elif card.mode == CardMode.CASH.value and req.balance > float_acc.balance:
+                elif card.mode == CardMode.CHEQUE.value and req.amount > max(
+                    0, card.limit - req.balance
+                ):
+                    refusal = (
+                        ("cheque_limit", "the cheque book would exceed its size")
+                        if card.limit
+                        else ("not_supported", "this cheque card carries no cheque count")
+                    )
+                elif card.mode == CardMode.CREDIT.value and req.amount > self._credit_topup(
+                    tx, card, req.balance
+                ):
+                    refusal = ("credit_limit", "the credit line cannot be restored by that much")
+                elif (
+                    card.mode == CardMode.CASH.value
+                    and float_acc is not None
+                    and (req.balance > float_acc.balance)
+                ):
                     # Step 880: the card may be lower (payments not yet deposited), never
                     # higher.
                     alert = (
@@ -734,7 +797,8 @@ class Bank:
                         "the card reports more value than the bank's record; card hot-listed",
                     )
                 else:
-                    fee = self.policy.withdrawal_fee if req.amount else 0
+                    cash = card.mode == CardMode.CASH.value
+                    fee = self.policy.withdrawal_fee if req.amount and cash else 0
                     return self._apply_withdrawal(tx, card, cert, req, fee, now)
         except InsufficientFunds:
             refusal = ("insufficient_funds", "the holder's account cannot fund this withdrawal")
@@ -782,8 +846,9 @@ class Bank:
         fee: int,
         now: int,
     ) -> bytes:
-        if req.amount:
-            # cash: holder's account -> card float; credit: the holder settles its debt
+        if req.amount and card.mode == CardMode.CASH.value:
+            # cash: holder's account -> card float. A credit card's restored limit and a
+            # cheque card's cheques are no money: nothing is posted for them.
             legs = [
                 Leg(card.holder_account, -(req.amount + fee)),
                 Leg(card.float_account, req.amount),
@@ -926,6 +991,26 @@ class Bank:
                 )
             )
             return receipt
+
+    # -- credit: settlement run, repayments -----------------------------------------------
+    def settle(self, until: int | None = None) -> dict[str, Any]:
+        """``bank settle``: release cleared merchant credits, bill every credit card."""
+        from jointpay.service.credit import settle
+
+        return settle(self, until)
+
+    def repay(
+        self, holder: str, amount: int, *, ref: str | None = None, from_account: bool = False
+    ) -> dict[str, Any]:
+        """``bank settle --paid HOLDER AMT``: a settlement made by other means."""
+        from jointpay.service.credit import repay
+
+        return repay(self, holder, amount, ref=ref, from_account=from_account)
+
+    def statements(self, card_number: str | None = None) -> list[dict[str, Any]]:
+        from jointpay.service.credit import statements
+
+        return statements(self, card_number)
 
     # -- audit --------------------------------------------------------------------------
     def audit(self) -> AuditReport:

@@ -24,6 +24,8 @@ from jointpay.crypto.errors import CryptoError, ExpiredCertificateError
 from jointpay.crypto.schnorr import PaymentCert
 from jointpay.domain.money import RATE_SCALE, convert, format_amount
 from jointpay.domain.records import (
+    Account,
+    AccountKind,
     CardRecord,
     CardStatus,
     CertRecord,
@@ -99,6 +101,7 @@ class DepositRun:
         self.available: dict[str, int] = {}
         self.top_ser: dict[str, int] = {}
         self.merchant_credit = 0
+        self.clearing_credit = 0
         self.fees = 0
         self._rates: RateTable | None = None
         self.valid: dict[int, bool] = {}
@@ -201,6 +204,10 @@ class DepositRun:
             | {c.holder_account for c in self.cards.values() if c.mode == CardMode.CHEQUE.value}
         )
         self.available = {a.id: a.balance for a in self.tx.get_accounts(floats).values()}
+        for card in self.cards.values():  # what each credit card was granted and has spent
+            if card.mode == CardMode.CREDIT.value:
+                granted, spent = self.tx.card_totals(card.card_number)
+                self.available[card.float_account] = granted - spent
 
     # -- pass 3: the checks, in the contract's order ----------------------------------
     def _check(self, p: _Parsed) -> PaymentResult:
@@ -253,18 +260,28 @@ class DepositRun:
         if spec.currency != card.currency or not self._rate_ok(spec):
             return _rejected(label, ser, "currency_mismatch")
         cheque = card.mode == CardMode.CHEQUE.value
+        credit = card.mode == CardMode.CREDIT.value
         source = card.holder_account if cheque else card.float_account
+        # cash: the card float; credit: the C_balance granted less the payments deposited
+        # (the credit account itself goes below zero: what the holder owes); cheque: the
+        # holder's own account.
         left = self.available.get(source, 0) - self.debits.get(source, 0)
-        if card.mode == CardMode.CREDIT.value:
-            left += card.limit  # the credit account goes negative up to the limit
         if spec.amount > left:
             if cheque:  # a cheque the holder's account cannot cover bounces
+                self._bounce(card, ser, spec, left)
                 return _rejected(label, ser, "insufficient_funds")
             self._breach(card, "overspend", {"ser": ser, "amount": spec.amount, "available": left})
             return _rejected(label, ser, "insufficient_balance")
         self.debits[source] = self.debits.get(source, 0) + spec.amount
-        fee = min(bank.policy.payment_fee, spec.amount)
-        self.merchant_credit += spec.amount - fee
+        policy = bank.policy
+        fee = policy.payment_fee
+        if credit:
+            fee += policy.basis_points(spec.amount, policy.credit_fee_bp)
+        fee = min(fee, spec.amount)
+        if credit and policy.credit_clearing_delay:
+            self.clearing_credit += spec.amount - fee  # paid out by `bank settle`, later
+        else:
+            self.merchant_credit += spec.amount - fee
         self.fees += fee
         self.seen[key] = p.spec_bytes
         if ser > self.top_ser.get(card.card_number, -1):
@@ -313,6 +330,26 @@ class DepositRun:
             )
         return self._issued_ok[key]
 
+    def _bounce(self, card: CardRecord, ser: int, spec: PaymentSpec, available: int) -> None:
+        """A bounced cheque, recorded on the holder's account (``bank alerts``)."""
+        self.tx.add_alert(
+            card.card_number,
+            "bounced_cheque",
+            f"a cheque of {format_amount(spec.amount, spec.currency)} {spec.currency} "
+            f"bounced on {card.holder_account}",
+            canonical_json(
+                {
+                    "holder_account": card.holder_account,
+                    "ser": ser,
+                    "amount": spec.amount,
+                    "available": available,
+                    "sid": spec.sid,
+                    "deposit": self.deposit_id,
+                }
+            ).decode(),
+            self.now,
+        )
+
     def _breach(self, card: CardRecord, kind: str, evidence: dict[str, Any]) -> None:
         """Step 670: keep the evidence, raise an alert, hot-list the card at once."""
         self.tx.add_alert(
@@ -334,7 +371,10 @@ class DepositRun:
         tx.add_payments(self.accepted)
         merchant = tx.get_merchant(self.req.sid)
         legs = [Leg(acc, -amount) for acc, amount in sorted(self.debits.items())]
-        legs.append(Leg(merchant.account_id, self.merchant_credit))
+        if self.merchant_credit or not self.clearing_credit:
+            legs.append(Leg(merchant.account_id, self.merchant_credit))
+        if self.clearing_credit:
+            legs.append(Leg(self._clearing_account(merchant.sid), self.clearing_credit))
         if self.fees:
             legs.append(Leg(income_account(bank.currency), self.fees))
         try:
@@ -353,6 +393,17 @@ class DepositRun:
         tx.raise_highest_sers(
             {n: top for n, top in self.top_ser.items() if top > self.cards[n].highest_ser}
         )
+
+    def _clearing_account(self, sid: str) -> str:
+        """The merchant's clearing account (credit payments waiting), made on first use."""
+        from jointpay.service.bank import clearing_account
+
+        acc = clearing_account(sid)
+        if not self.tx.get_accounts([acc]):
+            self.tx.create_account(
+                Account(acc, AccountKind.MERCHANT, self.bank.currency, sid, 0, self.now)
+            )
+        return acc
 
 
 def _rejected(card: str, ser: int | None, reason: str) -> PaymentResult:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, ClassVar
 
 DAY = 86_400
 
@@ -25,6 +25,18 @@ class Policy:
     """A withdrawal renews the CARD-CERT when it expires within this (FIG. 10 step 910)."""
     max_amount: int = 0
     """Per-payment limit written into CARD-CERTs (0: none)."""
+    credit_fee_bp: int = 0
+    """Merchant service charge on a credit payment, in basis points of its amount."""
+    credit_clearing_delay: int = 0
+    """Seconds a merchant's share of credit payments waits in its clearing account."""
+    credit_max_topup: int = 0
+    """Largest C_balance restore of a credit card in one exchange (0: up to the limit)."""
+    credit_interest_bp: int = 0
+    """Interest billed per credit transaction, in basis points of its amount."""
+    late_interest_bp: int = 0
+    """Interest on the part of a statement not paid by its due date, in basis points."""
+    credit_grace: int = 25 * DAY
+    """A statement is due this long after it is drawn up."""
     rate_tolerance_ppm: int = 10_000
     """How far (millionths) a terminal's stated exchange rate may be from the bank's."""
 
@@ -35,3 +47,16 @@ class Policy:
     def from_json(cls, obj: dict[str, Any]) -> Policy:
         names = {f.name for f in fields(cls)}
         return cls(**{k: int(v) for k, v in obj.items() if k in names})
+
+    AMOUNTS: ClassVar[tuple[str, ...]] = (
+        "payment_fee",
+        "withdrawal_fee",
+        "max_amount",
+        "credit_max_topup",
+    )
+    """The fields that are money (minor units of the bank's currency)."""
+
+    @staticmethod
+    def basis_points(amount: int, bp: int) -> int:
+        """``bp`` basis points of ``amount``, rounded up to the minor unit (never a float)."""
+        return -(-amount * bp // 10_000)

@@ -28,6 +28,7 @@ from jointpay.domain.records import (
     HotlistEntry,
     MerchantRecord,
     PaymentRecord,
+    StatementRecord,
     Transfer,
     WithdrawalRecord,
 )
@@ -172,6 +173,22 @@ class UnitOfWork(Protocol):
     def add_withdrawal(self, withdrawal: WithdrawalRecord) -> None: ...
     def get_withdrawal(self, card_number: str, seq: int) -> WithdrawalRecord | None: ...
     def iter_withdrawals(self) -> Iterator[WithdrawalRecord]: ...
+
+    # -- per-card sums and credit statements ---------------------------------------------
+    def card_totals(self, card_number: str) -> tuple[int, int]:
+        """``(granted, spent)``: the card's FIG. 10 amounts and its accepted payments."""
+
+    def card_payments_between(self, card_number: str, after: int, upto: int) -> list[PaymentRecord]:
+        """The card's payments accepted in ``(after, upto]``, by ser."""
+
+    def account_flow_since(self, account_id: str, since: int, kind: str) -> int:
+        """Sum of the account's entries in transfers of ``kind`` posted after ``since``."""
+
+    def add_statement(self, statement: StatementRecord) -> None:
+        """Conflict if the card has a statement of that number."""
+
+    def last_statement(self, card_number: str) -> StatementRecord | None: ...
+    def list_statements(self) -> list[StatementRecord]: ...
 
     # -- hot list and alerts ------------------------------------------------------------
     def add_hotlist(self, card_number: str, reason: str, at: int) -> HotlistEntry:

@@ -23,6 +23,7 @@ from jointpay.domain.records import (
     HotlistEntry,
     MerchantRecord,
     PaymentRecord,
+    StatementRecord,
     Transfer,
     WithdrawalRecord,
 )
@@ -43,6 +44,7 @@ class _Data:
     hotlist: list[HotlistEntry] = field(default_factory=list)
     alerts: list[AlertRecord] = field(default_factory=list)
     idempotency: dict[str, tuple[str, str]] = field(default_factory=dict)
+    statements: dict[tuple[str, int], StatementRecord] = field(default_factory=dict)
 
 
 K = TypeVar("K")
@@ -229,6 +231,45 @@ class MemoryUnitOfWork:
 
     def iter_withdrawals(self) -> Iterator[WithdrawalRecord]:
         return iter(list(self._d.withdrawals.values()))
+
+    def card_totals(self, card_number: str) -> tuple[int, int]:
+        granted = sum(
+            w.amount for w in self._d.withdrawals.values() if w.card_number == card_number
+        )
+        spent = sum(p.amount for p in self._d.payments.values() if p.card_number == card_number)
+        return granted, spent
+
+    def card_payments_between(self, card_number: str, after: int, upto: int) -> list[PaymentRecord]:
+        return sorted(
+            (
+                p
+                for p in self._d.payments.values()
+                if p.card_number == card_number and after < p.accepted_at <= upto
+            ),
+            key=lambda p: p.ser,
+        )
+
+    def account_flow_since(self, account_id: str, since: int, kind: str) -> int:
+        return sum(
+            leg.amount
+            for t in self._d.transfers.values()
+            if t.created_at > since and t.kind == kind
+            for leg in t.legs
+            if leg.account_id == account_id
+        )
+
+    def add_statement(self, statement: StatementRecord) -> None:
+        key = (statement.card_number, statement.number)
+        if key in self._d.statements:
+            raise Conflict(f"statement {key} exists")
+        self._d.statements[key] = statement
+
+    def last_statement(self, card_number: str) -> StatementRecord | None:
+        mine = [s for (c, _), s in self._d.statements.items() if c == card_number]
+        return max(mine, key=lambda s: s.number, default=None)
+
+    def list_statements(self) -> list[StatementRecord]:
+        return [self._d.statements[k] for k in sorted(self._d.statements)]
 
     def add_hotlist(self, card_number: str, reason: str, at: int) -> HotlistEntry:
         entry = HotlistEntry(len(self._d.hotlist) + 1, card_number, reason, at)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, bindparam, create_engine, event, func, select, text, tuple_, update
@@ -38,6 +39,7 @@ from jointpay.domain.records import (
     Leg,
     MerchantRecord,
     PaymentRecord,
+    StatementRecord,
     Transfer,
     WithdrawalRecord,
 )
@@ -633,6 +635,66 @@ class SqlUnitOfWork:
     def iter_withdrawals(self) -> Iterator[WithdrawalRecord]:
         for r in self.c.execute(select(t.withdrawals)):
             yield _withdrawal(r)
+
+    # -- per-card sums and credit statements -----------------------------------------
+    def card_totals(self, card_number: str) -> tuple[int, int]:
+        granted = self.c.execute(
+            select(func.coalesce(func.sum(t.withdrawals.c.amount), 0)).where(
+                t.withdrawals.c.card_number == card_number
+            )
+        ).scalar_one()
+        spent = self.c.execute(
+            select(func.coalesce(func.sum(t.payments.c.amount), 0)).where(
+                t.payments.c.card_number == card_number
+            )
+        ).scalar_one()
+        return int(granted), int(spent)
+
+    def card_payments_between(self, card_number: str, after: int, upto: int) -> list[PaymentRecord]:
+        rows = self.c.execute(
+            select(t.payments)
+            .where(
+                t.payments.c.card_number == card_number,
+                t.payments.c.accepted_at > after,
+                t.payments.c.accepted_at <= upto,
+            )
+            .order_by(t.payments.c.ser)
+        )
+        return [_payment(r) for r in rows]
+
+    def account_flow_since(self, account_id: str, since: int, kind: str) -> int:
+        total = self.c.execute(
+            select(func.coalesce(func.sum(t.entries.c.amount), 0))
+            .join(t.transfers, t.transfers.c.id == t.entries.c.transfer_id)
+            .where(
+                t.entries.c.account_id == account_id,
+                t.transfers.c.created_at > since,
+                t.transfers.c.kind == kind,
+            )
+        ).scalar_one()
+        return int(total)
+
+    def add_statement(self, statement: StatementRecord) -> None:
+        self._insert(
+            t.statements,
+            asdict(statement),
+            f"statement {statement.card_number}/{statement.number}",
+        )
+
+    def last_statement(self, card_number: str) -> StatementRecord | None:
+        row = self.c.execute(
+            select(t.statements)
+            .where(t.statements.c.card_number == card_number)
+            .order_by(t.statements.c.number.desc())
+            .limit(1)
+        ).first()
+        return None if row is None else StatementRecord(**row._asdict())
+
+    def list_statements(self) -> list[StatementRecord]:
+        rows = self.c.execute(
+            select(t.statements).order_by(t.statements.c.card_number, t.statements.c.number)
+        )
+        return [StatementRecord(**r._asdict()) for r in rows]
 
     # -- hot list and alerts -----------------------------------------------------------
     def add_hotlist(self, card_number: str, reason: str, at: int) -> HotlistEntry:

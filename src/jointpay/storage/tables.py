@@ -192,6 +192,20 @@ withdrawals = Table(
     Column("created_at", BigInteger, nullable=False),
 )
 
+statements = Table(
+    "statements",
+    metadata,
+    Column("card_number", String(19), ForeignKey("cards.card_number"), primary_key=True),
+    Column("number", BigInteger, primary_key=True, autoincrement=False),
+    Column("period_start", BigInteger, nullable=False),
+    Column("period_end", BigInteger, nullable=False),
+    Column("charges", BigInteger, nullable=False),
+    Column("interest", BigInteger, nullable=False),
+    Column("late_interest", BigInteger, nullable=False),
+    Column("balance_due", BigInteger, nullable=False),
+    Column("due_at", BigInteger, nullable=False),
+)
+
 hotlist = Table(
     "hotlist",
     metadata,
