@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
+from jointpay import home as home_module
 from jointpay.domain.money import convert, parse_rate
 from jointpay.home import Home
-from jointpay import home as home_module
 from jointpay.protocol import terminal as terminal_module
-from jointpay.protocol.spec import PaymentSpec
-from jointpay.protocol.terminal import PaymentDeclined
+from jointpay.protocol.spec import Conversion, PaymentSpec
+from jointpay.protocol.terminal import PaymentDeclined, Terminal
 from jointpay.service.errors import BadInput, Refused
 from jointpay.service.policy import DAY
 from worlds import PIN
@@ -36,7 +36,7 @@ def test_a_converted_payment_is_checked_against_the_rate_of_its_time(
     close = h.pay(card, "Shop", "10.00", PIN, price_currency="USD", rate="0.925")  # 0.54 %
     yen = h.pay(card, "Shop", "1234", PIN, price_currency="JPY", rate="0.0061")
     far = h.pay(card, "Shop", "10.00", PIN, price_currency="USD", rate="0.95")  # 3.3 %
-    unknown = h.pay(card, "Shop", "10.00", PIN, price_currency="GBP", rate="1.15")
+    h.pay(card, "Shop", "10.00", PIN, price_currency="GBP", rate="1.15")  # no bank rate
     assert (at_bank.amount, close.amount, yen.amount, far.amount) == (920, 925, 753, 950)
     spec = PaymentSpec.decode(at_bank.spec)
     assert spec.conversion is not None
@@ -72,17 +72,145 @@ def test_conversion_arithmetic_and_refusals(world: dict[str, Any]) -> None:
         assert exc.value.code == "currency_mismatch"  # no published rate, none given
     with pytest.raises(ValueError):
         parse_rate("1.0000001")
-    with pytest.raises(PaymentDeclined) as declined:
-        with h.card_client(world["alice"]) as client, h.terminal("Shop") as (tf, store):
-            from jointpay.protocol.spec import Conversion
-            from jointpay.protocol.terminal import Terminal
-
-            t = Terminal(tf.config(frozenset()), store)
-            t.pay(
-                client,
-                999,
-                lambda: PIN,
-                world["clock"].now,
-                conversion=Conversion(1000, "USD", 920_000),
-            )
+    with h.card_client(world["alice"]) as client, h.terminal("Shop") as (tf, store):
+        t = Terminal(tf.config(frozenset()), store)
+        wrong = Conversion(1000, "USD", 920_000)  # 9.20, not 9.99
+        with pytest.raises(PaymentDeclined) as declined:
+            t.pay(client, 999, lambda: PIN, world["clock"].now, conversion=wrong)
     assert declined.value.code == "bad_conversion"
+
+
+# -- credit cards ------------------------------------------------------------------------
+def test_credit_card_limit_settlement_interest_and_restore(world: dict[str, Any]) -> None:
+    h: Home = world["home"]
+    clock = world["clock"]
+    with h.bank() as bank:
+        bank.set_policy(
+            credit_fee_bp=200,
+            credit_clearing_delay=DAY,
+            credit_interest_bp=100,
+            late_interest_bp=500,
+            credit_period=30 * DAY,
+            credit_grace=10 * DAY,
+        )
+        bank.open_account("carol", 1_000)
+        card = h.issue_card(
+            bank, holder="carol", pin=PIN, load=0, mode="credit", limit=10_000, user_key="card"
+        )
+        assert card.balance == 10_000  # the limit, written by FIG. 10: no money moved
+        assert bank.account("holder:carol").balance == 1_000
+        assert bank.account(f"card:{card.card_number}").balance == 0
+    n = card.card_number
+    assert h.pay(n, "Shop", 6_000, PIN).amount == 6_000
+    with pytest.raises(PaymentDeclined) as exc:  # 4,000 left and nothing to restore yet
+        h.pay(n, "Shop", 5_000, PIN)
+    assert exc.value.code == "insufficient_balance"
+    with h.bank() as bank:
+        shop = bank.merchant("Shop")
+        assert reasons(h.deposit("Shop", bank)) == [None]
+        assert bank.account(f"card:{n}").balance == -6_000  # what carol owes
+        assert bank.account(f"merchant:{shop.sid}:clearing").balance == 5_880  # 2 % fee
+        assert bank.account(shop.account_id).balance == 0
+        assert bank.settle() == {"released": {}, "statements": []}  # not due, no period
+        clock.now += DAY + 1
+        assert bank.settle()["released"] == {shop.sid: "58.80"}
+        assert bank.account(shop.account_id).balance == 5_880
+        clock.now += 30 * DAY
+        [st1] = bank.settle()["statements"]
+        assert (st1["charges"], st1["interest"], st1["balance_due"]) == ("60.00", "0.60", "60.60")
+        repaid = bank.repay("carol", 3_000, ref="cheque-0001")
+        assert repaid["owed"] == {n: "30.60"}
+        with pytest.raises(Refused) as dup:
+            bank.repay("carol", 3_000, ref="cheque-0001")
+        assert dup.value.code == "duplicate"
+    assert h.pay(n, "Shop", 4_000, PIN).amount == 4_000  # the rest of the line
+    # The card is at zero: the merchant's terminal carries the card's FIG. 10 request
+    # on-line and the bank restores the line within the limit: 10,000 - 3,060 owed -
+    # 4,000 the card may have spent (not deposited yet) = 2,940.
+    assert h.pay(n, "Shop", 2_000, PIN).amount == 2_000
+    assert h.card(n).load().balance == 940
+    with h.bank() as bank:
+        assert reasons(h.deposit("Shop", bank)) == [None, None]
+        clock.now += 11 * DAY  # statement 1 fell due unpaid in part: 30.60 late
+        clock.now += 30 * DAY
+        [st2] = bank.settle()["statements"]
+        assert (st2["charges"], st2["interest"], st2["late_interest"]) == (
+            "60.00",
+            "0.60",
+            "1.53",
+        )
+        assert st2["balance_due"] == "92.73"  # 30.60 + 60.00 + 0.60 + 1.53
+        assert bank.account(f"card:{n}").balance == -9_273
+        report = bank.audit()
+        assert report.ok, report.violations
+        assert report.figures["credit_owed"] == "92.73"
+        assert report.figures["interest"] == "2.73"
+        with pytest.raises(Refused) as poor:  # carol's own account holds 10.00
+            bank.repay("carol", 9_273, from_account=True)
+        assert poor.value.code == "insufficient_funds"
+        bank.repay("carol", 1_000, from_account=True)
+        assert bank.account("holder:carol").balance == 0
+        # Paid in full: the card's line comes back at its next contact.
+        bank.repay("carol", 8_273)
+        assert bank.online_check(n, 0)["topup"] == 10_000 - 940
+        out = h.withdraw(n, bank, pin=PIN, amount="max", renew=False)
+        assert out.balance == 10_000
+        assert bank.account("holder:carol").balance == 0  # no money moved
+        with pytest.raises(Refused) as over:
+            h.withdraw(n, bank, pin=PIN, amount=1, renew=False)
+        assert over.value.code == "credit_limit"
+        assert bank.audit().ok
+
+
+# -- cheque cards -------------------------------------------------------------------------
+def test_cheques_debit_the_account_and_bounce(world: dict[str, Any]) -> None:
+    h: Home = world["home"]
+    with h.bank() as bank:
+        cheque = h.issue_card(
+            bank, holder="bob", pin=PIN, load=0, mode="cheque", limit=0, user_key="card"
+        ).card_number
+    h.pay(cheque, "Shop", 6_000, PIN)
+    h.pay(cheque, "Shop", 5_000, PIN)  # no count on the card: the account decides
+    batch = h.export_batch("Shop")
+    with h.bank() as bank:
+        receipt = h.deposit("Shop", bank)
+        assert reasons(receipt) == [None, "insufficient_funds"]
+        assert bank.account("holder:bob").balance == 4_000
+        assert bank.account(bank.merchant("Shop").account_id).balance == 6_000
+        [bounce] = [a for a in bank.alerts() if a.kind == "bounced_cheque"]
+        assert bounce.card_number == cheque
+        assert "holder:bob" in bounce.detail
+        report = bank.audit()
+        assert report.ok
+        assert report.figures["bounced_cheques"] == 1
+        with pytest.raises(Refused) as exc:
+            h.withdraw(cheque, bank, pin=PIN, amount=1, renew=False)
+        assert exc.value.code == "not_supported"
+        # Presented again, the paid cheque is a duplicate and the other bounces again.
+        again = h.deposit("Shop", bank, batch)
+        assert reasons(again) == ["duplicate", "insufficient_funds"]
+        assert sum(a.kind == "bounced_cheque" for a in bank.alerts()) == 2
+        assert bank.account("holder:bob").balance == 4_000
+
+
+def test_a_cheque_book_limits_the_cheques_a_card_may_sign(world: dict[str, Any]) -> None:
+    h: Home = world["home"]
+    with h.bank() as bank:
+        issued = h.issue_card(
+            bank, holder="bob", pin=PIN, load=0, mode="cheque", limit=2, user_key="card"
+        )
+        assert issued.balance == 2  # two cheques, no money
+        assert bank.account("holder:bob").balance == 10_000
+    n = issued.card_number
+    h.pay(n, "Shop", 100, PIN)
+    h.pay(n, "Shop", 100, PIN)
+    with pytest.raises(PaymentDeclined):
+        h.pay(n, "Shop", 100, PIN)
+    with h.bank() as bank:
+        with pytest.raises(Refused) as exc:
+            h.withdraw(n, bank, pin=PIN, amount=3, renew=False)
+        assert exc.value.code == "cheque_limit"
+        assert h.withdraw(n, bank, pin=PIN, amount=2, renew=False).balance == 2
+        assert reasons(h.deposit("Shop", bank)) == [None, None]
+        assert bank.account("holder:bob").balance == 9_800
+        assert bank.audit().ok

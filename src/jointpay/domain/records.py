@@ -200,9 +200,9 @@ class StatementRecord:
     number: int
     """1, 2, 3, ... per card."""
     period_start: int
-    """Exclusive: payments accepted after this moment ..."""
+    """Payments accepted from this second ..."""
     period_end: int
-    """... and up to this one (inclusive) are on this statement."""
+    """... up to, not including, this one are on this statement."""
     charges: int
     """Sum of the period's accepted payments."""
     interest: int

@@ -5,7 +5,8 @@ below zero: what the holder owes), and the merchant is paid out of the bank's mo
 less the merchant service charge, possibly after a clearing delay. Here:
 
 * :func:`settle` pays merchants the credit payments whose clearing delay has run,
-  then draws up one statement per credit card for the period since its last one:
+  then draws up one statement per credit card whose billing period has passed since
+  its last one (or since its issue):
   the period's payments, interest per credit transaction, interest on what the
   previous statement asked for and was not paid by its due date, the balance due and
   the due date. Interest is income, posted against the card's credit account.
@@ -25,9 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 from jointpay.crypto.certs import CardMode
 from jointpay.domain.money import format_amount
-from jointpay.domain.records import Leg, StatementRecord, Transfer
+from jointpay.domain.records import CardRecord, Leg, StatementRecord, Transfer
 from jointpay.service.errors import BadInput, Refused
-from jointpay.storage.base import Conflict, NotFound, UnitOfWork
+from jointpay.storage.base import Conflict, InsufficientFunds, NotFound, UnitOfWork
 
 if TYPE_CHECKING:
     from jointpay.service.bank import Bank
@@ -47,7 +48,7 @@ def settle(bank: Bank, until: int | None = None) -> dict[str, Any]:
             st
             for card in tx.list_cards()
             if card.mode == CardMode.CREDIT.value
-            for st in [_statement(bank, tx, card.card_number, card.float_account, end)]
+            for st in [_statement(bank, tx, card, end)]
             if st is not None
         ]
     cur = bank.currency
@@ -86,22 +87,24 @@ def _release_clearing(bank: Bank, tx: UnitOfWork, now: int) -> dict[str, int]:
     return out
 
 
-def _statement(
-    bank: Bank, tx: UnitOfWork, card_number: str, credit_account: str, end: int
-) -> StatementRecord | None:
+def _statement(bank: Bank, tx: UnitOfWork, card: CardRecord, end: int) -> StatementRecord | None:
+    """The card's statement for ``(last period end, end]``, once a period has passed."""
     from jointpay.service.bank import income_account
 
     policy = bank.policy
+    card_number, credit_account = card.card_number, card.float_account
     prev = tx.last_statement(card_number)
-    start = prev.period_end if prev is not None else -1
-    if end <= start:
+    # Periods are half-open, [start, end), at the clock's one-second resolution: a
+    # payment accepted in the very second of a run falls in the next period.
+    start = prev.period_end if prev is not None else card.created_at
+    if end - start < policy.credit_period:
         return None
-    payments = tx.card_payments_between(card_number, start, end)
+    payments = tx.card_payments_between(card_number, start - 1, end - 1)
     charges = sum(p.amount for p in payments)
     interest = sum(policy.basis_points(p.amount, policy.credit_interest_bp) for p in payments)
     late = 0
     if prev is not None and prev.balance_due > 0 and end > prev.due_at:
-        repaid = tx.account_flow_since(credit_account, prev.period_end, REPAY_KIND)
+        repaid = tx.account_flow_since(credit_account, prev.period_end - 1, REPAY_KIND)
         late = policy.basis_points(max(0, prev.balance_due - repaid), policy.late_interest_bp)
     owed = -tx.get_account(credit_account).balance
     if not payments and not late and owed <= 0:
@@ -183,6 +186,10 @@ def repay(
             )
         except Conflict as exc:
             raise Refused("duplicate", f"repayment {reference!r} was booked before") from exc
+        except InsufficientFunds as exc:
+            raise Refused(
+                "insufficient_funds", f"holder {holder!r}'s account cannot pay this"
+            ) from exc
         owed = {c.card_number: max(0, -tx.get_account(c.float_account).balance) for c in cards}
     cur = bank.currency
     return {

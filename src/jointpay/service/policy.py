@@ -35,6 +35,9 @@ class Policy:
     """Interest billed per credit transaction, in basis points of its amount."""
     late_interest_bp: int = 0
     """Interest on the part of a statement not paid by its due date, in basis points."""
+    credit_period: int = 30 * DAY
+    """A credit card's billing period: the settlement run bills a card whose last
+    statement (or whose issue) is at least this long ago."""
     credit_grace: int = 25 * DAY
     """A statement is due this long after it is drawn up."""
     rate_tolerance_ppm: int = 10_000
