@@ -125,7 +125,12 @@ def test_hotlist_sync_over_http(served: dict[str, Any]) -> None:
     assert jp(home, "merchant", "sync", "--merchant", "Shop", "--bank", url)["new_entries"] >= 1
     assert httpx.get(f"{url}/v1/hotlist?since=0").json()["entries"][0]["card"] == served["card"]
     check = httpx.post(f"{url}/v1/online-check", json={"card": served["card"], "amount": 1})
-    assert check.json() == {"approved": False, "reason": "blacklisted", "available": None}
+    assert check.json() == {
+        "approved": False,
+        "reason": "blacklisted",
+        "available": None,
+        "topup": 0,
+    }
 
 
 def test_online_clearance_over_http_and_with_the_bank_down(tmp_path: Path) -> None:
@@ -183,3 +188,41 @@ def test_a_refused_withdrawal_over_http_frees_the_card(served: dict[str, Any]) -
     shown = jp(home, "card", "show", "--card", card)
     assert shown["withdrawal_pending"] is False
     assert shown["seq"] == seq + 1  # the refused request's seq is spent
+
+
+def test_credit_line_restored_on_line_and_rates_over_http(served: dict[str, Any]) -> None:
+    """A credit card at a terminal that reaches the bank over HTTP: the terminal carries
+    the card's FIG. 10 request and the bank's answer; the rate table is published."""
+    home, url, token = served["home"], served["url"], served["token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    jp(home, "bank", "open-account", "--holder", "carol", "--balance", "0")
+    card = jp(
+        home,
+        "bank",
+        "issue-card",
+        "--holder",
+        "carol",
+        "--pin-stdin",
+        "--mode",
+        "credit",
+        "--limit",
+        "50",
+        stdin=PIN,
+    )["card"]
+    pay = ["pay", "--card", card, "--merchant", "Shop", "--pin-stdin", "--bank", url]
+    jp(home, *pay, "--amount", "40", stdin=PIN)
+    declined = jp(home, *pay, "--amount", "20", stdin=PIN, code=1)
+    assert declined["error"] == "insufficient_balance"  # 10 left, nothing deposited yet
+    assert jp(home, "deposit", "--merchant", "Shop", "--bank", url)["accepted"] >= 1
+    jp(home, "bank", "settle", "--paid", "carol", "40", "--ref", "t-1")
+    jp(home, *pay, "--amount", "20", stdin=PIN)  # restored on-line during the payment
+    assert jp(home, "card", "show", "--card", card)["balance"] == "30.00"
+    r = httpx.post(f"{url}/v1/admin/rates", json={"currency": "USD", "rate": "0.92"}, headers=auth)
+    assert r.status_code == 200
+    assert httpx.get(f"{url}/v1/rates").json()["rates"]["USD"][-1]["rate"] == "0.92"
+    bad = httpx.post(f"{url}/v1/admin/rates", json={"currency": "USD", "rate": "-1"}, headers=auth)
+    assert bad.status_code == 400  # a malformed body is a problem+json 400
+    assert (
+        httpx.post(f"{url}/v1/admin/rates", json={"currency": "USD", "rate": "1"}).status_code
+        == 401
+    )

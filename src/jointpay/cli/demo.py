@@ -1,4 +1,4 @@
-"""``jointpay demo``: the whole cash-card lifecycle, told step by step.
+"""``jointpay demo``: the whole lifecycle, cash, credit and cheque, told step by step.
 
 A fresh embedded bank in a temporary home; every step states what should happen,
 does it through the same code the commands use, and checks that it did. The demo
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,7 @@ def _run(story: _Story, h: Home, suite: str) -> dict[str, Any]:
         return _finish(story, h, st)
     with h.bank() as bank:
         _lifecycle(story, h, bank, eur, fmt, st)
+        _variants(story, h, bank, eur, fmt, st)
     return _finish(story, h, st)
 
 
@@ -238,6 +240,102 @@ def _lifecycle(
 
     story.step("A cloned card's second spend is caught and the card hot-listed", clone)
 
+
+def _variants(
+    story: _Story,
+    h: Home,
+    bank: Bank,
+    eur: Callable[[str], int],
+    fmt: Callable[[int], str],
+    st: dict[str, Any],
+) -> None:
+    """Credit, cheque and a price in another currency, on the same ledger."""
+    pin = "8642"
+    # A billing period of zero, so that the demo can bill at once; 1.5 % per purchase.
+    bank.set_policy(credit_period=0, credit_interest_bp=150)
+
+    def credit_card() -> str:
+        bank.open_account("carol", 0)
+        c = h.issue_card(
+            bank,
+            holder="carol",
+            pin=pin,
+            load=0,
+            mode="credit",
+            limit=eur("300.00"),
+            user_key="card",
+        )
+        st["carol"] = c.card_number
+        _expect(c.balance == eur("300.00"), f"the card's limit is {fmt(c.balance)}")
+        _expect(bank.account(f"card:{c.card_number}").balance == 0, "no money may move")
+        return (
+            f"carol's card {c.card_number} carries a C_balance of {fmt(c.balance)}: a credit "
+            f"limit written by the FIG. 10 exchange; no money moved"
+        )
+
+    story.step("Carol gets a credit card: a limit, not stored value", credit_card)
+
+    def credit_pay() -> str:
+        p = h.pay(st["carol"], "Book Store", eur("120.00"), pin)
+        r = h.deposit("Book Store", bank)
+        _expect(r["accepted"] == 1, f"receipt {r['accepted']}/{r['rejected']}")
+        owed = -bank.account(f"card:{st['carol']}").balance
+        return (
+            f"the terminal clears the credit payment on-line (the default for credit cards); "
+            f"at deposit the bank pays Book Store and books {fmt(owed)} against carol "
+            f"(ser# {p.ser})"
+        )
+
+    story.step("Carol pays on credit; the bank pays the merchant", credit_pay)
+
+    def settle() -> str:
+        time.sleep(1.05)  # billing periods are whole seconds: let this one end
+        [statement] = bank.settle()["statements"]
+        paid = bank.repay("carol", eur(statement["balance_due"]), ref="transfer-42")
+        _expect(paid["owed"] == {st["carol"]: "0.00"}, f"still owed {paid['owed']}")
+        p = h.pay(st["carol"], "Corner Shop", eur("250.00"), pin)  # the line is restored
+        left = h.card(st["carol"]).load().balance
+        _expect(left == eur("50.00"), f"card left with {fmt(left)}")
+        return (
+            f"statement 1: {statement['charges']} + {statement['interest']} interest = "
+            f"{statement['balance_due']} EUR; carol pays by transfer; at her next purchase "
+            f"({fmt(p.amount)}, more than the 180.00 left) the merchant's terminal carries "
+            f"the card's request on-line and the bank restores the line"
+        )
+
+    story.step("Monthly settlement, a repayment, and the limit restored on-line", settle)
+
+    def cheques() -> str:
+        bank.open_account("dave", eur("50.00"))
+        d = h.issue_card(
+            bank, holder="dave", pin=pin, load=0, mode="cheque", limit=0, user_key="card"
+        )
+        h.pay(d.card_number, "Book Store", eur("40.00"), pin)
+        h.pay(d.card_number, "Book Store", eur("30.00"), pin)
+        r = h.deposit("Book Store", bank)
+        reasons = [x["reason"] for x in r["results"]]
+        _expect(reasons == [None, "insufficient_funds"], f"reasons {reasons}")
+        return (
+            "dave's cheque card signs two cheques offline; at deposit the first is paid "
+            "from his account, the second bounces (insufficient_funds) and is recorded"
+        )
+
+    story.step("Dave pays by cheque; one bounces", cheques)
+
+    def foreign() -> str:
+        from jointpay.domain.money import parse_rate
+
+        bank.set_rate("USD", parse_rate("0.92"), bank.clock() - 60)
+        p = h.pay(st["carol"], "Corner Shop", "25.00", pin, price_currency="USD")
+        r = h.deposit("Corner Shop", bank)
+        _expect(r["accepted"] == 2, f"receipt {r['accepted']}/{r['rejected']}")
+        return (
+            f"a price of 25.00 USD: the card signs {fmt(p.amount)} with the rate in the spec; "
+            f"the bank checks the rate against its published table at deposit"
+        )
+
+    story.step("A price in another currency, converted at the bank's rate", foreign)
+
     def audit() -> str:
         report = bank.audit()
         _expect(report.ok, "; ".join(report.violations))
@@ -273,5 +371,5 @@ def _finish(story: _Story, h: Home, st: dict[str, Any]) -> dict[str, Any]:
         "ok": ok,
         "steps": story.steps,
         "ledger": ledger,
-        "cards": {k: v for k, v in st.items() if k in ("alice", "bob")},
+        "cards": {k: v for k, v in st.items() if k in ("alice", "bob", "carol")},
     }

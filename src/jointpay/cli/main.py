@@ -167,7 +167,9 @@ def bank_issue_card(
     pin_stdin: PinStdin = False,
     load: Annotated[str, typer.Option(help="initial value")] = "0",
     mode: Annotated[str, typer.Option(help="cash|credit|cheque")] = "cash",
-    limit: Annotated[str, typer.Option(help="credit limit")] = "0",
+    limit: Annotated[
+        str, typer.Option(help="credit limit (credit), or number of cheques (cheque)")
+    ] = "0",
     user_key: Annotated[
         str, typer.Option("--user-key", help="who makes S_U: card|holder|manufacturer|split")
     ] = "card",
@@ -189,12 +191,17 @@ def bank_issue_card(
             pin=pin,
             load=parse_amount(load, bank.currency, allow_zero=True),
             mode=mode,
-            limit=parse_amount(limit, bank.currency, allow_zero=True),
+            limit=_limit(limit, mode, bank.currency),
             user_key=user_key,
             choice=choice,
             auth=_auth(auth),
         )
-        bal = format_amount(issued.balance, bank.currency)
+        # A cheque card's C_balance counts cheques, not money.
+        bal = (
+            str(issued.balance)
+            if mode == "cheque"
+            else format_amount(issued.balance, bank.currency)
+        )
         out.done(
             {
                 "card": issued.card_number,
@@ -208,7 +215,8 @@ def bank_issue_card(
             },
             lambda c: c.print(
                 f"Card [bold]{issued.card_number}[/] issued to {holder} "
-                f"({mode}, balance {bal} {bank.currency})."
+                f"({mode}, "
+                + (f"{bal} cheques)." if mode == "cheque" else f"balance {bal} {bank.currency}).")
             ),
         )
 
@@ -218,6 +226,15 @@ def _auth(name: str) -> AuthKind:
         return AuthKind[name.upper()]
     except KeyError as exc:
         raise BadInput("bad_auth", "--auth is signature or mac") from exc
+
+
+def _limit(text: str, mode: str, currency: str) -> int:
+    """A credit limit is money; a cheque book is a whole number of cheques."""
+    if mode != "cheque":
+        return parse_amount(text, currency, allow_zero=True)
+    if not text.isdigit() or len(text) > 6:
+        raise BadInput("bad_amount", "a cheque book is a whole number of cheques")
+    return int(text)
 
 
 @bank_app.command("open-merchant")
@@ -748,7 +765,9 @@ def describe_card(client: Any) -> dict[str, Any]:
     cert = CardCert.decode(client.cert(), resolver(own))
     return {
         "card": info.card_number,
-        "balance": format_amount(st.balance, info.currency),
+        "balance": (
+            str(st.balance) if info.mode == "cheque" else format_amount(st.balance, info.currency)
+        ),
         "currency": info.currency,
         "locked": st.locked,
         "pin_tries": st.pin_tries,

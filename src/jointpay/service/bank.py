@@ -658,7 +658,7 @@ class Bank:
         """FIG. 8's optional on-line clearance, answered from the card's current record."""
         card = self.card(card_number)
         if card.status is CardStatus.BLACKLISTED:
-            return {"approved": False, "reason": "blacklisted", "available": None}
+            return {"approved": False, "reason": "blacklisted", "available": None, "topup": 0}
         topup = 0
         if card.mode == CardMode.CHEQUE.value:
             available = self.account(card.holder_account).balance
