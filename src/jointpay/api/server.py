@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from jointpay.domain.money import format_amount, parse_rate
+from jointpay.domain.money import RATE_PATTERN, format_amount, parse_rate
 from jointpay.protocol.deposit import BatchError, canonical_json
 from jointpay.service.bank import Bank
 from jointpay.service.errors import Refused, ServiceError
@@ -177,7 +177,7 @@ class BlacklistBody(BaseModel):
 
 class RateBody(BaseModel):
     currency: str = Field(pattern=r"^[A-Z]{3}$")
-    rate: str = Field(pattern=r"^(0|[1-9][0-9]{0,11})(\.[0-9]{1,6})?$")
+    rate: str = Field(pattern=RATE_PATTERN)
     """Units of the bank's currency per unit of ``currency`` (at most 6 decimals)."""
     effective_from: int | None = Field(default=None, ge=0, lt=1 << 63)
 

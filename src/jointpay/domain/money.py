@@ -128,7 +128,9 @@ def format_amount(minor: int, currency: str) -> str:
 
 RATE_SCALE: Final = 10**6
 """Exchange rates are integers: units of one currency per unit of another, x 10^6."""
-_RATE: Final = re.compile(r"^(0|[1-9][0-9]{0,11})(?:\.([0-9]{1,6}))?$")
+RATE_PATTERN: Final = r"^(0|[1-9][0-9]{0,11})(?:\.([0-9]{1,6}))?$"
+"""A decimal rate: no sign, no exponent, at most 6 decimals (also the API's schema)."""
+_RATE: Final = re.compile(RATE_PATTERN)
 
 
 def parse_rate(text: str) -> int:

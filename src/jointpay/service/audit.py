@@ -21,7 +21,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
 from jointpay.domain.money import format_amount
-from jointpay.domain.records import Account, AccountKind
+from jointpay.domain.records import Account, AccountKind, CardRecord
 from jointpay.storage.base import UnitOfWork
 
 if TYPE_CHECKING:
@@ -63,8 +63,9 @@ def run_audit(bank: Bank, tx: UnitOfWork) -> AuditReport:
         spent[p.card_number] += p.amount
         per_merchant[p.sid] += p.amount
     by_id = {a.id: a for a in accounts}
-    credit = _credit_checks(tx, violations, by_id, loads, spent)
-    for card in tx.list_cards():
+    cards = tx.list_cards()
+    credit = _credit_checks(cards, tx, violations, by_id, loads, spent)
+    for card in cards:
         if card.mode != "cash":
             continue
         acc = by_id.get(card.float_account)
@@ -111,6 +112,7 @@ def run_audit(bank: Bank, tx: UnitOfWork) -> AuditReport:
 
 
 def _credit_checks(
+    cards: list[CardRecord],
     tx: UnitOfWork,
     violations: list[str],
     by_id: dict[str, Account],
@@ -121,7 +123,7 @@ def _credit_checks(
     account carries exactly its accepted payments; returns what is owed and the
     bank's exposure (owed plus the C_balance the cards may still spend)."""
     owed = exposure = 0
-    for card in tx.list_cards():
+    for card in cards:
         if card.mode != "credit":
             continue
         acc = by_id.get(card.float_account)

@@ -86,7 +86,7 @@ from jointpay.protocol.terminal import CardClient, CardError
 from jointpay.service.deposit import DepositRun, VerifiedCerts
 from jointpay.service.errors import BadInput, Refused
 from jointpay.service.policy import Policy
-from jointpay.service.rates import RATES_KEY, dump_table, load_table, rate_in
+from jointpay.service.rates import RATES_KEY, dump_table, load_table
 from jointpay.service.verify_pool import Verifier
 from jointpay.storage.base import (
     Conflict,
@@ -354,10 +354,6 @@ class Bank:
                 for cur, rows in sorted(table.items())
             },
         }
-
-    def rate_at(self, tx: UnitOfWork, currency: str, when: int) -> int | None:
-        """The bank's rate for ``currency`` in effect at ``when``, or None."""
-        return rate_in(load_table(tx.config_get(RATES_KEY)), currency, when)
 
     def open_account(self, holder: str, balance: int) -> Account:
         """An ordinary account for ``holder``, funded with ``balance`` paid in."""
@@ -664,9 +660,8 @@ class Bank:
             available = self.account(card.holder_account).balance
         elif card.mode == CardMode.CREDIT.value:
             with self.store.transaction() as tx:
-                granted, spent = tx.card_totals(card.card_number)
-                topup = self._credit_topup(tx, card, granted - spent)
-            available = granted - spent + topup
+                topup, on_card = self._credit_topup(tx, card)
+            available = on_card + topup
         else:
             available = self.account(card.float_account).balance
         ok = amount <= available
@@ -677,21 +672,26 @@ class Bank:
             "topup": topup,
         }
 
-    def _credit_topup(self, tx: UnitOfWork, card: CardRecord, card_balance: int) -> int:
-        """How far a credit card's C_balance may be raised now (FIG. 10 step 840).
+    def _credit_topup(
+        self, tx: UnitOfWork, card: CardRecord, card_balance: int | None = None
+    ) -> tuple[int, int]:
+        """How far a credit card's C_balance may be raised now (FIG. 10 step 840), and
+        what the card may still spend (granted C_balance less the payments deposited).
 
         The bank's exposure on the card is what the holder owes (the credit account
-        below zero) plus what the card may still spend (granted C_balance less the
-        payments deposited). The restore keeps it within the limit, keeps the card's
-        own C_balance (``card_balance``, as it reports it) within the limit, and is
-        capped by the policy's maximum top-up.
+        below zero) plus what the card may still spend. The restore keeps it within the
+        limit, keeps the card's own C_balance (``card_balance``, as it reports it; the
+        most it may hold if None) within the limit, and is capped by the policy's
+        maximum top-up.
         """
         granted, spent = tx.card_totals(card.card_number)
+        on_card = granted - spent
         owed = -tx.get_account(card.float_account).balance
-        room = min(card.limit - owed - (granted - spent), card.limit - card_balance)
+        held = on_card if card_balance is None else card_balance
+        room = min(card.limit - owed - on_card, card.limit - held)
         if self.policy.credit_max_topup:
             room = min(room, self.policy.credit_max_topup)
-        return max(0, room)
+        return max(0, room), on_card
 
     def set_policy(self, **changes: int) -> Policy:
         """Change policy values (fees, windows, credit terms); returns the new policy."""
@@ -770,8 +770,9 @@ class Bank:
                         if card.limit
                         else ("not_supported", "this cheque card carries no cheque count")
                     )
-                elif card.mode == CardMode.CREDIT.value and req.amount > self._credit_topup(
-                    tx, card, req.balance
+                elif (
+                    card.mode == CardMode.CREDIT.value
+                    and req.amount > self._credit_topup(tx, card, req.balance)[0]
                 ):
                     refusal = ("credit_limit", "the credit line cannot be restored by that much")
                 elif (
@@ -1006,11 +1007,6 @@ class Bank:
         from jointpay.service.credit import repay
 
         return repay(self, holder, amount, ref=ref, from_account=from_account)
-
-    def statements(self, card_number: str | None = None) -> list[dict[str, Any]]:
-        from jointpay.service.credit import statements
-
-        return statements(self, card_number)
 
     # -- audit --------------------------------------------------------------------------
     def audit(self) -> AuditReport:

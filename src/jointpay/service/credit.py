@@ -44,13 +44,12 @@ def settle(bank: Bank, until: int | None = None) -> dict[str, Any]:
         raise BadInput("bad_time", "a settlement period cannot end in the future")
     with bank.store.transaction() as tx:
         released = _release_clearing(bank, tx, now)
-        statements = [
-            st
-            for card in tx.list_cards()
-            if card.mode == CardMode.CREDIT.value
-            for st in [_statement(bank, tx, card, end)]
-            if st is not None
-        ]
+        statements: list[StatementRecord] = []
+        for card in tx.list_cards():
+            if card.mode == CardMode.CREDIT.value:
+                st = _statement(bank, tx, card, end)
+                if st is not None:
+                    statements.append(st)
     cur = bank.currency
     return {
         "released": {sid: format_amount(v, cur) for sid, v in sorted(released.items())},
@@ -206,13 +205,3 @@ def _statement_json(st: StatementRecord, currency: str) -> dict[str, Any]:
         d[k] = format_amount(d[k], currency)
     d["card"] = d.pop("card_number")
     return d
-
-
-def statements(bank: Bank, card_number: str | None = None) -> list[dict[str, Any]]:
-    with bank.store.transaction() as tx:
-        rows = tx.list_statements()
-    return [
-        _statement_json(st, bank.currency)
-        for st in rows
-        if card_number is None or st.card_number == card_number
-    ]
