@@ -24,14 +24,15 @@ import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from jointpay.adapters.card_file import CardBusy, CardFile, InProcessChannel, atomic_write
 from jointpay.adapters.terminal_store import SqliteTerminalStore, TerminalFile
 from jointpay.adapters.vpcd import Endpoint, VirtualCard, VpcdError
-from jointpay.crypto.certs import SigningKey, VerifyKey
+from jointpay.crypto.certs import BankCert, BankRole, SigningKey, VerifyKey
+from jointpay.crypto.errors import CryptoError
 from jointpay.domain.money import convert, parse_amount, parse_rate
 from jointpay.protocol.card import CardStateError
 from jointpay.protocol.deposit import build_batch, make_deposit, parse_batch, verify_receipt
@@ -378,22 +379,48 @@ class Home:
                     if isinstance(floor_limit, str)
                     else floor_limit
                 )
+                foreign = cert.bank_id != tf.bank_id  # asked through a clearing house
                 terminal.online = OnlinePolicy(
-                    online_clearance(bank),
+                    online_clearance(bank, cert.bank_id if foreign else None),
                     floor,
                     online_sample,
                     always=credit,
-                    restore=online_restore(bank) if credit else None,
+                    restore=online_restore(bank) if credit and not foreign else None,
                 )
             source = pin if callable(pin) else (lambda: pin)
             return terminal.pay(client, minor, source, now, card=cert, conversion=conversion)
 
     def sync_hotlist(self, merchant: str, bank: BankPort) -> int:
-        """Bring the terminal's hot list up to date; return how many entries arrived."""
-        with self.terminal(merchant) as (_, store):
+        """Bring the terminal's hot list (and, in a scheme, its list of member banks and
+        their hot lists) up to date; return how many hot-list entries arrived."""
+        with self.terminal(merchant) as (tf, store):
             entries = bank.hotlist(store.hotlist_version())
             store.add_hotlist((e.card_number, e.version) for e in entries)
-            return len(entries)
+            n = len(entries)
+            scheme = bank.scheme()
+            if scheme.get("scheme_id"):
+                self._trust_scheme(merchant, tf, scheme)
+                n += store.add_scheme_hotlist(str(e["card"]) for e in bank.scheme_hotlist())
+            return n
+
+    def _trust_scheme(self, merchant: str, tf: TerminalFile, scheme: dict[str, Any]) -> None:
+        """Trust every member bank the scheme root certifies, and keep our BANK-CERT."""
+        root = VerifyKey(str(scheme["scheme_id"]), bytes.fromhex(str(scheme["scheme_key"])))
+        keys = {tf.bank_id: tf.bank_keys[tf.bank_id]}
+        now = self.clock()
+        for raw in scheme.get("members", []):
+            try:
+                cert = BankCert.decode(bytes.fromhex(str(raw)))
+                cert.verify(root, at=now, role=BankRole.BANK)
+            except (CryptoError, ValueError):
+                continue  # an expired or forged certificate: that bank's cards are refused
+            keys.setdefault(cert.bank_id, cert.public_key)
+        own = BankCert.decode(bytes.fromhex(str(scheme["bank_cert"])))
+        own.verify(root, role=BankRole.BANK)
+        if own.bank_id != tf.bank_id or own.public_key != tf.bank_keys[tf.bank_id]:
+            raise Refused("bad_cert", "the bank's BANK-CERT certifies another bank or key")
+        updated = replace(tf, bank_keys=keys, bank_cert=own.encode())
+        atomic_write(self.merchant_dir(merchant) / "terminal.json", updated.to_json().encode())
 
     def export_batch(self, merchant: str) -> dict[str, Any]:
         with self.terminal(merchant) as (tf, store):
@@ -461,12 +488,15 @@ class Home:
             )
 
 
-def online_clearance(bank: BankPort) -> Callable[[str, int], OnlineAnswer]:
-    """The terminal's on-line question, put to a bank (embedded or over HTTP)."""
+def online_clearance(
+    bank: BankPort, issuer: str | None = None
+) -> Callable[[str, int], OnlineAnswer]:
+    """The terminal's on-line question, put to a bank (embedded or over HTTP); for
+    another bank's card (``issuer``), our bank asks it through a clearing house."""
 
     def check(card_number: str, amount: int) -> OnlineAnswer:
         try:
-            answer = bank.online_check(card_number, amount)
+            answer = bank.online_check(card_number, amount, issuer)
         except ServiceError as exc:
             if exc.code == "bank_unreachable":
                 raise OnlineUnavailable(exc.message) from exc

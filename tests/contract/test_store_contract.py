@@ -19,6 +19,7 @@ from jointpay.domain.records import (
     Account,
     AccountKind,
     DepositRecord,
+    InterbankRecord,
     Leg,
     MerchantRecord,
     PaymentRecord,
@@ -180,3 +181,26 @@ def test_config_is_a_small_key_value_store(store: Store) -> None:
         tx.config_set("bank", '{"v": 2}')
     with store.transaction() as tx:
         assert tx.config_get("bank") == '{"v": 2}'
+
+
+def interbank(issuer: str, card: str, ser: int, acquirer: str = "bank-a") -> InterbankRecord:
+    return InterbankRecord(
+        issuer, card, ser, acquirer, "ch-1", "SP1", 250, "EUR", b"spec", "SP1:1", T
+    )
+
+
+def test_a_cross_bank_payment_is_stored_once(store: Store) -> None:
+    card = "4000000000000002"
+    with store.transaction() as tx:
+        tx.add_interbank([interbank("bank-b", card, 0), interbank("bank-c", card, 0)])
+        tx.add_interbank([])
+    with pytest.raises(Conflict), store.transaction() as tx:
+        tx.add_interbank([interbank("bank-b", card, 1), interbank("bank-b", card, 0, "bank-x")])
+    with store.transaction() as tx:
+        found = tx.existing_interbank(
+            [("bank-b", card, 0), ("bank-b", card, 1), ("bank-c", card, 0)]
+        )
+        assert sorted(found) == [("bank-b", card, 0), ("bank-c", card, 0)]
+        assert found[("bank-b", card, 0)].acquirer == "bank-a"
+        assert found[("bank-b", card, 0)].spec == b"spec"
+        assert [(r.issuer, r.ser) for r in tx.list_interbank()] == [("bank-b", 0), ("bank-c", 0)]

@@ -7,6 +7,8 @@ from dataclasses import replace
 import pytest
 
 from jointpay.crypto.certs import (
+    BankCert,
+    BankRole,
     CardCert,
     CardMode,
     MerchantCert,
@@ -15,6 +17,7 @@ from jointpay.crypto.certs import (
     check_card_number,
     check_currency,
     check_ident,
+    issue_bank_cert,
     issue_card_cert,
     mac,
     new_cert_id,
@@ -283,3 +286,56 @@ def test_keys_and_macs() -> None:
         verify_mac(k, b"t", b"m", mac(k, b"u", b"m"))
     with pytest.raises(ValueError, match="32 bytes"):
         mac(bytes(16), b"t", b"m")
+
+
+SCHEME = SigningKey.generate("scheme")
+
+
+def test_bank_cert_round_trip_and_refusals() -> None:
+    bc = issue_bank_cert(
+        SCHEME,
+        bank_id="bank-b",
+        public_key=BANK.verify_key.raw,
+        role=BankRole.BANK,
+        not_before=100,
+        not_after=200,
+    )
+    again = BankCert.decode(bc.encode())
+    assert again == bc
+    again.verify(SCHEME.verify_key, at=150, role=BankRole.BANK)
+    assert again.verify_key == VerifyKey("bank-b", BANK.verify_key.raw)
+    with pytest.raises(ExpiredCertificateError):
+        bc.verify(SCHEME.verify_key, at=200)
+    with pytest.raises(InvalidCertificateError, match="not a clearing"):
+        bc.verify(SCHEME.verify_key, role=BankRole.CLEARING)
+    with pytest.raises(InvalidCertificateError, match="issued by scheme"):
+        bc.verify(VerifyKey("other", SCHEME.verify_key.raw))
+    with pytest.raises(InvalidCertificateError, match="signature"):
+        replace(bc, role=BankRole.CLEARING).verify(SCHEME.verify_key)
+    with pytest.raises(ValueError, match="not signed"):
+        replace(bc, signature=b"").encode()
+    data = bc.encode()
+    for n in range(len(data)):
+        with pytest.raises(DecodeError):
+            BankCert.decode(data[:n])
+    with pytest.raises(ValueError, match="empty"):
+        issue_bank_cert(
+            SCHEME,
+            bank_id="b",
+            public_key=BANK.verify_key.raw,
+            role=BankRole.BANK,
+            not_before=5,
+            not_after=5,
+        )
+
+
+@pytest.mark.parametrize(
+    ("field", "msg"),
+    [("version", "version"), ("role", "role"), ("key", "key"), ("interval", "interval")],
+)
+def test_bank_cert_decode_refusals(field: str, msg: str) -> None:
+    w = Writer().u8(2 if field == "version" else 1).raw(bytes(16)).text("scheme").text("b")
+    w.text("king" if field == "role" else "bank").blob(bytes(31 if field == "key" else 32))
+    w.u64(300 if field == "interval" else 100).u64(200).raw(bytes(64))
+    with pytest.raises(DecodeError, match=msg):
+        BankCert.decode(w.finish())

@@ -17,6 +17,7 @@ from typing import Any, Final
 
 from jointpay.crypto.certs import SigningKey, VerifyKey
 from jointpay.crypto.group import ModpParams, resolver
+from jointpay.protocol.deposit import RETRYABLE_REASONS
 from jointpay.protocol.terminal import TakenPayment, TerminalConfig
 
 SCHEMA_VERSION: Final = 1
@@ -166,6 +167,8 @@ class SqliteTerminalStore:
                 ser = r.get("ser")
                 if not isinstance(ser, int) or not isinstance(r.get("card"), str):
                     continue
+                if r.get("reason") in RETRYABLE_REASONS:
+                    continue  # stays pending: the next deposit sends it again
                 cur = self._db.execute(
                     "UPDATE payments SET deposit_id=?, status=?, reason=? WHERE card_number=?"
                     " AND ser=? AND deposit_id IS NULL",
@@ -181,6 +184,19 @@ class SqliteTerminalStore:
     def hotlist_version(self) -> int:
         row = self._db.execute("SELECT max(version) FROM hotlist").fetchone()
         return int(row[0] or 0)
+
+    def add_scheme_hotlist(self, cards: Iterable[str]) -> int:
+        """Other banks' hot-listed cards (version 0: they do not move our bank's cursor)."""
+        n = 0
+        with self._tx():
+            for card in cards:
+                cur = self._db.execute(
+                    "INSERT INTO hotlist (card_number, version) VALUES (?, 0)"
+                    " ON CONFLICT(card_number) DO NOTHING",
+                    (card,),
+                )
+                n += cur.rowcount
+        return n
 
     def add_hotlist(self, entries: Iterable[tuple[str, int]]) -> None:
         with self._tx():
@@ -216,6 +232,8 @@ class TerminalFile:
     bank_url: str | None = None
     bank_groups: dict[str, dict[str, str]] | None = None
     """The banks' own modp groups by name ((p, q, g) as hex), from their parameters."""
+    bank_cert: bytes = b""
+    """Our bank's BANK-CERT, when it belongs to a scheme: shown to other banks' cards."""
 
     def __repr__(self) -> str:
         return f"TerminalFile({self.name!r}, {self.sid})"
@@ -232,6 +250,7 @@ class TerminalFile:
                 "bank_keys": {k: v.hex() for k, v in self.bank_keys.items()},
                 "bank_url": self.bank_url,
                 "bank_groups": self.bank_groups or {},
+                "bank_cert": self.bank_cert.hex(),
             },
             sort_keys=True,
             indent=1,
@@ -251,6 +270,7 @@ class TerminalFile:
             {k: bytes.fromhex(v) for k, v in d["bank_keys"].items()},
             d.get("bank_url"),
             d.get("bank_groups") or None,
+            bytes.fromhex(d.get("bank_cert", "")),
         )
 
     def config(self, hotlist: frozenset[str]) -> TerminalConfig:
@@ -262,4 +282,5 @@ class TerminalFile:
             {k: VerifyKey(k, v) for k, v in self.bank_keys.items()},
             hotlist,
             resolver({n: ModpParams.from_json(n, g) for n, g in (self.bank_groups or {}).items()}),
+            self.bank_cert,
         )

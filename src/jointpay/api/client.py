@@ -25,53 +25,17 @@ from jointpay.service.errors import BadInput, Refused
 RETRIES = 4
 
 
-class HttpBank:
-    """A remote bank. ``pinned_key`` (raw Ed25519) is checked against what it publishes."""
+class JsonHttp:
+    """JSON over HTTP with retries; problem+json answers become service errors."""
 
     def __init__(
         self,
         url: str,
         *,
-        pinned_key: bytes | None = None,
         transport: httpx.BaseTransport | None = None,
         timeout: float = 60.0,
     ) -> None:
         self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout, transport=transport)
-        self._pinned_key = pinned_key
-        self._params: dict[str, Any] | None = None
-        self._resolver: GroupResolver | None = None
-
-    def _parameters(self) -> dict[str, Any]:
-        """The bank's published parameters, fetched on first need (and checked once)."""
-        if self._params is None:
-            params = self._call("GET", "/v1/bank")
-            raw = bytes.fromhex(params["public_key"])
-            if self._pinned_key is not None and raw != self._pinned_key:
-                raise Refused("wrong_bank_key", "the server's bank key is not the one we trust")
-            own: dict[str, ModpParams] = {}
-            if params.get("group_record") is not None:  # a bank's own group: re-check it
-                rec = verify_bank_group(params["group_record"])
-                own[rec.name] = rec.params
-            self._resolver = resolver(own)
-            self._params = params
-        return self._params
-
-    @property
-    def bank_id(self) -> str:
-        return str(self._parameters()["bank_id"])
-
-    @property
-    def currency(self) -> str:
-        return str(self._parameters()["currency"])
-
-    @property
-    def verify_key(self) -> VerifyKey:
-        return VerifyKey(self.bank_id, bytes.fromhex(self._parameters()["public_key"]))
-
-    def resolve_group(self, suite: str, name: str | None) -> Group:
-        self._parameters()
-        assert self._resolver is not None
-        return self._resolver(suite, name)
 
     def close(self) -> None:
         self._http.close()
@@ -112,6 +76,97 @@ class HttpBank:
             raise Refused(code, detail, proof=proof)
         raise AssertionError("unreachable")  # pragma: no cover
 
+
+class HttpClearing(JsonHttp):
+    """A clearing house over HTTP (``jointpay clearing serve``), as a bank reaches it."""
+
+    def parameters(self) -> dict[str, Any]:
+        return dict(self._call("GET", "/v1/clearing"))
+
+    def clear(self, message: dict[str, Any]) -> dict[str, Any]:
+        return dict(self._call("POST", "/v1/clear", json_body=message))
+
+    def scheme_hotlist(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/v1/hotlist")["entries"])
+
+    def online_check(self, message: dict[str, Any]) -> dict[str, Any]:
+        return dict(self._call("POST", "/v1/online-check", json_body=message))
+
+
+class HttpMember(JsonHttp):
+    """A member bank over HTTP (``jointpay bank serve``), as a clearing house reaches it."""
+
+    def interbank_deposit(self, message: dict[str, Any]) -> dict[str, Any]:
+        return dict(self._call("POST", "/v1/interbank/deposits", json_body=message))
+
+    def interbank_settlement(self, message: dict[str, Any]) -> dict[str, Any]:
+        return dict(self._call("POST", "/v1/interbank/settlements", json_body=message))
+
+    def interbank_position(self, clearing_house: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/v1/interbank/positions/{clearing_house}"))
+
+    def interbank_online_check(self, message: dict[str, Any]) -> dict[str, Any]:
+        return dict(self._call("POST", "/v1/interbank/online-check", json_body=message))
+
+    def hotlist(self, since: int = 0) -> list[HotlistEntry]:
+        return _hotlist(self._call("GET", f"/v1/hotlist?since={int(since)}"))
+
+
+def _hotlist(out: Any) -> list[HotlistEntry]:
+    return [
+        HotlistEntry(int(e["version"]), str(e["card"]), str(e["reason"]), int(e["added_at"]))
+        for e in out["entries"]
+    ]
+
+
+class HttpBank(JsonHttp):
+    """A remote bank. ``pinned_key`` (raw Ed25519) is checked against what it publishes."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        pinned_key: bytes | None = None,
+        transport: httpx.BaseTransport | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        super().__init__(url, transport=transport, timeout=timeout)
+        self._pinned_key = pinned_key
+        self._params: dict[str, Any] | None = None
+        self._resolver: GroupResolver | None = None
+
+    def _parameters(self) -> dict[str, Any]:
+        """The bank's published parameters, fetched on first need (and checked once)."""
+        if self._params is None:
+            params = self._call("GET", "/v1/bank")
+            raw = bytes.fromhex(params["public_key"])
+            if self._pinned_key is not None and raw != self._pinned_key:
+                raise Refused("wrong_bank_key", "the server's bank key is not the one we trust")
+            own: dict[str, ModpParams] = {}
+            if params.get("group_record") is not None:  # a bank's own group: re-check it
+                rec = verify_bank_group(params["group_record"])
+                own[rec.name] = rec.params
+            self._resolver = resolver(own)
+            self._params = params
+        return self._params
+
+    @property
+    def bank_id(self) -> str:
+        return str(self._parameters()["bank_id"])
+
+    @property
+    def currency(self) -> str:
+        return str(self._parameters()["currency"])
+
+    @property
+    def verify_key(self) -> VerifyKey:
+        return VerifyKey(self.bank_id, bytes.fromhex(self._parameters()["public_key"]))
+
+    def resolve_group(self, suite: str, name: str | None) -> Group:
+        self._parameters()
+        assert self._resolver is not None
+        return self._resolver(suite, name)
+
     def deposit(self, message: object) -> dict[str, Any]:
         key = "dep-" + hashlib.sha256(canonical_json(message)).hexdigest()
         return dict(self._call("POST", "/v1/deposits", json_body=message, idempotency_key=key))
@@ -124,16 +179,19 @@ class HttpBank:
         return bytes.fromhex(out["ack"])
 
     def hotlist(self, since: int = 0) -> list[HotlistEntry]:
-        out = self._call("GET", f"/v1/hotlist?since={int(since)}")
-        return [
-            HotlistEntry(int(e["version"]), str(e["card"]), str(e["reason"]), int(e["added_at"]))
-            for e in out["entries"]
-        ]
+        return _hotlist(self._call("GET", f"/v1/hotlist?since={int(since)}"))
+
+    def scheme(self) -> dict[str, Any]:
+        return dict(self._call("GET", "/v1/scheme"))
+
+    def scheme_hotlist(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/v1/scheme/hotlist")["entries"])
 
     def rates(self) -> dict[str, Any]:
         return dict(self._call("GET", "/v1/rates"))
 
-    def online_check(self, card: str, amount: int) -> dict[str, Any]:
-        return dict(
-            self._call("POST", "/v1/online-check", json_body={"card": card, "amount": amount})
-        )
+    def online_check(self, card: str, amount: int, issuer: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"card": card, "amount": amount}
+        if issuer is not None:
+            body["issuer"] = issuer
+        return dict(self._call("POST", "/v1/online-check", json_body=body))

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Final
 
 from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
@@ -150,6 +151,29 @@ class WithdrawAnswer(BaseModel):
 class OnlineCheckBody(BaseModel):
     card: str = Field(pattern=r"^[0-9]{8,19}$")
     amount: int = Field(ge=1, lt=1 << 63)
+    issuer: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+    """The card's bank, when it is another bank of the scheme (asked through a house)."""
+
+
+SIGNED_MESSAGE: Final = {
+    "type": "object",
+    "description": "a message between scheme members, signed by the sender (docs/variants.md)",
+    "required": ["format", "signature"],
+    "properties": {"format": {"type": "string"}, "signature": {"type": "string"}},
+}
+
+
+async def read_json(request: Request, limit: int = 256 * 1024 * 1024) -> Any:
+    """The request's body as strict JSON (no floats, no duplicate keys), bounded."""
+    from jointpay.protocol.deposit import loads_strict
+
+    raw = await request.body()
+    if len(raw) > limit:
+        raise Problem(413, "too_large", f"the body is at most {limit} bytes")
+    try:
+        return loads_strict(raw)
+    except BatchError as exc:
+        raise Problem(400, "malformed", str(exc)) from exc
 
 
 class OnlineCheckAnswer(BaseModel):
@@ -182,28 +206,8 @@ class RateBody(BaseModel):
     effective_from: int | None = Field(default=None, ge=0, lt=1 << 63)
 
 
-def create_app(bank_factory: Callable[[], Bank], *, admin_token: str) -> FastAPI:
-    """Build the app from explicit dependencies: a bank factory and the admin credential."""
-    app = FastAPI(
-        title="jointpay bank",
-        version="1",
-        description="The bank of an offline smart-card payment system "
-        "(WO 98/25220): deposits, withdrawals, hot list.",
-    )
-    bank_holder: dict[str, Bank] = {}
-
-    def get_bank() -> Bank:
-        if "bank" not in bank_holder:
-            bank_holder["bank"] = bank_factory()
-        return bank_holder["bank"]
-
-    def admin(authorization: Annotated[str | None, Header()] = None) -> None:
-        want = f"Bearer {admin_token}".encode()
-        if authorization is None or not hmac.compare_digest(authorization.encode(), want):
-            raise Problem(401, "unauthorised", "admin endpoints need the admin bearer token")
-
-    BankDep = Annotated[Bank, Depends(get_bank)]
-    IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)]
+def add_problem_handlers(app: FastAPI) -> None:
+    """Every refusal is application/problem+json with a stable ``code``."""
 
     @app.exception_handler(Problem)
     async def _problem(_: Request, exc: Problem) -> JSONResponse:
@@ -230,6 +234,32 @@ def create_app(bank_factory: Callable[[], Bank], *, admin_token: str) -> FastAPI
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         return problem(400, "malformed", str(exc.errors()[:3]))
+
+
+def create_app(bank_factory: Callable[[], Bank], *, admin_token: str) -> FastAPI:
+    """Build the app from explicit dependencies: a bank factory and the admin credential."""
+    app = FastAPI(
+        title="jointpay bank",
+        version="1",
+        description="The bank of an offline smart-card payment system "
+        "(WO 98/25220): deposits, withdrawals, hot list.",
+    )
+    bank_holder: dict[str, Bank] = {}
+
+    def get_bank() -> Bank:
+        if "bank" not in bank_holder:
+            bank_holder["bank"] = bank_factory()
+        return bank_holder["bank"]
+
+    def admin(authorization: Annotated[str | None, Header()] = None) -> None:
+        want = f"Bearer {admin_token}".encode()
+        if authorization is None or not hmac.compare_digest(authorization.encode(), want):
+            raise Problem(401, "unauthorised", "admin endpoints need the admin bearer token")
+
+    BankDep = Annotated[Bank, Depends(get_bank)]
+    IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)]
+
+    add_problem_handlers(app)
 
     def idempotent(bank: Bank, key: str | None, body: object, run: Callable[[], Any]) -> Any:
         """Run once per key: a retry returns the stored answer (exactly-once over HTTP)."""
@@ -296,15 +326,7 @@ def create_app(bank_factory: Callable[[], Bank], *, admin_token: str) -> FastAPI
         },
     )
     async def deposit(request: Request, bank: BankDep, key: IdemKey = None) -> dict[str, Any]:
-        raw = await request.body()
-        if len(raw) > 256 * 1024 * 1024:
-            raise Problem(413, "too_large", "a deposit body is at most 256 MiB")
-        try:
-            from jointpay.protocol.deposit import loads_strict
-
-            body = loads_strict(raw)
-        except BatchError as exc:
-            raise Problem(400, "malformed", str(exc)) from exc
+        body = await read_json(request)
         from starlette.concurrency import run_in_threadpool
 
         return dict(
@@ -333,7 +355,59 @@ def create_app(bank_factory: Callable[[], Bank], *, admin_token: str) -> FastAPI
     @app.post("/v1/online-check", responses=_problems(400, 404, 422, 503))
     def online_check(body: OnlineCheckBody, bank: BankDep) -> OnlineCheckAnswer:
         """FIG. 8's optional on-line clearance: the card's current C_balance and hot list."""
-        return OnlineCheckAnswer(**bank.online_check(body.card, body.amount))
+        return OnlineCheckAnswer(**bank.online_check(body.card, body.amount, body.issuer))
+
+    # -- the scheme: what terminals need, what clearing houses send -------------------
+    @app.get("/v1/scheme", responses=_problems(503))
+    def scheme(bank: BankDep) -> dict[str, Any]:
+        """The scheme root key, our BANK-CERT and the member banks whose cards we take."""
+        return bank.scheme()
+
+    @app.get("/v1/scheme/hotlist", responses=_problems(503))
+    def scheme_hotlist(bank: BankDep) -> dict[str, Any]:
+        """The other member banks' hot lists, through our clearing houses."""
+        return {"entries": bank.scheme_hotlist()}
+
+    signed = {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": SIGNED_MESSAGE}},
+        }
+    }
+
+    @app.post(
+        "/v1/interbank/deposits",
+        responses=_problems(400, 413, 422, 503),
+        openapi_extra=signed,
+    )
+    async def interbank_deposit(request: Request, bank: BankDep) -> dict[str, Any]:
+        """A clearing house brings our cards' payments at other banks' merchants."""
+        from starlette.concurrency import run_in_threadpool
+
+        body = await read_json(request)
+        return dict(await run_in_threadpool(bank.interbank_deposit, body))
+
+    @app.post(
+        "/v1/interbank/settlements", responses=_problems(400, 413, 422, 503), openapi_extra=signed
+    )
+    async def interbank_settlement(request: Request, bank: BankDep) -> dict[str, Any]:
+        """A clearing house settles our net position with it."""
+        return bank.interbank_settlement(await read_json(request, 64 * 1024))
+
+    @app.post(
+        "/v1/interbank/online-check", responses=_problems(400, 413, 422, 503), openapi_extra=signed
+    )
+    async def interbank_online_check(request: Request, bank: BankDep) -> dict[str, Any]:
+        """Another bank's terminal asks, through a house, whether our card may pay."""
+        return bank.interbank_online_check(await read_json(request, 64 * 1024))
+
+    @app.get("/v1/interbank/positions/{clearing_house}", responses=_problems(400, 503))
+    def interbank_position(
+        clearing_house: Annotated[str, PathParam(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")],
+        bank: BankDep,
+    ) -> dict[str, Any]:
+        """Our balance with a clearing house, signed: its audit compares both sides."""
+        return bank.interbank_position(clearing_house)
 
     # -- admin ------------------------------------------------------------------------
     @app.post(
@@ -389,20 +463,25 @@ def create_app(bank_factory: Callable[[], Bank], *, admin_token: str) -> FastAPI
     return app
 
 
+def load_admin_token(root: Path, admin_token_file: Path | None) -> str:
+    """The admin bearer token: from the given file, or ``admin.token`` in the home
+    (made on first start, readable by its owner only)."""
+    if admin_token_file is not None:
+        return admin_token_file.read_text(encoding="utf-8").strip()
+    token_path = root / "admin.token"
+    if not token_path.exists():
+        from jointpay.adapters.card_file import atomic_write
+
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        atomic_write(token_path, secrets.token_urlsafe(32).encode())
+    return token_path.read_text(encoding="utf-8").strip()
+
+
 def serve(home: Any, *, host: str, port: int, admin_token_file: Path | None) -> None:
     """``jointpay bank serve``: uvicorn on the app, bank from the home's database."""
     import uvicorn
 
-    if admin_token_file is not None:
-        token = admin_token_file.read_text(encoding="utf-8").strip()
-    else:
-        token_path = home.root / "admin.token"
-        if not token_path.exists():
-            from jointpay.adapters.card_file import atomic_write
-
-            home.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-            atomic_write(token_path, secrets.token_urlsafe(32).encode())
-        token = token_path.read_text(encoding="utf-8").strip()
+    token = load_admin_token(home.root, admin_token_file)
     store = home.store()
     app = create_app(lambda: Bank(store, clock=home.clock), admin_token=token)
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -41,6 +41,7 @@ from jointpay.crypto.joint import MAX_CONTRIBUTIONS, Contribution, aggregate
 
 CARD_CERT_TAG: Final = b"jointpay/v1/card-cert"
 MERCHANT_CERT_TAG: Final = b"jointpay/v1/merchant-cert"
+BANK_CERT_TAG: Final = b"jointpay/v1/bank-cert"
 CERT_VERSION: Final = 1
 CERT_ID_LEN: Final = 16
 ED25519_SIG_LEN: Final = 64
@@ -445,6 +446,129 @@ class MerchantCert:
             ) from exc
         if at is not None and not self.not_before <= at < self.not_after:
             raise ExpiredCertificateError(f"MERCHANT-CERT of {self.sid} is not valid at {at}")
+
+
+# --------------------------------------------------------------------------------------
+# BANK-CERT: the scheme's certificate on a bank's (or a clearing house's) key
+# --------------------------------------------------------------------------------------
+
+
+class BankRole(StrEnum):
+    """What a scheme member does: issue cards and acquire merchants, or clear between banks."""
+
+    BANK = "bank"
+    CLEARING = "clearing"
+
+
+@dataclass(frozen=True, slots=True)
+class BankCert:
+    """The scheme root's certificate on a member's Ed25519 key.
+
+    Card schemes certify their issuers the same way: a card of bank B trusts a merchant
+    of bank A because A's key carries the scheme's signature, and a terminal of bank A
+    trusts B's CARD-CERTs for the same reason. A clearing house is certified with the
+    role ``clearing``, so that banks know whom they forward payments to.
+    """
+
+    cert_id: bytes
+    scheme_id: str
+    bank_id: str
+    role: BankRole
+    public_key: bytes
+    not_before: int
+    not_after: int
+    signature: bytes = field(default=b"", compare=False)
+
+    @property
+    def verify_key(self) -> VerifyKey:
+        return VerifyKey(self.bank_id, self.public_key)
+
+    def tbs(self) -> bytes:
+        return (
+            Writer()
+            .u8(CERT_VERSION)
+            .raw(self.cert_id)
+            .text(self.scheme_id)
+            .text(self.bank_id)
+            .text(self.role.value)
+            .blob(self.public_key)
+            .u64(self.not_before)
+            .u64(self.not_after)
+            .finish()
+        )
+
+    def encode(self) -> bytes:
+        if len(self.signature) != ED25519_SIG_LEN:
+            raise ValueError("the certificate is not signed")
+        return self.tbs() + self.signature
+
+    def signed(self, key: SigningKey) -> BankCert:
+        return replace(self, signature=key.sign(BANK_CERT_TAG, self.tbs()))
+
+    @classmethod
+    def decode(cls, data: bytes) -> BankCert:
+        rd = Reader(data, "BANK-CERT")
+        version = rd.u8("version")
+        if version != CERT_VERSION:
+            raise DecodeError(f"BANK-CERT version {version} is not supported")
+        cert_id = rd.raw(CERT_ID_LEN, "cert id")
+        scheme_id = check_ident(rd.text("scheme id", max_len=64), "scheme id")
+        bank_id = check_ident(rd.text("bank id", max_len=64), "bank id")
+        role_s = rd.text("role", max_len=16)
+        try:
+            role = BankRole(role_s)
+        except ValueError as exc:
+            raise DecodeError(f"unknown member role {role_s!r}") from exc
+        public_key = rd.blob("member key", max_len=ED25519_KEY_LEN)
+        if len(public_key) != ED25519_KEY_LEN:
+            raise DecodeError("BANK-CERT key is not a 32-byte Ed25519 key")
+        not_before, not_after = rd.u64("not before"), rd.u64("not after")
+        if not_after <= not_before:
+            raise DecodeError("BANK-CERT validity interval is empty")
+        signature = rd.raw(ED25519_SIG_LEN, "signature")
+        rd.finish()
+        return cls(cert_id, scheme_id, bank_id, role, public_key, not_before, not_after, signature)
+
+    def verify(
+        self, scheme_key: VerifyKey, *, at: int | None = None, role: BankRole | None = None
+    ) -> None:
+        """Check the scheme's signature, optionally the role and validity at ``at``."""
+        if scheme_key.owner != self.scheme_id:
+            raise InvalidCertificateError(
+                f"BANK-CERT is issued by scheme {self.scheme_id!r}, not {scheme_key.owner!r}"
+            )
+        try:
+            scheme_key.verify(BANK_CERT_TAG, self.tbs(), self.signature)
+        except InvalidSignature as exc:
+            raise InvalidCertificateError(
+                "the scheme's signature on the BANK-CERT is invalid"
+            ) from exc
+        if role is not None and self.role is not role:
+            raise InvalidCertificateError(
+                f"{self.bank_id} is certified as a {self.role.value}, not a {role.value}"
+            )
+        if at is not None and not self.not_before <= at < self.not_after:
+            raise ExpiredCertificateError(f"BANK-CERT of {self.bank_id} is not valid at {at}")
+
+
+def issue_bank_cert(
+    scheme_key: SigningKey,
+    *,
+    bank_id: str,
+    public_key: bytes,
+    role: BankRole,
+    not_before: int,
+    not_after: int,
+) -> BankCert:
+    """The scheme root certifies a member's key (``jointpay scheme certify``)."""
+    check_ident(scheme_key.owner, "scheme id")
+    check_ident(bank_id, "bank id")
+    VerifyKey(bank_id, public_key)  # a 32-byte key
+    if not_after <= not_before:
+        raise ValueError("empty validity interval")
+    return BankCert(
+        new_cert_id(), scheme_key.owner, bank_id, BankRole(role), public_key, not_before, not_after
+    ).signed(scheme_key)
 
 
 def issue_card_cert(

@@ -193,6 +193,29 @@ class AlertRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class InterbankRecord:
+    """A payment that crossed banks: card of ``issuer``, merchant of ``acquirer``.
+
+    The acquiring bank keeps one per payment it credited to its merchant, the clearing
+    house one per payment it cleared; ``(issuer, card_number, ser)`` is unique in both,
+    which is what makes a cross-bank payment count once.
+    """
+
+    issuer: str
+    card_number: str
+    ser: int
+    acquirer: str
+    clearing_house: str
+    sid: str
+    amount: int
+    currency: str
+    spec: bytes
+    ref: str
+    """The acquirer's deposit session that brought it."""
+    accepted_at: int
+
+
+@dataclass(frozen=True, slots=True)
 class StatementRecord:
     """A credit card's bill for one period (``bank settle``)."""
 

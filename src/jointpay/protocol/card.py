@@ -52,6 +52,8 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Final
 
 from jointpay.crypto.certs import (
+    BankCert,
+    BankRole,
     CardCert,
     CardMode,
     MerchantCert,
@@ -63,7 +65,7 @@ from jointpay.crypto.certs import (
     verify_mac,
 )
 from jointpay.crypto.encoding import Reader, Writer
-from jointpay.crypto.errors import CryptoError, DecodeError
+from jointpay.crypto.errors import CryptoError, DecodeError, InvalidCertificateError
 from jointpay.crypto.group import SUITES, Group, ModpParams, get_group, modp_group, resolver
 from jointpay.crypto.joint import Contribution, Role, combine_shares, prove_possession
 from jointpay.crypto.schnorr import PaymentCert, SecretScalar, sign
@@ -90,6 +92,7 @@ PIN_MIN, PIN_MAX = 4, 12
 STATE_VERSION: Final = 1
 _BYTES_FIELDS: Final = (
     "bank_key",
+    "scheme_key",
     "master_key",
     "pin_key",
     "pin_hash",
@@ -146,6 +149,10 @@ class CardState:
     mode: str = CardMode.CASH.value
     bank_id: str = ""
     bank_key: bytes = b""
+    scheme_id: str = ""
+    scheme_key: bytes = b""
+    """The scheme root's key, if the issuing bank belongs to a scheme: the card then
+    accepts merchants of the scheme's other banks (their BANK-CERT proves the bank)."""
     master_key: bytes = field(default=b"", repr=False)
     pin_key: bytes = field(default=b"", repr=False)
     pin_hash: bytes = field(default=b"", repr=False)
@@ -185,6 +192,8 @@ class CardState:
             d = json.loads(text)
             if not isinstance(d, dict) or d.pop("version", None) != STATE_VERSION:
                 raise CardStateError("card state has an unknown version")
+            d.setdefault("scheme_id", "")  # cards written before schemes existed
+            d.setdefault("scheme_key", "")
             for k in _BYTES_FIELDS:
                 d[k] = bytes.fromhex(d[k])
             d["user_shares"] = tuple(int(v, 16) for v in d["user_shares"])
@@ -450,6 +459,19 @@ class CardApplet:
     def _bank_key(self) -> VerifyKey:
         return VerifyKey(self.state.bank_id, self.state.bank_key)
 
+    def _merchant_bank_key(self, bank_id: str, body: PayCommand, at: int) -> VerifyKey:
+        """Our bank's key, or another scheme bank's key from its BANK-CERT."""
+        st = self.state
+        if bank_id == st.bank_id:
+            return self._bank_key()
+        if not st.scheme_key:
+            raise InvalidCertificateError(f"merchants of bank {bank_id!r} are not accepted")
+        bank_cert = BankCert.decode(body.bank_cert)
+        bank_cert.verify(VerifyKey(st.scheme_id, st.scheme_key), at=at, role=BankRole.BANK)
+        if bank_cert.bank_id != bank_id:
+            raise InvalidCertificateError("the BANK-CERT is for another bank")
+        return bank_cert.verify_key
+
     def _pay(self, cmd: Command) -> bytes:
         st = self.state
         if cmd.p1 or cmd.p2:
@@ -468,7 +490,9 @@ class CardApplet:
         try:
             merchant = MerchantCert.decode(body.merchant_cert)
             spec = PaymentSpec.decode(body.spec)
-            merchant.verify(self._bank_key(), at=spec.time)
+            merchant.verify(
+                self._merchant_bank_key(merchant.bank_id, body, spec.time), at=spec.time
+            )
             merchant.verify_key.verify(TERMINAL_SPEC_TAG, body.spec, body.terminal_sig)
         except CryptoError as exc:
             raise _Refuse(SW.SECURITY_STATUS, f"terminal not authenticated: {exc}") from exc
@@ -681,7 +705,13 @@ class CardApplet:
         bank_key = rd.raw(32, "bank key")
         master_key = rd.raw(32, "master key")
         pin = check_pin(rd.text("pin", max_len=PIN_MAX))
+        scheme_id = rd.text("scheme id", max_len=64)
+        scheme_key = rd.blob("scheme key", max_len=32)
         rd.finish()
+        if scheme_id:
+            check_ident(scheme_id, "scheme id")
+        if bool(scheme_id) != (len(scheme_key) == 32):
+            raise _Refuse(SW.WRONG_DATA, "a scheme needs both its id and its 32-byte key")
         if suite not in SUITES:
             raise _Refuse(SW.WRONG_DATA, "unknown suite")
         if group_params:  # a bank's own group: validate (p, q, g) before trusting them
@@ -702,6 +732,8 @@ class CardApplet:
             mode=mode,
             bank_id=bank_id,
             bank_key=bank_key,
+            scheme_id=scheme_id,
+            scheme_key=scheme_key,
             master_key=master_key,
             pin_key=pin_key,
         )
@@ -745,8 +777,11 @@ def identity_data(
     master_key: bytes,
     pin: str,
     group_params: str = "",
+    scheme: tuple[str, bytes] | None = None,
 ) -> bytes:
-    """PERSONALISE P1=01 data, built by the bank's issuing terminal."""
+    """PERSONALISE P1=01 data, built by the bank's issuing terminal; ``scheme`` is the
+    scheme id and root key when the bank belongs to one."""
+    scheme_id, scheme_key = scheme or ("", b"")
     return (
         Writer()
         .text(card_number)
@@ -759,6 +794,8 @@ def identity_data(
         .raw(bank_key)
         .raw(master_key)
         .text(pin)
+        .text(scheme_id)
+        .blob(scheme_key)
         .finish()
     )
 

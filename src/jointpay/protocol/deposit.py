@@ -49,7 +49,12 @@ REASONS: Final = (
     "insufficient_balance",
     "currency_mismatch",
     "future_time",
+    "clearing_unavailable",
 )
+
+RETRYABLE_REASONS: Final = frozenset({"clearing_unavailable"})
+"""Rejections that are not final (another bank's card whose clearing house or issuer
+did not answer): the terminal keeps the payment for its next deposit."""
 
 
 class BatchError(DecodeError):

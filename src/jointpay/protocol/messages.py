@@ -36,9 +36,19 @@ class PayCommand:
     merchant_cert: bytes
     spec: bytes
     terminal_sig: bytes
+    bank_cert: bytes = b""
+    """The merchant's bank's BANK-CERT when the card is another bank's (empty otherwise):
+    the card checks it against the scheme key, then the MERCHANT-CERT against it."""
 
     def encode(self) -> bytes:
-        return Writer().blob(self.merchant_cert).blob(self.spec).blob(self.terminal_sig).finish()
+        return (
+            Writer()
+            .blob(self.merchant_cert)
+            .blob(self.spec)
+            .blob(self.terminal_sig)
+            .blob(self.bank_cert)
+            .finish()
+        )
 
     @classmethod
     def decode(cls, data: bytes) -> PayCommand:
@@ -46,8 +56,9 @@ class PayCommand:
         cert = rd.blob("merchant cert", max_len=MAX_CERT)
         spec = rd.blob("spec", max_len=4096)
         sig = rd.blob("terminal signature", max_len=64)
+        bank_cert = rd.blob("bank cert", max_len=MAX_CERT)
         rd.finish()
-        return cls(cert, spec, sig)
+        return cls(cert, spec, sig, bank_cert)
 
 
 @dataclass(frozen=True, slots=True)

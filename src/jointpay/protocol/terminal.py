@@ -331,6 +331,9 @@ class TerminalConfig:
     """Card numbers on the hot list as last synchronised from the bank."""
     groups: GroupResolver = get_group
     """How CARD-CERTs' groups are found: the shipped ones and the banks' own."""
+    bank_cert: bytes = b""
+    """Our bank's BANK-CERT (scheme members only): sent to other banks' cards, which
+    check it against the scheme's root key before they trust our MERCHANT-CERT."""
 
 
 PinSource = Callable[[], str]
@@ -540,7 +543,15 @@ class Terminal:
         spec_bytes = spec.encode()
         sig = self.config.signing_key.sign(TERMINAL_SPEC_TAG, spec_bytes)
         client.verify_pin(pin())  # steps 450-490
-        resp = client.pay(PayCommand(self.config.merchant_cert, spec_bytes, sig))
+        foreign = cert.bank_id != self.config.bank_id
+        resp = client.pay(
+            PayCommand(
+                self.config.merchant_cert,
+                spec_bytes,
+                sig,
+                self.config.bank_cert if foreign else b"",
+            )
+        )
         return self._accept(cert, spec, spec_bytes, resp)
 
     def _restore_credit(self, client: CardClient, topup: int) -> None:

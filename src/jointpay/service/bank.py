@@ -85,6 +85,7 @@ from jointpay.protocol.messages import (
 from jointpay.protocol.terminal import CardClient, CardError
 from jointpay.service.deposit import DepositRun, VerifiedCerts
 from jointpay.service.errors import BadInput, Refused
+from jointpay.service.interbank import Interbank
 from jointpay.service.policy import Policy
 from jointpay.service.rates import RATES_KEY, dump_table, load_table
 from jointpay.service.verify_pool import Verifier
@@ -218,6 +219,7 @@ class Bank:
         self.verifier = Verifier()
         self.verify_key: VerifyKey = self._key.verify_key
         self.verified_certs = VerifiedCerts()
+        self.interbank = Interbank(self)
 
     def close(self) -> None:
         """Release the verification pool, if one was started."""
@@ -293,6 +295,19 @@ class Bank:
     @property
     def bank_id(self) -> str:
         return self.config.bank_id
+
+    @property
+    def signing_key(self) -> SigningKey:
+        """The bank's key (for the messages it signs to other scheme members)."""
+        return self._key
+
+    def open_internal(
+        self, tx: UnitOfWork, account_id: str, kind: AccountKind, owner: str, now: int
+    ) -> None:
+        """An account of the bank's own books that may go either way (clearing)."""
+        tx.create_account(
+            Account(account_id, kind, self.currency, owner, 0, now, allow_negative=True)
+        )
 
     @property
     def currency(self) -> str:
@@ -491,6 +506,7 @@ class Bank:
                     master_key,
                     pin,
                     self.group_params_json(),
+                    self._scheme_for_cards(),
                 ),
                 what="PERSONALISE identity",
             )
@@ -650,8 +666,37 @@ class Bank:
             except NotFound as exc:
                 raise BadInput("unknown_merchant", f"no merchant named {name!r}") from exc
 
-    def online_check(self, card_number: str, amount: int) -> dict[str, Any]:
-        """FIG. 8's optional on-line clearance, answered from the card's current record."""
+    # -- the scheme: several banks and clearing houses ---------------------------------
+    def _scheme_for_cards(self) -> tuple[str, bytes] | None:
+        m = self.interbank.membership
+        return None if m is None else (m.scheme_id, m.scheme_key.raw)
+
+    def scheme(self) -> dict[str, Any]:
+        """``GET /v1/scheme``: the root key, our BANK-CERT, the reachable member banks."""
+        return self.interbank.scheme_view()
+
+    def scheme_hotlist(self) -> list[dict[str, Any]]:
+        return self.interbank.scheme_hotlist()
+
+    def interbank_deposit(self, message: object) -> dict[str, Any]:
+        return self.interbank.receive(message)
+
+    def interbank_settlement(self, message: object) -> dict[str, Any]:
+        return self.interbank.settlement(message)
+
+    def interbank_position(self, clearing_house: str) -> dict[str, Any]:
+        return self.interbank.position(clearing_house)
+
+    def interbank_online_check(self, message: object) -> dict[str, Any]:
+        return self.interbank.online_check(message)
+
+    def online_check(
+        self, card_number: str, amount: int, issuer: str | None = None
+    ) -> dict[str, Any]:
+        """FIG. 8's optional on-line clearance, answered from the card's current record;
+        another bank's card is asked about through a clearing house."""
+        if issuer is not None and issuer != self.bank_id:
+            return self.interbank.online_via_house(issuer, card_number, amount)
         card = self.card(card_number)
         if card.status is CardStatus.BLACKLISTED:
             return {"approved": False, "reason": "blacklisted", "available": None, "topup": 0}

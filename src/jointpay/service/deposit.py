@@ -13,6 +13,7 @@ Set-based, in three passes inside the session's one transaction:
 
 from __future__ import annotations
 
+import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from jointpay.domain.records import (
     CardRecord,
     CardStatus,
     CertRecord,
+    InterbankRecord,
     Leg,
     PaymentRecord,
     Transfer,
@@ -83,9 +85,19 @@ class DepositRun:
     """One deposit session's payments, checked and booked inside transaction ``tx``."""
 
     def __init__(
-        self, bank: Bank, tx: UnitOfWork, req: DepositRequest, deposit_id: str, now: int
+        self,
+        bank: Bank,
+        tx: UnitOfWork,
+        req: DepositRequest,
+        deposit_id: str,
+        now: int,
+        *,
+        from_house: str | None = None,
     ) -> None:
         self.bank = bank
+        self.from_house = from_house
+        """Set when a clearing house brings our cards' payments at another bank's
+        merchant (``req.bank_id`` is then that bank): no fee, credit the house."""
         self.tx = tx
         self.req = req
         self.deposit_id = deposit_id
@@ -106,6 +118,11 @@ class DepositRun:
         self._rates: RateTable | None = None
         self.valid: dict[int, bool] = {}
         """Strict verification of each parsed payment, by object id (pool or in process)."""
+        self.ib_prior: dict[tuple[str, str, int], InterbankRecord] = {}
+        self.ib_seen: set[tuple[str, str, int]] = set()
+        self.foreign: list[tuple[int, _Parsed]] = []
+        self.ib_records: list[InterbankRecord] = []
+        self.ib_debits: dict[str, int] = {}
 
     @staticmethod
     def _jobs(items: list[_Parsed]) -> list[Job]:
@@ -131,7 +148,17 @@ class DepositRun:
         for items, result in pending:
             for item, ok in zip(items, result(), strict=True):
                 self.valid[id(item)] = ok
-        results = [p if isinstance(p, PaymentResult) else self._check(p) for p in parsed]
+        results: list[PaymentResult] = []
+        for p in parsed:
+            if isinstance(p, PaymentResult):
+                results.append(p)
+                continue
+            r = self._check(p)
+            if r.status == "pending":  # another bank's card: cleared below, all at once
+                self.foreign.append((len(results), p))
+            results.append(r)
+        if self.foreign:
+            self._clear_foreign(results)
         self._book()
         return results
 
@@ -157,11 +184,18 @@ class DepositRun:
         except CryptoError:
             result = "malformed"
         else:
-            if cert.bank_id != self.bank.bank_id:
+            key = (
+                self.bank.verify_key
+                if cert.bank_id == self.bank.bank_id
+                else None
+                if self.from_house
+                else self.bank.interbank.issuer_key(cert.bank_id)
+            )
+            if key is None:
                 result = "unknown_card"
             else:
                 try:
-                    cert.verify(self.bank.verify_key)
+                    cert.verify(key)
                     result = cert
                     self.bank.verified_certs.put(data, cert)
                 except CryptoError:
@@ -193,6 +227,13 @@ class DepositRun:
 
     # -- pass 2: prefetch -------------------------------------------------------------
     def _prefetch(self, parsed: list[_Parsed]) -> None:
+        own = self.bank.bank_id
+        foreign = [p for p in parsed if p.cert.bank_id != own]
+        if foreign:
+            self.ib_prior = self.tx.existing_interbank(
+                sorted({(p.cert.bank_id, p.cert.card_number, p.ser) for p in foreign})
+            )
+        parsed = [p for p in parsed if p.cert.bank_id == own]
         numbers = sorted({p.cert.card_number for p in parsed})
         self.cards = self.tx.lock_cards(numbers)
         self.issued = self.tx.get_certs(sorted({p.cert.cert_id for p in parsed}))
@@ -213,6 +254,8 @@ class DepositRun:
     def _check(self, p: _Parsed) -> PaymentResult:
         bank, cert, ser, spec = self.bank, p.cert, p.ser, p.spec
         label = cert.card_number
+        if cert.bank_id != bank.bank_id:
+            return self._check_foreign(p)
         card = self.cards.get(cert.card_number)
         if card is None:
             return _rejected(label, ser, "unknown_card")
@@ -234,12 +277,19 @@ class DepositRun:
             return _rejected(label, ser, "blacklisted")
         if not self.valid[id(p)]:
             return _rejected(label, ser, "bad_signature")
-        if spec.sid != self.req.sid or spec.bank_id != bank.bank_id:
+        if spec.sid != self.req.sid or spec.bank_id != self.req.bank_id:
             return _rejected(label, ser, "wrong_merchant")
         key = (card.card_number, ser)
         earlier = self.seen.get(key)
         if earlier is None and key in self.prior:
             earlier = self.prior[key].spec
+            if (
+                self.from_house
+                and earlier == p.spec_bytes
+                and self.prior[key].deposit_id == self.deposit_id
+            ):  # the house asks again (its answer was lost): the same answer
+                self.seen[key] = earlier
+                return PaymentResult(card.card_number, ser, "accepted", None, spec.amount)
         if earlier is not None:
             if earlier != p.spec_bytes:
                 self._breach(
@@ -277,8 +327,8 @@ class DepositRun:
         fee = policy.payment_fee
         if credit:
             fee += policy.basis_points(spec.amount, policy.credit_fee_bp)
-        fee = min(fee, spec.amount)
-        if credit and policy.credit_clearing_delay:
+        fee = 0 if self.from_house else min(fee, spec.amount)  # the acquirer charges its own
+        if credit and policy.credit_clearing_delay and not self.from_house:
             self.clearing_credit += spec.amount - fee  # paid out by `bank settle`, later
         else:
             self.merchant_credit += spec.amount - fee
@@ -302,6 +352,81 @@ class DepositRun:
             )
         )
         return PaymentResult(card.card_number, ser, "accepted", None, spec.amount)
+
+    def _check_foreign(self, p: _Parsed) -> PaymentResult:
+        """Another bank's card at our merchant: our own checks, then its clearing."""
+        bank, cert, ser, spec = self.bank, p.cert, p.ser, p.spec
+        label = cert.card_number
+        if spec.card_cert_id != cert.cert_id:
+            return _rejected(label, ser, "bad_cert")
+        if spec.time > self.now + bank.policy.clock_skew:
+            return _rejected(label, ser, "future_time")
+        try:
+            cert.check_validity(spec.time)
+        except ExpiredCertificateError:
+            return _rejected(label, ser, "expired_cert")
+        if not self.valid[id(p)]:
+            return _rejected(label, ser, "bad_signature")
+        if spec.sid != self.req.sid or spec.bank_id != bank.bank_id:
+            return _rejected(label, ser, "wrong_merchant")
+        key = (cert.bank_id, cert.card_number, ser)
+        if key in self.ib_seen or key in self.ib_prior:
+            return _rejected(label, ser, "duplicate")
+        if spec.time < self.now - bank.policy.deposit_window:
+            return _rejected(label, ser, "stale")
+        if (
+            spec.currency != cert.currency
+            or spec.currency != bank.currency
+            or not self._rate_ok(spec)
+        ):
+            return _rejected(label, ser, "currency_mismatch")
+        self.ib_seen.add(key)
+        return PaymentResult(label, ser, "pending", None, spec.amount)
+
+    def _clear_foreign(self, results: list[PaymentResult]) -> None:
+        """Clear the foreign payments through the houses; book what their issuers took."""
+        from jointpay.service.interbank import Candidate
+
+        candidates = [
+            Candidate(
+                p.cert.encode(),
+                p.cert.bank_id,
+                p.cert.card_number,
+                p.ser,
+                p.spec_bytes,
+                p.cert_pc.b_bytes,
+                p.cert_pc.r_bytes,
+                p.spec.amount,
+            )
+            for _, p in self.foreign
+        ]
+        answers = self.bank.interbank.clear(self.req.sid, self.deposit_id, candidates)
+        for (pos, p), answer in zip(self.foreign, answers, strict=True):
+            label, amount = p.cert.card_number, p.spec.amount
+            if answer.status != "accepted":
+                results[pos] = _rejected(label, p.ser, answer.reason or "rejected")
+                continue
+            fee = min(self.bank.policy.payment_fee, amount)
+            self.merchant_credit += amount - fee
+            self.fees += fee
+            ch = answer.clearing_house
+            self.ib_debits[ch] = self.ib_debits.get(ch, 0) + amount
+            self.ib_records.append(
+                InterbankRecord(
+                    p.cert.bank_id,
+                    label,
+                    p.ser,
+                    self.bank.bank_id,
+                    ch,
+                    p.spec.sid,
+                    amount,
+                    p.spec.currency,
+                    p.spec_bytes,
+                    self.deposit_id,
+                    self.now,
+                )
+            )
+            results[pos] = PaymentResult(label, p.ser, "accepted", None, amount)
 
     def _rate_ok(self, spec: PaymentSpec) -> bool:
         """A converted payment: the terminal's rate is the bank's (within tolerance) at
@@ -365,26 +490,43 @@ class DepositRun:
         """One compound double-entry posting for the whole session."""
         from jointpay.service.bank import income_account
 
-        if not self.accepted:
-            return
+        if not self.debits and not self.ib_records:
+            return  # nothing new (a house's retry finds its payments booked already)
         bank, tx = self.bank, self.tx
-        tx.add_payments(self.accepted)
-        merchant = tx.get_merchant(self.req.sid)
+        if self.accepted:
+            tx.add_payments(self.accepted)
         legs = [Leg(acc, -amount) for acc, amount in sorted(self.debits.items())]
-        if self.merchant_credit or not self.clearing_credit:
-            legs.append(Leg(merchant.account_id, self.merchant_credit))
-        if self.clearing_credit:
-            legs.append(Leg(self._clearing_account(merchant.sid), self.clearing_credit))
+        legs += [
+            Leg(bank.interbank.house_account(tx, ch, self.now), -amount)
+            for ch, amount in sorted(self.ib_debits.items())
+        ]
+        if self.ib_records:
+            tx.add_interbank(self.ib_records)
+        if self.from_house:  # the issuer owes the house what its cards paid
+            legs.append(
+                Leg(
+                    bank.interbank.house_account(tx, self.from_house, self.now),
+                    self.merchant_credit,
+                )
+            )
+            transfer_id = f"interbank:{self.from_house}:{secrets.token_hex(12)}"
+        else:
+            merchant = tx.get_merchant(self.req.sid)
+            if self.merchant_credit or not self.clearing_credit:
+                legs.append(Leg(merchant.account_id, self.merchant_credit))
+            if self.clearing_credit:
+                legs.append(Leg(self._clearing_account(merchant.sid), self.clearing_credit))
+            transfer_id = f"deposit:{self.deposit_id}"
         if self.fees:
             legs.append(Leg(income_account(bank.currency), self.fees))
         try:
             tx.post(
                 Transfer(
-                    f"deposit:{self.deposit_id}",
+                    transfer_id,
                     "deposit",
                     bank.currency,
                     tuple(legs),
-                    f"{len(self.accepted)} payments",
+                    f"{len(self.accepted) + len(self.ib_records)} payments",
                     self.now,
                 )
             )

@@ -26,6 +26,7 @@ from jointpay.domain.records import (
     CertRecord,
     DepositRecord,
     HotlistEntry,
+    InterbankRecord,
     MerchantRecord,
     PaymentRecord,
     StatementRecord,
@@ -189,6 +190,17 @@ class UnitOfWork(Protocol):
 
     def last_statement(self, card_number: str) -> StatementRecord | None: ...
     def list_statements(self) -> list[StatementRecord]: ...
+
+    # -- payments across banks (acquirer and clearing house) -----------------------------
+    def add_interbank(self, records: Sequence[InterbankRecord]) -> None:
+        """Conflict if one of them (issuer, card, ser) is there already."""
+
+    def existing_interbank(
+        self, keys: Sequence[tuple[str, str, int]]
+    ) -> dict[tuple[str, str, int], InterbankRecord]:
+        """The records of these ``(issuer, card_number, ser)``, where they exist."""
+
+    def list_interbank(self) -> list[InterbankRecord]: ...
 
     # -- hot list and alerts ------------------------------------------------------------
     def add_hotlist(self, card_number: str, reason: str, at: int) -> HotlistEntry:

@@ -21,6 +21,7 @@ from jointpay.domain.records import (
     CertRecord,
     DepositRecord,
     HotlistEntry,
+    InterbankRecord,
     MerchantRecord,
     PaymentRecord,
     StatementRecord,
@@ -45,6 +46,7 @@ class _Data:
     alerts: list[AlertRecord] = field(default_factory=list)
     idempotency: dict[str, tuple[str, str]] = field(default_factory=dict)
     statements: dict[tuple[str, int], StatementRecord] = field(default_factory=dict)
+    interbank: dict[tuple[str, str, int], InterbankRecord] = field(default_factory=dict)
 
 
 K = TypeVar("K")
@@ -270,6 +272,21 @@ class MemoryUnitOfWork:
 
     def list_statements(self) -> list[StatementRecord]:
         return [self._d.statements[k] for k in sorted(self._d.statements)]
+
+    def add_interbank(self, records: Sequence[InterbankRecord]) -> None:
+        keys = [(r.issuer, r.card_number, r.ser) for r in records]
+        if len(set(keys)) != len(keys) or any(k in self._d.interbank for k in keys):
+            raise Conflict("an interbank payment exists already")
+        for k, r in zip(keys, records, strict=True):
+            self._d.interbank[k] = r
+
+    def existing_interbank(
+        self, keys: Sequence[tuple[str, str, int]]
+    ) -> dict[tuple[str, str, int], InterbankRecord]:
+        return {k: self._d.interbank[k] for k in keys if k in self._d.interbank}
+
+    def list_interbank(self) -> list[InterbankRecord]:
+        return [self._d.interbank[k] for k in sorted(self._d.interbank)]
 
     def add_hotlist(self, card_number: str, reason: str, at: int) -> HotlistEntry:
         entry = HotlistEntry(len(self._d.hotlist) + 1, card_number, reason, at)

@@ -36,6 +36,7 @@ from jointpay.domain.records import (
     CertRecord,
     DepositRecord,
     HotlistEntry,
+    InterbankRecord,
     Leg,
     MerchantRecord,
     PaymentRecord,
@@ -695,6 +696,28 @@ class SqlUnitOfWork:
             select(t.statements).order_by(t.statements.c.card_number, t.statements.c.number)
         )
         return [StatementRecord(**r._asdict()) for r in rows]
+
+    # -- payments across banks ------------------------------------------------------------
+    def add_interbank(self, records: Sequence[InterbankRecord]) -> None:
+        if records:
+            self._insert(t.interbank, [asdict(r) for r in records], "interbank payment")
+
+    def existing_interbank(
+        self, keys: Sequence[tuple[str, str, int]]
+    ) -> dict[tuple[str, str, int], InterbankRecord]:
+        out: dict[tuple[str, str, int], InterbankRecord] = {}
+        c = t.interbank.c
+        key_col = tuple_(c.issuer, c.card_number, c.ser)
+        for chunk in _chunks(sorted(set(keys))):
+            for row in self.c.execute(select(t.interbank).where(key_col.in_(chunk))):
+                r = InterbankRecord(**row._asdict())
+                out[(r.issuer, r.card_number, r.ser)] = r
+        return out
+
+    def list_interbank(self) -> list[InterbankRecord]:
+        c = t.interbank.c
+        rows = self.c.execute(select(t.interbank).order_by(c.issuer, c.card_number, c.ser))
+        return [InterbankRecord(**r._asdict()) for r in rows]
 
     # -- hot list and alerts -----------------------------------------------------------
     def add_hotlist(self, card_number: str, reason: str, at: int) -> HotlistEntry:

@@ -206,6 +206,22 @@ statements = Table(
     Column("due_at", BigInteger, nullable=False),
 )
 
+interbank = Table(
+    "interbank",
+    metadata,
+    Column("issuer", String(64), primary_key=True),
+    Column("card_number", String(19), primary_key=True),
+    Column("ser", U64, primary_key=True),  # a cross-bank payment counts once
+    Column("acquirer", String(64), nullable=False),
+    Column("clearing_house", String(64), nullable=False),
+    Column("sid", String(64), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("spec", LargeBinary, nullable=False),
+    Column("ref", String(160), nullable=False),
+    Column("accepted_at", BigInteger, nullable=False),
+)
+
 hotlist = Table(
     "hotlist",
     metadata,

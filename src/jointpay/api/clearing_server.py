@@ -1,0 +1,117 @@
+"""``jointpay clearing serve``: a clearing house as an HTTP service (OpenAPI at /docs).
+
+Members reach it with messages they sign (``POST /v1/clear``, ``/v1/online-check``);
+the read-only endpoints publish its certificate, its members and the scheme's hot
+list; the admin endpoints (bearer token) settle and audit.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, Request
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from jointpay.api.server import (
+    ADMIN_ERRORS,
+    SIGNED_MESSAGE,
+    Problem,
+    _problems,
+    add_problem_handlers,
+    load_admin_token,
+    read_json,
+)
+from jointpay.service.clearing import ClearingHouse
+
+
+class MemberBody(BaseModel):
+    bank_cert: str = Field(pattern=r"^([0-9a-f]{2}){1,1024}$")
+    url: str | None = Field(default=None, max_length=512)
+
+
+def create_clearing_app(house_factory: Callable[[], ClearingHouse], *, admin_token: str) -> FastAPI:
+    app = FastAPI(
+        title="jointpay clearing house",
+        version="1",
+        description="Clears payments between the banks of a jointpay scheme: "
+        "pre-verification, forwarding to issuers, net positions.",
+    )
+    holder: dict[str, ClearingHouse] = {}
+
+    def get_house() -> ClearingHouse:
+        if "house" not in holder:
+            holder["house"] = house_factory()
+        return holder["house"]
+
+    def admin(authorization: Annotated[str | None, Header()] = None) -> None:
+        want = f"Bearer {admin_token}".encode()
+        if authorization is None or not hmac.compare_digest(authorization.encode(), want):
+            raise Problem(401, "unauthorised", "admin endpoints need the admin bearer token")
+
+    House = Annotated[ClearingHouse, Depends(get_house)]
+    add_problem_handlers(app)
+    signed = {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": SIGNED_MESSAGE}},
+        }
+    }
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/v1/clearing", responses=_problems(422, 503))
+    def parameters(house: House) -> dict[str, Any]:
+        """Our BANK-CERT (role clearing) and our members' BANK-CERTs."""
+        return house.parameters()
+
+    @app.get("/v1/hotlist", responses=_problems(503))
+    def hotlist(house: House) -> dict[str, Any]:
+        """Every member's hot list, brought up to date."""
+        return {"entries": house.scheme_hotlist()}
+
+    @app.post("/v1/clear", responses=_problems(400, 413, 422, 503), openapi_extra=signed)
+    async def clear(request: Request, house: House) -> dict[str, Any]:
+        """An acquirer's payments made with other members' cards."""
+        body = await read_json(request)
+        return dict(await run_in_threadpool(house.clear, body))
+
+    @app.post("/v1/online-check", responses=_problems(400, 413, 422, 503), openapi_extra=signed)
+    async def online_check(request: Request, house: House) -> dict[str, Any]:
+        """An acquirer asks the card's bank, through us, whether a payment may go on."""
+        body = await read_json(request, 64 * 1024)
+        return dict(await run_in_threadpool(house.online_check, body))
+
+    @app.post(
+        "/v1/admin/members", dependencies=[Depends(admin)], responses=_problems(*ADMIN_ERRORS)
+    )
+    def add_member(body: MemberBody, house: House) -> dict[str, Any]:
+        return house.add_member(body.bank_cert, body.url)
+
+    @app.get("/v1/admin/positions", dependencies=[Depends(admin)], responses=_problems(401, 503))
+    def positions(house: House) -> dict[str, Any]:
+        return {"clearing_house": house.ch_id, "positions": house.positions()}
+
+    @app.post("/v1/admin/settle", dependencies=[Depends(admin)], responses=_problems(401, 503))
+    def settle(house: House) -> dict[str, Any]:
+        return house.settle()
+
+    @app.get("/v1/admin/audit", dependencies=[Depends(admin)], responses=_problems(401, 503))
+    def audit(house: House) -> dict[str, Any]:
+        return house.audit()
+
+    return app
+
+
+def serve_clearing(home: Any, *, host: str, port: int, admin_token_file: Path | None) -> None:
+    import uvicorn
+
+    token = load_admin_token(home.root, admin_token_file)
+    store = home.store()
+    app = create_clearing_app(lambda: ClearingHouse(store, clock=home.clock), admin_token=token)
+    uvicorn.run(app, host=host, port=port, log_level="warning")

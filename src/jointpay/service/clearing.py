@@ -1,0 +1,625 @@
+"""A clearing house: pre-verifies payments between banks, forwards them, nets positions.
+
+An acquiring bank sends the payments its merchants took with other banks' cards
+(:meth:`ClearingHouse.clear`). The house checks each one itself (the card's bank is a
+member, its CARD-CERT and the card's signature verify, the payee is the sending bank,
+the card is not on its bank's hot list, the payment was not cleared before from any
+bank) and forwards the rest, grouped by issuer, to the issuing banks. What an issuer
+accepts, the house records once and posts in its own double-entry ledger: the issuer
+owes the house, the house owes the acquirer (``bank:ID`` accounts, which always sum to
+zero). :meth:`settle` pays the net positions out and tells every member, who books it
+against its own money; :meth:`audit` checks the house's books and that every member's
+account with the house is the exact mirror of the house's account of it.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from jointpay.crypto.certs import BankCert, BankRole, CardCert, SigningKey, VerifyKey, check_ident
+from jointpay.crypto.errors import CryptoError
+from jointpay.crypto.group import get_group
+from jointpay.crypto.schnorr import PaymentCert, verify
+from jointpay.domain.money import check_currency
+from jointpay.domain.records import Account, AccountKind, InterbankRecord, Leg, Transfer
+from jointpay.protocol.deposit import BatchError, RawPayment, parse_batch
+from jointpay.protocol.spec import PaymentSpec
+from jointpay.service.errors import BadInput, Refused, ServiceError
+from jointpay.service.interbank import Candidate, sub_batch
+from jointpay.service.scheme import (
+    CLEAR_FORMAT,
+    CLEAR_TAG,
+    CLEARED_FORMAT,
+    CLEARED_TAG,
+    INTERBANK_FORMAT,
+    INTERBANK_RECEIPT_FORMAT,
+    INTERBANK_RECEIPT_TAG,
+    INTERBANK_TAG,
+    POSITION_FORMAT,
+    POSITION_TAG,
+    SCHEME_CONFIG_KEY,
+    SETTLED_TAG,
+    SETTLEMENT_FORMAT,
+    SETTLEMENT_TAG,
+    MemberConnector,
+    MemberPort,
+    Membership,
+    SchemeError,
+    Unreachable,
+    field,
+    open_body,
+    position_account,
+    sign_body,
+)
+from jointpay.storage.base import Store, UnitOfWork
+
+CH_CONFIG_KEY: Final = "clearing_house"
+MEMBERS_KEY: Final = "clearing_members"
+CURSORS_KEY: Final = "clearing_hotlist_cursors"
+PENDING_KEY: Final = "clearing_pending_settlements"
+
+Clock = Callable[[], int]
+
+
+def http_member(bank_id: str, url: str | None) -> MemberPort:
+    from jointpay.api.client import HttpMember
+
+    if url is None:
+        raise Unreachable(f"no address for bank {bank_id}")
+    return HttpMember(url)
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    cert: BankCert
+    url: str | None
+
+    @property
+    def key(self) -> VerifyKey:
+        return self.cert.verify_key
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    pos: int
+    cert: CardCert
+    ser: int
+    spec_bytes: bytes
+    spec: PaymentSpec
+    pc: PaymentCert
+
+
+class ClearingHouse:
+    """One clearing house on its own store (SQLite or PostgreSQL)."""
+
+    def __init__(
+        self, store: Store, *, clock: Clock, connect: MemberConnector = http_member
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.connect = connect
+        with store.transaction() as tx:
+            raw = tx.config_get(CH_CONFIG_KEY)
+            scheme = tx.config_get(SCHEME_CONFIG_KEY)
+        if raw is None:
+            raise BadInput("no_clearing_house", "no clearing house here: run `clearing init`")
+        cfg = json.loads(raw)
+        self.ch_id: str = cfg["id"]
+        self.currency: str = cfg["currency"]
+        self._key = SigningKey.from_private_bytes(self.ch_id, bytes.fromhex(cfg["signing_key"]))
+        self.membership: Membership | None = (
+            None if scheme is None else Membership.from_json(scheme)
+        )
+
+    @classmethod
+    def create(cls, store: Store, ch_id: str, currency: str, *, clock: Clock) -> ClearingHouse:
+        try:
+            check_ident(ch_id, "clearing house id")
+            check_currency(currency)
+        except (CryptoError, ValueError) as exc:
+            raise BadInput("bad_parameters", str(exc)) from exc
+        key = SigningKey.generate(ch_id)
+        with store.transaction() as tx:
+            if tx.config_get(CH_CONFIG_KEY) is not None:
+                raise Refused("exists", "a clearing house already exists here")
+            tx.config_set(
+                CH_CONFIG_KEY,
+                json.dumps(
+                    {
+                        "id": ch_id,
+                        "currency": currency,
+                        "signing_key": key.private_bytes().hex(),
+                        "created_at": clock(),
+                    }
+                ),
+            )
+        return cls(store, clock=clock)
+
+    @property
+    def verify_key(self) -> VerifyKey:
+        return self._key.verify_key
+
+    # -- membership -------------------------------------------------------------------
+    def join(self, scheme_id: str, scheme_key: bytes, cert: bytes) -> dict[str, Any]:
+        """``clearing join-scheme``: keep the root key and our own BANK-CERT."""
+        try:
+            root = VerifyKey(scheme_id, scheme_key)
+            own = BankCert.decode(cert)
+            own.verify(root, at=self.clock(), role=BankRole.CLEARING)
+        except (CryptoError, ValueError) as exc:
+            raise BadInput("bad_cert", f"the BANK-CERT does not verify: {exc}") from exc
+        if own.bank_id != self.ch_id or own.public_key != self.verify_key.raw:
+            raise BadInput("bad_cert", "the BANK-CERT certifies another house or key")
+        m = Membership(root, own)
+        with self.store.transaction() as tx:
+            tx.config_set(SCHEME_CONFIG_KEY, m.to_json())
+        self.membership = m
+        return {"clearing_house": self.ch_id, "scheme_id": scheme_id, "joined": True}
+
+    def _scheme(self) -> Membership:
+        if self.membership is None:
+            raise Refused("not_in_scheme", "this clearing house has not joined a scheme")
+        return self.membership
+
+    def members(self, tx: UnitOfWork | None = None) -> dict[str, Member]:
+        if tx is None:
+            with self.store.transaction() as t:
+                return self.members(t)
+        raw = json.loads(tx.config_get(MEMBERS_KEY) or "{}")
+        return {
+            bid: Member(BankCert.decode(bytes.fromhex(m["cert"])), m.get("url"))
+            for bid, m in raw.items()
+        }
+
+    def add_member(self, cert_hex: str, url: str | None) -> dict[str, Any]:
+        """``clearing add-member``: a bank of the scheme clears through us from now on."""
+        m = self._scheme()
+        try:
+            cert = m.check_member(bytes.fromhex(cert_hex), BankRole.BANK, self.clock())
+        except (SchemeError, ValueError) as exc:
+            raise BadInput("bad_cert", f"the member's BANK-CERT: {exc}") from exc
+        now = self.clock()
+        with self.store.transaction() as tx:
+            raw = json.loads(tx.config_get(MEMBERS_KEY) or "{}")
+            raw[cert.bank_id] = {"cert": cert.encode().hex(), "url": url}
+            tx.config_set(MEMBERS_KEY, json.dumps(raw, sort_keys=True))
+            acc = position_account(cert.bank_id)
+            if not tx.get_accounts([acc]):
+                tx.create_account(_account(acc, cert.bank_id, self.currency, now))
+        return {"clearing_house": self.ch_id, "member": cert.bank_id, "url": url}
+
+    def parameters(self) -> dict[str, Any]:
+        m = self._scheme()
+        now = self.clock()
+        members = [
+            mem.cert.encode().hex()
+            for _, mem in sorted(self.members().items())
+            if mem.cert.not_before <= now < mem.cert.not_after
+        ]
+        return {
+            "clearing_house": self.ch_id,
+            "scheme_id": m.scheme_id,
+            "currency": self.currency,
+            "public_key": self.verify_key.raw.hex(),
+            "cert": m.own_cert.encode().hex(),
+            "members": members,
+        }
+
+    def _member(self, members: dict[str, Member], bank_id: object) -> Member:
+        m = members.get(bank_id) if isinstance(bank_id, str) else None
+        if m is None:
+            raise Refused("not_a_member", f"{bank_id!r} is not a member of {self.ch_id}")
+        return m
+
+    # -- clearing -----------------------------------------------------------------------
+    def clear(self, message: object) -> dict[str, Any]:
+        """Pre-verify an acquirer's foreign payments, forward them, record what issuers took."""
+        self._scheme()
+        members = self.members()
+        acq_id = message.get("acquirer") if isinstance(message, dict) else None
+        acquirer = self._member(members, acq_id)
+        try:
+            body = open_body(acquirer.key, CLEAR_TAG, message, CLEAR_FORMAT)
+            if field(body, "clearing_house", str) != self.ch_id:
+                raise SchemeError("the message is for another clearing house")
+            ref = field(body, "ref", str)
+            batch = parse_batch(body.get("batch"))
+            if batch.bank_id != acquirer.cert.bank_id:
+                raise SchemeError("the batch names another acquirer")
+        except (SchemeError, BatchError) as exc:
+            raise BadInput("malformed", f"clear: {exc}") from exc
+        acq = acquirer.cert.bank_id
+        results: list[dict[str, Any]] = []
+        items: list[_Item] = []
+        for raw in batch.payments():
+            checked = self._pre_verify(raw, members, acq, len(results))
+            if isinstance(checked, _Item):
+                items.append(checked)
+                results.append({"card": checked.cert.card_number, "ser": checked.ser})
+            else:
+                results.append(checked)
+        self._refresh_hotlists(members, sorted({i.cert.bank_id for i in items}))
+        with self.store.transaction() as tx:
+            prior = tx.existing_interbank(
+                [(i.cert.bank_id, i.cert.card_number, i.ser) for i in items]
+            )
+            listed = {(e.reason.split(":", 1)[0], e.card_number): e for e in tx.hotlist_since(0)}
+        forward: dict[str, list[_Item]] = {}
+        seen: set[tuple[str, str, int]] = set()
+        for it in items:
+            issuer, card = it.cert.bank_id, it.cert.card_number
+            key = (issuer, card, it.ser)
+            hot = listed.get((issuer, card))
+            rec = prior.get(key)
+            if hot is not None and it.spec.time > hot.added_at:
+                results[it.pos].update(status="rejected", reason="blacklisted")
+            elif key in seen:
+                results[it.pos].update(status="rejected", reason="duplicate")
+            elif rec is not None and rec.spec == it.spec_bytes:
+                # cleared before: the same acquirer asking again gets the same answer
+                same = rec.acquirer == acq
+                results[it.pos].update(
+                    status="accepted" if same else "rejected",
+                    reason=None if same else "duplicate",
+                )
+            else:  # new, or the same ser over another spec: the issuer keeps the evidence
+                forward.setdefault(issuer, []).append(it)
+            seen.add(key)
+        booked: list[tuple[_Item, str]] = []
+        for issuer, its in forward.items():
+            for it, status, reason in self._forward(members[issuer], acq, ref, batch.sid, its):
+                results[it.pos].update(status=status, reason=reason)
+                if status == "accepted":
+                    booked.append((it, issuer))
+        if booked:
+            self._book(acq, ref, booked)
+        return sign_body(
+            self._key,
+            CLEARED_TAG,
+            {
+                "format": CLEARED_FORMAT,
+                "clearing_house": self.ch_id,
+                "ref": ref,
+                "results": results,
+            },
+        )
+
+    def _pre_verify(
+        self, raw: RawPayment, members: dict[str, Member], acq: str, pos: int
+    ) -> _Item | dict[str, Any]:
+        ser = raw.ser if isinstance(raw.ser, int) and not isinstance(raw.ser, bool) else None
+        out: dict[str, Any] = {"card": "", "ser": ser, "status": "rejected"}
+        try:
+            if not all(isinstance(v, str) for v in (raw.cert, raw.spec, raw.b, raw.r)):
+                raise ValueError("hex fields")
+            cert = CardCert.decode(bytes.fromhex(str(raw.cert)), get_group)
+            spec_bytes = bytes.fromhex(str(raw.spec))
+            spec = PaymentSpec.decode(spec_bytes)
+            if ser is None:
+                raise ValueError("ser")
+            pc = PaymentCert.parse(
+                cert.group, ser, spec_bytes, bytes.fromhex(str(raw.b)), bytes.fromhex(str(raw.r))
+            )
+        except (ValueError, CryptoError):
+            return {**out, "reason": "malformed"}
+        out["card"] = cert.card_number
+        issuer = members.get(cert.bank_id)
+        if issuer is None:
+            return {**out, "reason": "unknown_card"}
+        try:
+            cert.verify(issuer.key)
+        except CryptoError:
+            return {**out, "reason": "bad_cert"}
+        if spec.card_cert_id != cert.cert_id:
+            return {**out, "reason": "bad_cert"}
+        try:
+            verify(cert.group, cert.joint_key, pc)
+        except CryptoError:
+            return {**out, "reason": "bad_signature"}
+        if spec.bank_id != acq:
+            return {**out, "reason": "wrong_merchant"}
+        return _Item(pos, cert, ser, spec_bytes, spec, pc)
+
+    def _forward(
+        self, issuer: Member, acq: str, ref: str, sid: str, items: list[_Item]
+    ) -> list[tuple[_Item, str, str | None]]:
+        iid = issuer.cert.bank_id
+        message = sign_body(
+            self._key,
+            INTERBANK_TAG,
+            {
+                "format": INTERBANK_FORMAT,
+                "clearing_house": self.ch_id,
+                "issuer": iid,
+                "acquirer": acq,
+                "ref": ref,
+                "time": self.clock(),
+                "batch": sub_batch(
+                    acq,
+                    sid,
+                    [
+                        Candidate(
+                            it.cert.encode(),
+                            iid,
+                            it.cert.card_number,
+                            it.ser,
+                            it.spec_bytes,
+                            it.pc.b_bytes,
+                            it.pc.r_bytes,
+                            it.spec.amount,
+                        )
+                        for it in items
+                    ],
+                ),
+            },
+        )
+        down: list[tuple[_Item, str, str | None]] = [
+            (it, "rejected", "clearing_unavailable") for it in items
+        ]
+        try:
+            answer = self.connect(iid, issuer.url).interbank_deposit(message)
+            body = open_body(issuer.key, INTERBANK_RECEIPT_TAG, answer, INTERBANK_RECEIPT_FORMAT)
+            if body.get("ref") != ref:
+                raise SchemeError("the issuer answered for another session")
+            got = {
+                (r.get("card"), r.get("ser")): r
+                for r in field(body, "results", list)
+                if isinstance(r, dict)
+            }
+        except (Unreachable, ServiceError, SchemeError):
+            return down
+        out: list[tuple[_Item, str, str | None]] = []
+        for it in items:
+            r = got.get((it.cert.card_number, it.ser))
+            if r is None:
+                out.append((it, "rejected", "clearing_unavailable"))
+            elif r.get("status") == "accepted":
+                out.append((it, "accepted", None))
+            else:
+                out.append((it, "rejected", str(r.get("reason") or "rejected")))
+        return out
+
+    def _book(self, acq: str, ref: str, booked: list[tuple[_Item, str]]) -> None:
+        """Record the accepted payments once and post the positions they create."""
+        now = self.clock()
+        owed: dict[str, int] = {}
+        records = []
+        for it, issuer in booked:
+            owed[issuer] = owed.get(issuer, 0) + it.spec.amount
+            records.append(
+                InterbankRecord(
+                    issuer,
+                    it.cert.card_number,
+                    it.ser,
+                    acq,
+                    self.ch_id,
+                    it.spec.sid,
+                    it.spec.amount,
+                    it.spec.currency,
+                    it.spec_bytes,
+                    ref,
+                    now,
+                )
+            )
+        legs = [Leg(position_account(i), -a) for i, a in sorted(owed.items())]
+        legs.append(Leg(position_account(acq), sum(owed.values())))
+        with self.store.transaction() as tx:
+            tx.add_interbank(records)
+            tx.post(
+                Transfer(
+                    f"clear:{secrets.token_hex(12)}",
+                    "clearing",
+                    self.currency,
+                    tuple(legs),
+                    f"{len(records)} payments from {acq} ({ref})"[:200],
+                    now,
+                )
+            )
+
+    # -- on-line clearance through the house ---------------------------------------------
+    def online_check(self, message: object) -> dict[str, Any]:
+        members = self.members()
+        acq = self._member(members, message.get("acquirer") if isinstance(message, dict) else None)
+        try:
+            body = open_body(acq.key, CLEAR_TAG, message, "jointpay-online/1")
+            issuer = self._member(members, field(body, "issuer", str))
+            card, amount = field(body, "card", str), field(body, "amount", int)
+        except SchemeError as exc:
+            raise BadInput("malformed", f"online check: {exc}") from exc
+        ask = sign_body(
+            self._key,
+            INTERBANK_TAG,
+            {
+                "format": "jointpay-online/1",
+                "clearing_house": self.ch_id,
+                "acquirer": acq.cert.bank_id,
+                "card": card,
+                "amount": amount,
+                "time": self.clock(),
+            },
+        )
+        try:
+            answer = self.connect(issuer.cert.bank_id, issuer.url).interbank_online_check(ask)
+            got = open_body(issuer.key, INTERBANK_RECEIPT_TAG, answer, "jointpay-online-answer/1")
+        except (Unreachable, ServiceError, SchemeError) as exc:
+            raise Refused("bank_unreachable", f"the card's bank did not answer: {exc}") from exc
+        return sign_body(self._key, CLEARED_TAG, got)
+
+    # -- hot lists --------------------------------------------------------------------------
+    def _refresh_hotlists(self, members: dict[str, Member], which: list[str]) -> None:
+        """Fetch what was added to these members' hot lists since we last asked."""
+        with self.store.transaction() as tx:
+            cursors: dict[str, int] = json.loads(tx.config_get(CURSORS_KEY) or "{}")
+        fresh: dict[str, list[Any]] = {}
+        for bid in which:
+            m = members.get(bid)
+            if m is None:
+                continue
+            try:
+                fresh[bid] = self.connect(bid, m.url).hotlist(cursors.get(bid, 0))
+            except (Unreachable, ServiceError):
+                continue  # the issuer applies its own hot list anyway
+        if not any(fresh.values()):
+            return
+        with self.store.transaction() as tx:
+            cursors = json.loads(tx.config_get(CURSORS_KEY) or "{}")
+            for bid, entries in fresh.items():
+                for e in entries:
+                    if e.version > cursors.get(bid, 0):
+                        tx.add_hotlist(e.card_number, f"{bid}:{e.reason}"[:64], e.added_at)
+                        cursors[bid] = e.version
+            tx.config_set(CURSORS_KEY, json.dumps(cursors, sort_keys=True))
+
+    def scheme_hotlist(self) -> list[dict[str, Any]]:
+        """Every member's hot list, brought up to date: what terminals of any bank need."""
+        members = self.members()
+        self._refresh_hotlists(members, sorted(members))
+        with self.store.transaction() as tx:
+            entries = tx.hotlist_since(0)
+        out = []
+        for e in entries:
+            issuer, _, reason = e.reason.partition(":")
+            out.append(
+                {"issuer": issuer, "card": e.card_number, "reason": reason, "added_at": e.added_at}
+            )
+        return out
+
+    # -- settlement and audit -------------------------------------------------------------
+    def positions(self) -> dict[str, int]:
+        """What the house owes each member (negative: what the member owes the house)."""
+        with self.store.transaction() as tx:
+            return {
+                a.owner: a.balance
+                for a in tx.list_accounts()
+                if a.id.startswith("bank:") and a.kind is AccountKind.CLEARING
+            }
+
+    def settle(self) -> dict[str, Any]:
+        """Pay out every net position (posted at once) and tell each member."""
+        now = self.clock()
+        settlement: str | None = None
+        with self.store.transaction() as tx:
+            open_ = {
+                a.owner: a.balance
+                for a in tx.list_accounts()
+                if a.id.startswith("bank:") and a.balance
+            }
+            pending: list[dict[str, Any]] = json.loads(tx.config_get(PENDING_KEY) or "[]")
+            if open_:
+                settlement = secrets.token_hex(8)
+                tx.post(
+                    Transfer(
+                        f"settle:{settlement}",
+                        "settlement",
+                        self.currency,
+                        tuple(Leg(position_account(b), -v) for b, v in sorted(open_.items())),
+                        f"net settlement of {len(open_)} members",
+                        now,
+                    )
+                )
+                pending += [
+                    {"bank_id": b, "settlement": settlement, "amount": v}
+                    for b, v in sorted(open_.items())
+                ]
+                tx.config_set(PENDING_KEY, json.dumps(pending, sort_keys=True))
+        delivered, failed = self._deliver(pending)
+        return {
+            "clearing_house": self.ch_id,
+            "settlement": settlement,
+            "paid": dict(sorted(open_.items())),
+            "delivered": delivered,
+            "undelivered": failed,
+        }
+
+    def _deliver(self, pending: list[dict[str, Any]]) -> tuple[int, list[str]]:
+        members = self.members()
+        left: list[dict[str, Any]] = []
+        done = 0
+        for p in pending:
+            m = members.get(p["bank_id"])
+            message = sign_body(
+                self._key,
+                SETTLEMENT_TAG,
+                {
+                    "format": SETTLEMENT_FORMAT,
+                    "clearing_house": self.ch_id,
+                    "bank_id": p["bank_id"],
+                    "settlement": p["settlement"],
+                    "amount": p["amount"],
+                    "currency": self.currency,
+                    "time": self.clock(),
+                },
+            )
+            try:
+                if m is None:
+                    raise Unreachable(f"{p['bank_id']} is no longer a member")
+                answer = self.connect(p["bank_id"], m.url).interbank_settlement(message)
+                open_body(m.key, SETTLED_TAG, answer, "jointpay-settled/1")
+                done += 1
+            except (Unreachable, ServiceError, SchemeError):
+                left.append(p)
+        with self.store.transaction() as tx:
+            tx.config_set(PENDING_KEY, json.dumps(left, sort_keys=True))
+        return done, sorted({p["bank_id"] for p in left})
+
+    def audit(self) -> dict[str, Any]:
+        """The house's books balance, and each member's books mirror them."""
+        violations: list[str] = []
+        with self.store.transaction() as tx:
+            violations += [
+                f"transfer {t} does not balance" for t in tx.audit_unbalanced_transfers()
+            ]
+            violations += [
+                f"{cur} entries sum to {v}, not 0"
+                for cur, v in tx.audit_currency_sums().items()
+                if v
+            ]
+            sums = tx.audit_entry_sums()
+            accounts = {a.id: a for a in tx.list_accounts()}
+            pending: list[dict[str, Any]] = json.loads(tx.config_get(PENDING_KEY) or "[]")
+            records = tx.list_interbank()
+        for aid, acc in accounts.items():
+            if sums.get(aid, 0) != acc.balance:
+                violations.append(
+                    f"{aid}: balance {acc.balance} but entries sum {sums.get(aid, 0)}"
+                )
+        positions = self.positions()
+        if sum(positions.values()):
+            violations.append(f"positions sum to {sum(positions.values())}, not 0")
+        members = self.members()
+        mirrors: dict[str, int | None] = {}
+        for bid, m in sorted(members.items()):
+            in_flight = sum(p["amount"] for p in pending if p["bank_id"] == bid)
+            try:
+                answer = self.connect(bid, m.url).interbank_position(self.ch_id)
+                body = open_body(m.key, POSITION_TAG, answer, POSITION_FORMAT)
+                theirs = field(body, "balance", int)
+            except (Unreachable, ServiceError, SchemeError) as exc:
+                violations.append(f"{bid}: no signed position ({exc})")
+                mirrors[bid] = None
+                continue
+            mirrors[bid] = theirs
+            if theirs + positions.get(bid, 0) + in_flight != 0:
+                violations.append(
+                    f"{bid} books {theirs} with {self.ch_id}, the house books "
+                    f"{positions.get(bid, 0)} (settlement in flight {in_flight})"
+                )
+        return {
+            "ok": not violations,
+            "violations": violations,
+            "positions": positions,
+            "member_books": mirrors,
+            "cleared_payments": len(records),
+            "cleared_amount": sum(r.amount for r in records),
+        }
+
+
+def _account(acc: str, owner: str, currency: str, now: int) -> Account:
+    return Account(acc, AccountKind.CLEARING, currency, owner, 0, now, allow_negative=True)
+
+
+__all__ = ["ClearingHouse", "Member", "http_member"]

@@ -1,0 +1,506 @@
+"""A bank's side of the scheme: joining, routing foreign cards, being an issuer.
+
+As **acquirer**, the bank takes its merchant's payments made with other banks' cards
+and, after its own checks (certificate chain, signature, payee, freshness, its own
+record of cross-bank payments), forwards them in one signed message to a clearing
+house that has the card's bank as a member. The house pre-verifies and forwards each
+payment to its issuer; the answers come back signed, and the bank credits its
+merchant out of its account with that house (``interbank:CH``).
+
+As **issuer**, the bank receives from a clearing house the payments its cards made at
+other banks' merchants and checks them exactly as it checks its own merchants'
+(hot list, duplicates, balance, breach evidence), crediting ``interbank:CH``.
+
+Exactly once, whatever fails in between:
+
+* the issuer books a payment once (``(card, ser)`` is unique in its payments), and
+  answers ``accepted`` again when the same house brings the same payment for the same
+  acquirer (a retry after a lost answer);
+* the house records it once (``(issuer, card, ser)`` unique) and answers the same
+  acquirer's retry with ``accepted`` again;
+* the acquirer credits its merchant once (``(issuer, card, ser)`` unique in its own
+  table), in the same transaction as the merchant's deposit session.
+
+So a payment the acquirer could not book (crash, lost answer) is simply deposited
+again, and a payment deposited at two banks is credited once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from jointpay.crypto.certs import BankCert, BankRole, VerifyKey
+from jointpay.domain.records import AccountKind, Leg, Transfer
+from jointpay.protocol.deposit import BATCH_FORMAT, BatchError, parse_batch
+from jointpay.service.errors import BadInput, Refused, ServiceError
+from jointpay.service.scheme import (
+    CLEAR_FORMAT,
+    CLEAR_TAG,
+    CLEARED_FORMAT,
+    CLEARED_TAG,
+    INTERBANK_FORMAT,
+    INTERBANK_RECEIPT_FORMAT,
+    INTERBANK_RECEIPT_TAG,
+    INTERBANK_TAG,
+    POSITION_FORMAT,
+    POSITION_TAG,
+    SCHEME_CONFIG_KEY,
+    SETTLED_TAG,
+    SETTLEMENT_FORMAT,
+    SETTLEMENT_TAG,
+    ClearingConnector,
+    ClearingLink,
+    ClearingPort,
+    Membership,
+    SchemeError,
+    Unreachable,
+    field,
+    interbank_account,
+    open_body,
+    sign_body,
+)
+from jointpay.storage.base import Conflict, NotFound, UnitOfWork
+
+if TYPE_CHECKING:
+    from jointpay.service.bank import Bank
+
+DIRECTORY_TTL: Final = 30.0
+"""Seconds a bank trusts its copy of the clearing houses' member lists."""
+
+
+def interbank_deposit_id(clearing_house: str, acquirer: str) -> str:
+    """The issuer's deposit id for what one house brings from one acquirer: the same
+    for every session, so that a retried payment is recognised as the same."""
+    plain = f"ib:{clearing_house}:{acquirer}"
+    if len(plain) <= 96:
+        return plain
+    return "ib:" + hashlib.sha256(plain.encode()).hexdigest()[:40]  # pragma: no cover
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A foreign payment that passed the acquirer's own checks, to be cleared."""
+
+    cert: bytes
+    issuer: str
+    card_number: str
+    ser: int
+    spec: bytes
+    b: bytes
+    r: bytes
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class Cleared:
+    """A clearing house's answer for one candidate."""
+
+    status: str
+    reason: str | None
+    clearing_house: str
+
+
+def http_clearing(link: ClearingLink) -> ClearingPort:
+    from jointpay.api.client import HttpClearing
+
+    if link.url is None:
+        raise Unreachable(f"no address for clearing house {link.ch_id}")
+    return HttpClearing(link.url)
+
+
+class Interbank:
+    """The bank's membership in a scheme, loaded from its config (None: not a member)."""
+
+    def __init__(self, bank: Bank, connect: ClearingConnector = http_clearing) -> None:
+        self.bank = bank
+        self.connect = connect
+        with bank.store.transaction() as tx:
+            raw = tx.config_get(SCHEME_CONFIG_KEY)
+        self.membership: Membership | None = None if raw is None else Membership.from_json(raw)
+        self._members: dict[str, tuple[float, dict[str, BankCert]]] = {}
+
+    # -- joining ----------------------------------------------------------------------
+    def join(self, scheme_id: str, scheme_key: bytes, bank_cert: bytes) -> dict[str, Any]:
+        """``bank join-scheme``: keep the root key and our BANK-CERT (checked first)."""
+        bank = self.bank
+        try:
+            root = VerifyKey(scheme_id, scheme_key)
+            cert = Membership(root, BankCert.decode(bank_cert)).check_member(
+                bank_cert, BankRole.BANK, bank.clock()
+            )
+        except (SchemeError, ValueError) as exc:
+            raise BadInput("bad_cert", f"the BANK-CERT does not verify: {exc}") from exc
+        if cert.bank_id != bank.bank_id or cert.public_key != bank.verify_key.raw:
+            raise BadInput("bad_cert", "the BANK-CERT certifies another bank or key")
+        kept = self.membership.clearing if self.membership else ()
+        if self.membership and self.membership.scheme_key != root:
+            kept = ()  # another scheme: its houses do not carry over
+        self._save(Membership(root, cert, kept))
+        return {"bank_id": bank.bank_id, "scheme_id": scheme_id, "joined": True}
+
+    def add_clearing(self, port: ClearingPort, url: str | None) -> dict[str, Any]:
+        """``bank add-clearing``: clear through this house (its BANK-CERT is checked)."""
+        m = self._require()
+        params = port.parameters()
+        try:
+            cert = m.check_member(
+                bytes.fromhex(str(params.get("cert"))), BankRole.CLEARING, self.bank.clock()
+            )
+        except (SchemeError, ValueError) as exc:
+            raise BadInput("bad_cert", f"the clearing house's certificate: {exc}") from exc
+        links = tuple(c for c in m.clearing if c.ch_id != cert.bank_id)
+        self._save(Membership(m.scheme_key, m.own_cert, (*links, ClearingLink(cert, url))))
+        return {
+            "clearing_house": cert.bank_id,
+            "url": url,
+            "members": self.members_of(cert.bank_id),
+        }
+
+    def _save(self, membership: Membership) -> None:
+        with self.bank.store.transaction() as tx:
+            tx.config_set(SCHEME_CONFIG_KEY, membership.to_json())
+        self.membership = membership
+        self._members.clear()
+
+    def _require(self) -> Membership:
+        if self.membership is None:
+            raise Refused("not_in_scheme", "this bank has not joined a scheme")
+        return self.membership
+
+    # -- the directory of member banks ------------------------------------------------
+    def _house_members(self, link: ClearingLink, *, refresh: bool = False) -> dict[str, BankCert]:
+        m = self._require()
+        hit = self._members.get(link.ch_id)
+        if hit is not None and not refresh and time.monotonic() - hit[0] < DIRECTORY_TTL:
+            return hit[1]
+        now = self.bank.clock()
+        found: dict[str, BankCert] = {}
+        for raw in self.connect(link).parameters().get("members", []):
+            try:
+                cert = m.check_member(bytes.fromhex(str(raw)), BankRole.BANK, now)
+            except (SchemeError, ValueError):
+                continue  # an expired or foreign certificate is no member
+            found[cert.bank_id] = cert
+        self._members[link.ch_id] = (time.monotonic(), found)
+        return found
+
+    def members_of(self, ch_id: str) -> list[str]:
+        link = self._require().link(ch_id)
+        return [] if link is None else sorted(self._house_members(link))
+
+    def directory(self) -> dict[str, BankCert]:
+        """Every bank reachable through our clearing houses (ourselves included)."""
+        m = self.membership
+        if m is None:
+            return {}
+        out: dict[str, BankCert] = {m.own_cert.bank_id: m.own_cert}
+        for link in m.clearing:
+            try:
+                for bid, cert in self._house_members(link).items():
+                    out.setdefault(bid, cert)
+            except (Unreachable, ServiceError):
+                continue
+        return out
+
+    def issuer_key(self, bank_id: str) -> VerifyKey | None:
+        """The key that signs ``bank_id``'s CARD-CERTs, if it is a reachable member."""
+        if bank_id == self.bank.bank_id:
+            return self.bank.verify_key
+        cert = self.directory().get(bank_id)
+        return None if cert is None else cert.verify_key
+
+    def route(self, issuer: str) -> ClearingLink | None:
+        """The first of our clearing houses that has ``issuer`` as a member."""
+        m = self.membership
+        if m is None:
+            return None
+        for link in m.clearing:
+            try:
+                if issuer in self._house_members(link):
+                    return link
+            except (Unreachable, ServiceError):
+                continue
+        return None
+
+    def scheme_view(self) -> dict[str, Any]:
+        """What a terminal needs to accept the scheme's cards and show our BANK-CERT."""
+        m = self.membership
+        if m is None:
+            return {"scheme_id": None, "members": []}
+        return {
+            "scheme_id": m.scheme_id,
+            "scheme_key": m.scheme_key.raw.hex(),
+            "bank_cert": m.own_cert.encode().hex(),
+            "members": [c.encode().hex() for _, c in sorted(self.directory().items())],
+            "clearing_houses": [c.ch_id for c in m.clearing],
+        }
+
+    def scheme_hotlist(self) -> list[dict[str, Any]]:
+        """The other banks' hot lists, as our clearing houses gathered them."""
+        m = self.membership
+        if m is None:
+            return []
+        seen: dict[tuple[str, str], dict[str, Any]] = {}
+        for link in m.clearing:
+            try:
+                entries = self.connect(link).scheme_hotlist()
+            except (Unreachable, ServiceError):
+                continue
+            for e in entries:
+                if e.get("issuer") != self.bank.bank_id:
+                    seen.setdefault((str(e.get("issuer")), str(e.get("card"))), e)
+        return [seen[k] for k in sorted(seen)]
+
+    # -- acquirer: forward foreign payments ---------------------------------------------
+    def clear(self, sid: str, ref: str, candidates: list[Candidate]) -> list[Cleared]:
+        """Clear each candidate through a house that reaches its issuer (same order)."""
+        out: list[Cleared | None] = [None] * len(candidates)
+        by_link: dict[str, tuple[ClearingLink, list[int]]] = {}
+        for i, c in enumerate(candidates):
+            link = self.route(c.issuer)
+            if link is None:
+                out[i] = Cleared("rejected", "unknown_card", "")
+            else:
+                by_link.setdefault(link.ch_id, (link, []))[1].append(i)
+        for link, idx in by_link.values():
+            answers = self._clear_at(link, sid, ref, [candidates[i] for i in idx])
+            for i, answer in zip(idx, answers, strict=True):
+                out[i] = answer
+        return [c if c is not None else Cleared("rejected", "unknown_card", "") for c in out]
+
+    def _clear_at(
+        self, link: ClearingLink, sid: str, ref: str, items: list[Candidate]
+    ) -> list[Cleared]:
+        bank = self.bank
+        message = sign_body(
+            bank.signing_key,
+            CLEAR_TAG,
+            {
+                "format": CLEAR_FORMAT,
+                "acquirer": bank.bank_id,
+                "clearing_house": link.ch_id,
+                "ref": ref,
+                "time": bank.clock(),
+                "batch": sub_batch(bank.bank_id, sid, items),
+            },
+        )
+        down = [Cleared("rejected", "clearing_unavailable", link.ch_id)] * len(items)
+        try:
+            answer = self.connect(link).clear(message)
+            body = open_body(link.cert.verify_key, CLEARED_TAG, answer, CLEARED_FORMAT)
+            results = field(body, "results", list)
+            if body.get("ref") != ref or len(results) != len(items):
+                raise SchemeError("the clearing house answered for another session")
+        except (Unreachable, ServiceError, SchemeError):
+            return down
+        by_key = {(r.get("card"), r.get("ser")): r for r in results if isinstance(r, dict)}
+        out: list[Cleared] = []
+        for item in items:
+            r = by_key.get((item.card_number, item.ser))
+            if r is None:
+                return down
+            status = "accepted" if r.get("status") == "accepted" else "rejected"
+            reason = None if status == "accepted" else str(r.get("reason") or "rejected")
+            out.append(Cleared(status, reason, link.ch_id))
+        return out
+
+    # -- issuer: payments a clearing house brings ----------------------------------------
+    def receive(self, message: object) -> dict[str, Any]:
+        """The issuer's side: check and book our cards' payments at other banks."""
+        from jointpay.protocol.deposit import DepositRequest, digest
+        from jointpay.service.deposit import DepositRun
+
+        bank = self.bank
+        m = self._require()
+        ch_id = message.get("clearing_house") if isinstance(message, dict) else None
+        link = m.link(ch_id) if isinstance(ch_id, str) else None
+        if link is None:
+            raise Refused("not_a_member", f"we do not clear through {ch_id!r}")
+        try:
+            body = open_body(link.cert.verify_key, INTERBANK_TAG, message, INTERBANK_FORMAT)
+            if field(body, "issuer", str) != bank.bank_id:
+                raise SchemeError("the payments are for another issuer")
+            acquirer = field(body, "acquirer", str)
+            ref = field(body, "ref", str)
+            batch = parse_batch(body.get("batch"))
+            if batch.bank_id != acquirer:
+                raise SchemeError("the batch names another acquirer")
+        except (SchemeError, BatchError) as exc:
+            raise BadInput("malformed", f"interbank deposit: {exc}") from exc
+        now = bank.clock()
+        req = DepositRequest(acquirer, batch.sid, 0, now, batch, digest(body["batch"]), b"")
+        with bank.store.transaction() as tx:
+            run = DepositRun(
+                bank,
+                tx,
+                req,
+                interbank_deposit_id(link.ch_id, acquirer),
+                now,
+                from_house=link.ch_id,
+            )
+            results = run.run()
+        return sign_body(
+            bank.signing_key,
+            INTERBANK_RECEIPT_TAG,
+            {
+                "format": INTERBANK_RECEIPT_FORMAT,
+                "issuer": bank.bank_id,
+                "clearing_house": link.ch_id,
+                "ref": ref,
+                "results": [
+                    {"card": r.card, "ser": r.ser, "status": r.status, "reason": r.reason}
+                    for r in results
+                ],
+            },
+        )
+
+    def online_check(self, message: object) -> dict[str, Any]:
+        """A house asks, for another bank's terminal, whether our card may pay."""
+        m = self._require()
+        ch_id = message.get("clearing_house") if isinstance(message, dict) else None
+        link = m.link(ch_id) if isinstance(ch_id, str) else None
+        if link is None:
+            raise Refused("not_a_member", f"we do not clear through {ch_id!r}")
+        try:
+            body = open_body(link.cert.verify_key, INTERBANK_TAG, message, "jointpay-online/1")
+            card, amount = field(body, "card", str), field(body, "amount", int)
+        except SchemeError as exc:
+            raise BadInput("malformed", f"online check: {exc}") from exc
+        try:
+            answer = self.bank.online_check(card, amount)
+        except BadInput:
+            answer = {"approved": False, "reason": "unknown_card", "available": None, "topup": 0}
+        answer = {**answer, "topup": 0}  # a restore goes through the card's own bank
+        return sign_body(
+            self.bank.signing_key,
+            INTERBANK_RECEIPT_TAG,
+            {"format": "jointpay-online-answer/1", "card": card, "amount": amount, **answer},
+        )
+
+    def online_via_house(self, issuer: str, card: str, amount: int) -> dict[str, Any]:
+        """Our terminal's on-line question about another bank's card, through a house."""
+        link = self.route(issuer)
+        if link is None:
+            return {"approved": False, "reason": "unknown_card", "available": None, "topup": 0}
+        bank = self.bank
+        message = sign_body(
+            bank.signing_key,
+            CLEAR_TAG,
+            {
+                "format": "jointpay-online/1",
+                "acquirer": bank.bank_id,
+                "clearing_house": link.ch_id,
+                "issuer": issuer,
+                "card": card,
+                "amount": amount,
+                "time": bank.clock(),
+            },
+        )
+        try:
+            answer = self.connect(link).online_check(message)
+            body = open_body(link.cert.verify_key, CLEARED_TAG, answer, "jointpay-online-answer/1")
+        except (SchemeError, Unreachable) as exc:
+            raise Refused("bank_unreachable", f"the clearing house did not answer: {exc}") from exc
+        if body.get("card") != card or body.get("amount") != amount:
+            raise Refused("bank_unreachable", "the clearing house answered another question")
+        return {
+            "approved": bool(body.get("approved")),
+            "reason": body.get("reason"),
+            "available": body.get("available"),
+            "topup": 0,
+        }
+
+    # -- settlement and position ----------------------------------------------------------
+    def settlement(self, message: object) -> dict[str, Any]:
+        """Book a house's settlement of our net position against our own money."""
+        from jointpay.service.bank import equity_account
+
+        bank = self.bank
+        m = self._require()
+        ch_id = message.get("clearing_house") if isinstance(message, dict) else None
+        link = m.link(ch_id) if isinstance(ch_id, str) else None
+        if link is None:
+            raise Refused("not_a_member", f"we do not clear through {ch_id!r}")
+        try:
+            body = open_body(link.cert.verify_key, SETTLEMENT_TAG, message, SETTLEMENT_FORMAT)
+            if field(body, "bank_id", str) != bank.bank_id:
+                raise SchemeError("the settlement is for another bank")
+            sid, amount = field(body, "settlement", str), field(body, "amount", int)
+            if field(body, "currency", str) != bank.currency:
+                raise SchemeError("the settlement is in another currency")
+        except SchemeError as exc:
+            raise BadInput("malformed", f"settlement: {exc}") from exc
+        tid = f"settle:{link.ch_id}:{sid}"[:128]
+        now = bank.clock()
+        with bank.store.transaction() as tx:
+            acc = self.house_account(tx, link.ch_id, now)
+            with contextlib.suppress(Conflict):  # delivered before: booked once
+                tx.post(
+                    Transfer(
+                        tid,
+                        "interbank_settlement",
+                        bank.currency,
+                        (Leg(acc, amount), Leg(equity_account(bank.currency), -amount)),
+                        f"settlement {sid} with {link.ch_id}",
+                        now,
+                    )
+                )
+            balance = tx.get_account(acc).balance
+        return sign_body(
+            bank.signing_key,
+            SETTLED_TAG,
+            {
+                "format": "jointpay-settled/1",
+                "settlement": sid,
+                "bank_id": bank.bank_id,
+                "balance": balance,
+            },
+        )
+
+    def position(self, ch_id: str) -> dict[str, Any]:
+        """Our balance with a house, signed (its audit checks that both sides agree)."""
+        bank = self.bank
+        with bank.store.transaction() as tx:
+            try:
+                balance = tx.get_account(interbank_account(ch_id)).balance
+            except NotFound:
+                balance = 0
+        return sign_body(
+            bank.signing_key,
+            POSITION_TAG,
+            {
+                "format": POSITION_FORMAT,
+                "bank_id": bank.bank_id,
+                "clearing_house": ch_id,
+                "balance": balance,
+                "time": bank.clock(),
+            },
+        )
+
+    def house_account(self, tx: UnitOfWork, ch_id: str, now: int) -> str:
+        """Our account with ``ch_id``, opened on first use (it goes either way)."""
+        acc = interbank_account(ch_id)
+        if not tx.get_accounts([acc]):
+            self.bank.open_internal(tx, acc, AccountKind.CLEARING, ch_id, now)
+        return acc
+
+
+def sub_batch(acquirer: str, sid: str, items: list[Candidate]) -> dict[str, Any]:
+    """Candidates as a batch (grouped by CARD-CERT, each certificate once)."""
+    groups: dict[bytes, dict[str, Any]] = {}
+    for c in items:
+        g = groups.setdefault(c.cert, {"cert": c.cert.hex(), "payments": []})
+        g["payments"].append({"ser": c.ser, "spec": c.spec.hex(), "b": c.b.hex(), "r": c.r.hex()})
+    return {"format": BATCH_FORMAT, "bank_id": acquirer, "sid": sid, "cards": list(groups.values())}
+
+
+def new_settlement_id() -> str:
+    return secrets.token_hex(8)
+
+
+__all__ = ["Candidate", "Cleared", "Interbank", "interbank_deposit_id", "sub_batch"]
