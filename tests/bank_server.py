@@ -21,12 +21,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def bank_server(home: Path, *, db_url: str | None = None) -> Iterator[str]:
-    """Serve the bank of ``home`` (on ``db_url`` if given); yield its base URL."""
+def bank_server(
+    home: Path, *, db_url: str | None = None, port: int | None = None, kind: str = "bank"
+) -> Iterator[str]:
+    """Serve the bank (or, with ``kind="clearing"``, the clearing house) of ``home``
+    (on ``db_url`` if given); yield its base URL."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if db_url is not None:
         env["JOINTPAY_DB"] = db_url
-    port = free_port()
+    port = port or free_port()
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -34,7 +37,7 @@ def bank_server(home: Path, *, db_url: str | None = None) -> Iterator[str]:
             "jointpay",
             "--home",
             str(home),
-            "bank",
+            kind,
             "serve",
             "--port",
             str(port),

@@ -50,3 +50,19 @@ def fresh_schema() -> Iterator[str]:
 def schema_url(schema: str) -> str:
     sep = "&" if "?" in pg_url() else "?"
     return f"{pg_url()}{sep}options=-csearch_path%3D{schema}"
+
+
+@contextmanager
+def fresh_database() -> Iterator[str]:
+    """A new empty database on the test server; yields its URL, drops it afterwards."""
+    require_pg()
+    name = f"jp_db_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_url(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base, _, rest = pg_url().rpartition("/")
+    query = rest.partition("?")[2]
+    try:
+        yield f"{base}/{name}" + (f"?{query}" if query else "")
+    finally:
+        with psycopg.connect(pg_url(), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -37,6 +37,16 @@ app.add_typer(bank_app, name="bank")
 app.add_typer(merchant_app, name="merchant")
 app.add_typer(card_app, name="card")
 
+
+def _scheme_commands() -> None:
+    from jointpay.cli.scheme import bank_add_clearing, bank_join_scheme, clearing_app, scheme_app
+
+    app.add_typer(scheme_app, name="scheme")
+    app.add_typer(clearing_app, name="clearing")
+    bank_app.command("join-scheme")(bank_join_scheme)
+    bank_app.command("add-clearing")(bank_add_clearing)
+
+
 HomeOpt = Annotated[
     Path | None, typer.Option("--home", help="State folder (JOINTPAY_HOME).", show_default=False)
 ]
@@ -859,3 +869,6 @@ def demo(
 def run() -> None:
     """Console-script entry point."""
     app()
+
+
+_scheme_commands()

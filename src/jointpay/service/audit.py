@@ -54,6 +54,7 @@ def run_audit(bank: Bank, tx: UnitOfWork) -> AuditReport:
     spent: dict[str, int] = defaultdict(int)
     per_merchant: dict[str, int] = defaultdict(int)
     seen: set[tuple[str, int]] = set()
+    via: dict[str, int] = defaultdict(int)
     n_payments = 0
     for p in tx.iter_payments():
         n_payments += 1
@@ -61,7 +62,23 @@ def run_audit(bank: Bank, tx: UnitOfWork) -> AuditReport:
             violations.append(f"payment {p.card_number}/{p.ser} credited twice")
         seen.add((p.card_number, p.ser))
         spent[p.card_number] += p.amount
-        per_merchant[p.sid] += p.amount
+        if p.deposit_id.startswith("ib:"):  # our card at another bank's merchant
+            via[p.deposit_id.split(":")[1]] += p.amount
+        else:
+            per_merchant[p.sid] += p.amount
+    for r in tx.list_interbank():  # another bank's card at our merchant
+        if r.acquirer == bank.bank_id:
+            per_merchant[r.sid] += r.amount
+            via[r.clearing_house] -= r.amount
+    for account in accounts:  # each house account: issued minus acquired plus settled
+        if account.id.startswith("interbank:"):
+            ch = account.id.split(":", 1)[1]
+            settled = tx.account_flow_since(account.id, -1, "interbank_settlement")
+            if account.balance != via[ch] + settled:
+                violations.append(
+                    f"{account.id}: balance {account.balance} but cleared payments "
+                    f"{via[ch]} and settlements {settled}"
+                )
     by_id = {a.id: a for a in accounts}
     cards = tx.list_cards()
     credit = _credit_checks(cards, tx, violations, by_id, loads, spent)
@@ -107,6 +124,11 @@ def run_audit(bank: Bank, tx: UnitOfWork) -> AuditReport:
             sum(a.balance for a in accounts if a.id.endswith(":clearing")), cur
         ),
         "bounced_cheques": sum(1 for a in alerts if a.kind == "bounced_cheque"),
+        "interbank": {
+            a.id.split(":", 1)[1]: format_amount(a.balance, cur)
+            for a in accounts
+            if a.id.startswith("interbank:")
+        },
     }
     return AuditReport(not violations, violations, figures)
 

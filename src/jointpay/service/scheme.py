@@ -43,7 +43,6 @@ SETTLED_TAG: Final = b"jointpay/v1/settled"
 POSITION_TAG: Final = b"jointpay/v1/position"
 
 
-
 class SchemeError(Exception):
     """A message between members is malformed or not authentic."""
 

@@ -1,0 +1,270 @@
+"""Commands of a scheme with several banks: ``scheme``, ``bank join-scheme``,
+``bank add-clearing`` and the ``clearing`` house (docs/variants.md)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from jointpay.adapters.card_file import atomic_write
+from jointpay.cli.output import Output, answering
+from jointpay.crypto.certs import BankRole, SigningKey, check_ident, issue_bank_cert
+from jointpay.crypto.errors import CryptoError
+from jointpay.home import Home
+from jointpay.service.clearing import ClearingHouse
+from jointpay.service.errors import BadInput, Refused
+
+scheme_app = typer.Typer(no_args_is_help=True, help="The scheme root: certifies member banks.")
+clearing_app = typer.Typer(no_args_is_help=True, help="A clearing house between banks.")
+
+HomeOpt = Annotated[Path | None, typer.Option("--home", help="State folder (JOINTPAY_HOME).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+YEAR = 365 * 86_400
+
+
+def _ctx(ctx: typer.Context, home: Path | None, as_json: bool) -> tuple[Home, Output]:
+    g = ctx.find_root().obj or {}
+    return Home.at(home or g.get("home")), Output.make(as_json or bool(g.get("json")))
+
+
+def _root_key(root: Path) -> SigningKey:
+    path = root / "scheme" / "root.json"
+    if not path.exists():
+        raise BadInput("no_scheme", "no scheme root here: run `jointpay scheme init` first")
+    d = json.loads(path.read_text(encoding="utf-8"))
+    return SigningKey.from_private_bytes(d["scheme_id"], bytes.fromhex(d["private_key"]))
+
+
+def _hex(text: str, what: str) -> bytes:
+    try:
+        return bytes.fromhex(text)
+    except ValueError as exc:
+        raise BadInput("malformed", f"{what} is not hex") from exc
+
+
+@scheme_app.command("init")
+def scheme_init(
+    ctx: typer.Context,
+    scheme_id: Annotated[str, typer.Option("--id", help="the scheme's name")],
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Make the scheme's root key (kept in HOME/scheme/root.json, owner-only)."""
+    h, out = _ctx(ctx, home, json_)
+    with answering(out):
+        try:
+            check_ident(scheme_id, "scheme id")
+        except CryptoError as exc:
+            raise BadInput("bad_parameters", str(exc)) from exc
+        folder = h.root / "scheme"
+        if (folder / "root.json").exists():
+            raise Refused("exists", "a scheme root exists here already")
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        key = SigningKey.generate(scheme_id)
+        atomic_write(
+            folder / "root.json",
+            json.dumps({"scheme_id": scheme_id, "private_key": key.private_bytes().hex()}).encode(),
+        )
+        pub = key.verify_key.raw.hex()
+        out.done(
+            {"scheme_id": scheme_id, "public_key": pub},
+            lambda c: c.print(f"Scheme {scheme_id}: root key {pub}"),
+        )
+
+
+@scheme_app.command("certify")
+def scheme_certify(
+    ctx: typer.Context,
+    member: Annotated[str, typer.Option("--id", help="the bank's or house's id")],
+    key: Annotated[str, typer.Option("--key", help="its Ed25519 public key (hex)")],
+    role: Annotated[str, typer.Option(help="bank or clearing")] = "bank",
+    years: Annotated[int, typer.Option(min=1, max=30)] = 5,
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Certify a member's key: prints its BANK-CERT."""
+    h, out = _ctx(ctx, home, json_)
+    with answering(out):
+        root = _root_key(h.root)
+        now = h.clock()
+        try:
+            cert = issue_bank_cert(
+                root,
+                bank_id=member,
+                public_key=_hex(key, "--key"),
+                role=BankRole(role),
+                not_before=now - 3600,
+                not_after=now + years * YEAR,
+            )
+        except (CryptoError, ValueError) as exc:
+            raise BadInput("bad_parameters", str(exc)) from exc
+        hexed = cert.encode().hex()
+        out.done(
+            {"member": member, "role": role, "bank_cert": hexed},
+            lambda c: c.print(hexed),
+        )
+
+
+# -- a bank joins ---------------------------------------------------------------------
+
+
+def bank_join_scheme(
+    ctx: typer.Context,
+    scheme_id: Annotated[str, typer.Option("--scheme-id")],
+    scheme_key: Annotated[str, typer.Option("--scheme-key", help="the root public key (hex)")],
+    bank_cert: Annotated[str, typer.Option("--bank-cert", help="our BANK-CERT (hex)")],
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Join a scheme: cards issued from now on accept its other banks' merchants."""
+    h, out = _ctx(ctx, home, json_)
+    with answering(out), h.bank() as bank:
+        got = bank.interbank.join(
+            scheme_id, _hex(scheme_key, "--scheme-key"), _hex(bank_cert, "--bank-cert")
+        )
+        out.done(got, lambda c: c.print(f"{bank.bank_id} joined scheme {scheme_id}."))
+
+
+def bank_add_clearing(
+    ctx: typer.Context,
+    url: Annotated[str, typer.Option("--url", help="the clearing house's URL")],
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Clear other banks' cards through this clearing house (its certificate is checked)."""
+    from jointpay.api.client import HttpClearing
+
+    h, out = _ctx(ctx, home, json_)
+    with answering(out), h.bank() as bank:
+        port = HttpClearing(url)
+        try:
+            got = bank.interbank.add_clearing(port, url)
+        finally:
+            port.close()
+        out.done(
+            got,
+            lambda c: c.print(
+                f"Clearing through {got['clearing_house']}: members {', '.join(got['members'])}"
+            ),
+        )
+
+
+# -- the clearing house -----------------------------------------------------------------
+
+
+@clearing_app.command("init")
+def clearing_init(
+    ctx: typer.Context,
+    ch_id: Annotated[str, typer.Option("--id", help="the house's id")],
+    currency: str = "EUR",
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Create a clearing house: its key and its books (JOINTPAY_DB or SQLite in HOME)."""
+    h, out = _ctx(ctx, home, json_)
+    with answering(out):
+        store = h.store()
+        try:
+            house = ClearingHouse.create(store, ch_id, currency, clock=h.clock)
+            pub = house.verify_key.raw.hex()
+        finally:
+            store.close()
+        out.done(
+            {"clearing_house": ch_id, "public_key": pub},
+            lambda c: c.print(f"Clearing house {ch_id}: key {pub}"),
+        )
+
+
+def _house(h: Home) -> ClearingHouse:
+    return ClearingHouse(h.store(), clock=h.clock)
+
+
+@clearing_app.command("join-scheme")
+def clearing_join(
+    ctx: typer.Context,
+    scheme_id: Annotated[str, typer.Option("--scheme-id")],
+    scheme_key: Annotated[str, typer.Option("--scheme-key")],
+    cert: Annotated[str, typer.Option("--cert", help="our BANK-CERT, role clearing (hex)")],
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Keep the scheme root key and our own certificate."""
+    h, out = _ctx(ctx, home, json_)
+    with answering(out):
+        house = _house(h)
+        try:
+            got = house.join(scheme_id, _hex(scheme_key, "--scheme-key"), _hex(cert, "--cert"))
+        finally:
+            house.store.close()
+        out.done(got, lambda c: c.print(f"{got['clearing_house']} joined {scheme_id}."))
+
+
+@clearing_app.command("add-member")
+def clearing_add_member(
+    ctx: typer.Context,
+    bank_cert: Annotated[str, typer.Option("--bank-cert", help="the bank's BANK-CERT (hex)")],
+    url: Annotated[str | None, typer.Option("--url", help="the bank's URL")] = None,
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Admit a bank of the scheme (its BANK-CERT is checked against the root)."""
+    h, out = _ctx(ctx, home, json_)
+    with answering(out):
+        house = _house(h)
+        try:
+            got = house.add_member(bank_cert, url)
+        finally:
+            house.store.close()
+        out.done(got, lambda c: c.print(f"{got['member']} clears through {got['clearing_house']}."))
+
+
+@clearing_app.command("settle")
+def clearing_settle(ctx: typer.Context, home: HomeOpt = None, json_: JsonOpt = False) -> None:
+    """Pay out the net positions and tell every member (undelivered ones are retried)."""
+    h, out = _ctx(ctx, home, json_)
+    with answering(out):
+        house = _house(h)
+        try:
+            got = house.settle()
+        finally:
+            house.store.close()
+        out.done(got, lambda c: c.print(json.dumps(got, indent=1, sort_keys=True)))
+
+
+@clearing_app.command("audit")
+def clearing_audit(ctx: typer.Context, home: HomeOpt = None, json_: JsonOpt = False) -> None:
+    """Check the house's books and that every member's books mirror them."""
+    from jointpay.cli.output import EXIT_REFUSED
+
+    h, out = _ctx(ctx, home, json_)
+    with answering(out):
+        house = _house(h)
+        try:
+            got = house.audit()
+        finally:
+            house.store.close()
+        out.done(got, lambda c: c.print(json.dumps(got, indent=1, sort_keys=True)))
+        if not got["ok"]:
+            raise typer.Exit(EXIT_REFUSED)
+
+
+@clearing_app.command("serve")
+def clearing_serve(
+    ctx: typer.Context,
+    host: str = "127.0.0.1",
+    port: int = 8431,
+    admin_token_file: Annotated[
+        Path | None, typer.Option(help="file holding the admin credential")
+    ] = None,
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Serve the clearing house over HTTP (OpenAPI at /docs)."""
+    h, out = _ctx(ctx, home, json_)
+    with answering(out):
+        from jointpay.api.clearing_server import serve_clearing
+
+        serve_clearing(h, host=host, port=port, admin_token_file=admin_token_file)

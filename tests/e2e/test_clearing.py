@@ -1,0 +1,309 @@
+"""Three banks and two clearing houses, each a `serve` process on its own PostgreSQL
+database: a card of bank B pays merchants of banks A and C, is cloned and double-spends
+at both, and is credited once; its hot list reaches A's terminal; the houses settle and
+every book (the banks' and the houses') balances and mirrors the others."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bank_server import bank_server, free_port
+from jointpay.home import Home
+from jointpay.service.errors import BadInput
+from pg import fresh_database
+
+PIN = "2468\n"
+
+
+def jp(home: Path, db: str | None, *args: str, stdin: str = "", code: int = 0) -> dict[str, Any]:
+    env = {**os.environ}
+    env.pop("JOINTPAY_DB", None)
+    if db is not None:
+        env["JOINTPAY_DB"] = db
+    run = subprocess.run(
+        [sys.executable, "-m", "jointpay", "--home", str(home), *args, "--json"],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+    assert run.returncode == code, (args, run.stdout, run.stderr)
+    return dict(json.loads(run.stdout))
+
+
+@pytest.fixture(scope="module")
+def scheme(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    root = tmp_path_factory.mktemp("scheme")
+    banks, houses = ["bank-a", "bank-b", "bank-c"], ["ch-1", "ch-2"]
+    routes = {"ch-1": ["bank-a", "bank-b"], "ch-2": ["bank-b", "bank-c"]}
+    with ExitStack() as stack:
+        db = {p: stack.enter_context(fresh_database()) for p in banks + houses}
+        home = {p: root / p for p in banks + houses}
+        port = {p: free_port() for p in banks + houses}
+        url = {p: f"http://127.0.0.1:{port[p]}" for p in banks + houses}
+        sroot = root / "scheme"
+        sch = jp(sroot, None, "scheme", "init", "--id", "test-scheme")
+        cert: dict[str, str] = {}
+        for b in banks:
+            key = jp(home[b], db[b], "bank", "init", "--bank-id", b)["public_key"]
+            cert[b] = jp(sroot, None, "scheme", "certify", "--id", b, "--key", key)["bank_cert"]
+            jp(
+                home[b],
+                db[b],
+                "bank",
+                "join-scheme",
+                "--scheme-id",
+                "test-scheme",
+                "--scheme-key",
+                sch["public_key"],
+                "--bank-cert",
+                cert[b],
+            )
+        for h in houses:
+            key = jp(home[h], db[h], "clearing", "init", "--id", h)["public_key"]
+            hc = jp(
+                sroot, None, "scheme", "certify", "--id", h, "--key", key, "--role", "clearing"
+            )["bank_cert"]
+            jp(
+                home[h],
+                db[h],
+                "clearing",
+                "join-scheme",
+                "--scheme-id",
+                "test-scheme",
+                "--scheme-key",
+                sch["public_key"],
+                "--cert",
+                hc,
+            )
+            for b in routes[h]:
+                jp(
+                    home[h],
+                    db[h],
+                    "clearing",
+                    "add-member",
+                    "--bank-cert",
+                    cert[b],
+                    "--url",
+                    url[b],
+                )
+            stack.enter_context(bank_server(home[h], db_url=db[h], port=port[h], kind="clearing"))
+        for h in houses:
+            for b in routes[h]:
+                jp(home[b], db[b], "bank", "add-clearing", "--url", url[h])
+        jp(
+            home["bank-b"],
+            db["bank-b"],
+            "bank",
+            "open-account",
+            "--holder",
+            "bea",
+            "--balance",
+            "500",
+        )
+        card = jp(
+            home["bank-b"],
+            db["bank-b"],
+            "bank",
+            "issue-card",
+            "--holder",
+            "bea",
+            "--pin-stdin",
+            "--load",
+            "100",
+            stdin=PIN,
+        )["card"]
+        for b in ("bank-a", "bank-c"):
+            jp(home[b], db[b], "bank", "open-merchant", "--name", "Shop")
+        for b in banks:
+            stack.enter_context(bank_server(home[b], db_url=db[b], port=port[b]))
+        yield {"home": home, "db": db, "url": url, "card": card, "root": root}
+
+
+def move_card(w: dict[str, Any], src: str, dst: str) -> Path:
+    """The holder carries the card from one place to another."""
+    a = w["home"][src] / "cards" / f"{w['card']}.card"
+    b = w["home"][dst] / "cards" / f"{w['card']}.card"
+    b.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(a, b)
+    return b
+
+
+def pay(w: dict[str, Any], at: str, amount: str, code: int = 0) -> dict[str, Any]:
+    return jp(
+        w["home"][at],
+        None,
+        "pay",
+        "--card",
+        w["card"],
+        "--merchant",
+        "Shop",
+        "--amount",
+        amount,
+        "--pin-stdin",
+        stdin=PIN,
+        code=code,
+    )
+
+
+def deposit(w: dict[str, Any], at: str, code: int = 0) -> dict[str, Any]:
+    return jp(
+        w["home"][at], None, "deposit", "--merchant", "Shop", "--bank", w["url"][at], code=code
+    )
+
+
+def balance(w: dict[str, Any], bank_id: str, account: str) -> int | None:
+    """An account's balance; None if the bank never needed to open it."""
+    with Home(w["home"][bank_id], w["db"][bank_id]).bank() as bank:
+        try:
+            return bank.account(account).balance
+        except BadInput:
+            return None
+
+
+def test_a_card_of_bank_b_at_banks_a_and_c_is_credited_once(scheme: dict[str, Any]) -> None:
+    w = scheme
+    card_file = move_card(w, "bank-b", "bank-a")
+    # Before it knows the scheme, A's terminal refuses B's cards; after a sync it takes them.
+    refused = pay(w, "bank-a", "1.00", code=1)
+    assert refused["error"] == "unknown_bank"
+    jp(
+        w["home"]["bank-a"],
+        None,
+        "merchant",
+        "sync",
+        "--merchant",
+        "Shop",
+        "--bank",
+        w["url"]["bank-a"],
+    )
+    clone = card_file.read_bytes()  # the fraudster copies the card's memory
+    first = pay(w, "bank-a", "30.00")
+    assert first["ser"] == 0
+    # The clone, restored, signs ser 0 again at a merchant of bank C (another house).
+    dst = move_card(w, "bank-a", "bank-c")
+    kept = dst.read_bytes()
+    dst.write_bytes(clone)
+    jp(
+        w["home"]["bank-c"],
+        None,
+        "merchant",
+        "sync",
+        "--merchant",
+        "Shop",
+        "--bank",
+        w["url"]["bank-c"],
+    )
+    second = pay(w, "bank-c", "45.00")
+    assert second["ser"] == 0 and second["spec"] != first["spec"]
+    dst.write_bytes(kept)
+
+    batch = w["root"] / "batch-a.json"
+    exported = jp(w["home"]["bank-a"], None, "merchant", "export", "--merchant", "Shop")
+    batch.write_text(json.dumps(exported))
+    got_a = deposit(w, "bank-a")
+    assert [(r["status"], r["reason"]) for r in got_a["results"]] == [("accepted", None)]
+    again = jp(
+        w["home"]["bank-a"],
+        None,
+        "deposit",
+        "--merchant",
+        "Shop",
+        "--batch",
+        str(batch),
+        "--bank",
+        w["url"]["bank-a"],
+        code=1,
+    )
+    assert [r["reason"] for r in again["results"]] == ["duplicate"]  # a new session: once
+    got_c = deposit(w, "bank-c", code=1)
+    assert [(r["status"], r["reason"]) for r in got_c["results"]] == [("rejected", "duplicate")]
+
+    # Credited once: B's card float lost 30.00, A's merchant got 30.00, C's nothing.
+    with Home(w["home"]["bank-b"], w["db"]["bank-b"]).bank() as b:
+        rec = b.card(w["card"])
+        assert b.account(rec.float_account).balance == 7_000
+        alerts = [a.kind for a in b.alerts() if a.card_number == w["card"]]
+        assert "double_spend" in alerts  # breach evidence kept by the issuer
+    with Home(w["home"]["bank-a"], w["db"]["bank-a"]).bank() as a:
+        assert a.account(a.merchant("Shop").account_id).balance == 3_000
+        assert a.account("interbank:ch-1").balance == -3_000
+    with Home(w["home"]["bank-c"], w["db"]["bank-c"]).bank() as c:
+        assert c.account(c.merchant("Shop").account_id).balance == 0
+
+    # The issuer hot-listed the cloned card; the list reaches A's terminal via ch-1.
+    move_card(w, "bank-c", "bank-a")
+    jp(
+        w["home"]["bank-a"],
+        None,
+        "merchant",
+        "sync",
+        "--merchant",
+        "Shop",
+        "--bank",
+        w["url"]["bank-a"],
+    )
+    assert pay(w, "bank-a", "1.00", code=1)["error"] == "blacklisted"
+
+    # The houses settle; every book balances and mirrors the others.
+    for h, members in (("ch-1", ("bank-a", "bank-b")), ("ch-2", ("bank-b", "bank-c"))):
+        audit = jp(w["home"][h], w["db"][h], "clearing", "audit")
+        assert audit["ok"], audit
+        settled = jp(w["home"][h], w["db"][h], "clearing", "settle")
+        assert settled["undelivered"] == []
+        assert jp(w["home"][h], w["db"][h], "clearing", "audit")["ok"]
+        for b in members:
+            assert balance(w, b, "interbank:" + h) in (0, None)
+    assert balance(w, "bank-a", "interbank:ch-1") == 0  # it was -30.00 before settlement
+    assert jp(w["home"]["ch-1"], w["db"]["ch-1"], "clearing", "audit")["positions"] == {
+        "bank-a": 0,
+        "bank-b": 0,
+    }
+    for b in ("bank-a", "bank-b", "bank-c"):
+        audit = jp(w["home"][b], w["db"][b], "bank", "audit")
+        assert audit["ok"], audit
+
+
+def test_members_only_and_signed_messages(scheme: dict[str, Any]) -> None:
+    w = scheme
+    url = w["url"]
+    params = httpx.get(f"{url['ch-1']}/v1/clearing").json()
+    assert params["clearing_house"] == "ch-1" and len(params["members"]) == 2
+    # A clear request that nobody signed, or from a non-member, changes nothing.
+    r = httpx.post(
+        f"{url['ch-1']}/v1/clear",
+        json={"format": "jointpay-clear/1", "acquirer": "bank-c", "signature": "00"},
+    )
+    assert r.status_code == 422 and r.json()["code"] == "not_a_member"
+    r = httpx.post(
+        f"{url['ch-1']}/v1/clear",
+        json={"format": "jointpay-clear/1", "acquirer": "bank-a", "signature": "00"},
+    )
+    assert r.status_code == 400 and r.json()["code"] == "malformed"
+    r = httpx.post(
+        f"{url['bank-b']}/v1/interbank/deposits",
+        json={"format": "jointpay-interbank/1", "clearing_house": "ch-1", "signature": "00"},
+    )
+    assert r.status_code == 400
+    r = httpx.post(
+        f"{url['bank-b']}/v1/interbank/deposits",
+        json={"format": "jointpay-interbank/1", "clearing_house": "ch-9"},
+    )
+    assert r.status_code == 422 and r.json()["code"] == "not_a_member"
+    view = httpx.get(f"{url['bank-b']}/v1/scheme").json()
+    assert view["scheme_id"] == "test-scheme"
+    assert view["clearing_houses"] == ["ch-1", "ch-2"]
+    assert len(view["members"]) == 3
