@@ -208,7 +208,8 @@ def test_a_card_of_bank_b_at_banks_a_and_c_is_credited_once(scheme: dict[str, An
         w["url"]["bank-c"],
     )
     second = pay(w, "bank-c", "45.00")
-    assert second["ser"] == 0 and second["spec"] != first["spec"]
+    assert second["ser"] == 0
+    assert second["spec"] != first["spec"]
     dst.write_bytes(kept)
 
     batch = w["root"] / "batch-a.json"
@@ -281,18 +282,21 @@ def test_members_only_and_signed_messages(scheme: dict[str, Any]) -> None:
     w = scheme
     url = w["url"]
     params = httpx.get(f"{url['ch-1']}/v1/clearing").json()
-    assert params["clearing_house"] == "ch-1" and len(params["members"]) == 2
+    assert params["clearing_house"] == "ch-1"
+    assert len(params["members"]) == 2
     # A clear request that nobody signed, or from a non-member, changes nothing.
     r = httpx.post(
         f"{url['ch-1']}/v1/clear",
         json={"format": "jointpay-clear/1", "acquirer": "bank-c", "signature": "00"},
     )
-    assert r.status_code == 422 and r.json()["code"] == "not_a_member"
+    assert r.status_code == 422
+    assert r.json()["code"] == "not_a_member"
     r = httpx.post(
         f"{url['ch-1']}/v1/clear",
         json={"format": "jointpay-clear/1", "acquirer": "bank-a", "signature": "00"},
     )
-    assert r.status_code == 400 and r.json()["code"] == "malformed"
+    assert r.status_code == 400
+    assert r.json()["code"] == "malformed"
     r = httpx.post(
         f"{url['bank-b']}/v1/interbank/deposits",
         json={"format": "jointpay-interbank/1", "clearing_house": "ch-1", "signature": "00"},
@@ -302,7 +306,8 @@ def test_members_only_and_signed_messages(scheme: dict[str, Any]) -> None:
         f"{url['bank-b']}/v1/interbank/deposits",
         json={"format": "jointpay-interbank/1", "clearing_house": "ch-9"},
     )
-    assert r.status_code == 422 and r.json()["code"] == "not_a_member"
+    assert r.status_code == 422
+    assert r.json()["code"] == "not_a_member"
     view = httpx.get(f"{url['bank-b']}/v1/scheme").json()
     assert view["scheme_id"] == "test-scheme"
     assert view["clearing_houses"] == ["ch-1", "ch-2"]
