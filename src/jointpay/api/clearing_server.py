@@ -5,7 +5,6 @@ the read-only endpoints publish its certificate, its members and the scheme's ho
 list; the admin endpoints (bearer token) settle and audit.
 """
 
-
 import hmac
 from collections.abc import Callable
 from pathlib import Path
