@@ -14,11 +14,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from jointpay.cli.output import EXIT_REFUSED, Output, answering, read_pin
+from jointpay.cli.common import HomeOpt, JsonOpt
+from jointpay.cli.common import command_context as _ctx
+from jointpay.cli.output import EXIT_REFUSED, answering, read_pin
 from jointpay.crypto.certs import check_ident
 from jointpay.crypto.group import DEFAULT_MODP_GROUP, SUITE_SECP256K1, SUITES
 from jointpay.domain.money import format_amount, format_rate, parse_amount, parse_rate
-from jointpay.home import Home
 from jointpay.protocol.deposit import loads_strict
 from jointpay.protocol.messages import AuthKind
 from jointpay.protocol.spec import PaymentSpec
@@ -47,10 +48,6 @@ def _scheme_commands() -> None:
     bank_app.command("add-clearing")(bank_add_clearing)
 
 
-HomeOpt = Annotated[
-    Path | None, typer.Option("--home", help="State folder (JOINTPAY_HOME).", show_default=False)
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 PinStdin = Annotated[
     bool, typer.Option("--pin-stdin", help="Read the PIN from stdin's first line.")
 ]
@@ -67,12 +64,6 @@ ReaderOpt = Annotated[
 @app.callback()
 def main(ctx: typer.Context, home: HomeOpt = None, json_: JsonOpt = False) -> None:
     ctx.obj = {"home": home, "json": json_}
-
-
-def _ctx(ctx: typer.Context, home: Path | None, as_json: bool) -> tuple[Home, Output]:
-    g = ctx.find_root().obj or {}
-    out = Output.make(as_json or bool(g.get("json")))
-    return Home.at(home or g.get("home")), out
 
 
 def _bank_port(url: str | None) -> Any:

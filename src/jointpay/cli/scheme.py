@@ -4,13 +4,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from jointpay.adapters.card_file import atomic_write
-from jointpay.cli.output import Output, answering
+from jointpay.cli.common import HomeOpt, JsonOpt
+from jointpay.cli.common import command_context as _ctx
+from jointpay.cli.output import answering
 from jointpay.crypto.certs import BankRole, SigningKey, check_ident, issue_bank_cert
 from jointpay.crypto.errors import CryptoError
 from jointpay.home import Home
@@ -20,14 +24,7 @@ from jointpay.service.errors import BadInput, Refused
 scheme_app = typer.Typer(no_args_is_help=True, help="The scheme root: certifies member banks.")
 clearing_app = typer.Typer(no_args_is_help=True, help="A clearing house between banks.")
 
-HomeOpt = Annotated[Path | None, typer.Option("--home", help="State folder (JOINTPAY_HOME).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 YEAR = 365 * 86_400
-
-
-def _ctx(ctx: typer.Context, home: Path | None, as_json: bool) -> tuple[Home, Output]:
-    g = ctx.find_root().obj or {}
-    return Home.at(home or g.get("home")), Output.make(as_json or bool(g.get("json")))
 
 
 def _root_key(root: Path) -> SigningKey:
@@ -178,8 +175,14 @@ def clearing_init(
         )
 
 
-def _house(h: Home) -> ClearingHouse:
-    return ClearingHouse(h.store(), clock=h.clock)
+@contextmanager
+def _house(h: Home) -> Iterator[ClearingHouse]:
+    """The clearing house of this home, its store closed afterwards."""
+    store = h.store()
+    try:
+        yield ClearingHouse(store, clock=h.clock)
+    finally:
+        store.close()
 
 
 @clearing_app.command("join-scheme")
@@ -194,11 +197,8 @@ def clearing_join(
     """Keep the scheme root key and our own certificate."""
     h, out = _ctx(ctx, home, json_)
     with answering(out):
-        house = _house(h)
-        try:
+        with _house(h) as house:
             got = house.join(scheme_id, _hex(scheme_key, "--scheme-key"), _hex(cert, "--cert"))
-        finally:
-            house.store.close()
         out.done(got, lambda c: c.print(f"{got['clearing_house']} joined {scheme_id}."))
 
 
@@ -213,11 +213,8 @@ def clearing_add_member(
     """Admit a bank of the scheme (its BANK-CERT is checked against the root)."""
     h, out = _ctx(ctx, home, json_)
     with answering(out):
-        house = _house(h)
-        try:
+        with _house(h) as house:
             got = house.add_member(bank_cert, url)
-        finally:
-            house.store.close()
         out.done(got, lambda c: c.print(f"{got['member']} clears through {got['clearing_house']}."))
 
 
@@ -226,11 +223,8 @@ def clearing_settle(ctx: typer.Context, home: HomeOpt = None, json_: JsonOpt = F
     """Pay out the net positions and tell every member (undelivered ones are retried)."""
     h, out = _ctx(ctx, home, json_)
     with answering(out):
-        house = _house(h)
-        try:
+        with _house(h) as house:
             got = house.settle()
-        finally:
-            house.store.close()
         out.done(got, lambda c: c.print(json.dumps(got, indent=1, sort_keys=True)))
 
 
@@ -241,11 +235,8 @@ def clearing_audit(ctx: typer.Context, home: HomeOpt = None, json_: JsonOpt = Fa
 
     h, out = _ctx(ctx, home, json_)
     with answering(out):
-        house = _house(h)
-        try:
+        with _house(h) as house:
             got = house.audit()
-        finally:
-            house.store.close()
         out.done(got, lambda c: c.print(json.dumps(got, indent=1, sort_keys=True)))
         if not got["ok"]:
             raise typer.Exit(EXIT_REFUSED)

@@ -492,22 +492,14 @@ class ClearingHouse:
     def positions(self) -> dict[str, int]:
         """What the house owes each member (negative: what the member owes the house)."""
         with self.store.transaction() as tx:
-            return {
-                a.owner: a.balance
-                for a in tx.list_accounts()
-                if a.id.startswith("bank:") and a.kind is AccountKind.CLEARING
-            }
+            return _positions(tx.list_accounts())
 
     def settle(self) -> dict[str, Any]:
         """Pay out every net position (posted at once) and tell each member."""
         now = self.clock()
         settlement: str | None = None
         with self.store.transaction() as tx:
-            open_ = {
-                a.owner: a.balance
-                for a in tx.list_accounts()
-                if a.id.startswith("bank:") and a.balance
-            }
+            open_ = {b: v for b, v in _positions(tx.list_accounts()).items() if v}
             pending: list[dict[str, Any]] = json.loads(tx.config_get(PENDING_KEY) or "[]")
             if open_:
                 settlement = secrets.token_hex(8)
@@ -587,7 +579,7 @@ class ClearingHouse:
                 violations.append(
                     f"{aid}: balance {acc.balance} but entries sum {sums.get(aid, 0)}"
                 )
-        positions = self.positions()
+        positions = _positions(list(accounts.values()))
         if sum(positions.values()):
             violations.append(f"positions sum to {sum(positions.values())}, not 0")
         members = self.members()
@@ -616,6 +608,15 @@ class ClearingHouse:
             "cleared_payments": len(records),
             "cleared_amount": sum(r.amount for r in records),
         }
+
+
+def _positions(accounts: list[Account]) -> dict[str, int]:
+    """The members' position accounts (``bank:ID``) by member."""
+    return {
+        a.owner: a.balance
+        for a in accounts
+        if a.id.startswith("bank:") and a.kind is AccountKind.CLEARING
+    }
 
 
 def _account(acc: str, owner: str, currency: str, now: int) -> Account:

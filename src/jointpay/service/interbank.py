@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import secrets
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -310,17 +309,23 @@ class Interbank:
         return out
 
     # -- issuer: payments a clearing house brings ----------------------------------------
+    def _sender(self, message: object) -> ClearingLink:
+        """The house a message says it comes from, if it is one of ours (its signature
+        is checked by the caller, under the message's own tag)."""
+        m = self._require()
+        ch_id = message.get("clearing_house") if isinstance(message, dict) else None
+        link = m.link(ch_id) if isinstance(ch_id, str) else None
+        if link is None:
+            raise Refused("not_a_member", f"we do not clear through {ch_id!r}")
+        return link
+
     def receive(self, message: object) -> dict[str, Any]:
         """The issuer's side: check and book our cards' payments at other banks."""
         from jointpay.protocol.deposit import DepositRequest, digest
         from jointpay.service.deposit import DepositRun
 
         bank = self.bank
-        m = self._require()
-        ch_id = message.get("clearing_house") if isinstance(message, dict) else None
-        link = m.link(ch_id) if isinstance(ch_id, str) else None
-        if link is None:
-            raise Refused("not_a_member", f"we do not clear through {ch_id!r}")
+        link = self._sender(message)
         try:
             body = open_body(link.cert.verify_key, INTERBANK_TAG, message, INTERBANK_FORMAT)
             if field(body, "issuer", str) != bank.bank_id:
@@ -361,11 +366,7 @@ class Interbank:
 
     def online_check(self, message: object) -> dict[str, Any]:
         """A house asks, for another bank's terminal, whether our card may pay."""
-        m = self._require()
-        ch_id = message.get("clearing_house") if isinstance(message, dict) else None
-        link = m.link(ch_id) if isinstance(ch_id, str) else None
-        if link is None:
-            raise Refused("not_a_member", f"we do not clear through {ch_id!r}")
+        link = self._sender(message)
         try:
             body = open_body(link.cert.verify_key, INTERBANK_TAG, message, "jointpay-online/1")
             card, amount = field(body, "card", str), field(body, "amount", int)
@@ -421,11 +422,7 @@ class Interbank:
         from jointpay.service.bank import equity_account
 
         bank = self.bank
-        m = self._require()
-        ch_id = message.get("clearing_house") if isinstance(message, dict) else None
-        link = m.link(ch_id) if isinstance(ch_id, str) else None
-        if link is None:
-            raise Refused("not_a_member", f"we do not clear through {ch_id!r}")
+        link = self._sender(message)
         try:
             body = open_body(link.cert.verify_key, SETTLEMENT_TAG, message, SETTLEMENT_FORMAT)
             if field(body, "bank_id", str) != bank.bank_id:
@@ -497,10 +494,6 @@ def sub_batch(acquirer: str, sid: str, items: list[Candidate]) -> dict[str, Any]
         g = groups.setdefault(c.cert, {"cert": c.cert.hex(), "payments": []})
         g["payments"].append({"ser": c.ser, "spec": c.spec.hex(), "b": c.b.hex(), "r": c.r.hex()})
     return {"format": BATCH_FORMAT, "bank_id": acquirer, "sid": sid, "cards": list(groups.values())}
-
-
-def new_settlement_id() -> str:
-    return secrets.token_hex(8)
 
 
 __all__ = ["Candidate", "Cleared", "Interbank", "interbank_deposit_id", "sub_batch"]

@@ -1,0 +1,23 @@
+"""What every command module shares: the global options and the command context."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from jointpay.cli.output import Output
+from jointpay.home import Home
+
+HomeOpt = Annotated[
+    Path | None, typer.Option("--home", help="State folder (JOINTPAY_HOME).", show_default=False)
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+
+
+def command_context(ctx: typer.Context, home: Path | None, as_json: bool) -> tuple[Home, Output]:
+    """The home and the output of a command: its own options, else the global ones."""
+    g = ctx.find_root().obj or {}
+    out = Output.make(as_json or bool(g.get("json")))
+    return Home.at(home or g.get("home")), out
