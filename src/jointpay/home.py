@@ -29,15 +29,16 @@ from pathlib import Path
 from typing import Any
 
 from jointpay.adapters.card_file import CardBusy, CardFile, InProcessChannel, atomic_write
-from jointpay.adapters.terminal_store import SqliteTerminalStore, TerminalFile
+from jointpay.adapters.terminal_store import Registration, SqliteTerminalStore, TerminalFile
 from jointpay.adapters.vpcd import Endpoint, VirtualCard, VpcdError
-from jointpay.crypto.certs import BankCert, BankRole, SigningKey, VerifyKey
+from jointpay.crypto.certs import BankCert, BankRole, MerchantCert, SigningKey, VerifyKey
 from jointpay.crypto.errors import CryptoError
+from jointpay.crypto.fips186 import verify_bank_group
 from jointpay.domain.money import convert, parse_amount, parse_rate
 from jointpay.protocol.card import CardStateError
 from jointpay.protocol.deposit import build_batch, make_deposit, parse_batch, verify_receipt
 from jointpay.protocol.messages import AuthKind
-from jointpay.protocol.spec import Conversion
+from jointpay.protocol.spec import Conversion, PaymentSpec
 from jointpay.protocol.terminal import (
     CardClient,
     OnlineAnswer,
@@ -361,7 +362,12 @@ class Home:
             terminal = Terminal(tf.config(store.hotlist()), store)
             cert = terminal.read_card(client, now)
             credit = cert.mode.value == "credit"  # cleared on-line by default
-            if (wants_online or credit or (price_currency and rate is None)) and bank is None:
+            # a card of a bank we are registered with pays us there, and that bank clears
+            reg = tf.registrations.get(cert.bank_id) if cert.bank_id != tf.bank_id else None
+            needs_bank = wants_online or credit or (price_currency and rate is None)
+            if needs_bank and reg is not None:
+                bank = stack.enter_context(self.connect(reg.bank_url))
+            elif needs_bank and bank is None:
                 bank = stack.enter_context(self.bank())
             conversion = None
             if price_currency is not None and price_currency != cert.currency:
@@ -379,7 +385,8 @@ class Home:
                     if isinstance(floor_limit, str)
                     else floor_limit
                 )
-                foreign = cert.bank_id != tf.bank_id  # asked through a clearing house
+                # another bank's card, with no account there: asked through a clearing house
+                foreign = cert.bank_id != tf.bank_id and reg is None
                 terminal.online = OnlinePolicy(
                     online_clearance(bank, cert.bank_id if foreign else None),
                     floor,
@@ -401,6 +408,9 @@ class Home:
             if scheme.get("scheme_id"):
                 self._trust_scheme(merchant, tf, scheme)
                 n += store.add_scheme_hotlist(str(e["card"]) for e in bank.scheme_hotlist())
+            for reg in tf.registrations.values():  # the hot lists of the other banks we serve
+                with self.connect(reg.bank_url) as port:
+                    n += store.add_scheme_hotlist(e.card_number for e in port.hotlist(0))
             return n
 
     def _trust_scheme(self, merchant: str, tf: TerminalFile, scheme: dict[str, Any]) -> None:
@@ -422,31 +432,112 @@ class Home:
         updated = replace(tf, bank_keys=keys, bank_cert=own.encode())
         atomic_write(self.merchant_dir(merchant) / "terminal.json", updated.to_json().encode())
 
-    def export_batch(self, merchant: str) -> dict[str, Any]:
+    def merchant_key(self, merchant: str) -> dict[str, str]:
+        """What another bank needs to open an account for this terminal (FIG. 3)."""
+        tf = self.terminal_file(merchant)
+        key = SigningKey.from_private_bytes(tf.sid, tf.signing_key).verify_key
+        return {"merchant": tf.name, "public_key": key.raw.hex(), "bank_id": tf.bank_id}
+
+    def add_bank(self, merchant: str, bank: BankPort, cert: bytes, url: str) -> Registration:
+        """Register the terminal with another bank, from the MERCHANT-CERT it issued us.
+
+        The certificate must verify under that bank's published key and certify our own
+        terminal key; from then on that bank's cards pay us under its S_id, and its
+        payments are deposited there.
+        """
+        tf = self.terminal_file(merchant)
+        try:
+            mc = MerchantCert.decode(cert)
+            mc.verify(bank.verify_key, at=self.clock())
+        except CryptoError as exc:
+            raise Refused("bad_cert", f"the MERCHANT-CERT does not verify: {exc}") from exc
+        own = SigningKey.from_private_bytes(tf.sid, tf.signing_key).verify_key.raw
+        if mc.bank_id != bank.bank_id or mc.public_key != own:
+            raise Refused("bad_cert", "the MERCHANT-CERT is for another bank or terminal key")
+        if mc.bank_id == tf.bank_id:
+            raise Refused("exists", "the terminal already belongs to that bank")
+        params = bank.parameters()
+        group = group_name = None
+        if params.get("group_record") is not None:
+            rec = verify_bank_group(params["group_record"])
+            group, group_name = rec.params.to_json(), rec.name
+        reg = Registration(mc.bank_id, mc.sid, cert, bank.verify_key.raw, url, group, group_name)
+        updated = replace(tf, registrations={**tf.registrations, reg.bank_id: reg})
+        atomic_write(self.merchant_dir(merchant) / "terminal.json", updated.to_json().encode())
+        return reg
+
+    @contextmanager
+    def connect(self, url: str) -> Iterator[BankPort]:
+        """A bank by its address: ``http(s)://`` (its service) or a database URL (an
+        embedded bank on this machine)."""
+        if url.startswith(("http://", "https://")):
+            from jointpay.api.client import HttpBank
+
+            port = HttpBank(url)
+            try:
+                yield port
+            finally:
+                port.close()
+        else:
+            with Home(self.root, url, self.clock).bank() as bank:
+                yield bank
+
+    def export_batch(self, merchant: str, bank_id: str | None = None) -> dict[str, Any]:
+        """The batch of pending payments for ``bank_id`` (our own bank by default)."""
         with self.terminal(merchant) as (tf, store):
-            return build_batch(tf.bank_id, tf.sid, store.pending())
+            bank_id = bank_id or tf.bank_id
+            sid = _sid_at(tf, bank_id)
+            return build_batch(bank_id, sid, _pending_for(tf, store, bank_id))
 
     def deposit(
         self, merchant: str, bank: BankPort, batch: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        """FIG. 9 on the merchant's side: sign the session, send, check the receipt."""
+        """FIG. 9 on the merchant's side: sign the session, send, check the receipt.
+
+        Deposits the payments made out to ``bank`` (our own bank, or one we are
+        registered with), or ``batch``.
+        """
         with self.terminal(merchant) as (tf, store):
+            bank_id = bank.bank_id
+            sid = _sid_at(tf, bank_id)
             if batch is None:
-                batch = build_batch(tf.bank_id, tf.sid, store.pending())
+                batch = build_batch(bank_id, sid, _pending_for(tf, store, bank_id))
             parse_batch(batch)  # a malformed batch is bad input, whatever bank it names
-            if batch.get("bank_id") != bank.bank_id:
+            if batch.get("bank_id") != bank_id:
                 raise Refused(
                     "wrong_bank",
-                    f"the batch is for bank {batch.get('bank_id')!r}, not {bank.bank_id!r}",
+                    f"the batch is for bank {batch.get('bank_id')!r}, not {bank_id!r}",
                 )
-            key = SigningKey.from_private_bytes(tf.sid, tf.signing_key)
-            message = make_deposit(
-                key, tf.bank_id, tf.sid, store.next_deposit_seq(), self.clock(), batch
-            )
+            key = SigningKey.from_private_bytes(sid, tf.signing_key)
+            message = make_deposit(key, bank_id, sid, store.next_deposit_seq(), self.clock(), batch)
             receipt = bank.deposit(message)
-            verify_receipt(VerifyKey(tf.bank_id, tf.bank_keys[tf.bank_id]), receipt)
+            bank_key = (
+                tf.bank_keys[bank_id]
+                if bank_id == tf.bank_id
+                else tf.registrations[bank_id].bank_key
+            )
+            verify_receipt(VerifyKey(bank_id, bank_key), receipt)
             store.record_results(str(receipt["deposit_id"]), receipt["results"])
             return receipt
+
+    def deposit_everywhere(self, merchant: str, bank: BankPort | None) -> list[dict[str, Any]]:
+        """Sort the pending payments by the bank they are made out to, and deposit each
+        part there: our own bank (``bank``, the embedded one if None), then every bank
+        we are registered with that has payments waiting. One receipt per bank."""
+        tf = self.terminal_file(merchant)
+        with self.terminal(merchant) as (_, store):
+            waiting = _payee_banks(tf, store)
+        receipts = []
+        with contextlib.ExitStack() as stack:
+            own = bank if bank is not None else stack.enter_context(self.bank())
+            receipts.append(self.deposit(merchant, own))
+        for bank_id in sorted(waiting - {tf.bank_id}):
+            reg = tf.registrations[bank_id]
+            with self.connect(reg.bank_url) as port:
+                if port.bank_id != bank_id or port.verify_key.raw != reg.bank_key:
+                    raise Refused("wrong_bank_key", f"{reg.bank_url} is not bank {bank_id}")
+                receipts.append(self.deposit(merchant, port))
+        return receipts
 
     def withdraw(
         self,
@@ -486,6 +577,33 @@ class Home:
                 renew=renew,
                 auth=auth,
             )
+
+
+def _sid_at(tf: TerminalFile, bank_id: str) -> str:
+    """Our S_id at ``bank_id``."""
+    if bank_id == tf.bank_id:
+        return tf.sid
+    reg = tf.registrations.get(bank_id)
+    if reg is None:
+        raise Refused("wrong_bank", f"the merchant has no account at bank {bank_id!r}")
+    return reg.sid
+
+
+def _payee_bank(p: TakenPayment) -> str:
+    return PaymentSpec.decode(p.spec).bank_id
+
+
+def _pending_for(tf: TerminalFile, store: SqliteTerminalStore, bank_id: str) -> list[TakenPayment]:
+    """The pending payments made out to ``bank_id`` (all of them with one bank only)."""
+    if not tf.registrations:
+        return list(store.pending()) if bank_id == tf.bank_id else []
+    return [p for p in store.pending() if _payee_bank(p) == bank_id]
+
+
+def _payee_banks(tf: TerminalFile, store: SqliteTerminalStore) -> set[str]:
+    if not tf.registrations:
+        return {tf.bank_id}
+    return {_payee_bank(p) for p in store.pending()}
 
 
 def online_clearance(

@@ -312,3 +312,69 @@ def test_members_only_and_signed_messages(scheme: dict[str, Any]) -> None:
     assert view["scheme_id"] == "test-scheme"
     assert view["clearing_houses"] == ["ch-1", "ch-2"]
     assert len(view["members"]) == 3
+
+
+def test_a_merchant_of_c_also_registered_with_b_deposits_bs_payments_at_b(
+    scheme: dict[str, Any],
+) -> None:
+    """The patent's other routing: the merchant holds an account with each bank, shows
+    each card its own bank's MERCHANT-CERT, and deposits each part at its bank."""
+    w = scheme
+    hb, db_b, hc = w["home"]["bank-b"], w["db"]["bank-b"], w["home"]["bank-c"]
+    jp(hb, db_b, "bank", "open-account", "--holder", "ben", "--balance", "200")
+    card = jp(
+        hb,
+        db_b,
+        "bank",
+        "issue-card",
+        "--holder",
+        "ben",
+        "--pin-stdin",
+        "--load",
+        "50",
+        stdin=PIN,
+    )["card"]
+    (hc / "cards").mkdir(exist_ok=True)
+    shutil.move(hb / "cards" / f"{card}.card", hc / "cards" / f"{card}.card")
+    key = jp(hc, None, "merchant", "key", "--merchant", "Shop")["public_key"]
+    opened = jp(hb, db_b, "bank", "open-merchant", "--name", "Shop of C", "--public-key", key)
+    added = jp(
+        hc,
+        None,
+        "merchant",
+        "add-bank",
+        "--merchant",
+        "Shop",
+        "--cert",
+        opened["cert"],
+        "--bank",
+        w["url"]["bank-b"],
+    )
+    assert (added["bank_id"], added["sid"]) == ("bank-b", opened["sid"])
+    paid = jp(
+        hc,
+        None,
+        "pay",
+        "--card",
+        card,
+        "--merchant",
+        "Shop",
+        "--amount",
+        "12.00",
+        "--pin-stdin",
+        stdin=PIN,
+    )
+    assert paid["ser"] == 0
+    got = deposit(w, "bank-c")
+    assert [(d["bank_id"], d["accepted"], d["rejected"]) for d in got["deposits"]] == [
+        ("bank-c", 0, 0),
+        ("bank-b", 1, 0),
+    ]
+    assert [(r["bank_id"], r["card"], r["status"]) for r in got["results"]] == [
+        ("bank-b", card, "accepted")
+    ]
+    with Home(hb, db_b).bank() as b:
+        assert b.account(b.merchant("Shop of C").account_id).balance == 1_200
+        assert b.account(b.card(card).float_account).balance == 3_800
+        assert b.audit().ok
+    assert balance(w, "bank-c", "interbank:ch-2") in (0, None)  # no house was involved

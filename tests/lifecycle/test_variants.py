@@ -214,3 +214,71 @@ def test_a_cheque_book_limits_the_cheques_a_card_may_sign(world: dict[str, Any])
         assert reasons(h.deposit("Shop", bank)) == [None, None]
         assert bank.account("holder:bob").balance == 9_800
         assert bank.audit().ok
+
+
+# -- a merchant registered with several banks (the patent's first routing) --------------
+def test_a_merchant_registered_with_two_banks_sorts_its_payments_by_issuer(
+    world: dict[str, Any], tmp_path: Any
+) -> None:
+    h: Home = world["home"]
+    alice, clock = world["alice"], world["clock"]
+    url_b = f"sqlite:///{tmp_path / 'bank-b.db'}"
+    hb = Home(tmp_path, url_b, clock)  # a second bank; cards and terminals share the folder
+    hb.init_bank(suite="secp256k1", group=None, currency="EUR", bank_id="bank-b")
+    with hb.bank() as bank_b:
+        bank_b.open_account("carol", 30_000)
+        carol = hb.issue_card(
+            bank_b, holder="carol", pin=PIN, load=10_000, mode="cash", limit=0, user_key="card"
+        ).card_number
+    with pytest.raises(PaymentDeclined) as refused:
+        h.pay(carol, "Shop", 2_500, PIN)
+    assert refused.value.code == "unknown_bank"
+    # FIG. 3 at bank B, for the terminal's existing key; the terminal checks the cert.
+    key = bytes.fromhex(h.merchant_key("Shop")["public_key"])
+    with hb.bank() as bank_b:
+        _, cert = bank_b.open_merchant("Shop", key)
+        _, cafe_cert = bank_b.open_merchant(
+            "Cafe", bytes.fromhex(h.merchant_key("Cafe")["public_key"])
+        )
+        with pytest.raises(Refused) as wrong:
+            h.add_bank("Shop", bank_b, cafe_cert, url_b)  # certifies another terminal's key
+        assert wrong.value.code == "bad_cert"
+        with pytest.raises(Refused) as forged:
+            h.add_bank("Shop", bank_b, cert[:-1] + bytes([cert[-1] ^ 1]), url_b)
+        assert forged.value.code == "bad_cert"
+        reg = h.add_bank("Shop", bank_b, cert, url_b)
+    assert reg.bank_id == "bank-b"
+    own = h.pay(alice, "Shop", 1_000, PIN)
+    theirs = h.pay(carol, "Shop", 2_500, PIN)
+    assert PaymentSpec.decode(own.spec).bank_id == "test-bank"
+    assert (PaymentSpec.decode(theirs.spec).bank_id, PaymentSpec.decode(theirs.spec).sid) == (
+        "bank-b",
+        reg.sid,
+    )
+    assert [len(g["payments"]) for g in h.export_batch("Shop")["cards"]] == [1]
+    exported_b = h.export_batch("Shop", "bank-b")
+    assert (exported_b["bank_id"], exported_b["sid"]) == ("bank-b", reg.sid)
+    assert exported_b["cards"][0]["payments"][0]["ser"] == theirs.ser
+    receipts = h.deposit_everywhere("Shop", None)
+    assert [(r["bank_id"], r["accepted"], r["rejected"]) for r in receipts] == [
+        ("test-bank", 1, 0),
+        ("bank-b", 1, 0),
+    ]
+    with hb.bank() as bank_b:
+        assert bank_b.account(bank_b.merchant("Shop").account_id).balance == 2_500
+        assert bank_b.account(bank_b.card(carol).float_account).balance == 7_500
+        assert bank_b.audit().ok
+    with h.bank() as bank_a:
+        assert bank_a.account(bank_a.merchant("Shop").account_id).balance == 1_000
+        assert bank_a.audit().ok
+    # nothing is left pending, and a second run deposits nothing twice
+    again = h.deposit_everywhere("Shop", None)
+    assert [(r["bank_id"], r["accepted"]) for r in again] == [("test-bank", 0)]
+    # bank B's hot list reaches the terminal through the registration
+    with hb.bank() as bank_b:
+        bank_b.blacklist(carol, "stolen")
+    with h.bank() as bank_a:
+        assert h.sync_hotlist("Shop", bank_a) >= 1
+    with pytest.raises(PaymentDeclined) as hot:
+        h.pay(carol, "Shop", 100, PIN)
+    assert hot.value.code == "blacklisted"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -220,6 +220,50 @@ class _Tx:
 
 
 @dataclass(frozen=True)
+class Registration:
+    """The merchant's account at another bank: its S_id and MERCHANT-CERT there.
+
+    A merchant registered with several banks shows each bank's cards the MERCHANT-CERT
+    of their own bank, and deposits each bank's payments there (the patent's first
+    routing between banks: "the service provider can sort the payments it receives
+    accordingly and contacts different banks appropriately").
+    """
+
+    bank_id: str
+    sid: str
+    merchant_cert: bytes
+    bank_key: bytes
+    bank_url: str
+    """Where that bank is reached: ``http(s)://`` or the database URL of an embedded bank."""
+    group: dict[str, str] | None = None
+    """That bank's own modp group ((p, q, g) as hex), if it has one."""
+    group_name: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "bank_id": self.bank_id,
+            "sid": self.sid,
+            "merchant_cert": self.merchant_cert.hex(),
+            "bank_key": self.bank_key.hex(),
+            "bank_url": self.bank_url,
+            "group": self.group,
+            "group_name": self.group_name,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Registration:
+        return cls(
+            str(d["bank_id"]),
+            str(d["sid"]),
+            bytes.fromhex(d["merchant_cert"]),
+            bytes.fromhex(d["bank_key"]),
+            str(d["bank_url"]),
+            d.get("group") or None,
+            d.get("group_name") or None,
+        )
+
+
+@dataclass(frozen=True)
 class TerminalFile:
     """The terminal's configuration: its S_id, MERCHANT-CERT, key and trusted bank keys."""
 
@@ -234,6 +278,8 @@ class TerminalFile:
     """The banks' own modp groups by name ((p, q, g) as hex), from their parameters."""
     bank_cert: bytes = b""
     """Our bank's BANK-CERT, when it belongs to a scheme: shown to other banks' cards."""
+    registrations: dict[str, Registration] = field(default_factory=dict)
+    """Our accounts at other banks, by bank id (``merchant add-bank``)."""
 
     def __repr__(self) -> str:
         return f"TerminalFile({self.name!r}, {self.sid})"
@@ -251,6 +297,7 @@ class TerminalFile:
                 "bank_url": self.bank_url,
                 "bank_groups": self.bank_groups or {},
                 "bank_cert": self.bank_cert.hex(),
+                "registrations": {k: r.to_json() for k, r in self.registrations.items()},
             },
             sort_keys=True,
             indent=1,
@@ -271,16 +318,33 @@ class TerminalFile:
             d.get("bank_url"),
             d.get("bank_groups") or None,
             bytes.fromhex(d.get("bank_cert", "")),
+            {k: Registration.from_json(r) for k, r in (d.get("registrations") or {}).items()},
         )
 
+    def payee(self, bank_id: str) -> tuple[str, bytes]:
+        """(S_id, MERCHANT-CERT) under which we are paid by ``bank_id``'s cards."""
+        reg = self.registrations.get(bank_id)
+        return (reg.sid, reg.merchant_cert) if reg else (self.sid, self.merchant_cert)
+
+    def banks(self) -> list[str]:
+        """The banks we hold an account with: ours first, then the registrations."""
+        return [self.bank_id, *sorted(self.registrations)]
+
     def config(self, hotlist: frozenset[str]) -> TerminalConfig:
+        keys = {k: VerifyKey(k, v) for k, v in self.bank_keys.items()}
+        groups = {n: ModpParams.from_json(n, g) for n, g in (self.bank_groups or {}).items()}
+        for reg in self.registrations.values():  # a bank we are registered with is trusted
+            keys[reg.bank_id] = VerifyKey(reg.bank_id, reg.bank_key)
+            if reg.group and reg.group_name:
+                groups[reg.group_name] = ModpParams.from_json(reg.group_name, reg.group)
         return TerminalConfig(
             self.bank_id,
             self.sid,
             self.merchant_cert,
             SigningKey.from_private_bytes(self.sid, self.signing_key),
-            {k: VerifyKey(k, v) for k, v in self.bank_keys.items()},
+            keys,
             hotlist,
-            resolver({n: ModpParams.from_json(n, g) for n, g in (self.bank_groups or {}).items()}),
+            resolver(groups),
             self.bank_cert,
+            {k: (r.sid, r.merchant_cert) for k, r in self.registrations.items()},
         )

@@ -150,6 +150,9 @@ class HttpBank(JsonHttp):
             self._params = params
         return self._params
 
+    def parameters(self) -> dict[str, Any]:
+        return dict(self._parameters())
+
     @property
     def bank_id(self) -> str:
         return str(self._parameters()["bank_id"])

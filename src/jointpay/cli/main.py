@@ -242,12 +242,33 @@ def _limit(text: str, mode: str, currency: str) -> int:
 def bank_open_merchant(
     ctx: typer.Context,
     name: Annotated[str, typer.Option()],
+    public_key: Annotated[
+        str | None,
+        typer.Option(
+            help="Open an account for an existing terminal (its `merchant key`), of a "
+            "merchant registered with another bank; prints the MERCHANT-CERT to give it."
+        ),
+    ] = None,
     home: HomeOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Open a service provider's deposit account and set up its terminal (FIG. 3)."""
     h, out = _ctx(ctx, home, json_)
     with answering(out), h.bank() as bank:
+        if public_key is not None:
+            try:
+                raw = bytes.fromhex(public_key)
+            except ValueError as exc:
+                raise BadInput("bad_key", "the public key is hexadecimal") from exc
+            record, cert = bank.open_merchant(name, raw)
+            out.done(
+                {"merchant": name, "sid": record.sid, "bank_id": bank.bank_id, "cert": cert.hex()},
+                lambda c: c.print(
+                    f"Merchant [bold]{name}[/] opened: S_id {record.sid}. Give the terminal "
+                    f"its MERCHANT-CERT (`merchant add-bank --cert`):\n{cert.hex()}"
+                ),
+            )
+            return
         tf = h.open_merchant(bank, name)
         out.done(
             {"merchant": name, "sid": tf.sid, "bank_id": tf.bank_id},
@@ -582,14 +603,66 @@ def pay(
 def merchant_export(
     ctx: typer.Context,
     merchant: Annotated[str, typer.Option()],
+    for_bank: Annotated[
+        str | None,
+        typer.Option(help="The payments made out to this bank (default: the terminal's own)."),
+    ] = None,
     home: HomeOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Write the merchant's not-yet-deposited payments as one batch (JSON) on stdout."""
     h, out = _ctx(ctx, home, json_)
     with answering(out):
-        batch = h.export_batch(merchant)
+        batch = h.export_batch(merchant, for_bank)
         sys.stdout.write(json.dumps(batch, sort_keys=True) + "\n")
+
+
+@merchant_app.command("key")
+def merchant_key(
+    ctx: typer.Context,
+    merchant: Annotated[str, typer.Option()],
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Show the terminal's public key, for another bank to open an account for it."""
+    h, out = _ctx(ctx, home, json_)
+    with answering(out):
+        info = h.merchant_key(merchant)
+        out.done(info, lambda c: c.print(info["public_key"]))
+
+
+@merchant_app.command("add-bank")
+def merchant_add_bank(
+    ctx: typer.Context,
+    merchant: Annotated[str, typer.Option()],
+    cert: Annotated[str, typer.Option(help="The MERCHANT-CERT the other bank issued (hex).")],
+    bank_url: Annotated[
+        str,
+        typer.Option(
+            "--bank",
+            help="Where that bank is reached: its URL, or the database URL of an embedded bank.",
+        ),
+    ],
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Register the terminal with another bank: that bank's cards pay the merchant there,
+    and `deposit` sends them there."""
+    h, out = _ctx(ctx, home, json_)
+    with answering(out):
+        try:
+            raw = bytes.fromhex(cert)
+        except ValueError as exc:
+            raise BadInput("bad_cert", "the MERCHANT-CERT is hexadecimal") from exc
+        with h.connect(bank_url) as port:
+            reg = h.add_bank(merchant, port, raw, bank_url)
+        out.done(
+            {"merchant": merchant, "bank_id": reg.bank_id, "sid": reg.sid},
+            lambda c: c.print(
+                f"Merchant [bold]{merchant}[/] is registered with bank {reg.bank_id} "
+                f"(S_id {reg.sid})."
+            ),
+        )
 
 
 @merchant_app.command("sync")
@@ -634,11 +707,22 @@ def deposit(
             if not isinstance(batch_obj, dict):
                 raise BadInput("malformed", "a batch file is one JSON object")
         port = _bank_port(bank_url)
-        if port is not None:
-            receipt = h.deposit(merchant, port, batch_obj)
+        if batch_obj is None:  # sorted by bank: ours, and each we are registered with
+            receipts = h.deposit_everywhere(merchant, port)
         else:
-            with h.bank() as bank:
-                receipt = h.deposit(merchant, bank, batch_obj)
+            receipts = [_deposit_batch(h, merchant, port, batch_obj)]
+        parts = [
+            {
+                "bank_id": rc["bank_id"],
+                "deposit_id": rc["deposit_id"],
+                "batch_digest": rc["batch_digest"],
+                "accepted": rc["accepted"],
+                "rejected": rc["rejected"],
+                "credited": rc["credited"],
+                "currency": rc["currency"],
+            }
+            for rc in receipts
+        ]
         results = [
             {
                 "ser": r["ser"],
@@ -646,33 +730,53 @@ def deposit(
                 "status": r["status"],
                 "reason": r["reason"],
                 "amount": r["amount"],
+                "bank_id": rc["bank_id"],
             }
-            for r in receipt["results"]
+            for rc in receipts
+            for r in rc["results"]
         ]
+        first = receipts[0]
+        rejected = sum(int(rc["rejected"]) for rc in receipts)
 
         def human(c: Console) -> None:
-            c.print(
-                f"Deposit {receipt['deposit_id']}: {receipt['accepted']} accepted, "
-                f"{receipt['rejected']} rejected, {receipt['credited']} "
-                f"{receipt['currency']} credited."
-            )
+            for rc in parts:
+                c.print(
+                    f"Deposit {rc['deposit_id']} at bank {rc['bank_id']}: {rc['accepted']} "
+                    f"accepted, {rc['rejected']} rejected, {rc['credited']} "
+                    f"{rc['currency']} credited."
+                )
             for r in results:
                 if r["status"] != "accepted":
                     c.print(f"  card {r['card']} ser {r['ser']}: [red]{r['reason']}[/]")
 
         out.done(
             {
-                "accepted": receipt["accepted"],
-                "rejected": receipt["rejected"],
-                "credited": receipt["credited"],
-                "deposit_id": receipt["deposit_id"],
-                "batch_digest": receipt["batch_digest"],
+                "accepted": sum(int(rc["accepted"]) for rc in receipts),
+                "rejected": rejected,
+                "credited": first["credited"],
+                "deposit_id": first["deposit_id"],
+                "batch_digest": first["batch_digest"],
                 "results": results,
+                "deposits": parts,
             },
             human,
         )
-        if receipt["rejected"]:
+        if rejected:
             raise typer.Exit(EXIT_REFUSED)
+
+
+def _deposit_batch(h: Any, merchant: str, port: Any, batch: dict[str, Any]) -> dict[str, Any]:
+    """A batch file, deposited at the bank it is made out to (ours or a registration)."""
+    tf = h.terminal_file(merchant)
+    named = batch.get("bank_id")
+    reg = tf.registrations.get(named) if named != tf.bank_id else None
+    if reg is not None:
+        with h.connect(reg.bank_url) as other:
+            return dict(h.deposit(merchant, other, batch))
+    if port is not None:
+        return dict(h.deposit(merchant, port, batch))
+    with h.bank() as bank:
+        return dict(h.deposit(merchant, bank, batch))
 
 
 @app.command("withdraw")

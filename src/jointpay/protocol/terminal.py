@@ -334,6 +334,23 @@ class TerminalConfig:
     bank_cert: bytes = b""
     """Our bank's BANK-CERT (scheme members only): sent to other banks' cards, which
     check it against the scheme's root key before they trust our MERCHANT-CERT."""
+    registrations: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+    """(S_id, MERCHANT-CERT) at each other bank we hold an account with, by bank id: a
+    card of such a bank pays us there, as if we were one of its own merchants."""
+
+    def payee(self, card_bank: str) -> tuple[str, str, bytes]:
+        """(bank id, S_id, MERCHANT-CERT) that a card of ``card_bank`` pays."""
+        reg = self.registrations.get(card_bank)
+        if reg is not None and card_bank != self.bank_id:
+            return card_bank, reg[0], reg[1]
+        return self.bank_id, self.sid, self.merchant_cert
+
+    def is_ours(self, bank_id: str, sid: str) -> bool:
+        """Whether a spec's payee is one of our accounts."""
+        if bank_id == self.bank_id:
+            return sid == self.sid
+        reg = self.registrations.get(bank_id)
+        return reg is not None and reg[0] == sid
 
 
 PinSource = Callable[[], str]
@@ -528,9 +545,10 @@ class Terminal:
             pin = lambda: known  # noqa: E731 - the holder is asked once
             client.verify_pin(known)
             self._restore_credit(client, answer.topup)
+        payee_bank, sid, merchant_cert = self.config.payee(cert.bank_id)
         spec = PaymentSpec(
-            self.config.bank_id,
-            self.config.sid,
+            payee_bank,
+            sid,
             amount,
             cert.currency,
             now,
@@ -543,14 +561,9 @@ class Terminal:
         spec_bytes = spec.encode()
         sig = self.config.signing_key.sign(TERMINAL_SPEC_TAG, spec_bytes)
         client.verify_pin(pin())  # steps 450-490
-        foreign = cert.bank_id != self.config.bank_id
+        foreign = cert.bank_id != payee_bank  # the card checks our bank's BANK-CERT
         resp = client.pay(
-            PayCommand(
-                self.config.merchant_cert,
-                spec_bytes,
-                sig,
-                self.config.bank_cert if foreign else b"",
-            )
+            PayCommand(merchant_cert, spec_bytes, sig, self.config.bank_cert if foreign else b"")
         )
         return self._accept(cert, spec, spec_bytes, resp)
 
@@ -588,7 +601,9 @@ class Terminal:
             except CardError:  # 6A88: the card never paid
                 return None
             spec = PaymentSpec.decode(spec_bytes)
-        if spec.sid != self.config.sid or self.store.has_payment(cert.card_number, resp.ser):
+        if not self.config.is_ours(spec.bank_id, spec.sid) or self.store.has_payment(
+            cert.card_number, resp.ser
+        ):
             return None
         return self._accept(cert, spec, spec_bytes, resp)
 
