@@ -50,7 +50,7 @@ from jointpay.protocol.terminal import (
 )
 from jointpay.service.bank import Bank, Clock, IssuedCard, system_clock
 from jointpay.service.errors import BadInput, Refused, ServiceError
-from jointpay.service.flows import BankPort, WithdrawOutcome, withdraw_with_card
+from jointpay.service.flows import BankPort, DepositPort, WithdrawOutcome, withdraw_with_card
 from jointpay.service.policy import Policy
 from jointpay.storage import open_store
 from jointpay.storage.base import Store, UnitOfWork
@@ -490,7 +490,7 @@ class Home:
             return build_batch(bank_id, sid, _pending_for(tf, store, bank_id))
 
     def deposit(
-        self, merchant: str, bank: BankPort, batch: dict[str, Any] | None = None
+        self, merchant: str, bank: DepositPort, batch: dict[str, Any] | None = None
     ) -> dict[str, Any]:
         """FIG. 9 on the merchant's side: sign the session, send, check the receipt.
 
@@ -520,10 +520,11 @@ class Home:
             store.record_results(str(receipt["deposit_id"]), receipt["results"])
             return receipt
 
-    def deposit_everywhere(self, merchant: str, bank: BankPort | None) -> list[dict[str, Any]]:
+    def deposit_everywhere(self, merchant: str, bank: DepositPort | None) -> list[dict[str, Any]]:
         """Sort the pending payments by the bank they are made out to, and deposit each
-        part there: our own bank (``bank``, the embedded one if None), then every bank
-        we are registered with that has payments waiting. One receipt per bank."""
+        part there: our own bank's through ``bank`` (the bank, a clearing house that
+        relays to it, or the embedded bank if None), then every bank we are registered
+        with that has payments waiting. One receipt per bank."""
         tf = self.terminal_file(merchant)
         with self.terminal(merchant) as (_, store):
             waiting = _payee_banks(tf, store)

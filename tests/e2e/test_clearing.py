@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -19,7 +20,9 @@ import httpx
 import pytest
 
 from bank_server import bank_server, free_port
+from jointpay.crypto.certs import SigningKey
 from jointpay.home import Home
+from jointpay.protocol.deposit import make_deposit
 from jointpay.service.errors import BadInput
 from pg import fresh_database
 
@@ -378,3 +381,99 @@ def test_a_merchant_of_c_also_registered_with_b_deposits_bs_payments_at_b(
         assert b.account(b.card(card).float_account).balance == 3_800
         assert b.audit().ok
     assert balance(w, "bank-c", "interbank:ch-2") in (0, None)  # no house was involved
+
+
+def test_a_merchant_deposits_directly_at_a_clearing_house(scheme: dict[str, Any]) -> None:
+    """The house takes the merchant's session, clears B's card with B, and relays the
+    session to A, which checks its own card, credits its merchant and signs the receipt."""
+    w = scheme
+    ha, db_a, hb, db_b = (
+        w["home"]["bank-a"],
+        w["db"]["bank-a"],
+        w["home"]["bank-b"],
+        w["db"]["bank-b"],
+    )
+    house = w["url"]["ch-1"]
+    cards = {}
+    for home, db, holder in ((ha, db_a, "amy"), (hb, db_b, "bo")):
+        jp(home, db, "bank", "open-account", "--holder", holder, "--balance", "100")
+        cards[holder] = jp(
+            home,
+            db,
+            "bank",
+            "issue-card",
+            "--holder",
+            holder,
+            "--pin-stdin",
+            "--load",
+            "40",
+            stdin=PIN,
+        )["card"]
+    shutil.move(hb / "cards" / f"{cards['bo']}.card", ha / "cards" / f"{cards['bo']}.card")
+    jp(ha, None, "merchant", "sync", "--merchant", "Shop", "--bank", w["url"]["bank-a"])
+    with Home(ha, db_a).bank() as a:
+        shop_before = a.account(a.merchant("Shop").account_id).balance
+    for holder, amount in (("amy", "5.00"), ("bo", "20.00")):
+        jp(
+            ha,
+            None,
+            "pay",
+            "--card",
+            cards[holder],
+            "--merchant",
+            "Shop",
+            "--amount",
+            amount,
+            "--pin-stdin",
+            stdin=PIN,
+        )
+    batch = w["root"] / "batch-house.json"
+    batch.write_text(json.dumps(jp(ha, None, "merchant", "export", "--merchant", "Shop")))
+
+    # A session the merchant did not sign: the house refuses it before any work.
+    tf = Home(ha, None).terminal_file("Shop")
+    forged = make_deposit(
+        SigningKey.generate("thief"),
+        "bank-a",
+        tf.sid,
+        10**6,
+        int(time.time()),
+        json.loads(batch.read_text()),
+    )
+    r = httpx.post(
+        f"{house}/v1/deposits", json={"deposit": forged, "merchant_cert": tf.merchant_cert.hex()}
+    )
+    assert (r.status_code, r.json()["code"]) == (422, "bad_signature")
+
+    got = jp(ha, None, "deposit", "--merchant", "Shop", "--clearing", house)
+    assert sorted((r["card"], r["status"]) for r in got["results"]) == sorted(
+        [(cards["amy"], "accepted"), (cards["bo"], "accepted")]
+    )
+    assert got["deposits"][0]["bank_id"] == "bank-a"  # the receipt is A's, signed by A
+    with Home(ha, db_a).bank() as a:
+        assert a.account(a.merchant("Shop").account_id).balance == shop_before + 2_500
+    with Home(hb, db_b).bank() as b:
+        assert b.account(b.card(cards["bo"]).float_account).balance == 2_000
+    positions = jp(w["home"]["ch-1"], w["db"]["ch-1"], "clearing", "audit")
+    assert positions["ok"], positions
+    assert positions["positions"]["bank-b"] == -2_000  # B owes the house what bo paid
+
+    # The same payments again, in a new session through the house: nothing twice.
+    again = jp(
+        ha,
+        None,
+        "deposit",
+        "--merchant",
+        "Shop",
+        "--batch",
+        str(batch),
+        "--clearing",
+        house,
+        code=1,
+    )
+    assert [r["reason"] for r in again["results"]] == ["duplicate", "duplicate"]
+    with Home(ha, db_a).bank() as a:
+        assert a.account(a.merchant("Shop").account_id).balance == shop_before + 2_500
+    for b in ("bank-a", "bank-b"):
+        audit = jp(w["home"][b], w["db"][b], "bank", "audit")
+        assert audit["ok"], audit

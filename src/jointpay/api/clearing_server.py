@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from jointpay.api.server import (
     ADMIN_ERRORS,
+    DEPOSIT_SCHEMA,
     SIGNED_MESSAGE,
     Problem,
     _problems,
@@ -78,6 +79,34 @@ def create_clearing_app(house_factory: Callable[[], ClearingHouse], *, admin_tok
         """An acquirer's payments made with other members' cards."""
         body = await read_json(request)
         return dict(await run_in_threadpool(house.clear, body))
+
+    @app.post(
+        "/v1/deposits",
+        responses=_problems(400, 404, 409, 413, 422, 503),
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["deposit", "merchant_cert"],
+                            "properties": {
+                                "deposit": DEPOSIT_SCHEMA,
+                                "merchant_cert": {"type": "string", "pattern": "^[0-9a-f]+$"},
+                            },
+                        }
+                    }
+                },
+            }
+        },
+    )
+    async def deposit(request: Request, house: House) -> dict[str, Any]:
+        """A merchant of a member bank deposits here: we pre-verify its payments, clear
+        the other banks' cards with their issuers, and relay the session to its bank,
+        whose signed receipt we return."""
+        body = await read_json(request)
+        return dict(await run_in_threadpool(house.relay, body))
 
     @app.post("/v1/online-check", responses=_problems(400, 413, 422, 503), openapi_extra=signed)
     async def online_check(request: Request, house: House) -> dict[str, Any]:

@@ -93,11 +93,38 @@ class HttpClearing(JsonHttp):
         return dict(self._call("POST", "/v1/online-check", json_body=message))
 
 
+class ClearingDeposit(JsonHttp):
+    """A merchant's deposits through a clearing house (``deposit --clearing URL``).
+
+    The house relays the session to ``bank_id``, the merchant's bank, whose signed
+    receipt comes back; the MERCHANT-CERT lets the house check the session first.
+    """
+
+    def __init__(self, url: str, bank_id: str, merchant_cert: bytes, **kw: Any) -> None:
+        super().__init__(url, **kw)
+        self._bank_id = bank_id
+        self._cert = merchant_cert
+
+    @property
+    def bank_id(self) -> str:
+        return self._bank_id
+
+    def deposit(self, message: object) -> dict[str, Any]:
+        body = {"deposit": message, "merchant_cert": self._cert.hex()}
+        return dict(self._call("POST", "/v1/deposits", json_body=body))
+
+
 class HttpMember(JsonHttp):
     """A member bank over HTTP (``jointpay bank serve``), as a clearing house reaches it."""
 
     def interbank_deposit(self, message: dict[str, Any]) -> dict[str, Any]:
         return dict(self._call("POST", "/v1/interbank/deposits", json_body=message))
+
+    def interbank_relayed(self, message: dict[str, Any]) -> dict[str, Any]:
+        key = "relay-" + hashlib.sha256(canonical_json(message)).hexdigest()
+        return dict(
+            self._call("POST", "/v1/interbank/relayed", json_body=message, idempotency_key=key)
+        )
 
     def interbank_settlement(self, message: dict[str, Any]) -> dict[str, Any]:
         return dict(self._call("POST", "/v1/interbank/settlements", json_body=message))

@@ -388,6 +388,19 @@ def create_app(bank_factory: Callable[[], Bank], *, admin_token: str) -> FastAPI
         return dict(await run_in_threadpool(bank.interbank_deposit, body))
 
     @app.post(
+        "/v1/interbank/relayed",
+        responses=_problems(400, 404, 409, 413, 422, 503),
+        openapi_extra=signed,
+    )
+    async def interbank_relayed(request: Request, bank: BankDep) -> dict[str, Any]:
+        """A clearing house relays one of our merchants' deposits, with its clearing of
+        the other banks' cards in it; the answer is our signed receipt."""
+        from starlette.concurrency import run_in_threadpool
+
+        body = await read_json(request)
+        return dict(await run_in_threadpool(bank.interbank.relayed, body))
+
+    @app.post(
         "/v1/interbank/settlements", responses=_problems(400, 413, 422, 503), openapi_extra=signed
     )
     async def interbank_settlement(request: Request, bank: BankDep) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""``jointpay demo``: the whole lifecycle, cash, credit and cheque, told step by step.
+"""``jointpay demo``: the whole lifecycle, cash, credit, cheque and a second bank, told
+step by step.
 
 A fresh embedded bank in a temporary home; every step states what should happen,
 does it through the same code the commands use, and checks that it did. The demo
@@ -92,6 +93,8 @@ def _run(story: _Story, h: Home, suite: str) -> dict[str, Any]:
     with h.bank() as bank:
         _lifecycle(story, h, bank, eur, fmt, st)
         _variants(story, h, bank, eur, fmt, st)
+        _second_bank(story, h, bank, suite, eur, fmt)
+        _audit(story, bank)
     return _finish(story, h, st)
 
 
@@ -336,6 +339,56 @@ def _variants(
 
     story.step("A price in another currency, converted at the bank's rate", foreign)
 
+
+def _second_bank(
+    story: _Story,
+    h: Home,
+    bank: Bank,
+    suite: str,
+    eur: Callable[[str], int],
+    fmt: Callable[[int], str],
+) -> None:
+    """A card of another bank, at a merchant registered with both (the patent's first
+    routing between banks; the other goes through a clearing house, docs/variants.md)."""
+
+    def cross_bank() -> str:
+        url = f"sqlite:///{h.root / 'second-bank.db'}"
+        hb = Home(h.root, url, h.clock)
+        hb.init_bank(suite=suite, group=None, currency="EUR", bank_id="second-bank")
+        with hb.bank() as other:
+            other.open_account("erin", eur("100.00"))
+            erin = hb.issue_card(
+                other,
+                holder="erin",
+                pin="1122",
+                load=eur("60.00"),
+                mode="cash",
+                limit=0,
+                user_key="card",
+            ).card_number
+            key = bytes.fromhex(h.merchant_key("Corner Shop")["public_key"])
+            _, cert = other.open_merchant("Corner Shop", key)
+            reg = h.add_bank("Corner Shop", other, cert, url)
+        p = h.pay(erin, "Corner Shop", eur("15.00"), "1122")
+        receipts = h.deposit_everywhere("Corner Shop", bank)
+        parts = {r["bank_id"]: r["accepted"] for r in receipts}
+        _expect(parts == {"demo-bank": 0, "second-bank": 1}, f"deposits {parts}")
+        with hb.bank() as other:
+            got = other.account(other.merchant("Corner Shop").account_id).balance
+            _expect(got == p.amount, f"second-bank credited {fmt(got)}")
+            report = other.audit()
+            _expect(report.ok, "; ".join(report.violations))
+        return (
+            f"Corner Shop also opens an account at second-bank (S_id {reg.sid}, a "
+            f"MERCHANT-CERT for the same terminal key); erin's card of second-bank pays "
+            f"{fmt(p.amount)} under that S_id, and the terminal sorts its payments by bank: "
+            f"the deposit sends this one to second-bank, which credits {fmt(got)}"
+        )
+
+    story.step("A card of another bank, at a merchant registered with both banks", cross_bank)
+
+
+def _audit(story: _Story, bank: Bank) -> None:
     def audit() -> str:
         report = bank.audit()
         _expect(report.ok, "; ".join(report.violations))

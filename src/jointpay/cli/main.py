@@ -694,12 +694,21 @@ def deposit(
     merchant: Annotated[str, typer.Option()],
     batch: Annotated[Path | None, typer.Option(help="a batch file from export")] = None,
     bank_url: BankUrl = None,
+    clearing: Annotated[
+        str | None,
+        typer.Option(
+            help="Deposit through this clearing house (URL): it clears other banks' cards "
+            "with their issuers and relays the session to the merchant's bank."
+        ),
+    ] = None,
     home: HomeOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Deposit the merchant's pending payments, or a batch file, at the bank (FIG. 9)."""
     h, out = _ctx(ctx, home, json_)
     with answering(out):
+        if clearing and bank_url:
+            raise BadInput("bad_option", "give --bank or --clearing, not both")
         batch_obj = None
         if batch is not None:
             raw = batch.read_bytes() if str(batch) != "-" else sys.stdin.buffer.read()
@@ -707,6 +716,11 @@ def deposit(
             if not isinstance(batch_obj, dict):
                 raise BadInput("malformed", "a batch file is one JSON object")
         port = _bank_port(bank_url)
+        if clearing:
+            from jointpay.api.client import ClearingDeposit
+
+            tf = h.terminal_file(merchant)
+            port = ClearingDeposit(clearing, tf.bank_id, tf.merchant_cert)
         if batch_obj is None:  # sorted by bank: ours, and each we are registered with
             receipts = h.deposit_everywhere(merchant, port)
         else:

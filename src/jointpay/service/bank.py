@@ -85,7 +85,7 @@ from jointpay.protocol.messages import (
 from jointpay.protocol.terminal import CardClient, CardError
 from jointpay.service.deposit import DepositRun, VerifiedCerts
 from jointpay.service.errors import BadInput, Refused
-from jointpay.service.interbank import Interbank
+from jointpay.service.interbank import Cleared, Interbank
 from jointpay.service.policy import Policy
 from jointpay.service.rates import RATES_KEY, dump_table, load_table
 from jointpay.service.verify_pool import Verifier
@@ -975,8 +975,15 @@ class Bank:
             raise Refused("bad_auth", "the withdrawal request is not authentic") from exc
 
     # -- FIG. 9: deposit --------------------------------------------------------------
-    def deposit(self, message: object) -> dict[str, Any]:
-        """Steps 620-710: verify the session, then every payment; credit; sign a receipt."""
+    def deposit(
+        self, message: object, *, relayed: dict[tuple[str, int], Cleared] | None = None
+    ) -> dict[str, Any]:
+        """Steps 620-710: verify the session, then every payment; credit; sign a receipt.
+
+        ``relayed``: the merchant deposited at a clearing house, which cleared the other
+        banks' cards already; these are its results by (card, ser)
+        (:meth:`Interbank.relayed`).
+        """
         try:
             req = parse_deposit(message)
         except (BatchError, CryptoError) as exc:
@@ -1007,7 +1014,7 @@ class Bank:
                 )
             if abs(now - req.time) > self.policy.message_window:
                 raise Refused("stale_message", "the deposit message's timestamp is not fresh")
-            results = DepositRun(self, tx, req, deposit_id, now).run()
+            results = DepositRun(self, tx, req, deposit_id, now, relayed=relayed).run()
             accepted = [r for r in results if r.status == "accepted"]
             receipt = sign_receipt(
                 self._key,

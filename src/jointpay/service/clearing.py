@@ -20,13 +20,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from jointpay.crypto.certs import BankCert, BankRole, CardCert, SigningKey, VerifyKey, check_ident
-from jointpay.crypto.errors import CryptoError
+from jointpay.crypto.certs import (
+    BankCert,
+    BankRole,
+    CardCert,
+    MerchantCert,
+    SigningKey,
+    VerifyKey,
+    check_ident,
+)
+from jointpay.crypto.errors import CryptoError, InvalidCertificateError
 from jointpay.crypto.group import get_group
 from jointpay.crypto.schnorr import PaymentCert, verify
 from jointpay.domain.money import check_currency
 from jointpay.domain.records import Account, AccountKind, InterbankRecord, Leg, Transfer
-from jointpay.protocol.deposit import BatchError, RawPayment, parse_batch
+from jointpay.protocol.deposit import Batch, BatchError, RawPayment, parse_batch, parse_deposit
 from jointpay.protocol.spec import PaymentSpec
 from jointpay.service.errors import BadInput, Refused, ServiceError
 from jointpay.service.interbank import Candidate, sub_batch
@@ -41,6 +49,8 @@ from jointpay.service.scheme import (
     INTERBANK_TAG,
     POSITION_FORMAT,
     POSITION_TAG,
+    RELAY_FORMAT,
+    RELAY_TAG,
     SCHEME_CONFIG_KEY,
     SETTLED_TAG,
     SETTLEMENT_FORMAT,
@@ -61,6 +71,9 @@ CH_CONFIG_KEY: Final = "clearing_house"
 MEMBERS_KEY: Final = "clearing_members"
 CURSORS_KEY: Final = "clearing_hotlist_cursors"
 PENDING_KEY: Final = "clearing_pending_settlements"
+RELAY_WINDOW: Final = 600
+"""How far a relayed deposit's timestamp may be from the house's clock (seconds); the
+merchant's bank then applies its own window and its sequence numbers."""
 
 Clock = Callable[[], int]
 
@@ -232,12 +245,94 @@ class ClearingHouse:
                 raise SchemeError("the batch names another acquirer")
         except (SchemeError, BatchError) as exc:
             raise BadInput("malformed", f"clear: {exc}") from exc
+        cleared = self._clear_payments(members, acquirer.cert.bank_id, ref, batch.sid, batch)
+        results = [r for r in cleared if r is not None]  # all of them: no `own` cards here
+        return sign_body(
+            self._key,
+            CLEARED_TAG,
+            {
+                "format": CLEARED_FORMAT,
+                "clearing_house": self.ch_id,
+                "ref": ref,
+                "results": results,
+            },
+        )
+
+    def relay(self, body: object) -> dict[str, Any]:
+        """A merchant deposits directly at the house (the patent: "a clearing house to
+        process the service providers' deposits before it re-transmits to various
+        issuing banks").
+
+        ``body`` is ``{"deposit": <the merchant's signed deposit>, "merchant_cert": hex}``.
+        The house checks the MERCHANT-CERT under the merchant's bank's BANK-CERT key and
+        the session's signature under it, pre-verifies every payment, clears the other
+        banks' cards with their issuers exactly as for :meth:`clear`, then hands the
+        merchant's own signed deposit and those results to the merchant's bank, which
+        checks its own cards, credits the merchant and signs the receipt returned here.
+        """
+        self._scheme()
+        members = self.members()
+        now = self.clock()
+        if not isinstance(body, dict) or not isinstance(body.get("merchant_cert"), str):
+            raise BadInput("malformed", "a relayed deposit is {deposit, merchant_cert}")
+        message = body.get("deposit")
+        try:
+            req = parse_deposit(message)
+            mc = MerchantCert.decode(bytes.fromhex(body["merchant_cert"]))
+        except (BatchError, CryptoError, ValueError) as exc:
+            raise BadInput("malformed", f"relayed deposit: {exc}") from exc
+        acquirer = self._member(members, req.bank_id)
+        try:
+            mc.verify(acquirer.key, at=now)
+            if (mc.bank_id, mc.sid) != (req.bank_id, req.sid):
+                raise InvalidCertificateError("the MERCHANT-CERT is for another merchant")
+            req.verify(mc.verify_key)
+        except CryptoError as exc:
+            raise Refused("bad_signature", f"the deposit is not the merchant's: {exc}") from exc
+        if abs(now - req.time) > RELAY_WINDOW:
+            raise Refused("stale_message", "the deposit message's timestamp is not fresh")
+        ref = f"relay:{req.sid}:{req.seq}"
         acq = acquirer.cert.bank_id
-        results: list[dict[str, Any]] = []
+        results = self._clear_payments(members, acq, ref, req.sid, req.batch, own=acq)
+        relayed = sign_body(
+            self._key,
+            RELAY_TAG,
+            {
+                "format": RELAY_FORMAT,
+                "clearing_house": self.ch_id,
+                "acquirer": acq,
+                "ref": ref,
+                "deposit": message,
+                "results": [r for r in results if r is not None],
+            },
+        )
+        try:
+            return dict(self.connect(acq, acquirer.url).interbank_relayed(relayed))
+        except Unreachable as exc:
+            raise Refused("bank_unreachable", f"bank {acq} did not answer: {exc}") from exc
+
+    def _clear_payments(
+        self,
+        members: dict[str, Member],
+        acq: str,
+        ref: str,
+        sid: str,
+        batch: Batch,
+        *,
+        own: str | None = None,
+    ) -> list[dict[str, Any] | None]:
+        """Pre-verify, forward to the issuers and book; one result per payment.
+
+        With ``own`` (a relayed merchant deposit), the acquirer's own cards are left to
+        it: their results are None, and the payee's S_id must be ``sid``.
+        """
+        results: list[dict[str, Any] | None] = []
         items: list[_Item] = []
         for raw in batch.payments():
-            checked = self._pre_verify(raw, members, acq, len(results))
-            if isinstance(checked, _Item):
+            checked = self._pre_verify(raw, members, acq, len(results), sid if own else None)
+            if isinstance(checked, _Item) and checked.cert.bank_id == own:
+                results.append(None)
+            elif isinstance(checked, _Item):
                 items.append(checked)
                 results.append({"card": checked.cert.card_number, "ser": checked.ser})
             else:
@@ -255,14 +350,16 @@ class ClearingHouse:
             key = (issuer, card, it.ser)
             hot = listed.get((issuer, card))
             rec = prior.get(key)
+            out = results[it.pos]
+            assert out is not None
             if hot is not None and it.spec.time > hot.added_at:
-                results[it.pos].update(status="rejected", reason="blacklisted")
+                out.update(status="rejected", reason="blacklisted")
             elif key in seen:
-                results[it.pos].update(status="rejected", reason="duplicate")
+                out.update(status="rejected", reason="duplicate")
             elif rec is not None and rec.spec == it.spec_bytes:
                 # cleared before: the same acquirer asking again gets the same answer
                 same = rec.acquirer == acq
-                results[it.pos].update(
+                out.update(
                     status="accepted" if same else "rejected",
                     reason=None if same else "duplicate",
                 )
@@ -271,25 +368,18 @@ class ClearingHouse:
             seen.add(key)
         booked: list[tuple[_Item, str]] = []
         for issuer, its in forward.items():
-            for it, status, reason in self._forward(members[issuer], acq, ref, batch.sid, its):
-                results[it.pos].update(status=status, reason=reason)
+            for it, status, reason in self._forward(members[issuer], acq, ref, sid, its):
+                out = results[it.pos]
+                assert out is not None
+                out.update(status=status, reason=reason)
                 if status == "accepted":
                     booked.append((it, issuer))
         if booked:
             self._book(acq, ref, booked)
-        return sign_body(
-            self._key,
-            CLEARED_TAG,
-            {
-                "format": CLEARED_FORMAT,
-                "clearing_house": self.ch_id,
-                "ref": ref,
-                "results": results,
-            },
-        )
+        return results
 
     def _pre_verify(
-        self, raw: RawPayment, members: dict[str, Member], acq: str, pos: int
+        self, raw: RawPayment, members: dict[str, Member], acq: str, pos: int, sid: str | None
     ) -> _Item | dict[str, Any]:
         ser = raw.ser if isinstance(raw.ser, int) and not isinstance(raw.ser, bool) else None
         out: dict[str, Any] = {"card": "", "ser": ser, "status": "rejected"}
@@ -320,7 +410,7 @@ class ClearingHouse:
             verify(cert.group, cert.joint_key, pc)
         except CryptoError:
             return {**out, "reason": "bad_signature"}
-        if spec.bank_id != acq:
+        if spec.bank_id != acq or (sid is not None and spec.sid != sid):
             return {**out, "reason": "wrong_merchant"}
         return _Item(pos, cert, ser, spec_bytes, spec, pc)
 

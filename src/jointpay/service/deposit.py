@@ -39,6 +39,7 @@ from jointpay.protocol.deposit import DepositRequest, RawPayment, canonical_json
 from jointpay.protocol.spec import PaymentSpec
 from jointpay.service import verify_pool
 from jointpay.service.errors import Refused
+from jointpay.service.interbank import Candidate, Cleared
 from jointpay.service.rates import RATES_KEY, RateTable, load_table, rate_in
 from jointpay.service.verify_pool import Job, job_for
 from jointpay.storage.base import InsufficientFunds, UnitOfWork
@@ -93,11 +94,15 @@ class DepositRun:
         now: int,
         *,
         from_house: str | None = None,
+        relayed: dict[tuple[str, int], Cleared] | None = None,
     ) -> None:
         self.bank = bank
         self.from_house = from_house
         """Set when a clearing house brings our cards' payments at another bank's
         merchant (``req.bank_id`` is then that bank): no fee, credit the house."""
+        self.relayed = relayed
+        """Set when our merchant deposited at a clearing house: the house's results for
+        the other banks' cards, by (card, ser), which it cleared with their issuers."""
         self.tx = tx
         self.req = req
         self.deposit_id = deposit_id
@@ -385,8 +390,6 @@ class DepositRun:
 
     def _clear_foreign(self, results: list[PaymentResult]) -> None:
         """Clear the foreign payments through the houses; book what their issuers took."""
-        from jointpay.service.interbank import Candidate
-
         candidates = [
             Candidate(
                 p.cert.encode(),
@@ -400,7 +403,11 @@ class DepositRun:
             )
             for _, p in self.foreign
         ]
-        answers = self.bank.interbank.clear(self.req.sid, self.deposit_id, candidates)
+        if self.relayed is not None:  # the house cleared them before it relayed the deposit
+            missing = Cleared("rejected", "clearing_unavailable", "")
+            answers = [self.relayed.get((c.card_number, c.ser), missing) for c in candidates]
+        else:
+            answers = self.bank.interbank.clear(self.req.sid, self.deposit_id, candidates)
         for (pos, p), answer in zip(self.foreign, answers, strict=True):
             label, amount = p.cert.card_number, p.spec.amount
             if answer.status != "accepted":

@@ -29,6 +29,14 @@ from jointpay.protocol.terminal import (
 from jointpay.service.errors import Refused
 
 
+class DepositPort(Protocol):
+    """Where a merchant deposits: its bank, or a clearing house that relays to it."""
+
+    @property
+    def bank_id(self) -> str: ...
+    def deposit(self, message: object) -> dict[str, Any]: ...
+
+
 class BankPort(Protocol):
     """What a terminal or a card holder needs from a bank."""
 

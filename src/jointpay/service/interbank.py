@@ -48,6 +48,8 @@ from jointpay.service.scheme import (
     INTERBANK_TAG,
     POSITION_FORMAT,
     POSITION_TAG,
+    RELAY_FORMAT,
+    RELAY_TAG,
     SCHEME_CONFIG_KEY,
     SETTLED_TAG,
     SETTLEMENT_FORMAT,
@@ -363,6 +365,30 @@ class Interbank:
                 ],
             },
         )
+
+    # -- acquirer: a merchant's deposit relayed by a house ------------------------------
+    def relayed(self, message: object) -> dict[str, Any]:
+        """A house brings one of our merchants' deposits, with its clearing of the other
+        banks' cards: run the session as if the merchant had come to us, taking the
+        house's results for those cards; our own cards we check ourselves."""
+        link = self._sender(message)
+        try:
+            body = open_body(link.cert.verify_key, RELAY_TAG, message, RELAY_FORMAT)
+            if field(body, "acquirer", str) != self.bank.bank_id:
+                raise SchemeError("the deposit is for another bank")
+            answers: dict[tuple[str, int], Cleared] = {}
+            for r in field(body, "results", list):
+                if not isinstance(r, dict):
+                    raise SchemeError("a result is not an object")
+                card, ser = field(r, "card", str), r.get("ser")
+                if not isinstance(ser, int) or isinstance(ser, bool):
+                    continue  # a payment too malformed to name: we reject it ourselves
+                ok = r.get("status") == "accepted"
+                reason = None if ok else str(r.get("reason") or "rejected")
+                answers[(card, ser)] = Cleared("accepted" if ok else "rejected", reason, link.ch_id)
+        except SchemeError as exc:
+            raise BadInput("malformed", f"relayed deposit: {exc}") from exc
+        return self.bank.deposit(body.get("deposit"), relayed=answers)
 
     def online_check(self, message: object) -> dict[str, Any]:
         """A house asks, for another bank's terminal, whether our card may pay."""

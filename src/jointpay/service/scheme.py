@@ -33,6 +33,7 @@ INTERBANK_FORMAT: Final = "jointpay-interbank/1"
 INTERBANK_RECEIPT_FORMAT: Final = "jointpay-interbank-receipt/1"
 SETTLEMENT_FORMAT: Final = "jointpay-settlement/1"
 POSITION_FORMAT: Final = "jointpay-position/1"
+RELAY_FORMAT: Final = "jointpay-relay/1"
 
 CLEAR_TAG: Final = b"jointpay/v1/clear"
 CLEARED_TAG: Final = b"jointpay/v1/cleared"
@@ -41,6 +42,7 @@ INTERBANK_RECEIPT_TAG: Final = b"jointpay/v1/interbank-receipt"
 SETTLEMENT_TAG: Final = b"jointpay/v1/settlement"
 SETTLED_TAG: Final = b"jointpay/v1/settled"
 POSITION_TAG: Final = b"jointpay/v1/position"
+RELAY_TAG: Final = b"jointpay/v1/relay"
 
 
 class SchemeError(Exception):
@@ -173,6 +175,7 @@ class MemberPort(Protocol):
     """A member bank as a clearing house reaches it."""
 
     def interbank_deposit(self, message: dict[str, Any]) -> dict[str, Any]: ...
+    def interbank_relayed(self, message: dict[str, Any]) -> dict[str, Any]: ...
     def interbank_settlement(self, message: dict[str, Any]) -> dict[str, Any]: ...
     def interbank_position(self, clearing_house: str) -> dict[str, Any]: ...
     def interbank_online_check(self, message: dict[str, Any]) -> dict[str, Any]: ...
