@@ -427,6 +427,30 @@ def test_a_merchant_deposits_directly_at_a_clearing_house(scheme: dict[str, Any]
             "--pin-stdin",
             stdin=PIN,
         )
+    # On-line clearance of B's card at A's terminal goes A -> ch-1 -> B, signed each hop.
+    ask = {"card": cards["bo"], "issuer": "bank-b"}
+    yes = httpx.post(f"{w['url']['bank-a']}/v1/online-check", json={**ask, "amount": 4_000})
+    no = httpx.post(f"{w['url']['bank-a']}/v1/online-check", json={**ask, "amount": 4_001})
+    assert (yes.json()["approved"], no.json()["approved"]) == (True, False)
+    assert no.json()["reason"] == "insufficient_balance"  # B has seen no payment yet: 40.00
+    cleared = jp(
+        ha,
+        None,
+        "pay",
+        "--card",
+        cards["bo"],
+        "--merchant",
+        "Shop",
+        "--amount",
+        "1.00",
+        "--floor-limit",
+        "0.00",
+        "--bank",
+        w["url"]["bank-a"],
+        "--pin-stdin",
+        stdin=PIN,
+    )
+    assert cleared["ser"] == 1
     batch = w["root"] / "batch-house.json"
     batch.write_text(json.dumps(jp(ha, None, "merchant", "export", "--merchant", "Shop")))
 
@@ -447,16 +471,16 @@ def test_a_merchant_deposits_directly_at_a_clearing_house(scheme: dict[str, Any]
 
     got = jp(ha, None, "deposit", "--merchant", "Shop", "--clearing", house)
     assert sorted((r["card"], r["status"]) for r in got["results"]) == sorted(
-        [(cards["amy"], "accepted"), (cards["bo"], "accepted")]
+        [(cards["amy"], "accepted"), (cards["bo"], "accepted"), (cards["bo"], "accepted")]
     )
     assert got["deposits"][0]["bank_id"] == "bank-a"  # the receipt is A's, signed by A
     with Home(ha, db_a).bank() as a:
-        assert a.account(a.merchant("Shop").account_id).balance == shop_before + 2_500
+        assert a.account(a.merchant("Shop").account_id).balance == shop_before + 2_600
     with Home(hb, db_b).bank() as b:
-        assert b.account(b.card(cards["bo"]).float_account).balance == 2_000
+        assert b.account(b.card(cards["bo"]).float_account).balance == 1_900
     positions = jp(w["home"]["ch-1"], w["db"]["ch-1"], "clearing", "audit")
     assert positions["ok"], positions
-    assert positions["positions"]["bank-b"] == -2_000  # B owes the house what bo paid
+    assert positions["positions"]["bank-b"] == -2_100  # B owes the house what bo paid
 
     # The same payments again, in a new session through the house: nothing twice.
     again = jp(
@@ -471,9 +495,9 @@ def test_a_merchant_deposits_directly_at_a_clearing_house(scheme: dict[str, Any]
         house,
         code=1,
     )
-    assert [r["reason"] for r in again["results"]] == ["duplicate", "duplicate"]
+    assert [r["reason"] for r in again["results"]] == ["duplicate"] * 3
     with Home(ha, db_a).bank() as a:
-        assert a.account(a.merchant("Shop").account_id).balance == shop_before + 2_500
+        assert a.account(a.merchant("Shop").account_id).balance == shop_before + 2_600
     for b in ("bank-a", "bank-b"):
         audit = jp(w["home"][b], w["db"][b], "bank", "audit")
         assert audit["ok"], audit
