@@ -13,6 +13,7 @@ Set-based, in three passes inside the session's one transaction:
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import threading
 from collections import OrderedDict
@@ -73,6 +74,8 @@ class _Parsed:
     spec_bytes: bytes
     spec: PaymentSpec
     cert_pc: PaymentCert
+    hint: bytes = b""
+    """The terminal's a' (untrusted): lets a secure modp group use the batch test."""
 
 
 _BREACH_TEXT = {
@@ -131,7 +134,7 @@ class DepositRun:
 
     @staticmethod
     def _jobs(items: list[_Parsed]) -> list[Job]:
-        return [job_for(p.cert.group, p.cert.joint_key.encoded, p.cert_pc) for p in items]
+        return [job_for(p.cert.group, p.cert.joint_key.encoded, p.cert_pc, p.hint) for p in items]
 
     def run(self) -> list[PaymentResult]:
         parsed: list[_Parsed | PaymentResult] = []
@@ -228,7 +231,11 @@ class DepositRun:
             pc = PaymentCert.parse(cert.group, ser, spec_bytes, b, r)
         except CryptoError:
             return _rejected(label, ser, "malformed")
-        return _Parsed(cert, ser, spec_bytes, spec, pc)
+        hint = b""
+        if isinstance(p.hint, str) and len(p.hint) <= 1024:  # untrusted; unusable is empty
+            with contextlib.suppress(ValueError):
+                hint = bytes.fromhex(p.hint)
+        return _Parsed(cert, ser, spec_bytes, spec, pc, hint)
 
     # -- pass 2: prefetch -------------------------------------------------------------
     def _prefetch(self, parsed: list[_Parsed]) -> None:

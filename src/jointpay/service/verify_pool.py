@@ -1,10 +1,10 @@
 """PAYMENT-CERT verification on the machine's other cores, for large deposits.
 
 The deposit path submits chunks of parsed payments as soon as they are parsed and
-goes on parsing; worker processes verify them with the very same
-:func:`jointpay.crypto.schnorr.verify` the in-process path uses and return one bool
-per payment. The accepted set is therefore the strict per-payment rule's, by
-construction. Small batches, and machines with one core, verify in process.
+goes on parsing; worker processes verify them and return one bool per payment: the
+strict per-payment rule's answer, computed by :func:`verify_jobs` (strict
+:func:`jointpay.crypto.schnorr.verify`, or the exact batch test on a secure modp
+group). Small batches, and machines with one core, verify in process.
 
 The pool is created on first use and closed with :meth:`Verifier.close`. It starts
 by ``fork`` when the process runs no other thread (cheap, and safe then), and by
@@ -20,34 +20,55 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Final
 
+from jointpay.crypto.batch import Item, secure_cofactor, verify_batch, verify_with_card_tables
 from jointpay.crypto.errors import CryptoError
 from jointpay.crypto.group import ModpGroup, ModpParams, get_group, modp_group
 from jointpay.crypto.schnorr import PaymentCert, verify
 
-Job = tuple[str, ModpParams | None, bytes, int, bytes, int, int]
-"""(suite, modp parameters or None, enc(Y), ser, spec, b, r)."""
+Job = tuple[str, ModpParams | None, bytes, int, bytes, int, int, bytes]
+"""(suite, modp parameters or None, enc(Y), ser, spec, b, r, hint a' or b"")."""
 
 CHUNK: Final = 512
 MIN_POOL_BATCH: Final = 2048
+CARD_TABLE_MIN: Final = 16
+"""A card with this many payments in one chunk gets a window table for its Y (modp)."""
 
 
-def job_for(group: object, y_enc: bytes, cert: PaymentCert) -> Job:
+def job_for(group: object, y_enc: bytes, cert: PaymentCert, hint: bytes = b"") -> Job:
     params = group.params if isinstance(group, ModpGroup) else None
     suite = "modp-2048-256" if params is not None else "secp256k1"
-    return (suite, params, y_enc, cert.ser, cert.spec, cert.b, cert.r)
+    return (suite, params, y_enc, cert.ser, cert.spec, cert.b, cert.r, hint)
 
 
 def verify_jobs(jobs: Sequence[Job]) -> list[bool]:
-    """Strict per-payment verification of each job (runs in a worker or in process)."""
-    out: list[bool] = []
-    for suite, params, y_enc, ser, spec, b, r in jobs:
-        group = modp_group(params) if params is not None else get_group(suite)
+    """Each job's answer under the strict rule (runs in a worker or in process).
+
+    modp jobs on a secure group with the terminal's hints go through the exact batch
+    test (:mod:`jointpay.crypto.batch`); on other modp groups a card with many
+    payments gets a window table for its Y; secp256k1 jobs are verified one by one.
+    """
+    out: list[bool | None] = [None] * len(jobs)
+    modp: dict[ModpParams, list[int]] = {}
+    for i, (suite, params, y_enc, ser, spec, b, r, _) in enumerate(jobs):
+        if params is not None:
+            modp.setdefault(params, []).append(i)
+            continue
+        group = get_group(suite)
         try:
             verify(group, group.decode(y_enc), PaymentCert(ser, spec, b, r))
-            out.append(True)
+            out[i] = True
         except CryptoError:
-            out.append(False)
-    return out
+            out[i] = False
+    for params, idx in modp.items():
+        group = modp_group(params)
+        items = [Item(jobs[i][2], PaymentCert(*jobs[i][3:7]), jobs[i][7]) for i in idx]
+        if secure_cofactor(params) is not None:
+            answers = verify_batch(group, items)
+        else:
+            answers = verify_with_card_tables(group, items, CARD_TABLE_MIN)
+        for i, ok in zip(idx, answers, strict=True):
+            out[i] = ok
+    return [bool(v) for v in out]
 
 
 class Verifier:

@@ -1,0 +1,251 @@
+"""Fast verification of many PAYMENT-CERTs, with exactly the strict rule's answers.
+
+Two tools, both for the modp suite (public data only, so variable time is fine):
+
+* :class:`FixedBase`, a window table for a base used with many exponents: ``g`` (once
+  per group and process), or a card's ``Y`` when that card has many payments in a
+  batch. ``g^r`` then costs 256/w multiplications instead of a full exponentiation.
+* :func:`verify_batch`, the small-exponent batch test (Bellare, Garay, Rabin,
+  EUROCRYPT 1998) over the terminal's hints ``a'``, for **secure** groups only
+  (p = 2qh + 1 with q and h prime, see :func:`secure_cofactor`).
+
+Soundness, in short (docs/performance.md has the argument in full): each payment's
+hint ``A`` must hash to its ``b`` (checked one by one, so ``A`` is the only value that
+can make the strict check pass) and be a quadratic residue (Legendre symbol 1, so
+``A`` lies in the subgroup of order qh, which has no element of small order). With
+``d_i = A_i / (g^r_i Y_i^b_i)`` in that subgroup, the batch equation
+``prod A_i^z_i = g^(sum z_i r_i) prod_Y Y^(sum z_i b_i)`` says ``prod d_i^z_i = 1``; for
+fresh uniform ``z_i`` in [1, 2^64] it holds while some ``d_i != 1`` with probability at
+most 2^-64, because every non-trivial ``d_i`` has order q, h or qh, all above 2^64.
+So a passing batch has ``A_i = g^r_i Y_i^b_i`` for every i, which with the hash check
+is the strict rule. On the RFC 5114 group (p - 1)/q has small factors and a hint with
+a small-order component would pass with probability 1/d (Boyd and Pavlovski, 2000):
+there, and for payments without a usable hint, every payment is verified strictly.
+
+A failing batch is split in halves until the bad payments are found; small pieces
+are verified strictly, so every payment gets the strict rule's answer.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Final, Literal
+
+import gmpy2
+
+from jointpay.crypto.errors import CryptoError
+from jointpay.crypto.group import Q_BITS, FixedBase, ModpGroup, ModpParams, is_probable_prime
+from jointpay.crypto.schnorr import MAX_SER, PAYMENT_TAG, PaymentCert, challenge, verify
+
+Z_BITS: Final = 64
+"""Bits of each random batch exponent: a bad batch passes with probability <= 2^-64."""
+STRICT_BELOW: Final = 4
+"""Pieces this small (after bisection) are verified payment by payment."""
+
+
+@lru_cache(maxsize=32)
+def secure_cofactor(params: ModpParams) -> int | None:
+    """``h`` if p = 2qh + 1 with h a prime above 2^64 (the only elements of small order
+    are then 1 and -1); None otherwise (the batch test is not used on such groups)."""
+    p, q = params.p, params.q
+    h = (p - 1) // (2 * q)  # exact: q is an odd prime dividing the even p - 1
+    if h.bit_length() <= Z_BITS or h == q or not is_probable_prime(h):
+        return None
+    return h
+
+
+def multi_pow(bases: Sequence[Any], exps: Sequence[int], p: Any) -> Any:
+    """``prod bases[i]^exps[i] mod p`` by Pippenger's bucket method (public inputs)."""
+    n = len(bases)
+    if n == 0:
+        return gmpy2.mpz(1)
+    if n < 8:
+        acc = gmpy2.mpz(1)
+        for b, e in zip(bases, exps, strict=True):
+            acc = acc * gmpy2.powmod(b, e, p) % p
+        return acc
+    bits = max(e.bit_length() for e in exps)
+    c = max(2, (n.bit_length() - 2))  # ~log2(n) - 2: few windows, buckets << n
+    c = min(c, 12)
+    mask = (1 << c) - 1
+    one = gmpy2.mpz(1)
+    acc = one
+    for shift in range(((bits + c - 1) // c - 1) * c, -1, -c):
+        if acc != one:
+            for _ in range(c):
+                acc = acc * acc % p
+        buckets: list[Any] = [None] * (mask + 1)
+        for b, e in zip(bases, exps, strict=True):
+            d = (e >> shift) & mask
+            if d:
+                cur = buckets[d]
+                buckets[d] = b if cur is None else cur * b % p
+        running = one
+        total = one
+        for d in range(mask, 0, -1):  # sum_d d * bucket[d] as a running product
+            bd = buckets[d]
+            if bd is not None:
+                running = running * bd % p
+            if running != one:
+                total = total * running % p
+        if total != one:
+            acc = acc * total % p
+    return acc
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One payment to verify: the card's key (encoded, already validated), the
+    certificate and the terminal's hint (untrusted; may be empty)."""
+
+    y_enc: bytes
+    cert: PaymentCert
+    hint: bytes = b""
+
+
+def verify_with_card_tables(group: ModpGroup, items: Sequence[Item], min_uses: int) -> list[bool]:
+    """The strict rule, item by item, with a window table for each card's Y that has at
+    least ``min_uses`` payments here (any modp group: no batch test involved)."""
+    uses: dict[bytes, int] = {}
+    for it in items:
+        uses[it.y_enc] = uses.get(it.y_enc, 0) + 1
+    tables: dict[bytes, FixedBase] = {}
+    out: list[bool] = []
+    p, q = gmpy2.mpz(group.p), group.q
+    for it in items:
+        if uses[it.y_enc] < min_uses:
+            out.append(verify_strict(group, it))
+            continue
+        c = it.cert
+        if not (0 <= c.b < q and 0 < c.r < q and 0 <= c.ser <= MAX_SER):
+            out.append(False)
+            continue
+        table = tables.get(it.y_enc)
+        if table is None:
+            try:
+                y = group.decode(it.y_enc)
+            except CryptoError:
+                uses[it.y_enc] = 0  # verify_strict refuses each of them
+                out.append(False)
+                continue
+            table = tables[it.y_enc] = FixedBase(y.native, p, bits=Q_BITS, w=4)
+        v = group.g_table.pow(c.r) * table.pow(c.b) % p
+        if v == 1:
+            out.append(False)
+            continue
+        a_enc = int(v).to_bytes(group.element_len, "big")
+        out.append(challenge(group, PAYMENT_TAG, it.y_enc, c.ser, c.spec, a_enc) == c.b)
+    return out
+
+
+def verify_strict(group: ModpGroup, item: Item) -> bool:
+    try:
+        verify(group, group.decode(item.y_enc), item.cert)
+    except CryptoError:
+        return False
+    return True
+
+
+def verify_batch(
+    group: ModpGroup, items: Sequence[Item], *, z_bits: int = Z_BITS, draw: Any = None
+) -> list[bool]:
+    """The strict rule's answer for every item, using the batch test where it is exact.
+
+    ``draw(bits)`` gives the random exponents (the OS CSPRNG by default; tests pass a
+    seeded one only to replay a case, never in production).
+    """
+    if secure_cofactor(group.params) is None:
+        return [verify_strict(group, it) for it in items]
+    rand = draw if draw is not None else secrets.randbits
+    out: list[bool | None] = [None] * len(items)
+    ready: list[tuple[int, Any, Any]] = []  # (index, A, Y) that passed the single checks
+    p = gmpy2.mpz(group.p)
+    q = group.q
+    for i, it in enumerate(items):
+        checked = _single_checks(group, it, p, q)
+        if checked is None:
+            out[i] = verify_strict(group, it)  # no usable hint: the strict rule itself
+        elif checked is False:
+            out[i] = False  # the certificate breaks a range rule: strict refuses it too
+        else:
+            ready.append((i, checked[0], checked[1]))
+    _bisect(group, items, ready, out, p, z_bits, rand)
+    return [bool(v) for v in out]
+
+
+def _single_checks(
+    group: ModpGroup, it: Item, p: Any, q: int
+) -> tuple[Any, Any] | Literal[False] | None:
+    """Per-payment checks. None: verify strictly; False: invalid; (A, Y): batch it."""
+    c = it.cert
+    if not (0 <= c.b < q and 0 < c.r < q and 0 <= c.ser <= MAX_SER):
+        return False
+    if len(it.hint) != group.element_len:
+        return None
+    a = gmpy2.mpz(int.from_bytes(it.hint, "big"))
+    if not 1 < a < p or gmpy2.legendre(a, p) != 1:
+        return None
+    if challenge(group, PAYMENT_TAG, it.y_enc, c.ser, c.spec, it.hint) != c.b:
+        return None  # a wrong hint; the payment may still be valid
+    try:
+        y = group.decode(it.y_enc).native
+    except CryptoError:
+        return False
+    return a, y
+
+
+def _bisect(
+    group: ModpGroup,
+    items: Sequence[Item],
+    ready: list[tuple[int, Any, Any]],
+    out: list[bool | None],
+    p: Any,
+    z_bits: int,
+    rand: Any,
+) -> None:
+    stack = [ready]
+    while stack:
+        part = stack.pop()
+        if not part:
+            continue
+        if len(part) < STRICT_BELOW:
+            for i, _, _ in part:
+                out[i] = verify_strict(group, items[i])
+            continue
+        if _batch_equation(group, items, part, p, z_bits, rand):
+            for i, _, _ in part:
+                out[i] = True
+            continue
+        mid = len(part) // 2
+        stack.append(part[mid:])
+        stack.append(part[:mid])
+
+
+def _batch_equation(
+    group: ModpGroup,
+    items: Sequence[Item],
+    part: list[tuple[int, Any, Any]],
+    p: Any,
+    z_bits: int,
+    rand: Any,
+) -> bool:
+    """prod A_i^z_i == g^(sum z_i r_i) * prod_Y Y^(sum z_i b_i), fresh z_i."""
+    q = group.q
+    zs = [rand(z_bits) + 1 for _ in part]  # uniform in [1, 2^64]
+    g_exp = 0
+    y_exp: dict[bytes, int] = {}
+    y_val: dict[bytes, Any] = {}
+    for (i, _, y), z in zip(part, zs, strict=True):
+        c = items[i].cert
+        g_exp += z * c.r
+        key = items[i].y_enc
+        y_exp[key] = y_exp.get(key, 0) + z * c.b
+        y_val[key] = y
+    left = multi_pow([a for _, a, _ in part], zs, p)
+    right = group.g_table.pow(g_exp % q)
+    keys = list(y_exp)
+    right = right * multi_pow([y_val[k] for k in keys], [y_exp[k] % q for k in keys], p) % p
+    return bool(left == right)

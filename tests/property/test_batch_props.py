@@ -1,0 +1,233 @@
+"""The fast paths accept exactly what strict verification accepts.
+
+Adversarial batches go through :func:`verify_batch` (the small-exponent test over the
+terminal's hints, on the secure group) and :func:`verify_with_card_tables`, and every
+payment's answer must equal :func:`verify_strict`'s. The adversary holds the cards'
+secrets, so it can make certificates whose hint is off by exactly the components the
+batch test is weakest against: -1 and an element of order h.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+import gmpy2
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from jointpay.crypto.batch import (
+    Item,
+    _batch_equation,
+    multi_pow,
+    secure_cofactor,
+    verify_batch,
+    verify_strict,
+    verify_with_card_tables,
+)
+from jointpay.crypto.group import ModpGroup, get_group
+from jointpay.crypto.schnorr import PAYMENT_TAG, PaymentCert, challenge
+
+SECURE = get_group("modp-2048-256", "jointpay-secure-2048-256")
+RFC5114 = get_group("modp-2048-256")
+assert isinstance(SECURE, ModpGroup)
+assert isinstance(RFC5114, ModpGroup)
+
+
+def enc(group: ModpGroup, v: Any) -> bytes:
+    return int(v).to_bytes(group.element_len, "big")
+
+
+class Card:
+    def __init__(self, group: ModpGroup) -> None:
+        self.group = group
+        self.x = group.random_scalar()
+        self.y = group.public_key(self.x)
+
+    def pay(self, ser: int, spec: bytes, delta: Any = 1) -> Item:
+        """A certificate whose b commits to a' = g^w * delta (delta = 1: an honest one)."""
+        g = self.group
+        w = g.random_scalar()
+        a = g.g_table.pow(w) * gmpy2.mpz(delta) % g.p
+        b = challenge(g, PAYMENT_TAG, self.y.encoded, ser, spec, enc(g, a))
+        r = (b * self.x + w) % g.q
+        return Item(self.y.encoded, PaymentCert(ser, spec, b, r), enc(g, a))
+
+
+def order_h_element(group: ModpGroup) -> Any:
+    """An element of order exactly h (a QR that is not in the order-q subgroup)."""
+    p, q = gmpy2.mpz(group.p), group.q
+    while True:
+        e = gmpy2.powmod(secrets.randbelow(group.p - 3) + 2, 2 * q, p)
+        if e != 1:
+            return e
+
+
+def test_the_secure_group_is_secure_and_rfc5114_is_not() -> None:
+    h = secure_cofactor(SECURE.params)
+    assert h is not None
+    assert SECURE.p == 2 * SECURE.q * h + 1
+    assert secure_cofactor(RFC5114.params) is None
+
+
+def test_multi_pow_matches_the_naive_product() -> None:
+    p = gmpy2.mpz(SECURE.p)
+    cases = [(n, None) for n in (0, 1, 7, 8, 9, 64, 300)] + [(9, 1 << 40)]  # empty windows
+    for n, fixed in cases:
+        bases = [gmpy2.mpz(secrets.randbelow(SECURE.p - 2) + 2) for _ in range(n)]
+        exps = [fixed or secrets.randbits(secrets.choice([1, 64, 256])) for _ in range(n)]
+        naive = gmpy2.mpz(1)
+        for b, e in zip(bases, exps, strict=True):
+            naive = naive * gmpy2.powmod(b, e, p) % p
+        assert multi_pow(bases, exps, p) == naive
+
+
+def test_the_window_table_agrees_with_powmod_for_every_exponent() -> None:
+    g, p = SECURE.g_table, gmpy2.mpz(SECURE.p)
+    for e in (0, 1, 255, 256, (1 << 255) + 1, SECURE.q - 1, SECURE.q + 5, 1 << 300, -3):
+        assert g.pow(e) == gmpy2.powmod(SECURE.g, e, p)
+
+
+def test_keys_outside_the_subgroup_and_an_identity_a_are_refused_by_every_path() -> None:
+    card = Card(SECURE)
+    # r = x*b makes g^r * Y^b = 1: strict refuses a' = 1, and so must the fast paths.
+    b = 12345
+    identity = Item(card.y.encoded, PaymentCert(1, b"s", b, b * card.x % SECURE.q), enc(SECURE, 1))
+    # -1 has order 2: not a valid key, even under a hint that hashes right.
+    bad_y = enc(SECURE, SECURE.p - 1)
+    hint = card.pay(2, b"t").hint
+    forged_b = challenge(SECURE, PAYMENT_TAG, bad_y, 2, b"t", hint)
+    bad_key = Item(bad_y, PaymentCert(2, b"t", forged_b, 5), hint)
+    items = [identity, identity, bad_key, bad_key, card.pay(3, b"u")]
+    strict = [verify_strict(SECURE, it) for it in items]
+    assert strict == [False, False, False, False, True]
+    assert verify_batch(SECURE, items) == strict
+    assert verify_with_card_tables(SECURE, items, 2) == strict
+
+
+def test_a_minus_one_hint_fools_the_bare_equation_but_not_the_verifier() -> None:
+    """Boyd and Pavlovski's attack: the hint -a' passes the plain small-exponent test
+    whenever z is even; the Legendre check sends it to strict verification instead."""
+    card = Card(SECURE)
+    honest = [card.pay(i, b"ok %d" % i) for i in range(6)]
+    evil = card.pay(99, b"evil", delta=SECURE.p - 1)
+    items = [*honest, evil]
+    ready = [
+        (i, gmpy2.mpz(int.from_bytes(it.hint, "big")), card.y.native) for i, it in enumerate(items)
+    ]
+    p = gmpy2.mpz(SECURE.p)
+    assert _batch_equation(SECURE, items, ready, p, 1, lambda bits: 1)  # z = 2: fooled
+    assert not verify_strict(SECURE, evil)
+    assert verify_batch(SECURE, items) == [True] * 6 + [False]
+
+
+KINDS = (
+    "valid",
+    "no_hint",
+    "wrong_hint",
+    "hint_times_minus_one",
+    "hint_times_order_h",
+    "signed_over_minus_one",
+    "signed_over_order_h",
+    "hint_one",
+    "hint_swapped",
+    "r_changed",
+    "b_changed",
+    "b_out_of_range",
+    "duplicate",
+)
+
+
+def build(group: ModpGroup, cards: list[Card], plan: list[tuple[str, int]]) -> list[Item]:
+    items: list[Item] = []
+    for n, (kind, who) in enumerate(plan):
+        card = cards[who % len(cards)]
+        it = card.pay(n, b"spec %d" % n)
+        c = it.cert
+        if kind == "no_hint":
+            it = Item(it.y_enc, c, b"")
+        elif kind == "wrong_hint":
+            it = Item(it.y_enc, c, enc(group, group.g_table.pow(group.random_scalar())))
+        elif kind == "hint_times_minus_one":
+            it = Item(it.y_enc, c, enc(group, (group.p - int.from_bytes(it.hint, "big"))))
+        elif kind == "hint_times_order_h":
+            a = gmpy2.mpz(int.from_bytes(it.hint, "big")) * order_h_element(group) % group.p
+            it = Item(it.y_enc, c, enc(group, a))
+        elif kind == "signed_over_minus_one":
+            it = card.pay(n, b"spec %d" % n, delta=group.p - 1)
+        elif kind == "signed_over_order_h":
+            it = card.pay(n, b"spec %d" % n, delta=order_h_element(group))
+        elif kind == "hint_one":
+            it = Item(it.y_enc, c, enc(group, 1))
+        elif kind == "hint_swapped" and items:
+            it = Item(it.y_enc, c, items[-1].hint)
+        elif kind == "r_changed":
+            it = Item(it.y_enc, PaymentCert(c.ser, c.spec, c.b, (c.r + 1) % group.q or 1), it.hint)
+        elif kind == "b_changed":
+            it = Item(it.y_enc, PaymentCert(c.ser, c.spec, (c.b + 1) % group.q, c.r), it.hint)
+        elif kind == "b_out_of_range":
+            it = Item(it.y_enc, PaymentCert(c.ser, c.spec, c.b + group.q, c.r), it.hint)
+        elif kind == "duplicate" and items:
+            it = items[-1]
+        items.append(it)
+    return items
+
+
+@pytest.mark.parametrize("group", [SECURE, RFC5114], ids=["secure", "rfc5114"])
+def test_fast_paths_give_the_strict_answers(group: ModpGroup) -> None:
+    cards = [Card(group) for _ in range(3)]
+
+    @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(
+        st.lists(
+            st.tuples(st.sampled_from(KINDS), st.integers(min_value=0, max_value=2)),
+            min_size=1,
+            max_size=24,
+        )
+    )
+    def prop(plan: list[tuple[str, int]]) -> None:
+        items = build(group, cards, plan)
+        strict = [verify_strict(group, it) for it in items]
+        assert verify_batch(group, items) == strict
+        assert verify_with_card_tables(group, items, 2) == strict
+
+    prop()
+
+
+def test_one_bad_payment_among_ten_thousand_and_all_bad() -> None:
+    cards = [Card(SECURE) for _ in range(100)]
+    base = [cards[i % 100].pay(i, b"p %d" % i) for i in range(400)]
+    # 10,000 payments: the 400 signed ones repeated under their own (card, ser) are
+    # still each valid, which is what the batch test sees; one is broken.
+    items = [base[i % 400] for i in range(10_000)]
+    bad = 7_777
+    c = items[bad].cert
+    items[bad] = Item(items[bad].y_enc, PaymentCert(c.ser, c.spec, c.b, c.r ^ 2), items[bad].hint)
+    got = verify_batch(SECURE, items)
+    assert [i for i, ok in enumerate(got) if not ok] == [bad]
+    all_bad = [
+        Item(it.y_enc, PaymentCert(it.cert.ser, it.cert.spec, it.cert.b, it.cert.r ^ 2), it.hint)
+        for it in base[:64]
+    ]
+    assert verify_batch(SECURE, all_bad) == [False] * 64
+
+
+def test_random_exponents_come_from_the_csprng() -> None:
+    """Two runs over the same batch draw different z (not derived from the input)."""
+    seen: list[int] = []
+
+    def spy(bits: int) -> int:
+        z = secrets.randbits(bits)
+        seen.append(z)
+        return z
+
+    card = Card(SECURE)
+    items = [card.pay(i, b"x") for i in range(8)]
+    draw: Callable[[int], int] = spy
+    verify_batch(SECURE, items, draw=draw)
+    first = list(seen)
+    verify_batch(SECURE, items, draw=draw)
+    assert len(first) == 8
+    assert seen[8:] != first
