@@ -26,7 +26,7 @@ def test_pool_equals_in_process_on_adversarial_jobs(suite: str) -> None:
         jobs.append(job_for(group, y.encoded, PaymentCert(i, cert.spec, cert.b, cert.r ^ 1)))
         jobs.append(job_for(group, y.encoded, PaymentCert(i + 1, cert.spec, cert.b, cert.r)))
         jobs.append(job_for(group, y.encoded, PaymentCert(i, cert.spec + b"!", cert.b, cert.r)))
-    jobs.append((suite, jobs[0][1], b"\x00" * len(y.encoded), 0, b"", 1, 1, b""))  # bad key
+    jobs.append((suite, jobs[0][1], b"\x00" * len(y.encoded), 0, b"", 1, 1, b"", False))
     verifier = Verifier(workers=1)
     try:
         pooled = verifier.submit(jobs, batch_size=10**6)()

@@ -104,6 +104,8 @@ class Item:
     y_enc: bytes
     cert: PaymentCert
     hint: bytes = b""
+    known: bool = False
+    """Y was validated when its CARD-CERT was issued and stored (see ``Group.decode``)."""
 
 
 def verify_with_card_tables(group: ModpGroup, items: Sequence[Item], min_uses: int) -> list[bool]:
@@ -126,7 +128,7 @@ def verify_with_card_tables(group: ModpGroup, items: Sequence[Item], min_uses: i
         table = tables.get(it.y_enc)
         if table is None:
             try:
-                y = group.decode(it.y_enc)
+                y = group.decode(it.y_enc, known=it.known)
             except CryptoError:
                 uses[it.y_enc] = 0  # verify_strict refuses each of them
                 out.append(False)
@@ -143,7 +145,7 @@ def verify_with_card_tables(group: ModpGroup, items: Sequence[Item], min_uses: i
 
 def verify_strict(group: ModpGroup, item: Item) -> bool:
     try:
-        verify(group, group.decode(item.y_enc), item.cert)
+        verify(group, group.decode(item.y_enc, known=item.known), item.cert)
     except CryptoError:
         return False
     return True
@@ -191,7 +193,7 @@ def _single_checks(
     if challenge(group, PAYMENT_TAG, it.y_enc, c.ser, c.spec, it.hint) != c.b:
         return None  # a wrong hint; the payment may still be valid
     try:
-        y = group.decode(it.y_enc).native
+        y = group.decode(it.y_enc, known=it.known).native
     except CryptoError:
         return False
     return a, y

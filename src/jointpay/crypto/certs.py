@@ -251,13 +251,18 @@ class CardCert:
         return replace(self, signature=key.sign(CARD_CERT_TAG, self.tbs()))
 
     @classmethod
-    def decode(cls, data: bytes, groups: GroupResolver = get_group) -> CardCert:
+    def decode(
+        cls, data: bytes, groups: GroupResolver = get_group, *, known: bool = False
+    ) -> CardCert:
         """Parse a CARD-CERT; raise :class:`DecodeError` for any malformed input.
 
         Structural rules are checked here (lengths, ranges, identifiers, that every
         contribution key and the joint key are valid group elements, that the group
         parameters match the digest). The bank's signature, the proofs and the joint
         key's value are checked by :meth:`verify`.
+
+        ``known``: these are the exact bytes of a certificate the caller issued and
+        stored, so its keys were validated then; the modp subgroup tests are skipped.
         """
         rd = Reader(data, "CARD-CERT")
         version = rd.u8("version")
@@ -278,8 +283,8 @@ class CardCert:
         n = rd.u8("contribution count")
         if not 2 <= n <= MAX_CONTRIBUTIONS:
             raise DecodeError(f"CARD-CERT has {n} contributions (need 2 to {MAX_CONTRIBUTIONS})")
-        contributions = tuple(Contribution.read(group, rd) for _ in range(n))
-        joint = group.decode(rd.blob("joint key", max_len=group.element_len))
+        contributions = tuple(Contribution.read(group, rd, known=known) for _ in range(n))
+        joint = group.decode(rd.blob("joint key", max_len=group.element_len), known=known)
         currency = check_currency(rd.text("currency", max_len=3))
         mode_s = rd.text("mode", max_len=16)
         try:

@@ -88,8 +88,13 @@ class Group(ABC):
 
     # -- encoding -------------------------------------------------------------------
     @abstractmethod
-    def decode(self, data: bytes) -> Element:
-        """Parse ``enc(Y)``; raise :class:`InvalidElementError` unless valid non-identity."""
+    def decode(self, data: bytes, *, known: bool = False) -> Element:
+        """Parse ``enc(Y)``; raise :class:`InvalidElementError` unless valid non-identity.
+
+        ``known``: the caller validated these exact bytes before and kept them (a bank
+        reading back a CARD-CERT it issued and stored); a modp group then skips the
+        subgroup test (one exponentiation) and checks only length and range.
+        """
 
     def decode_scalar(self, data: bytes, *, allow_zero: bool = True) -> int:
         """Parse a 32-byte big-endian scalar in ``[0, q)`` (``(0, q)`` unless ``allow_zero``)."""
@@ -285,7 +290,7 @@ class ModpGroup(Group):
     def _wrap(self, value: Any) -> Element:
         return Element(self, value, int(value).to_bytes(self.element_len, "big"))
 
-    def decode(self, data: bytes) -> Element:
+    def decode(self, data: bytes, *, known: bool = False) -> Element:
         if not isinstance(data, bytes) or len(data) != self.element_len:
             got = len(data) if isinstance(data, bytes) else type(data).__name__
             raise InvalidElementError(
@@ -298,6 +303,8 @@ class ModpGroup(Group):
         y = gmpy2.mpz(int.from_bytes(data, "big"))
         if not self._one < y < self._p:
             raise InvalidElementError("element is not in (1, p)")
+        if known:  # validated when it was stored; not cached as checked here
+            return Element(self, y, data)
         if gmpy2.powmod(y, self._q, self._p) != self._one:
             raise InvalidElementError("element is not in the order-q subgroup")
         element = Element(self, y, data)
@@ -343,7 +350,8 @@ class Secp256k1Group(Group):
     q = SECP256K1_N
     element_len = 33
 
-    def decode(self, data: bytes) -> Element:
+    def decode(self, data: bytes, *, known: bool = False) -> Element:  # noqa: ARG002
+        # a point's decoding is its validation, and cheap: ``known`` changes nothing
         if not isinstance(data, bytes) or len(data) != self.element_len:
             got = len(data) if isinstance(data, bytes) else type(data).__name__
             raise InvalidElementError(

@@ -84,11 +84,13 @@ class Contribution:
         )
 
     @classmethod
-    def read(cls, group: Group, reader: Reader) -> Contribution:
+    def read(cls, group: Group, reader: Reader, *, known: bool = False) -> Contribution:
         role = reader.text("contribution role", max_len=32)
         if role not in {r.value for r in Role}:
             raise DecodeError(f"unknown contribution role {role!r}")
-        public = group.decode(reader.blob("contribution key", max_len=group.element_len))
+        public = group.decode(
+            reader.blob("contribution key", max_len=group.element_len), known=known
+        )
         c = group.decode_scalar(reader.raw(SCALAR_LEN, "proof c"))
         s = group.decode_scalar(reader.raw(SCALAR_LEN, "proof s"), allow_zero=False)
         return cls(role, public, c, s)

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from jointpay.crypto.certs import CardCert, CardMode
+from jointpay.crypto.certs import CERT_ID_LEN, CardCert, CardMode
 from jointpay.crypto.errors import CryptoError, ExpiredCertificateError
 from jointpay.crypto.schnorr import PaymentCert
 from jointpay.domain.money import RATE_SCALE, convert, format_amount
@@ -76,7 +76,12 @@ class _Parsed:
     cert_pc: PaymentCert
     hint: bytes = b""
     """The terminal's a' (untrusted): lets a secure modp group use the batch test."""
+    known: bool = False
+    """The CARD-CERT is one we issued and stored, byte for byte: its Y was validated."""
 
+
+_MAX_CERT_HEX = 64 * 1024
+"""Longer "cert" strings are left to the full path (which refuses them as malformed)."""
 
 _BREACH_TEXT = {
     "double_spend": "the same ser was signed over two different specs: the card was cloned "
@@ -111,6 +116,8 @@ class DepositRun:
         self.deposit_id = deposit_id
         self.now = now
         self._certs: dict[bytes, CardCert | str] = {}
+        self._known: set[int] = set()
+        """ids of the CardCerts read back from our own stored bytes."""
         self.cards: dict[str, CardRecord] = {}
         self.issued: dict[bytes, CertRecord] = {}
         self._issued_ok: dict[tuple[bytes, str], bool] = {}
@@ -134,7 +141,10 @@ class DepositRun:
 
     @staticmethod
     def _jobs(items: list[_Parsed]) -> list[Job]:
-        return [job_for(p.cert.group, p.cert.joint_key.encoded, p.cert_pc, p.hint) for p in items]
+        return [
+            job_for(p.cert.group, p.cert.joint_key.encoded, p.cert_pc, p.hint, p.known)
+            for p in items
+        ]
 
     def run(self) -> list[PaymentResult]:
         parsed: list[_Parsed | PaymentResult] = []
@@ -142,6 +152,7 @@ class DepositRun:
         pending: list[tuple[list[_Parsed], Callable[[], list[bool]]]] = []
         size = self.req.batch.count
         verifier = self.bank.verifier
+        self._read_own_certs()
         for raw in self.req.batch.payments():
             item = self._parse(raw)
             parsed.append(item)
@@ -171,6 +182,40 @@ class DepositRun:
         return results
 
     # -- pass 1: format ---------------------------------------------------------------
+    def _read_own_certs(self) -> None:
+        """The CARD-CERTs we issued, recognised by their stored bytes (one query).
+
+        Bytes equal to the certificate we signed and stored at issue need neither our
+        signature checked again nor, on modp, their keys' subgroup tests (three
+        exponentiations a card): both were done before we stored them. Anything else
+        takes the full path in :meth:`_cert`.
+        """
+        wanted: dict[bytes, list[bytes]] = {}
+        for card in self.req.batch.cards:
+            raw = card.get("cert") if isinstance(card, dict) else None
+            if not isinstance(raw, str) or len(raw) > _MAX_CERT_HEX:
+                continue
+            try:
+                data = bytes.fromhex(raw)
+            except ValueError:
+                continue
+            if len(data) > 1 + CERT_ID_LEN and data not in self._certs:
+                wanted.setdefault(data[1 : 1 + CERT_ID_LEN], []).append(data)
+        if not wanted:
+            return
+        self.issued = self.tx.get_certs(sorted(wanted))
+        for cert_id, candidates in wanted.items():
+            rec = self.issued.get(cert_id)
+            if rec is None or rec.encoded not in candidates:
+                continue
+            try:
+                cert = CardCert.decode(rec.encoded, self.bank.resolve_group, known=True)
+            except CryptoError:  # pragma: no cover - we stored it after checking it
+                continue
+            if cert.bank_id == self.bank.bank_id:
+                self._certs[rec.encoded] = cert
+                self._known.add(id(cert))
+
     def _cert(self, raw: object) -> CardCert | str:
         """Decode and check a CARD-CERT once per batch; a reason code if unusable."""
         if not isinstance(raw, str):
@@ -235,7 +280,7 @@ class DepositRun:
         if isinstance(p.hint, str) and len(p.hint) <= 1024:  # untrusted; unusable is empty
             with contextlib.suppress(ValueError):
                 hint = bytes.fromhex(p.hint)
-        return _Parsed(cert, ser, spec_bytes, spec, pc, hint)
+        return _Parsed(cert, ser, spec_bytes, spec, pc, hint, id(cert) in self._known)
 
     # -- pass 2: prefetch -------------------------------------------------------------
     def _prefetch(self, parsed: list[_Parsed]) -> None:
@@ -248,7 +293,9 @@ class DepositRun:
         parsed = [p for p in parsed if p.cert.bank_id == own]
         numbers = sorted({p.cert.card_number for p in parsed})
         self.cards = self.tx.lock_cards(numbers)
-        self.issued = self.tx.get_certs(sorted({p.cert.cert_id for p in parsed}))
+        missing = sorted({p.cert.cert_id for p in parsed} - self.issued.keys())
+        if missing:
+            self.issued.update(self.tx.get_certs(missing))
         self.prior = self.tx.existing_payments(
             sorted({(p.cert.card_number, p.ser) for p in parsed})
         )

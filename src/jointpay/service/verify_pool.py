@@ -25,8 +25,9 @@ from jointpay.crypto.errors import CryptoError
 from jointpay.crypto.group import ModpGroup, ModpParams, get_group, modp_group
 from jointpay.crypto.schnorr import PaymentCert, verify
 
-Job = tuple[str, ModpParams | None, bytes, int, bytes, int, int, bytes]
-"""(suite, modp parameters or None, enc(Y), ser, spec, b, r, hint a' or b"")."""
+Job = tuple[str, ModpParams | None, bytes, int, bytes, int, int, bytes, bool]
+"""(suite, modp parameters or None, enc(Y), ser, spec, b, r, hint a' or b"", known):
+``known`` says Y comes from a CARD-CERT the bank issued and stored (validated then)."""
 
 CHUNK: Final = 512
 MIN_POOL_BATCH: Final = 2048
@@ -34,10 +35,12 @@ CARD_TABLE_MIN: Final = 16
 """A card with this many payments in one chunk gets a window table for its Y (modp)."""
 
 
-def job_for(group: object, y_enc: bytes, cert: PaymentCert, hint: bytes = b"") -> Job:
+def job_for(
+    group: object, y_enc: bytes, cert: PaymentCert, hint: bytes = b"", known: bool = False
+) -> Job:
     params = group.params if isinstance(group, ModpGroup) else None
     suite = "modp-2048-256" if params is not None else "secp256k1"
-    return (suite, params, y_enc, cert.ser, cert.spec, cert.b, cert.r, hint)
+    return (suite, params, y_enc, cert.ser, cert.spec, cert.b, cert.r, hint, known)
 
 
 def verify_jobs(jobs: Sequence[Job]) -> list[bool]:
@@ -49,7 +52,7 @@ def verify_jobs(jobs: Sequence[Job]) -> list[bool]:
     """
     out: list[bool | None] = [None] * len(jobs)
     modp: dict[ModpParams, list[int]] = {}
-    for i, (suite, params, y_enc, ser, spec, b, r, _) in enumerate(jobs):
+    for i, (suite, params, y_enc, ser, spec, b, r, _, _) in enumerate(jobs):
         if params is not None:
             modp.setdefault(params, []).append(i)
             continue
@@ -61,7 +64,7 @@ def verify_jobs(jobs: Sequence[Job]) -> list[bool]:
             out[i] = False
     for params, idx in modp.items():
         group = modp_group(params)
-        items = [Item(jobs[i][2], PaymentCert(*jobs[i][3:7]), jobs[i][7]) for i in idx]
+        items = [Item(jobs[i][2], PaymentCert(*jobs[i][3:7]), jobs[i][7], jobs[i][8]) for i in idx]
         if secure_cofactor(params) is not None:
             answers = verify_batch(group, items)
         else:
