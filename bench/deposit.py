@@ -1,0 +1,475 @@
+"""The nightly deposit: payments per second against the raw verification limit.
+
+    python bench/deposit.py [--suite S ...] [--cards distinct|100 ...] [--sizes 100,1000]
+                            [--db sqlite,postgres] [--via inproc,http] [--json]
+    python bench/deposit.py --smoke
+    python bench/deposit.py --emit-batch FILE --home DIR --n N --suite S --cards distinct|100
+
+For each configuration it sets up a fresh bank (SQLite file, or a fresh PostgreSQL
+schema), opens the cards through the bank's own FIG. 10 load, signs the payments
+offline exactly as a card does (with the terminal's hint a' kept, as a terminal
+keeps it), and then times only the bank's side of the deposit:
+
+* ``inproc``: one merchant, one batch of N payments, deposited by a separate Python
+  process that loads the batch file and calls the bank (its peak RSS is reported).
+* ``http``: 8 merchants depositing their own N/8 payments at once through
+  ``jointpay bank serve`` (the server's peak RSS is reported).
+
+Beside each figure, measured in the same run on the same payments: ``raw``, strict
+per-payment verification (``schnorr.verify``) on one core, and ``naive``, the textbook
+verification of a modp payment (two full exponentiations and the hash) on one core.
+
+Suites: ``secp256k1``, ``modp-rfc5114`` (RFC 5114 section 2.3, the default modp
+group) and ``modp-secure`` (jointpay-secure-2048-256, where the exact batch test
+runs). ``--cards distinct`` makes every payment come from its own card; ``100`` spreads
+them over 100 cards. ``--smoke`` runs a tiny configuration of each and checks the
+results (every payment accepted once, the merchant credited, the books balanced, a
+second deposit all duplicates), not the speed.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    del sys.path[0]  # a script named like stdlib modules must not shadow them
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import gmpy2
+import httpx
+import psycopg
+
+from jointpay.api.client import HttpBank
+from jointpay.crypto.certs import CardCert, CardMode, issue_card_cert, mac
+from jointpay.crypto.group import ModpGroup
+from jointpay.crypto.joint import Role, prove_possession
+from jointpay.crypto.schnorr import PAYMENT_TAG, PaymentCert, SecretScalar, challenge, sign, verify
+from jointpay.home import Home
+from jointpay.protocol.deposit import BATCH_FORMAT
+from jointpay.protocol.messages import WITHDRAW_REQUEST_TAG, AuthKind, WithdrawRequest
+from jointpay.protocol.spec import PaymentSpec
+from jointpay.service.bank import Bank, luhn_complete
+
+SUITES: dict[str, tuple[str, str | None]] = {
+    "secp256k1": ("secp256k1", None),
+    "modp-rfc5114": ("modp-2048-256", None),
+    "modp-secure": ("modp-2048-256", "jointpay-secure-2048-256"),
+}
+PG = os.environ.get("JOINTPAY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+HTTP_MERCHANTS = 8
+AMOUNT = 100
+
+
+@dataclass(frozen=True)
+class BenchCard:
+    number: str
+    secret: SecretScalar
+    cert: CardCert
+
+
+def open_card(bank: Bank, now: int, load: int) -> BenchCard:
+    """FIG. 4 with the bench holding both shares, and the load through FIG. 10 (MAC)."""
+    group = bank.group
+    number = luhn_complete("4" + "".join(str(secrets.randbelow(10)) for _ in range(14)))
+    s_u = SecretScalar(group.random_scalar())
+    s_c = SecretScalar(group.random_scalar())
+    cert = issue_card_cert(
+        bank.signing_key,
+        group=group,
+        card_number=number,
+        contributions=[
+            prove_possession(group, s_u, number, Role.USER),
+            prove_possession(group, s_c, number, Role.BANK),
+        ],
+        currency=bank.currency,
+        mode=CardMode.CASH,
+        not_before=now - 3600,
+        not_after=now + 30 * 86400,
+        max_amount=bank.policy.max_amount,
+    )
+    master = secrets.token_bytes(32)
+    bank._open_card_account(number, "holder", CardMode.CASH, 0, cert, master, now)
+    req = WithdrawRequest(bank.bank_id, number, cert.cert_id, 1, 0, load, False, AuthKind.MAC)
+    bank.withdraw(
+        WithdrawRequest(
+            req.bank_id,
+            number,
+            cert.cert_id,
+            1,
+            0,
+            load,
+            False,
+            AuthKind.MAC,
+            mac(master, WITHDRAW_REQUEST_TAG, req.tbs()),
+        ).encode()
+    )
+    joint = SecretScalar((s_u.reveal() + s_c.reveal()) % group.q)
+    assert group.public_key(joint.reveal()) == cert.joint_key
+    return BenchCard(number, joint, cert)
+
+
+def sign_batch(
+    bank: Bank, sid: str, cards: list[BenchCard], n: int, start: int, now: int
+) -> dict[str, Any]:
+    """n payments to merchant ``sid``, as cards sign them and a terminal keeps them."""
+    group = bank.group
+    per_card: dict[str, dict[str, Any]] = {}
+    for i in range(start, start + n):
+        card = cards[i % len(cards)]
+        ser = i // len(cards)
+        spec = PaymentSpec(
+            bank.bank_id, sid, AMOUNT, bank.currency, now - 60, i, card.cert.cert_id
+        ).encode()
+        pc, a = sign(group, card.secret, card.cert.joint_key, ser, spec)
+        entry = per_card.setdefault(card.number, {"cert": card.cert.encode().hex(), "payments": []})
+        entry["payments"].append(
+            {
+                "ser": ser,
+                "spec": spec.hex(),
+                "b": pc.b_bytes.hex(),
+                "r": pc.r_bytes.hex(),
+                "hint": a.encoded.hex(),
+            }
+        )
+    return {
+        "format": BATCH_FORMAT,
+        "bank_id": bank.bank_id,
+        "sid": sid,
+        "cards": list(per_card.values()),
+    }
+
+
+@dataclass
+class World:
+    home: Home
+    db_url: str | None
+    batches: dict[str, dict[str, Any]]  # merchant name -> batch
+    samples: list[tuple[CardCert, PaymentCert]]
+
+
+def build_world(
+    root: Path, db_url: str | None, suite: str, n: int, cards_mode: str, merchants: list[str]
+) -> World:
+    s, group_name = SUITES[suite]
+    h = Home(root, db_url)
+    h.init_bank(suite=s, group=group_name, currency="EUR", bank_id="bench-bank")
+    now = int(time.time())
+    n_cards = n if cards_mode == "distinct" else min(int(cards_mode), n)
+    with h.bank() as bank:
+        per_card_load = AMOUNT * (-(-n // n_cards)) + AMOUNT
+        bank.open_account("holder", per_card_load * n_cards + 10**6)
+        cards = [open_card(bank, now, per_card_load) for _ in range(n_cards)]
+        tfs = [h.open_merchant(bank, m) for m in merchants]
+        share = n // len(merchants)
+        batches = {
+            tf.name: sign_batch(bank, tf.sid, cards, share, k * share, now)
+            for k, tf in enumerate(tfs)
+        }
+    samples = []
+    for batch in batches.values():
+        for entry in batch["cards"][:200]:
+            cert = CardCert.decode(bytes.fromhex(entry["cert"]))
+            for p in entry["payments"][:2]:
+                samples.append(
+                    (
+                        cert,
+                        PaymentCert.parse(
+                            cert.group,
+                            p["ser"],
+                            bytes.fromhex(p["spec"]),
+                            bytes.fromhex(p["b"]),
+                            bytes.fromhex(p["r"]),
+                        ),
+                    )
+                )
+    return World(h, db_url, batches, samples[:200])
+
+
+def raw_rates(
+    samples: list[tuple[CardCert, PaymentCert]], seconds: float = 1.5
+) -> dict[str, float]:
+    """Strict verify, and (modp) the textbook two-exponentiation verify, on one core."""
+    out = {}
+    n, t = 0, time.perf_counter()
+    while time.perf_counter() - t < seconds:
+        for cert, pc in samples:
+            verify(cert.group, cert.joint_key, pc)
+        n += len(samples)
+    out["raw_per_s"] = n / (time.perf_counter() - t)
+    group = samples[0][0].group
+    if isinstance(group, ModpGroup):
+        p, g = gmpy2.mpz(group.p), gmpy2.mpz(group.g)
+        n, t = 0, time.perf_counter()
+        while time.perf_counter() - t < seconds:
+            for cert, pc in samples:
+                a = gmpy2.powmod(g, pc.r, p) * gmpy2.powmod(cert.joint_key.native, pc.b, p) % p
+                enc = int(a).to_bytes(group.element_len, "big")
+                assert (
+                    challenge(group, PAYMENT_TAG, cert.joint_key.encoded, pc.ser, pc.spec, enc)
+                    == pc.b
+                )
+            n += len(samples)
+        out["naive_per_s"] = n / (time.perf_counter() - t)
+    else:
+        out["naive_per_s"] = out["raw_per_s"]
+    return out
+
+
+_CHILD = r"""
+import json, resource, sys, time
+from pathlib import Path
+from jointpay.home import Home
+from jointpay.protocol.deposit import loads_strict
+root, db, merchant, path = sys.argv[1], sys.argv[2] or None, sys.argv[3], sys.argv[4]
+h = Home(Path(root), db)
+with h.bank() as bank:
+    t = time.perf_counter()
+    receipt = h.deposit(merchant, bank, loads_strict(Path(path).read_bytes()))
+    dt = time.perf_counter() - t
+print(json.dumps({"seconds": dt, "accepted": receipt["accepted"],
+                  "rejected": receipt["rejected"],
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def deposit_inproc(w: World, root: Path) -> dict[str, Any]:
+    """Parse the batch file and deposit it, in a fresh process (its peak RSS is real)."""
+    [(name, batch)] = w.batches.items()
+    path = root / "batch.json"
+    path.write_text(json.dumps(batch))
+    run = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(root), w.db_url or "", name, str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if run.returncode:
+        raise RuntimeError(run.stderr[-2000:])
+    out: dict[str, Any] = json.loads(run.stdout)
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def deposit_http(w: World, root: Path) -> dict[str, Any]:
+    port = free_port()
+    env = {**os.environ}
+    env.pop("JOINTPAY_DB", None)
+    if w.db_url:
+        env["JOINTPAY_DB"] = w.db_url
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jointpay",
+            "--home",
+            str(root),
+            "bank",
+            "serve",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(400):
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        receipts: dict[str, dict[str, Any]] = {}
+        barrier = threading.Barrier(len(w.batches) + 1)
+
+        def merchant(name: str, batch: dict[str, Any]) -> None:
+            port_ = HttpBank(base, timeout=600)
+            try:
+                barrier.wait()
+                receipts[name] = w.home.deposit(name, port_, batch)
+            finally:
+                port_.close()
+
+        threads = [threading.Thread(target=merchant, args=kv) for kv in w.batches.items()]
+        for th in threads:
+            th.start()
+        barrier.wait()
+        t = time.perf_counter()
+        for th in threads:
+            th.join()
+        dt = time.perf_counter() - t
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        hwm = next(int(x.split()[1]) for x in status.splitlines() if x.startswith("VmHWM"))
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    return {
+        "seconds": dt,
+        "accepted": sum(int(r["accepted"]) for r in receipts.values()),
+        "rejected": sum(int(r["rejected"]) for r in receipts.values()),
+        "rss_mb": hwm / 1024,
+    }
+
+
+@contextmanager
+def database(kind: str) -> Iterator[str | None]:
+    if kind == "sqlite":
+        yield None
+        return
+    schema = f"jp_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    sep = "&" if "?" in PG else "?"
+    try:
+        yield f"{PG}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(PG, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def one(
+    suite: str, cards: str, n: int, db: str, via: str, *, check: bool = False
+) -> dict[str, Any]:
+    merchants = ["bench"] if via == "inproc" else [f"M{i}" for i in range(HTTP_MERCHANTS)]
+    n = n - n % len(merchants)
+    root = Path(tempfile.mkdtemp(prefix="jointpay-bench-deposit-"))
+    try:
+        with database(db) as url:
+            t = time.perf_counter()
+            w = build_world(root, url, suite, n, cards, merchants)
+            setup = time.perf_counter() - t
+            rates = raw_rates(w.samples)
+            got = deposit_inproc(w, root) if via == "inproc" else deposit_http(w, root)
+            if got["accepted"] != n or got["rejected"]:
+                raise AssertionError(f"{suite}/{cards}/{n}: {got}")
+            if check:
+                verify_books(w, n)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    rate = n / got["seconds"]
+    return {
+        "suite": suite,
+        "cards": cards,
+        "payments": n,
+        "db": db,
+        "via": via,
+        "merchants": len(merchants),
+        "cores": os.cpu_count() or 1,
+        "setup_s": round(setup, 1),
+        "seconds": round(got["seconds"], 3),
+        "per_s": round(rate),
+        "raw_per_s": round(rates["raw_per_s"]),
+        "naive_per_s": round(rates["naive_per_s"]),
+        "over_raw": round(rate / rates["raw_per_s"], 2),
+        "over_naive": round(rate / rates["naive_per_s"], 2),
+        "peak_rss_mb": round(got["rss_mb"], 1),
+    }
+
+
+def verify_books(w: World, n: int) -> None:
+    """--smoke: credited once, books balanced, a second deposit changes nothing."""
+    with w.home.bank() as bank:
+        credited = sum(bank.account(bank.merchant(m).account_id).balance for m in w.batches)
+        assert credited == n * AMOUNT, (credited, n * AMOUNT)
+        report = bank.audit()
+        assert report.ok, report.violations
+        for name, batch in w.batches.items():
+            again = w.home.deposit(name, bank, batch)
+            assert again["accepted"] == 0, again
+            assert {r["reason"] for r in again["results"]} == {"duplicate"}
+        assert bank.audit().ok
+
+
+def emit_batch(path: Path, home: Path, n: int, suite: str, cards: str) -> None:
+    if home.exists() and any(home.iterdir()):
+        raise SystemExit(f"{home} is not empty")
+    w = build_world(home, None, suite, n, cards, ["bench"])
+    path.write_text(json.dumps(w.batches["bench"]))
+    print(
+        f"wrote {n} payments to {path}; time it with:\n"
+        f"  jointpay --home {home} deposit --merchant bench --batch {path}"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--suite", action="append", choices=sorted(SUITES))
+    ap.add_argument("--cards", action="append", help="distinct, or a number of cards (100)")
+    ap.add_argument("--sizes", default="100,1000,10000", help="comma-separated batch sizes")
+    ap.add_argument("--db", default="sqlite", help="sqlite,postgres")
+    ap.add_argument("--via", default="inproc", help="inproc,http")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--smoke", action="store_true", help="tiny runs; checks results, not speed")
+    ap.add_argument("--emit-batch", type=Path, metavar="FILE")
+    ap.add_argument("--home", type=Path)
+    ap.add_argument("--n", type=int, default=10_000)
+    args = ap.parse_args()
+    if args.emit_batch:
+        if args.home is None:
+            ap.error("--emit-batch needs --home DIR")
+        emit_batch(
+            args.emit_batch,
+            args.home,
+            args.n,
+            (args.suite or ["secp256k1"])[0],
+            (args.cards or ["distinct"])[0],
+        )
+        return
+    if args.smoke:
+        plan = [(s, "distinct", 24, "sqlite", "inproc") for s in SUITES]
+        plan += [
+            ("modp-secure", "4", 24, "postgres", "http"),
+            ("secp256k1", "4", 48, "sqlite", "http"),
+        ]
+        results = [one(*cfg, check=True) for cfg in plan]
+    else:
+        results = []
+        for suite in args.suite or list(SUITES):
+            for cards in args.cards or ["distinct", "100"]:
+                for n in (int(x) for x in args.sizes.split(",")):
+                    for db in args.db.split(","):
+                        for via in args.via.split(","):
+                            results.append(one(suite, cards, n, db, via))
+                            if not args.json:
+                                show(results[-1])
+    if args.json:
+        print(json.dumps(results if not args.smoke else {"smoke": "ok", "runs": results}))
+    elif args.smoke:
+        for r in results:
+            show(r)
+        print("smoke: every run accepted each payment once, credited it, and balanced")
+
+
+def show(r: dict[str, Any]) -> None:
+    print(
+        f"{r['suite']:>13} cards={r['cards']:<8} n={r['payments']:<6} {r['db']:<8} "
+        f"{r['via']:<6} {r['per_s']:>7}/s  raw {r['raw_per_s']:>6}/s  x{r['over_raw']:<5} "
+        f"naive {r['naive_per_s']:>6}/s  x{r['over_naive']:<5} rss {r['peak_rss_mb']} MB",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    main()
