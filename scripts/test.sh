@@ -75,6 +75,9 @@ if [ "$rc" -eq 5 ]; then
 fi
 [ "$rc" -eq 0 ] || exit "$rc"
 
+say "bench/deposit.py --smoke: every suite's deposit path, in process and over HTTP"
+.venv/bin/python bench/deposit.py --smoke
+
 say "coverage: crypto/ must stay at 100 % of branches"
 .venv/bin/coverage report --include='src/jointpay/crypto/*' --fail-under=100 --skip-covered \
   || { echo "FATAL: crypto/ branch coverage fell below 100 %" >&2; exit 1; }

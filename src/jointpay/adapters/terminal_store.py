@@ -161,21 +161,20 @@ class SqliteTerminalStore:
 
     def record_results(self, deposit_id: str, results: Iterable[dict[str, Any]]) -> int:
         """Mark the payments a receipt settled (accepted or rejected); return how many."""
-        n = 0
+        rows = [
+            (deposit_id, r.get("status"), r.get("reason"), r["card"], _ser_key(r["ser"]))
+            for r in results
+            if isinstance(r.get("ser"), int)
+            and isinstance(r.get("card"), str)
+            and r.get("reason") not in RETRYABLE_REASONS  # stays pending: sent again next time
+        ]
         with self._tx():
-            for r in results:
-                ser = r.get("ser")
-                if not isinstance(ser, int) or not isinstance(r.get("card"), str):
-                    continue
-                if r.get("reason") in RETRYABLE_REASONS:
-                    continue  # stays pending: the next deposit sends it again
-                cur = self._db.execute(
-                    "UPDATE payments SET deposit_id=?, status=?, reason=? WHERE card_number=?"
-                    " AND ser=? AND deposit_id IS NULL",
-                    (deposit_id, r.get("status"), r.get("reason"), r["card"], _ser_key(ser)),
-                )
-                n += cur.rowcount
-        return n
+            cur = self._db.executemany(
+                "UPDATE payments SET deposit_id=?, status=?, reason=? WHERE card_number=?"
+                " AND ser=? AND deposit_id IS NULL",
+                rows,
+            )
+        return max(cur.rowcount, 0)
 
     # -- hot list as last synchronised -------------------------------------------------
     def hotlist(self) -> frozenset[str]:

@@ -79,7 +79,10 @@ class Verifier:
 
     def __init__(self, workers: int | None = None) -> None:
         cores = os.cpu_count() or 1
-        self.workers = workers if workers is not None else max(0, cores - 1)
+        # as many workers as cores: the parent parses and books while they verify, and
+        # is idle much of the time (measured on 2 cores: +33 % modp, +15 % secp256k1
+        # over cores - 1)
+        self.workers = workers if workers is not None else (cores if cores > 1 else 0)
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
 
