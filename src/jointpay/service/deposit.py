@@ -118,6 +118,8 @@ class DepositRun:
         self._certs: dict[bytes, CardCert | str] = {}
         self._known: set[int] = set()
         """ids of the CardCerts read back from our own stored bytes."""
+        self._bytes: dict[int, bytes] = {}
+        """Each decoded CardCert's bytes as received, by id (no re-encoding to compare)."""
         self.cards: dict[str, CardRecord] = {}
         self.issued: dict[bytes, CertRecord] = {}
         self._issued_ok: dict[tuple[bytes, str], bool] = {}
@@ -215,6 +217,7 @@ class DepositRun:
             if cert.bank_id == self.bank.bank_id:
                 self._certs[rec.encoded] = cert
                 self._known.add(id(cert))
+                self._bytes[id(cert)] = rec.encoded
 
     def _cert(self, raw: object) -> CardCert | str:
         """Decode and check a CARD-CERT once per batch; a reason code if unusable."""
@@ -227,10 +230,11 @@ class DepositRun:
         hit = self._certs.get(data)
         if hit is not None:
             return hit
-        known = self.bank.verified_certs.get(data)
-        if known is not None:
-            self._certs[data] = known
-            return known
+        cached = self.bank.verified_certs.get(data)
+        if cached is not None:
+            self._certs[data] = cached
+            self._bytes[id(cached)] = data
+            return cached
         result: CardCert | str
         try:
             cert = CardCert.decode(data, self.bank.resolve_group)
@@ -254,6 +258,8 @@ class DepositRun:
                 except CryptoError:
                     result = "bad_cert"
         self._certs[data] = result
+        if isinstance(result, CardCert):
+            self._bytes[id(result)] = data
         return result
 
     def _parse(self, p: RawPayment) -> _Parsed | PaymentResult:
@@ -512,7 +518,7 @@ class DepositRun:
             self._issued_ok[key] = (
                 rec is not None
                 and rec.card_number == card.card_number
-                and rec.encoded == cert.encode()
+                and rec.encoded == (self._bytes.get(id(cert)) or cert.encode())
             )
         return self._issued_ok[key]
 
