@@ -39,3 +39,40 @@ def test_bounded_fuzz_run(target: str, tmp_path: Path) -> None:
     assert p.returncode == 0, p.stderr[-4000:]
     assert f"Done {RUNS} runs" in p.stderr
     assert not list(tmp_path.glob("crash-*"))
+
+
+PARSERS = [
+    "apdu",
+    "card_cert",
+    "merchant_cert",
+    "bank_cert",
+    "spec",
+    "payment_cert",
+    "messages",
+    "batch",
+    "deposit",
+]
+
+
+@pytest.mark.parametrize("target", PARSERS)
+def test_bounded_parser_fuzz_run(target: str, tmp_path: Path) -> None:
+    """Every parser of outside input, from its checked-in corpus (fuzz/corpus/NAME)."""
+    assert list((FUZZ / "corpus" / target).glob("seed-*")), "the seed corpus is missing"
+    p = subprocess.run(
+        [
+            sys.executable,
+            str(FUZZ / "fuzz_parsers.py"),
+            f"-runs={RUNS}",
+            "-max_len=8192",
+            "-seed=1",
+            f"-artifact_prefix={tmp_path}/",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(FUZZ), "JOINTPAY_FUZZ_TARGET": target},
+    )
+    assert p.returncode == 0, p.stderr[-4000:]
+    assert f"Done {RUNS} runs" in p.stderr
+    assert not list(tmp_path.glob("crash-*"))

@@ -160,14 +160,22 @@ class Batch:
                 i += 1
 
 
+def _ident(value: str, what: str) -> str:
+    """An identifier of the envelope; a bad one makes the whole message unusable."""
+    try:
+        return check_ident(value, what)
+    except DecodeError as exc:
+        raise BatchError(str(exc)) from exc
+
+
 def parse_batch(obj: object) -> Batch:
     """Check a batch's envelope. Per-payment defects are left for the bank to report."""
     if not isinstance(obj, dict):
         raise BatchError("a batch is a JSON object")
     if obj.get("format") != BATCH_FORMAT:
         raise BatchError(f"not a jointpay batch (format must be {BATCH_FORMAT!r})")
-    bank_id = check_ident(_field(obj, "bank_id", str, "batch"), "bank id")
-    sid = check_ident(_field(obj, "sid", str, "batch"), "S_id")
+    bank_id = _ident(_field(obj, "bank_id", str, "batch"), "bank id")
+    sid = _ident(_field(obj, "sid", str, "batch"), "S_id")
     cards = _field(obj, "cards", list, "batch")
     if len(cards) > MAX_BATCH_CARDS:
         raise BatchError(f"batch has {len(cards)} card groups (limit {MAX_BATCH_CARDS})")
@@ -239,8 +247,8 @@ def parse_deposit(obj: object) -> DepositRequest:
         raise BatchError("a deposit is a JSON object")
     if obj.get("format") != DEPOSIT_FORMAT:
         raise BatchError(f"not a jointpay deposit (format must be {DEPOSIT_FORMAT!r})")
-    bank_id = check_ident(_field(obj, "bank_id", str, "deposit"), "bank id")
-    sid = check_ident(_field(obj, "sid", str, "deposit"), "S_id")
+    bank_id = _ident(_field(obj, "bank_id", str, "deposit"), "bank id")
+    sid = _ident(_field(obj, "sid", str, "deposit"), "S_id")
     seq = _field(obj, "seq", int, "deposit")
     time = _field(obj, "time", int, "deposit")
     if not 0 < seq < 1 << 63 or not 0 <= time < 1 << 63:
