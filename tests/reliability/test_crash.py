@@ -14,8 +14,13 @@ refused `replay`, and the client signs it again with its next number. Afterwards
   the card and the holder's account all agree with the withdrawals the cards
   completed.
 
-Short mode (CI): at least 5 kills. `JOINTPAY_CRASH_KILLS=50` runs a longer one.
-The seed is printed and can be set with `JOINTPAY_CRASH_SEED`.
+Short mode (CI): at least 5 kills, 30 operations. The long mode of docs/reliability.md:
+
+    JOINTPAY_CRASH_KILLS=50 JOINTPAY_CRASH_ROUNDS=250 JOINTPAY_CRASH_WITHDRAWALS=90 \
+    JOINTPAY_CRASH_MINUTES=40 pytest tests/reliability/test_crash.py -s
+
+(3 merchants x 251 deposits and 3 cards x 90 withdrawals: 1,023 operations). The seed
+is printed and can be set with `JOINTPAY_CRASH_SEED`.
 """
 
 from __future__ import annotations
@@ -47,6 +52,9 @@ pytestmark = pytest.mark.postgres
 
 PIN = "2468"
 KILLS = int(os.environ.get("JOINTPAY_CRASH_KILLS", "5"))
+ROUNDS = int(os.environ.get("JOINTPAY_CRASH_ROUNDS", "6"))  # deposits per merchant, + 1
+WITHDRAWALS = int(os.environ.get("JOINTPAY_CRASH_WITHDRAWALS", "3"))  # per card
+BUDGET = 60 * float(os.environ.get("JOINTPAY_CRASH_MINUTES", "5"))
 SEED = int(os.environ.get("JOINTPAY_CRASH_SEED", str(random.SystemRandom().randrange(1 << 32))))
 
 
@@ -145,7 +153,7 @@ def test_sigkilled_server_loses_nothing_and_makes_nothing(tmp_path: Path) -> Non
 
         server = Server(tmp_path, db)
         server.start()
-        stop_at = time.monotonic() + 300
+        stop_at = time.monotonic() + BUDGET
         done = threading.Event()
         counts: Counter[str] = Counter()
         lock = threading.Lock()
@@ -157,7 +165,7 @@ def test_sigkilled_server_loses_nothing_and_makes_nothing(tmp_path: Path) -> Non
             key = SigningKey.from_private_bytes(tf.sid, tf.signing_key)
             seq = itertools.count(1)
             pays = taken[merchant]
-            for _ in range(6):
+            for _ in range(ROUNDS):
                 batch = build_batch(tf.bank_id, tf.sid, r.sample(pays, len(pays) // 2))
                 while True:
                     msg = make_deposit(key, tf.bank_id, tf.sid, next(seq), int(time.time()), batch)
@@ -178,7 +186,7 @@ def test_sigkilled_server_loses_nothing_and_makes_nothing(tmp_path: Path) -> Non
                     break
 
         def withdrawer(card: str) -> None:
-            for _ in range(3):
+            for _ in range(WITHDRAWALS):
                 with h.card_client(card) as client:
                     client.select()
                     client.verify_pin(PIN)
@@ -210,13 +218,15 @@ def test_sigkilled_server_loses_nothing_and_makes_nothing(tmp_path: Path) -> Non
         for t in [*workers, kill_thread]:
             t.start()
         for t in workers:
-            t.join(300)
+            t.join(BUDGET)
         done.set()
-        kill_thread.join(300)
+        kill_thread.join(BUDGET)
         assert not any(t.is_alive() for t in [*workers, kill_thread])
+        ops = counts["deposits"] + len(merchants) + sum(withdrawals.values())
         print(
             f"kills survived: {server.kills} ({counts['kills while clients worked']} while "
-            f"clients worked); deposits answered: {counts['deposits']}; withdrawals: 9"
+            f"clients worked); operations: {ops} (deposits answered: "
+            f"{counts['deposits'] + len(merchants)}, withdrawals: {sum(withdrawals.values())})"
         )
         assert server.kills >= KILLS
 
@@ -239,7 +249,7 @@ def test_sigkilled_server_loses_nothing_and_makes_nothing(tmp_path: Path) -> Non
             for c in cards:
                 spent = sum(p.amount for ps in taken.values() for p in ps if p.card_number == c)
                 loaded = 50_000 + 1_000 * withdrawals[c]
-                assert withdrawals[c] == 3
+                assert withdrawals[c] == WITHDRAWALS
                 assert h.card(c).load().balance == loaded - spent
                 assert tx.get_account(f"card:{c}").balance == loaded - spent
-            assert tx.get_account("holder:alice").balance == holder_before - 1_000 * 9
+            assert tx.get_account("holder:alice").balance == holder_before - 1_000 * 3 * WITHDRAWALS
