@@ -8,7 +8,12 @@ Attacks covered elsewhere, named here so the list is in one place:
 * replayed deposits and withdrawals: `tests/lifecycle`, `tests/e2e/test_http_concurrency.py`;
 * forged CARD-CERT and MERCHANT-CERT: `tests/unit/test_certs.py`, `vectors/card_cert.json`;
 * a PIN counter bypassed by cutting the power: `tests/pcsc/test_tearing.py` (VERIFY cases);
-* admin endpoints without a credential: `tests/e2e/test_http.py`.
+* admin endpoints without a credential: `tests/e2e/test_http.py`;
+* a card of bank B double-deposited at banks A and C (two clearing houses), credited
+  once: `tests/e2e/test_clearing.py`;
+* adversarial hints for batch verification (-1, order h, swapped, wrong, signed over a
+  bad hint): `tests/property/test_batch_props.py`;
+* every parser under arbitrary input: `fuzz/fuzz_parsers.py` (`tests/fuzz`).
 """
 
 from __future__ import annotations
@@ -178,3 +183,46 @@ def test_absurd_batches_get_a_clear_error_in_bounded_memory(world: dict[str, Any
     with h.bank() as bank, pytest.raises(BadInput) as exc:
         bank.deposit(make_deposit(key, tf.bank_id, tf.sid, 1, NOW, loads_strict(tiny)))
     assert exc.value.code == "malformed"
+
+
+def test_pin_and_mac_comparisons_go_through_the_constant_time_compare(
+    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wrong PIN and a forged MAC are each rejected by ``hmac.compare_digest``, whose
+    time does not depend on where the bytes differ (no byte-by-byte ``==``)."""
+    import hmac as real_hmac
+
+    from jointpay.crypto import certs as certs_module
+    from jointpay.protocol import card as card_module
+    from jointpay.protocol.messages import AuthKind
+
+    calls: list[tuple[int, int]] = []
+
+    class Spy:
+        @staticmethod
+        def compare_digest(a: bytes, b: bytes) -> bool:
+            calls.append((len(a), len(b)))
+            return real_hmac.compare_digest(a, b)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real_hmac, name)
+
+    h: Home = world["home"]
+    monkeypatch.setattr(card_module, "hmac", Spy())
+    with h.card_client(world["card"]) as client:
+        client.select()
+        with pytest.raises(CardError):
+            client.verify_pin("0000")
+        client.verify_pin(PIN)  # and the right one, the same way
+    assert len(calls) == 2
+    calls.clear()
+    monkeypatch.setattr(certs_module, "hmac", Spy())
+    with h.card_client(world["card"]) as client:
+        client.select()
+        client.verify_pin(PIN)
+        request = client.withdraw_request(100, False, AuthKind.MAC)
+    forged = request[:-1] + bytes([request[-1] ^ 1])  # the MAC's last byte
+    with h.bank() as bank, pytest.raises(Exception) as refused:
+        bank.withdraw(forged)
+    assert getattr(refused.value, "code", None) in ("bad_auth", "bad_signature", "bad_mac")
+    assert calls, "the MAC was not compared with compare_digest"
