@@ -28,6 +28,7 @@ from jointpay.domain.money import RATE_PATTERN, format_amount, parse_rate
 from jointpay.protocol.deposit import BatchError, canonical_json
 from jointpay.service.bank import Bank
 from jointpay.service.errors import Refused, ServiceError
+from jointpay.service.verify_pool import SERVER_MIN_POOL_BATCH
 from jointpay.storage.base import Conflict
 
 PROBLEM = "application/problem+json"
@@ -496,5 +497,11 @@ def serve(home: Any, *, host: str, port: int, admin_token_file: Path | None) -> 
 
     token = load_admin_token(home.root, admin_token_file)
     store = home.store()
-    app = create_app(lambda: Bank(store, clock=home.clock), admin_token=token)
+    def served_bank() -> Bank:
+        bank = Bank(store, clock=home.clock)
+        # deposits share this process's interpreter lock: verify from small sizes on
+        bank.verifier.min_batch = SERVER_MIN_POOL_BATCH
+        return bank
+
+    app = create_app(served_bank, admin_token=token)
     uvicorn.run(app, host=host, port=port, log_level="warning")
