@@ -33,8 +33,9 @@ CHUNK: Final = 512
 MIN_POOL_BATCH: Final = 2048
 SERVER_MIN_POOL_BATCH: Final = 256
 """In a server, deposits run side by side in threads that share one interpreter lock:
-from this size their verification goes to the pool (measured: modp over HTTP with 8
-merchants of 1,250 payments went from 47 % to ... of the in-process rate)."""
+from this size their verification goes to the pool (measured with 8 merchants of 1,250
+payments on PostgreSQL: secp256k1 from 60 % to 82 % of the in-process rate, the secure
+modp group from 47 % to 55 %)."""
 CARD_TABLE_MIN: Final = 16
 """A card with this many payments in one chunk gets a window table for its Y (modp)."""
 
