@@ -226,3 +226,50 @@ def test_pin_and_mac_comparisons_go_through_the_constant_time_compare(
         bank.withdraw(forged)
     assert getattr(refused.value, "code", None) in ("bad_auth", "bad_signature", "bad_mac")
     assert calls, "the MAC was not compared with compare_digest"
+
+
+def test_a_100_mb_batch_gets_a_clear_error_in_bounded_memory(world: dict[str, Any]) -> None:
+    """100 MB of batch: one CARD-CERT field of 100 MB, and, separately, 100 MB spread
+    over payments whose fields are each far too long. The first is refused as a whole
+    (`malformed`, naming the limit); the second payment by payment; memory stays within
+    a small multiple of the input, and nothing moves."""
+    h: Home = world["home"]
+    tf = h.terminal_file("Shop")
+    key = SigningKey.from_private_bytes(tf.sid, tf.signing_key)
+    huge = {
+        "format": BATCH_FORMAT,
+        "bank_id": tf.bank_id,
+        "sid": tf.sid,
+        "cards": [{"cert": "ab" * 50_000_000, "payments": [{"ser": 0}]}],
+    }
+    long_fields = {
+        "format": BATCH_FORMAT,
+        "bank_id": tf.bank_id,
+        "sid": tf.sid,
+        "cards": [
+            {"cert": "00", "payments": [{"ser": i, "spec": "ab" * 500_000} for i in range(100)]}
+        ],
+    }
+    for batch, whole in ((huge, True), (long_fields, False)):
+        text = json.dumps(make_deposit(key, tf.bank_id, tf.sid, 1, NOW, batch))
+        assert len(text) >= 100_000_000
+        tracemalloc.start()
+        try:
+            message = loads_strict(text)
+            with h.bank() as bank:
+                if whole:
+                    with pytest.raises(BadInput, match="at most") as exc:
+                        bank.deposit(message)
+                    assert exc.value.code == "malformed"
+                else:
+                    receipt = bank.deposit(message)
+                    assert receipt["accepted"] == 0
+                    assert {r["reason"] for r in receipt["results"]} == {"malformed"}
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        del message
+        assert peak < 4 * len(text), f"peak {peak / 2**20:.0f} MiB for {len(text) >> 20} MiB"
+    with h.bank() as bank:
+        assert bank.account(bank.merchant("Shop").account_id).balance == 0
+        assert bank.audit().ok

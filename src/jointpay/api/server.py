@@ -497,6 +497,7 @@ def serve(home: Any, *, host: str, port: int, admin_token_file: Path | None) -> 
 
     token = load_admin_token(home.root, admin_token_file)
     store = home.store()
+
     def served_bank() -> Bank:
         bank = Bank(store, clock=home.clock)
         # deposits share this process's interpreter lock: verify from small sizes on

@@ -35,6 +35,8 @@ DEPOSIT_TAG: Final = b"jointpay/v1/deposit"
 RECEIPT_TAG: Final = b"jointpay/v1/receipt"
 MAX_BATCH_PAYMENTS: Final = 200_000
 MAX_BATCH_CARDS: Final = 200_000
+MAX_CERT_HEX: Final = 64 * 1024
+"""A CARD-CERT in a batch is at most 32 KiB (the largest real one is under 2 KiB)."""
 
 REASONS: Final = (
     "malformed",
@@ -183,6 +185,9 @@ def parse_batch(obj: object) -> Batch:
     for card in cards:
         if not isinstance(card, dict) or not isinstance(card.get("payments"), list):
             raise BatchError("each card group is an object with a 'payments' list")
+        cert = card.get("cert")
+        if isinstance(cert, str) and len(cert) > MAX_CERT_HEX:
+            raise BatchError(f"a CARD-CERT is at most {MAX_CERT_HEX // 2} bytes")
         count += len(card["payments"])
     if count > MAX_BATCH_PAYMENTS:
         raise BatchError(f"batch has {count} payments (limit {MAX_BATCH_PAYMENTS})")

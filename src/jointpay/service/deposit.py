@@ -36,7 +36,7 @@ from jointpay.domain.records import (
     PaymentRecord,
     Transfer,
 )
-from jointpay.protocol.deposit import DepositRequest, RawPayment, canonical_json
+from jointpay.protocol.deposit import MAX_CERT_HEX, DepositRequest, RawPayment, canonical_json
 from jointpay.protocol.spec import PaymentSpec
 from jointpay.service import verify_pool
 from jointpay.service.errors import Refused
@@ -79,9 +79,6 @@ class _Parsed:
     known: bool = False
     """The CARD-CERT is one we issued and stored, byte for byte: its Y was validated."""
 
-
-_MAX_CERT_HEX = 64 * 1024
-"""Longer "cert" strings are left to the full path (which refuses them as malformed)."""
 
 _BREACH_TEXT = {
     "double_spend": "the same ser was signed over two different specs: the card was cloned "
@@ -195,7 +192,7 @@ class DepositRun:
         wanted: dict[bytes, list[bytes]] = {}
         for card in self.req.batch.cards:
             raw = card.get("cert") if isinstance(card, dict) else None
-            if not isinstance(raw, str) or len(raw) > _MAX_CERT_HEX:
+            if not isinstance(raw, str) or len(raw) > MAX_CERT_HEX:
                 continue
             try:
                 data = bytes.fromhex(raw)
