@@ -273,24 +273,25 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def deposit_http(w: World, root: Path) -> dict[str, Any]:
+def proc_kb(pid: int, field: str) -> int:
+    """A process's memory figure from /proc (VmRSS now, VmHWM its peak), in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+@contextmanager
+def served(root: Path, db_url: str | None) -> Iterator[tuple[int, str]]:
+    """``jointpay bank serve`` on the bank in ``root`` as its own process: (pid, URL)."""
     port = free_port()
     env = {**os.environ}
     env.pop("JOINTPAY_DB", None)
-    if w.db_url:
-        env["JOINTPAY_DB"] = w.db_url
+    if db_url:
+        env["JOINTPAY_DB"] = db_url
+    command = [sys.executable, "-m", "jointpay", "--home", str(root), "bank", "serve"]
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jointpay",
-            "--home",
-            str(root),
-            "bank",
-            "serve",
-            "--port",
-            str(port),
-        ],
+        [*command, "--port", str(port)],
         env=env,
         stderr=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
@@ -303,6 +304,14 @@ def deposit_http(w: World, root: Path) -> dict[str, Any]:
                     break
             except httpx.TransportError:
                 time.sleep(0.05)
+        yield proc.pid, base
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def deposit_http(w: World, root: Path) -> dict[str, Any]:
+    with served(root, w.db_url) as (pid, base):
         receipts: dict[str, dict[str, Any]] = {}
         barrier = threading.Barrier(len(w.batches) + 1)
 
@@ -322,11 +331,7 @@ def deposit_http(w: World, root: Path) -> dict[str, Any]:
         for th in threads:
             th.join()
         dt = time.perf_counter() - t
-        status = Path(f"/proc/{proc.pid}/status").read_text()
-        hwm = next(int(x.split()[1]) for x in status.splitlines() if x.startswith("VmHWM"))
-    finally:
-        proc.terminate()
-        proc.wait(10)
+        hwm = proc_kb(pid, "VmHWM")
     return {
         "seconds": dt,
         "accepted": sum(int(r["accepted"]) for r in receipts.values()),

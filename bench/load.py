@@ -23,11 +23,11 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 sys.path.append(str(Path(__file__).resolve().parent))  # after the stdlib: bench/deposit.py
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import statistics
-import subprocess
 import tempfile
 import threading
 import time
@@ -35,17 +35,10 @@ from typing import Any
 
 import httpx
 
-from deposit import AMOUNT, database, free_port, open_card, sign_batch  # bench/deposit.py
+from deposit import AMOUNT, database, open_card, proc_kb, served, sign_batch  # bench/deposit.py
 from jointpay.crypto.certs import SigningKey
 from jointpay.home import Home
 from jointpay.protocol.deposit import make_deposit
-
-
-def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS"):
-            return int(line.split()[1])
-    return 0
 
 
 def main() -> None:
@@ -60,9 +53,8 @@ def main() -> None:
     args = ap.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="jointpay-load-"))
-    proc = None
     try:
-        with database(args.db) as url:
+        with database(args.db) as url, contextlib.ExitStack() as stack:
             h = Home(root, url)
             h.init_bank(suite=args.suite, group=None, currency="EUR", bank_id="load-bank")
             now = int(time.time())
@@ -80,33 +72,7 @@ def main() -> None:
                         sign_batch(bank, tf.sid, cards, args.batch, base + i, now)
                         for i in range(0, args.per_merchant, args.batch)
                     ]
-            env = {**os.environ, "JOINTPAY_DB": url} if url else dict(os.environ)
-            if not url:
-                env.pop("JOINTPAY_DB", None)
-            port = free_port()
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "jointpay",
-                    "--home",
-                    str(root),
-                    "bank",
-                    "serve",
-                    "--port",
-                    str(port),
-                ],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            base_url = f"http://127.0.0.1:{port}"
-            for _ in range(400):
-                try:
-                    if httpx.get(f"{base_url}/health", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.05)
+            pid, base_url = stack.enter_context(served(root, url))
             latencies: list[float] = []
             errors: list[str] = []
             credited: dict[str, int] = {}
@@ -146,7 +112,7 @@ def main() -> None:
 
             def sampler(t0: float) -> None:
                 while not stop.is_set():
-                    memory.append((time.perf_counter() - t0, rss_kb(proc.pid)))
+                    memory.append((time.perf_counter() - t0, proc_kb(pid, "VmRSS")))
                     time.sleep(1.0)
 
             threads = [threading.Thread(target=merchant, args=(n,)) for n in names]
@@ -176,9 +142,6 @@ def main() -> None:
                             f"{tf.name}: credited {bal}, receipts say {credited[tf.name]}"
                         )
     finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(10)
         shutil.rmtree(root, ignore_errors=True)
     paid = sum(credited.values())
     qs = (

@@ -19,14 +19,13 @@ FUZZ = Path(__file__).resolve().parents[2] / "fuzz"
 RUNS = int(os.environ.get("JOINTPAY_FUZZ_RUNS", "30000"))
 
 
-@pytest.mark.parametrize("target", ["fuzz_card.py", "fuzz_terminal.py"])
-def test_bounded_fuzz_run(target: str, tmp_path: Path) -> None:
+def run_target(script: str, tmp_path: Path, env: dict[str, str] | None = None) -> None:
     p = subprocess.run(
         [
             sys.executable,
-            str(FUZZ / target),
+            str(FUZZ / script),
             f"-runs={RUNS}",
-            "-max_len=4096",
+            "-max_len=8192",
             "-seed=1",
             f"-artifact_prefix={tmp_path}/",
         ],
@@ -34,11 +33,16 @@ def test_bounded_fuzz_run(target: str, tmp_path: Path) -> None:
         text=True,
         timeout=900,
         check=False,
-        env={**os.environ, "PYTHONPATH": str(FUZZ)},
+        env={**os.environ, "PYTHONPATH": str(FUZZ), **(env or {})},
     )
     assert p.returncode == 0, p.stderr[-4000:]
     assert f"Done {RUNS} runs" in p.stderr
     assert not list(tmp_path.glob("crash-*"))
+
+
+@pytest.mark.parametrize("target", ["fuzz_card.py", "fuzz_terminal.py"])
+def test_bounded_fuzz_run(target: str, tmp_path: Path) -> None:
+    run_target(target, tmp_path)
 
 
 PARSERS = [
@@ -58,21 +62,4 @@ PARSERS = [
 def test_bounded_parser_fuzz_run(target: str, tmp_path: Path) -> None:
     """Every parser of outside input, from its checked-in corpus (fuzz/corpus/NAME)."""
     assert list((FUZZ / "corpus" / target).glob("seed-*")), "the seed corpus is missing"
-    p = subprocess.run(
-        [
-            sys.executable,
-            str(FUZZ / "fuzz_parsers.py"),
-            f"-runs={RUNS}",
-            "-max_len=8192",
-            "-seed=1",
-            f"-artifact_prefix={tmp_path}/",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-        env={**os.environ, "PYTHONPATH": str(FUZZ), "JOINTPAY_FUZZ_TARGET": target},
-    )
-    assert p.returncode == 0, p.stderr[-4000:]
-    assert f"Done {RUNS} runs" in p.stderr
-    assert not list(tmp_path.glob("crash-*"))
+    run_target("fuzz_parsers.py", tmp_path, {"JOINTPAY_FUZZ_TARGET": target})
