@@ -41,7 +41,6 @@ def test_deposit_through_the_pool_matches_in_process(
 ) -> None:
     receipts = []
     for label, min_batch in (("pool", 1), ("inline", 10**9)):
-        monkeypatch.setattr(verify_pool, "MIN_POOL_BATCH", min_batch)
         monkeypatch.setattr(verify_pool, "CHUNK", 7)
         h = Home(tmp_path / label, None, lambda: 1_800_000_000)
         h.init_bank(suite="secp256k1", group=None, currency="EUR", bank_id="b")
@@ -62,6 +61,7 @@ def test_deposit_through_the_pool_matches_in_process(
         pays.append(json.loads(json.dumps(pays[0])))  # a duplicate in the same batch
         with h.bank() as bank:
             bank.verifier.workers = 1
+            bank.verifier.min_batch = min_batch
             r = h.deposit("Shop", bank, batch)
             assert (bank.verifier._pool is not None) == (label == "pool")
             receipts.append([(x["ser"], x["status"], x["reason"]) for x in r["results"]])

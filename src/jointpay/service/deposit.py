@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -80,6 +80,9 @@ class _Parsed:
     """The CARD-CERT is one we issued and stored, byte for byte: its Y was validated."""
 
 
+_UNSETTLED = PaymentResult("", None, "rejected", "malformed", None)
+"""A place in the results for a payment whose chunk is still being verified."""
+
 _BREACH_TEXT = {
     "double_spend": "the same ser was signed over two different specs: the card was cloned "
     "or its state rolled back",
@@ -123,6 +126,8 @@ class DepositRun:
         self.prior: dict[tuple[str, int], PaymentRecord] = {}
         self.seen: dict[tuple[str, int], bytes] = {}
         self.accepted: list[PaymentRecord] = []
+        """Accepted in the chunk being settled (written, then dropped, per chunk)."""
+        self.n_accepted = 0
         self.debits: dict[str, int] = {}
         self.available: dict[str, int] = {}
         self.top_ser: dict[str, int] = {}
@@ -146,39 +151,73 @@ class DepositRun:
         ]
 
     def run(self) -> list[PaymentResult]:
-        parsed: list[_Parsed | PaymentResult] = []
-        chunk: list[_Parsed] = []
-        pending: list[tuple[list[_Parsed], Callable[[], list[bool]]]] = []
-        size = self.req.batch.count
-        verifier = self.bank.verifier
+        """Check and book the session's payments, streaming: chunks are parsed and sent
+        to the verifiers while earlier chunks are checked and their payment rows
+        written, so a payment's parsed state lives only while its chunk is in flight."""
         self._read_own_certs()
+        self._prefetch_cards()
+        results: list[PaymentResult] = []
+        verifier = self.bank.verifier
+        size = self.req.batch.count
+        depth = max(1, verifier.workers) + 1  # chunks in flight: every worker busy
+        inflight: deque[tuple[list[tuple[int, _Parsed]], Callable[[], list[bool]]]] = deque()
+        chunk: list[tuple[int, _Parsed]] = []
+
+        def send() -> None:
+            jobs = self._jobs([p for _, p in chunk])
+            inflight.append((chunk, verifier.submit(jobs, batch_size=size)))
+            while len(inflight) > depth:
+                self._settle(*inflight.popleft(), results)
+
         for raw in self.req.batch.payments():
             item = self._parse(raw)
-            parsed.append(item)
-            if isinstance(item, _Parsed):
-                chunk.append(item)
-                if len(chunk) >= verify_pool.CHUNK:  # verified on another core while we parse on
-                    pending.append((chunk, verifier.submit(self._jobs(chunk), batch_size=size)))
-                    chunk = []
-        if chunk:
-            pending.append((chunk, verifier.submit(self._jobs(chunk), batch_size=size)))
-        self._prefetch([p for p in parsed if isinstance(p, _Parsed)])
-        for items, result in pending:
-            for item, ok in zip(items, result(), strict=True):
-                self.valid[id(item)] = ok
-        results: list[PaymentResult] = []
-        for p in parsed:
-            if isinstance(p, PaymentResult):
-                results.append(p)
+            if isinstance(item, PaymentResult):
+                results.append(item)
                 continue
-            r = self._check(p)
-            if r.status == "pending":  # another bank's card: cleared below, all at once
-                self.foreign.append((len(results), p))
-            results.append(r)
+            chunk.append((len(results), item))
+            results.append(_UNSETTLED)
+            if len(chunk) >= verify_pool.CHUNK:
+                send()
+                chunk = []
+        if chunk:
+            send()
+        while inflight:
+            self._settle(*inflight.popleft(), results)
         if self.foreign:
             self._clear_foreign(results)
         self._book()
         return results
+
+    def _settle(
+        self,
+        chunk: list[tuple[int, _Parsed]],
+        verified: Callable[[], list[bool]],
+        results: list[PaymentResult],
+    ) -> None:
+        """One chunk, in batch order: its prior deposits in one query, the checks, and
+        its accepted payments written in one statement."""
+        own, foreign = self.bank.bank_id, []
+        keys = set()
+        for _, p in chunk:
+            if p.cert.bank_id == own:
+                keys.add((p.cert.card_number, p.ser))
+            else:
+                foreign.append((p.cert.bank_id, p.cert.card_number, p.ser))
+        # earlier sessions' records of this chunk's payments (this session's own are in
+        # self.seen and self.ib_seen); only this chunk's are kept
+        self.prior = self.tx.existing_payments(sorted(keys)) if keys else {}
+        self.ib_prior = self.tx.existing_interbank(sorted(set(foreign))) if foreign else {}
+        for (pos, p), ok in zip(chunk, verified(), strict=True):
+            self.valid[id(p)] = ok
+            r = self._check(p)
+            del self.valid[id(p)]
+            if r.status == "pending":  # another bank's card: cleared at the end, all at once
+                self.foreign.append((pos, p))
+            results[pos] = r
+        if self.accepted:
+            self.tx.add_payments(self.accepted)
+            self.n_accepted += len(self.accepted)
+            self.accepted = []
 
     # -- pass 1: format ---------------------------------------------------------------
     def _read_own_certs(self) -> None:
@@ -285,23 +324,21 @@ class DepositRun:
                 hint = bytes.fromhex(p.hint)
         return _Parsed(cert, ser, spec_bytes, spec, pc, hint, id(cert) in self._known)
 
-    # -- pass 2: prefetch -------------------------------------------------------------
-    def _prefetch(self, parsed: list[_Parsed]) -> None:
+    # -- before the payments: every card of the batch, locked in one sorted query ---------
+    def _prefetch_cards(self) -> None:
+        """Decode each card group's CARD-CERT once, then lock all our cards at once (in
+        card-number order, so concurrent deposits cannot deadlock), with their issued
+        certificates and the balances the checks draw on."""
         own = self.bank.bank_id
-        foreign = [p for p in parsed if p.cert.bank_id != own]
-        if foreign:
-            self.ib_prior = self.tx.existing_interbank(
-                sorted({(p.cert.bank_id, p.cert.card_number, p.ser) for p in foreign})
-            )
-        parsed = [p for p in parsed if p.cert.bank_id == own]
-        numbers = sorted({p.cert.card_number for p in parsed})
-        self.cards = self.tx.lock_cards(numbers)
-        missing = sorted({p.cert.cert_id for p in parsed} - self.issued.keys())
+        certs: list[CardCert] = []
+        for group in self.req.batch.cards:
+            cert = self._cert(group.get("cert")) if isinstance(group, dict) else "malformed"
+            if isinstance(cert, CardCert) and cert.bank_id == own:
+                certs.append(cert)
+        self.cards = self.tx.lock_cards(sorted({c.card_number for c in certs}))
+        missing = sorted({c.cert_id for c in certs} - self.issued.keys())
         if missing:
             self.issued.update(self.tx.get_certs(missing))
-        self.prior = self.tx.existing_payments(
-            sorted({(p.cert.card_number, p.ser) for p in parsed})
-        )
         floats = sorted(
             {c.float_account for c in self.cards.values() if c.float_account}
             | {c.holder_account for c in self.cards.values() if c.mode == CardMode.CHEQUE.value}
@@ -557,8 +594,6 @@ class DepositRun:
         if not self.debits and not self.ib_records:
             return  # nothing new (a house's retry finds its payments booked already)
         bank, tx = self.bank, self.tx
-        if self.accepted:
-            tx.add_payments(self.accepted)
         legs = [Leg(acc, -amount) for acc, amount in sorted(self.debits.items())]
         legs += [
             Leg(bank.interbank.house_account(tx, ch, self.now), -amount)
@@ -590,7 +625,7 @@ class DepositRun:
                     "deposit",
                     bank.currency,
                     tuple(legs),
-                    f"{len(self.accepted) + len(self.ib_records)} payments",
+                    f"{self.n_accepted + len(self.ib_records)} payments",
                     self.now,
                 )
             )
