@@ -16,12 +16,14 @@ payment_cert     ``PaymentCert.parse`` and ``verify`` on both suites         Cry
 messages         PAY command/response, withdrawal request/ack/refusal        DecodeError
 batch            ``loads_strict`` + ``parse_batch`` + every payment          BatchError
 deposit          ``loads_strict`` + ``parse_deposit`` + ``verify``           CryptoError
+http_bodies      ``loads_strict`` + every HTTP body model, and the scheme's  ValidationError,
+                 signed messages (``open_body``)                             SchemeError
 ===============  ==========================================================  ==================
 
 Whatever decodes must also encode back to the very same bytes (one encoding per
 value), and a certificate that decodes must not verify under a key that did not sign
 it. The seed corpus of each target is in ``fuzz/corpus/NAME/`` (written by
-``--write-corpus``), honest encodings made by the code itself.
+``--write-corpus [NAME ...]``), honest encodings made by the code itself.
 """
 
 from __future__ import annotations
@@ -73,8 +75,32 @@ with atheris.instrument_imports(include=["jointpay"]):
     )
     from jointpay.protocol.spec import PaymentSpec
     from jointpay.protocol.terminal import CardClient
+    from jointpay.service.scheme import (
+        CLEAR_FORMAT,
+        CLEAR_TAG,
+        INTERBANK_FORMAT,
+        INTERBANK_TAG,
+        RELAY_FORMAT,
+        RELAY_TAG,
+        SETTLEMENT_FORMAT,
+        SETTLEMENT_TAG,
+        SchemeError,
+        open_body,
+        sign_body,
+    )
 
+from pydantic import ValidationError
 from world import NOW, PIN, build, join, record_payment, split
+
+from jointpay.api.clearing_server import MemberBody
+from jointpay.api.server import (
+    AccountBody,
+    BlacklistBody,
+    MerchantBody,
+    OnlineCheckBody,
+    RateBody,
+    WithdrawBody,
+)
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 SECP = get_group("secp256k1")
@@ -202,6 +228,39 @@ def _deposit(data: bytes) -> None:
     raise AssertionError("a deposit verified under a key that never signed")
 
 
+SCHEME_FORMATS = (
+    (CLEAR_TAG, CLEAR_FORMAT),
+    (INTERBANK_TAG, INTERBANK_FORMAT),
+    (RELAY_TAG, RELAY_FORMAT),
+    (SETTLEMENT_TAG, SETTLEMENT_FORMAT),
+)
+BODY_MODELS = (
+    WithdrawBody,
+    OnlineCheckBody,
+    AccountBody,
+    MerchantBody,
+    BlacklistBody,
+    RateBody,
+    MemberBody,
+)
+
+
+def _http_bodies(data: bytes) -> None:
+    """What the bank's and the clearing house's endpoints parse before any use case."""
+    obj = _json(data)
+    if obj is None:
+        return
+    for model in BODY_MODELS:
+        with contextlib.suppress(ValidationError):
+            model.model_validate(obj)
+    for tag, fmt in SCHEME_FORMATS:
+        try:
+            open_body(OTHER_KEY, tag, obj, fmt)
+        except SchemeError:
+            continue
+        raise AssertionError(f"a {fmt} message verified under a key that never signed")
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "apdu": _apdu,
     "card_cert": _card_cert,
@@ -212,6 +271,7 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "messages": _messages,
     "batch": _batch,
     "deposit": _deposit,
+    "http_bodies": _http_bodies,
 }
 
 
@@ -261,11 +321,38 @@ def seeds() -> dict[str, list[bytes]]:
         ],
         "batch": [json.dumps(batch).encode()],
         "deposit": [json.dumps(deposit).encode()],
+        "http_bodies": [
+            json.dumps(b).encode()
+            for b in (
+                {"request": request.encode().hex()},
+                {"card": card.card_number, "amount": 100, "issuer": "bank-b"},
+                {"holder": "alice", "balance": 100},
+                {"name": "Shop", "public_key": "ab" * 32},
+                {"card": card.card_number, "reason": "stolen"},
+                {"currency": "USD", "rate": "0.92", "effective_from": NOW},
+                {"bank_cert": bank_cert.encode().hex(), "url": "http://127.0.0.1:1"},
+                sign_body(
+                    SigningKey.generate("ch-1"),
+                    RELAY_TAG,
+                    {
+                        "format": RELAY_FORMAT,
+                        "clearing_house": "ch-1",
+                        "acquirer": "fuzz-bank",
+                        "ref": "r",
+                        "deposit": deposit,
+                        "results": [],
+                    },
+                ),
+            )
+        ],
     }
 
 
-def write_corpus() -> None:
+def write_corpus(only: list[str]) -> None:
+    """Write the seed corpora (of the targets named, or all of them)."""
     for name, items in seeds().items():
+        if only and name not in only:
+            continue
         folder = CORPUS / name
         folder.mkdir(parents=True, exist_ok=True)
         for i, data in enumerate(items):
@@ -274,7 +361,7 @@ def write_corpus() -> None:
 
 def main() -> None:
     if "--write-corpus" in sys.argv:
-        write_corpus()
+        write_corpus(sys.argv[sys.argv.index("--write-corpus") + 1 :])
         return
     name = os.environ.get("JOINTPAY_FUZZ_TARGET", "")
     if name not in TARGETS:

@@ -55,6 +55,7 @@ PARSERS = [
     "messages",
     "batch",
     "deposit",
+    "http_bodies",
 ]
 
 
