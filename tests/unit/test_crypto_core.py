@@ -478,3 +478,22 @@ def test_writer_reader_round_trip_and_errors() -> None:
 def test_every_reader_names_the_truncated_field(data: bytes, read: Any, message: str) -> None:
     with pytest.raises(DecodeError, match=f"truncated in field 'f' \\({message}\\)"):
         read(Reader(data, "x"))
+
+
+def test_known_modp_bytes_skip_only_the_subgroup_test() -> None:
+    """``known=True`` (a bank reading back a CARD-CERT it stored) skips the one
+    exponentiation; length and range are still checked, and the result is not cached
+    as validated for callers that did not say ``known``."""
+    from jointpay.crypto.errors import InvalidElementError
+    from jointpay.crypto.group import ModpGroup, get_group
+
+    group = get_group("modp-2048-256", "jointpay-secure-2048-256")
+    assert isinstance(group, ModpGroup)
+    minus_one = (group.p - 1).to_bytes(group.element_len, "big")  # order 2: not a key
+    assert group.decode(minus_one, known=True).encoded == minus_one
+    with pytest.raises(InvalidElementError, match="subgroup"):
+        group.decode(minus_one)  # the unchecked decode left nothing in the cache
+    with pytest.raises(InvalidElementError, match=r"\(1, p\)"):
+        group.decode(b"\x00" * group.element_len, known=True)
+    with pytest.raises(InvalidElementError, match="exactly"):
+        group.decode(b"\x01", known=True)
