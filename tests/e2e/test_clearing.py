@@ -501,3 +501,40 @@ def test_a_merchant_deposits_directly_at_a_clearing_house(scheme: dict[str, Any]
     for b in ("bank-a", "bank-b"):
         audit = jp(w["home"][b], w["db"][b], "bank", "audit")
         assert audit["ok"], audit
+
+
+def test_the_clearing_house_api_holds_its_openapi_contract(
+    scheme: dict[str, Any], tmp_path: Path
+) -> None:
+    """schemathesis against the house's own OpenAPI description, as for the bank's
+    (tests/e2e/test_schemathesis.py): no 500, every answer documented and in schema.
+    Runs last: its admin calls may settle the house."""
+    w = scheme
+    token = (w["home"]["ch-1"] / "admin.token").read_text().strip()
+    st = Path(sys.executable).with_name("schemathesis")
+    p = subprocess.run(
+        [
+            str(st),
+            "run",
+            f"{w['url']['ch-1']}/openapi.json",
+            "--checks",
+            "all",
+            "--exclude-checks",
+            "positive_data_acceptance",
+            "--max-examples",
+            os.environ.get("JOINTPAY_SCHEMATHESIS_EXAMPLES", "20"),
+            "--seed",
+            "1",
+            "--header",
+            f"Authorization: Bearer {token}",
+            "--report-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert p.returncode == 0, p.stdout[-6000:] + p.stderr[-2000:]
+    assert " passed" in p.stdout
+    print(p.stdout[-800:])
