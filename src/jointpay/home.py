@@ -366,7 +366,7 @@ class Home:
             reg = tf.registrations.get(cert.bank_id) if cert.bank_id != tf.bank_id else None
             needs_bank = wants_online or credit or (price_currency and rate is None)
             if needs_bank and reg is not None:
-                bank = stack.enter_context(self.connect(reg.bank_url))
+                bank = stack.enter_context(self.connect(reg.bank_url, reg.bank_key))
             elif needs_bank and bank is None:
                 bank = stack.enter_context(self.bank())
             conversion = None
@@ -409,7 +409,7 @@ class Home:
                 self._trust_scheme(merchant, tf, scheme)
                 n += store.add_scheme_hotlist(str(e["card"]) for e in bank.scheme_hotlist())
             for reg in tf.registrations.values():  # the hot lists of the other banks we serve
-                with self.connect(reg.bank_url) as port:
+                with self.connect(reg.bank_url, reg.bank_key) as port:
                     n += store.add_scheme_hotlist(e.card_number for e in port.hotlist(0))
             return n
 
@@ -467,19 +467,22 @@ class Home:
         return reg
 
     @contextmanager
-    def connect(self, url: str) -> Iterator[BankPort]:
+    def connect(self, url: str, pinned: bytes | None = None) -> Iterator[BankPort]:
         """A bank by its address: ``http(s)://`` (its service) or a database URL (an
-        embedded bank on this machine)."""
+        embedded bank on this machine). With ``pinned``, the bank's key must be that
+        one (a registration's bank), or :class:`Refused` ``wrong_bank_key``."""
         if url.startswith(("http://", "https://")):
             from jointpay.api.client import HttpBank
 
-            port = HttpBank(url)
+            port = HttpBank(url, pinned_key=pinned)
             try:
                 yield port
             finally:
                 port.close()
         else:
             with Home(self.root, url, self.clock).bank() as bank:
+                if pinned is not None and bank.verify_key.raw != pinned:
+                    raise Refused("wrong_bank_key", f"{url} holds another bank's key")
                 yield bank
 
     def export_batch(self, merchant: str, bank_id: str | None = None) -> dict[str, Any]:
@@ -534,9 +537,7 @@ class Home:
             receipts.append(self.deposit(merchant, own))
         for bank_id in sorted(waiting - {tf.bank_id}):
             reg = tf.registrations[bank_id]
-            with self.connect(reg.bank_url) as port:
-                if port.bank_id != bank_id or port.verify_key.raw != reg.bank_key:
-                    raise Refused("wrong_bank_key", f"{reg.bank_url} is not bank {bank_id}")
+            with self.connect(reg.bank_url, reg.bank_key) as port:
                 receipts.append(self.deposit(merchant, port))
         return receipts
 

@@ -3,6 +3,7 @@ cheque cards, credit cards (limit restored by FIG. 10, settlement run)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -282,3 +283,11 @@ def test_a_merchant_registered_with_two_banks_sorts_its_payments_by_issuer(
     with pytest.raises(PaymentDeclined) as hot:
         h.pay(carol, "Shop", 100, PIN)
     assert hot.value.code == "blacklisted"
+    # the registration pins bank B's key: a database holding another bank is refused
+    tf = h.terminal_file("Shop")
+    forged = replace(tf.registrations["bank-b"], bank_key=b"\x01" * 32)
+    path = h.merchant_dir("Shop") / "terminal.json"
+    path.write_text(replace(tf, registrations={"bank-b": forged}).to_json())
+    with h.bank() as bank_a, pytest.raises(Refused) as pinned:
+        h.sync_hotlist("Shop", bank_a)
+    assert pinned.value.code == "wrong_bank_key"

@@ -785,7 +785,7 @@ def _deposit_batch(h: Any, merchant: str, port: Any, batch: dict[str, Any]) -> d
     named = batch.get("bank_id")
     reg = tf.registrations.get(named) if named != tf.bank_id else None
     if reg is not None:
-        with h.connect(reg.bank_url) as other:
+        with h.connect(reg.bank_url, reg.bank_key) as other:
             return dict(h.deposit(merchant, other, batch))
     if port is not None:
         return dict(h.deposit(merchant, port, batch))

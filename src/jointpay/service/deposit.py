@@ -1,14 +1,16 @@
 """The bank's per-payment checks of a deposit session (FIG. 9 steps 650-700).
 
-Set-based, in three passes inside the session's one transaction:
+Set-based and streaming, inside the session's one transaction:
 
-1. **parse** every payment (format, CARD-CERT decoded and verified once per
-   distinct certificate, spec, scalars);
-2. **prefetch** what the checks need in a handful of queries: the cards (row-locked
-   in one statement), the certificates the bank issued, and every ``(card, ser)``
-   deposited before. There is never one SELECT per payment;
-3. **check** each payment in the order of the contract's reason codes, verify its
-   joint signature, and collect the accepted ones into one compound posting.
+1. **cards first**: each card group's CARD-CERT decoded and checked once (our own
+   recognised by their stored bytes), then every card of the batch row-locked in one
+   statement, in card-number order, with its issued certificates and balances;
+2. **chunks** of payments parsed (format, spec, scalars) and handed to the verifiers
+   (:mod:`jointpay.service.verify_pool`) while earlier chunks are settled: one query
+   for their ``(card, ser)`` deposited before, the checks in the order of the
+   contract's reason codes, one insert of the accepted rows. There is never one
+   SELECT per payment;
+3. **book** everything accepted as one compound posting.
 """
 
 from __future__ import annotations
