@@ -3,10 +3,11 @@
 Set-based and streaming, inside the session's one transaction:
 
 1. **cards first**: each card group's CARD-CERT decoded and checked once (our own
-   recognised by their stored bytes), then every card of the batch row-locked in one
-   statement, in card-number order, with its issued certificates and balances;
+   recognised by their stored bytes);
 2. **chunks** of payments parsed (format, spec, scalars) and handed to the verifiers
-   (:mod:`jointpay.service.verify_pool`) while earlier chunks are settled: one query
+   (:mod:`jointpay.service.verify_pool`) while earlier chunks are settled. Before the
+   first chunk is settled, every card of the batch is row-locked in one statement, in
+   card-number order, with its issued certificates and balances. Per chunk: one query
    for their ``(card, ser)`` deposited before, the checks in the order of the
    contract's reason codes, one insert of the accepted rows. There is never one
    SELECT per payment;
@@ -123,6 +124,8 @@ class DepositRun:
         self._bytes: dict[int, bytes] = {}
         """Each decoded CardCert's bytes as received, by id (no re-encoding to compare)."""
         self.cards: dict[str, CardRecord] = {}
+        self._own_certs: list[CardCert] = []
+        self._locked = False
         self.issued: dict[bytes, CertRecord] = {}
         self._issued_ok: dict[tuple[bytes, str], bool] = {}
         self.prior: dict[tuple[str, int], PaymentRecord] = {}
@@ -198,6 +201,8 @@ class DepositRun:
     ) -> None:
         """One chunk, in batch order: its prior deposits in one query, the checks, and
         its accepted payments written in one statement."""
+        if not self._locked:
+            self._lock_cards()
         own, foreign = self.bank.bank_id, []
         keys = set()
         for _, p in chunk:
@@ -328,15 +333,20 @@ class DepositRun:
 
     # -- before the payments: every card of the batch, locked in one sorted query ---------
     def _prefetch_cards(self) -> None:
-        """Decode each card group's CARD-CERT once, then lock all our cards at once (in
-        card-number order, so concurrent deposits cannot deadlock), with their issued
-        certificates and the balances the checks draw on."""
+        """Decode each card group's CARD-CERT once; :meth:`_lock_cards` then locks all
+        our cards at once (in card-number order, so concurrent deposits cannot
+        deadlock), with their issued certificates and the balances the checks use."""
         own = self.bank.bank_id
-        certs: list[CardCert] = []
         for group in self.req.batch.cards:
             cert = self._cert(group.get("cert")) if isinstance(group, dict) else "malformed"
             if isinstance(cert, CardCert) and cert.bank_id == own:
-                certs.append(cert)
+                self._own_certs.append(cert)
+
+    def _lock_cards(self) -> None:
+        """Taken when the first chunk is settled, not before: the first chunks are parsed
+        and verifying meanwhile, also while another deposit holds the same cards."""
+        certs, self._own_certs = self._own_certs, []
+        self._locked = True
         self.cards = self.tx.lock_cards(sorted({c.card_number for c in certs}))
         missing = sorted({c.cert_id for c in certs} - self.issued.keys())
         if missing:
