@@ -9,11 +9,13 @@ import typer
 
 from jointpay.cli.output import Output
 from jointpay.home import Home
+from jointpay.service.errors import BadInput
 
 HomeOpt = Annotated[
     Path | None, typer.Option("--home", help="State folder (JOINTPAY_HOME).", show_default=False)
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+AdminTokenFileOpt = Annotated[Path | None, typer.Option(help="file holding the admin credential")]
 
 
 def command_context(ctx: typer.Context, home: Path | None, as_json: bool) -> tuple[Home, Output]:
@@ -21,3 +23,11 @@ def command_context(ctx: typer.Context, home: Path | None, as_json: bool) -> tup
     g = ctx.find_root().obj or {}
     out = Output.make(as_json or bool(g.get("json")))
     return Home.at(home or g.get("home")), out
+
+
+def hex_bytes(text: str, what: str, code: str = "malformed") -> bytes:
+    """An option given in hexadecimal; :class:`BadInput` ``code`` if it is not."""
+    try:
+        return bytes.fromhex(text)
+    except ValueError as exc:
+        raise BadInput(code, f"{what} is not hex") from exc

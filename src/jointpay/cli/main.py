@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from jointpay.cli.common import HomeOpt, JsonOpt
+from jointpay.cli.common import AdminTokenFileOpt, HomeOpt, JsonOpt, hex_bytes
 from jointpay.cli.common import command_context as _ctx
 from jointpay.cli.output import EXIT_REFUSED, answering, read_pin
 from jointpay.crypto.certs import check_ident
@@ -256,10 +256,7 @@ def bank_open_merchant(
     h, out = _ctx(ctx, home, json_)
     with answering(out), h.bank() as bank:
         if public_key is not None:
-            try:
-                raw = bytes.fromhex(public_key)
-            except ValueError as exc:
-                raise BadInput("bad_key", "the public key is hexadecimal") from exc
+            raw = hex_bytes(public_key, "the public key", "bad_key")
             record, cert = bank.open_merchant(name, raw)
             out.done(
                 {"merchant": name, "sid": record.sid, "bank_id": bank.bank_id, "cert": cert.hex()},
@@ -493,9 +490,7 @@ def bank_serve(
     ctx: typer.Context,
     host: str = "127.0.0.1",
     port: int = 8421,
-    admin_token_file: Annotated[
-        Path | None, typer.Option(help="file holding the admin credential")
-    ] = None,
+    admin_token_file: AdminTokenFileOpt = None,
     home: HomeOpt = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -650,10 +645,7 @@ def merchant_add_bank(
     and `deposit` sends them there."""
     h, out = _ctx(ctx, home, json_)
     with answering(out):
-        try:
-            raw = bytes.fromhex(cert)
-        except ValueError as exc:
-            raise BadInput("bad_cert", "the MERCHANT-CERT is hexadecimal") from exc
+        raw = hex_bytes(cert, "the MERCHANT-CERT", "bad_cert")
         with h.connect(bank_url) as port:
             reg = h.add_bank(merchant, port, raw, bank_url)
         out.done(

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from jointpay.adapters.card_file import atomic_write
-from jointpay.cli.common import HomeOpt, JsonOpt
+from jointpay.cli.common import AdminTokenFileOpt, HomeOpt, JsonOpt, hex_bytes
 from jointpay.cli.common import command_context as _ctx
 from jointpay.cli.output import answering
 from jointpay.crypto.certs import BankRole, SigningKey, check_ident, issue_bank_cert
@@ -33,13 +33,6 @@ def _root_key(root: Path) -> SigningKey:
         raise BadInput("no_scheme", "no scheme root here: run `jointpay scheme init` first")
     d = json.loads(path.read_text(encoding="utf-8"))
     return SigningKey.from_private_bytes(d["scheme_id"], bytes.fromhex(d["private_key"]))
-
-
-def _hex(text: str, what: str) -> bytes:
-    try:
-        return bytes.fromhex(text)
-    except ValueError as exc:
-        raise BadInput("malformed", f"{what} is not hex") from exc
 
 
 @scheme_app.command("init")
@@ -91,7 +84,7 @@ def scheme_certify(
             cert = issue_bank_cert(
                 root,
                 bank_id=member,
-                public_key=_hex(key, "--key"),
+                public_key=hex_bytes(key, "--key"),
                 role=BankRole(role),
                 not_before=now - 3600,
                 not_after=now + years * YEAR,
@@ -120,7 +113,7 @@ def bank_join_scheme(
     h, out = _ctx(ctx, home, json_)
     with answering(out), h.bank() as bank:
         got = bank.interbank.join(
-            scheme_id, _hex(scheme_key, "--scheme-key"), _hex(bank_cert, "--bank-cert")
+            scheme_id, hex_bytes(scheme_key, "--scheme-key"), hex_bytes(bank_cert, "--bank-cert")
         )
         out.done(got, lambda c: c.print(f"{bank.bank_id} joined scheme {scheme_id}."))
 
@@ -198,7 +191,9 @@ def clearing_join(
     h, out = _ctx(ctx, home, json_)
     with answering(out):
         with _house(h) as house:
-            got = house.join(scheme_id, _hex(scheme_key, "--scheme-key"), _hex(cert, "--cert"))
+            got = house.join(
+                scheme_id, hex_bytes(scheme_key, "--scheme-key"), hex_bytes(cert, "--cert")
+            )
         out.done(got, lambda c: c.print(f"{got['clearing_house']} joined {scheme_id}."))
 
 
@@ -247,9 +242,7 @@ def clearing_serve(
     ctx: typer.Context,
     host: str = "127.0.0.1",
     port: int = 8431,
-    admin_token_file: Annotated[
-        Path | None, typer.Option(help="file holding the admin credential")
-    ] = None,
+    admin_token_file: AdminTokenFileOpt = None,
     home: HomeOpt = None,
     json_: JsonOpt = False,
 ) -> None:
