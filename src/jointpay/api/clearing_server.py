@@ -5,22 +5,21 @@ the read-only endpoints publish its certificate, its members and the scheme's ho
 list; the admin endpoints (bearer token) settle and audit.
 """
 
-import hmac
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Request
+from fastapi import Depends, FastAPI, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from jointpay.api.server import (
     ADMIN_ERRORS,
     DEPOSIT_SCHEMA,
-    SIGNED_MESSAGE,
-    Problem,
+    SIGNED_BODY,
     _problems,
     add_problem_handlers,
+    admin_guard,
     load_admin_token,
     read_json,
 )
@@ -46,19 +45,10 @@ def create_clearing_app(house_factory: Callable[[], ClearingHouse], *, admin_tok
             holder["house"] = house_factory()
         return holder["house"]
 
-    def admin(authorization: Annotated[str | None, Header()] = None) -> None:
-        want = f"Bearer {admin_token}".encode()
-        if authorization is None or not hmac.compare_digest(authorization.encode(), want):
-            raise Problem(401, "unauthorised", "admin endpoints need the admin bearer token")
+    admin = admin_guard(admin_token)
 
     House = Annotated[ClearingHouse, Depends(get_house)]
     add_problem_handlers(app)
-    signed = {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": SIGNED_MESSAGE}},
-        }
-    }
 
     @app.get("/health")
     def health() -> dict[str, str]:
@@ -74,7 +64,11 @@ def create_clearing_app(house_factory: Callable[[], ClearingHouse], *, admin_tok
         """Every member's hot list, brought up to date."""
         return {"entries": house.scheme_hotlist()}
 
-    @app.post("/v1/clear", responses=_problems(400, 413, 422, 503), openapi_extra=signed)
+    @app.post(
+        "/v1/clear",
+        responses=_problems(400, 413, 422, 503),
+        openapi_extra=SIGNED_BODY,
+    )
     async def clear(request: Request, house: House) -> dict[str, Any]:
         """An acquirer's payments made with other members' cards."""
         body = await read_json(request)
@@ -108,7 +102,11 @@ def create_clearing_app(house_factory: Callable[[], ClearingHouse], *, admin_tok
         body = await read_json(request)
         return dict(await run_in_threadpool(house.relay, body))
 
-    @app.post("/v1/online-check", responses=_problems(400, 413, 422, 503), openapi_extra=signed)
+    @app.post(
+        "/v1/online-check",
+        responses=_problems(400, 413, 422, 503),
+        openapi_extra=SIGNED_BODY,
+    )
     async def online_check(request: Request, house: House) -> dict[str, Any]:
         """An acquirer asks the card's bank, through us, whether a payment may go on."""
         body = await read_json(request, 64 * 1024)

@@ -237,6 +237,27 @@ def add_problem_handlers(app: FastAPI) -> None:
         return problem(400, "malformed", str(exc.errors()[:3]))
 
 
+SIGNED_BODY: Final = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": SIGNED_MESSAGE}},
+    }
+}
+"""The request body of every message between scheme members (``openapi_extra``)."""
+
+
+def admin_guard(admin_token: str) -> Callable[..., None]:
+    """The dependency of every admin endpoint: the admin bearer token, compared in
+    constant time."""
+    want = f"Bearer {admin_token}".encode()
+
+    def admin(authorization: Annotated[str | None, Header()] = None) -> None:
+        if authorization is None or not hmac.compare_digest(authorization.encode(), want):
+            raise Problem(401, "unauthorised", "admin endpoints need the admin bearer token")
+
+    return admin
+
+
 def create_app(bank_factory: Callable[[], Bank], *, admin_token: str) -> FastAPI:
     """Build the app from explicit dependencies: a bank factory and the admin credential."""
     app = FastAPI(
@@ -252,10 +273,7 @@ def create_app(bank_factory: Callable[[], Bank], *, admin_token: str) -> FastAPI
             bank_holder["bank"] = bank_factory()
         return bank_holder["bank"]
 
-    def admin(authorization: Annotated[str | None, Header()] = None) -> None:
-        want = f"Bearer {admin_token}".encode()
-        if authorization is None or not hmac.compare_digest(authorization.encode(), want):
-            raise Problem(401, "unauthorised", "admin endpoints need the admin bearer token")
+    admin = admin_guard(admin_token)
 
     BankDep = Annotated[Bank, Depends(get_bank)]
     IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)]
@@ -369,17 +387,10 @@ def create_app(bank_factory: Callable[[], Bank], *, admin_token: str) -> FastAPI
         """The other member banks' hot lists, through our clearing houses."""
         return {"entries": bank.scheme_hotlist()}
 
-    signed = {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": SIGNED_MESSAGE}},
-        }
-    }
-
     @app.post(
         "/v1/interbank/deposits",
         responses=_problems(400, 413, 422, 503),
-        openapi_extra=signed,
+        openapi_extra=SIGNED_BODY,
     )
     async def interbank_deposit(request: Request, bank: BankDep) -> dict[str, Any]:
         """A clearing house brings our cards' payments at other banks' merchants."""
@@ -391,7 +402,7 @@ def create_app(bank_factory: Callable[[], Bank], *, admin_token: str) -> FastAPI
     @app.post(
         "/v1/interbank/relayed",
         responses=_problems(400, 404, 409, 413, 422, 503),
-        openapi_extra=signed,
+        openapi_extra=SIGNED_BODY,
     )
     async def interbank_relayed(request: Request, bank: BankDep) -> dict[str, Any]:
         """A clearing house relays one of our merchants' deposits, with its clearing of
@@ -402,14 +413,18 @@ def create_app(bank_factory: Callable[[], Bank], *, admin_token: str) -> FastAPI
         return dict(await run_in_threadpool(bank.interbank.relayed, body))
 
     @app.post(
-        "/v1/interbank/settlements", responses=_problems(400, 413, 422, 503), openapi_extra=signed
+        "/v1/interbank/settlements",
+        responses=_problems(400, 413, 422, 503),
+        openapi_extra=SIGNED_BODY,
     )
     async def interbank_settlement(request: Request, bank: BankDep) -> dict[str, Any]:
         """A clearing house settles our net position with it."""
         return bank.interbank_settlement(await read_json(request, 64 * 1024))
 
     @app.post(
-        "/v1/interbank/online-check", responses=_problems(400, 413, 422, 503), openapi_extra=signed
+        "/v1/interbank/online-check",
+        responses=_problems(400, 413, 422, 503),
+        openapi_extra=SIGNED_BODY,
     )
     async def interbank_online_check(request: Request, bank: BankDep) -> dict[str, Any]:
         """Another bank's terminal asks, through a house, whether our card may pay."""
