@@ -183,6 +183,52 @@ def verify_mac(key: bytes, tag: bytes, message: bytes, tag_value: bytes) -> None
 # --------------------------------------------------------------------------------------
 
 
+def _signed_encoding(tbs: bytes, signature: bytes) -> bytes:
+    """A certificate's bytes: what was signed, then the signature."""
+    if len(signature) != ED25519_SIG_LEN:
+        raise ValueError("the certificate is not signed")
+    return tbs + signature
+
+
+def _check_issued(
+    what: str,
+    key: VerifyKey,
+    issuer: str,
+    signer: str,
+    tag: bytes,
+    tbs: bytes,
+    signature: bytes,
+    *,
+    issuer_id: str,
+) -> None:
+    """The certificate names ``key``'s owner as its issuer, and that key signed it."""
+    if key.owner != issuer_id:
+        raise InvalidCertificateError(f"{what} is issued by {issuer}, not by {key.owner!r}")
+    try:
+        key.verify(tag, tbs, signature)
+    except InvalidSignature as exc:
+        raise InvalidCertificateError(f"the {signer}'s signature on the {what} is invalid") from exc
+
+
+def _check_period(what: str, subject: str, not_before: int, not_after: int, at: int | None) -> None:
+    if at is not None and not not_before <= at < not_after:
+        raise ExpiredCertificateError(f"{what} of {subject} is not valid at {at}")
+
+
+def _read_key_tail(rd: Reader, what: str, key_field: str) -> tuple[bytes, int, int, bytes]:
+    """The end of a MERCHANT-CERT or BANK-CERT: an Ed25519 key, the validity interval,
+    the signature, and nothing after it."""
+    public_key = rd.blob(key_field, max_len=ED25519_KEY_LEN)
+    if len(public_key) != ED25519_KEY_LEN:
+        raise DecodeError(f"{what} key is not a 32-byte Ed25519 key")
+    not_before, not_after = rd.u64("not before"), rd.u64("not after")
+    if not_after <= not_before:
+        raise DecodeError(f"{what} validity interval is empty")
+    signature = rd.raw(ED25519_SIG_LEN, "signature")
+    rd.finish()
+    return public_key, not_before, not_after, signature
+
+
 @dataclass(frozen=True, slots=True)
 class CardCert:
     """CARD-CERT = cert_B(inter, info, P_i..., Y).
@@ -238,9 +284,7 @@ class CardCert:
         return w.finish()
 
     def encode(self) -> bytes:
-        if len(self.signature) != ED25519_SIG_LEN:
-            raise ValueError("the certificate is not signed")
-        return self.tbs() + self.signature
+        return _signed_encoding(self.tbs(), self.signature)
 
     @property
     def digest(self) -> bytes:
@@ -331,16 +375,16 @@ class CardCert:
         issue; an auditor may do it any time; a terminal relies on the bank's signature).
         Raises :class:`InvalidCertificateError` (or :class:`ExpiredCertificateError`).
         """
-        if bank_key.owner != self.bank_id:
-            raise InvalidCertificateError(
-                f"CARD-CERT is issued by {self.bank_id!r}, not by {bank_key.owner!r}"
-            )
-        try:
-            bank_key.verify(CARD_CERT_TAG, self.tbs(), self.signature)
-        except InvalidSignature as exc:
-            raise InvalidCertificateError(
-                "the bank's signature on the CARD-CERT is invalid"
-            ) from exc
+        _check_issued(
+            "CARD-CERT",
+            bank_key,
+            repr(self.bank_id),
+            "bank",
+            CARD_CERT_TAG,
+            self.tbs(),
+            self.signature,
+            issuer_id=self.bank_id,
+        )
         joint: Element | None
         if check_proofs:
             try:
@@ -409,9 +453,7 @@ class MerchantCert:
         )
 
     def encode(self) -> bytes:
-        if len(self.signature) != ED25519_SIG_LEN:
-            raise ValueError("the certificate is not signed")
-        return self.tbs() + self.signature
+        return _signed_encoding(self.tbs(), self.signature)
 
     def signed(self, key: SigningKey) -> MerchantCert:
         return replace(self, signature=key.sign(MERCHANT_CERT_TAG, self.tbs()))
@@ -428,29 +470,23 @@ class MerchantCert:
         name = rd.text("name", max_len=128)
         if not name.strip():
             raise DecodeError("MERCHANT-CERT name is empty")
-        public_key = rd.blob("merchant key", max_len=ED25519_KEY_LEN)
-        if len(public_key) != ED25519_KEY_LEN:
-            raise DecodeError("MERCHANT-CERT key is not a 32-byte Ed25519 key")
-        not_before, not_after = rd.u64("not before"), rd.u64("not after")
-        if not_after <= not_before:
-            raise DecodeError("MERCHANT-CERT validity interval is empty")
-        signature = rd.raw(ED25519_SIG_LEN, "signature")
-        rd.finish()
+        public_key, not_before, not_after, signature = _read_key_tail(
+            rd, "MERCHANT-CERT", "merchant key"
+        )
         return cls(cert_id, bank_id, sid, name, public_key, not_before, not_after, signature)
 
     def verify(self, bank_key: VerifyKey, *, at: int | None = None) -> None:
-        if bank_key.owner != self.bank_id:
-            raise InvalidCertificateError(
-                f"MERCHANT-CERT is issued by {self.bank_id!r}, not by {bank_key.owner!r}"
-            )
-        try:
-            bank_key.verify(MERCHANT_CERT_TAG, self.tbs(), self.signature)
-        except InvalidSignature as exc:
-            raise InvalidCertificateError(
-                "the bank's signature on the MERCHANT-CERT is invalid"
-            ) from exc
-        if at is not None and not self.not_before <= at < self.not_after:
-            raise ExpiredCertificateError(f"MERCHANT-CERT of {self.sid} is not valid at {at}")
+        _check_issued(
+            "MERCHANT-CERT",
+            bank_key,
+            repr(self.bank_id),
+            "bank",
+            MERCHANT_CERT_TAG,
+            self.tbs(),
+            self.signature,
+            issuer_id=self.bank_id,
+        )
+        _check_period("MERCHANT-CERT", self.sid, self.not_before, self.not_after, at)
 
 
 # --------------------------------------------------------------------------------------
@@ -503,9 +539,7 @@ class BankCert:
         )
 
     def encode(self) -> bytes:
-        if len(self.signature) != ED25519_SIG_LEN:
-            raise ValueError("the certificate is not signed")
-        return self.tbs() + self.signature
+        return _signed_encoding(self.tbs(), self.signature)
 
     def signed(self, key: SigningKey) -> BankCert:
         return replace(self, signature=key.sign(BANK_CERT_TAG, self.tbs()))
@@ -524,36 +558,28 @@ class BankCert:
             role = BankRole(role_s)
         except ValueError as exc:
             raise DecodeError(f"unknown member role {role_s!r}") from exc
-        public_key = rd.blob("member key", max_len=ED25519_KEY_LEN)
-        if len(public_key) != ED25519_KEY_LEN:
-            raise DecodeError("BANK-CERT key is not a 32-byte Ed25519 key")
-        not_before, not_after = rd.u64("not before"), rd.u64("not after")
-        if not_after <= not_before:
-            raise DecodeError("BANK-CERT validity interval is empty")
-        signature = rd.raw(ED25519_SIG_LEN, "signature")
-        rd.finish()
+        public_key, not_before, not_after, signature = _read_key_tail(rd, "BANK-CERT", "member key")
         return cls(cert_id, scheme_id, bank_id, role, public_key, not_before, not_after, signature)
 
     def verify(
         self, scheme_key: VerifyKey, *, at: int | None = None, role: BankRole | None = None
     ) -> None:
         """Check the scheme's signature, optionally the role and validity at ``at``."""
-        if scheme_key.owner != self.scheme_id:
-            raise InvalidCertificateError(
-                f"BANK-CERT is issued by scheme {self.scheme_id!r}, not {scheme_key.owner!r}"
-            )
-        try:
-            scheme_key.verify(BANK_CERT_TAG, self.tbs(), self.signature)
-        except InvalidSignature as exc:
-            raise InvalidCertificateError(
-                "the scheme's signature on the BANK-CERT is invalid"
-            ) from exc
+        _check_issued(
+            "BANK-CERT",
+            scheme_key,
+            f"scheme {self.scheme_id!r}",
+            "scheme",
+            BANK_CERT_TAG,
+            self.tbs(),
+            self.signature,
+            issuer_id=self.scheme_id,
+        )
         if role is not None and self.role is not role:
             raise InvalidCertificateError(
                 f"{self.bank_id} is certified as a {self.role.value}, not a {role.value}"
             )
-        if at is not None and not self.not_before <= at < self.not_after:
-            raise ExpiredCertificateError(f"BANK-CERT of {self.bank_id} is not valid at {at}")
+        _check_period("BANK-CERT", self.bank_id, self.not_before, self.not_after, at)
 
 
 def issue_bank_cert(
