@@ -372,12 +372,9 @@ class DepositRun:
             return _rejected(label, ser, "unknown_card")
         if not self._issued_to(cert, card) or spec.card_cert_id != cert.cert_id:
             return _rejected(label, ser, "bad_cert")
-        if spec.time > self.now + bank.policy.clock_skew:
-            return _rejected(label, ser, "future_time")
-        try:
-            cert.check_validity(spec.time)
-        except ExpiredCertificateError:
-            return _rejected(label, ser, "expired_cert")
+        late = self._out_of_time(p)
+        if late is not None:
+            return late
         # The hot list refuses payments made after the card was listed; those made
         # before it (the merchant could not have known) are honoured.
         if (
@@ -464,18 +461,25 @@ class DepositRun:
         )
         return PaymentResult(card.card_number, ser, "accepted", None, spec.amount)
 
+    def _out_of_time(self, p: _Parsed) -> PaymentResult | None:
+        """A payment dated in the future, or outside its CARD-CERT's validity."""
+        if p.spec.time > self.now + self.bank.policy.clock_skew:
+            return _rejected(p.cert.card_number, p.ser, "future_time")
+        try:
+            p.cert.check_validity(p.spec.time)
+        except ExpiredCertificateError:
+            return _rejected(p.cert.card_number, p.ser, "expired_cert")
+        return None
+
     def _check_foreign(self, p: _Parsed) -> PaymentResult:
         """Another bank's card at our merchant: our own checks, then its clearing."""
         bank, cert, ser, spec = self.bank, p.cert, p.ser, p.spec
         label = cert.card_number
         if spec.card_cert_id != cert.cert_id:
             return _rejected(label, ser, "bad_cert")
-        if spec.time > self.now + bank.policy.clock_skew:
-            return _rejected(label, ser, "future_time")
-        try:
-            cert.check_validity(spec.time)
-        except ExpiredCertificateError:
-            return _rejected(label, ser, "expired_cert")
+        late = self._out_of_time(p)
+        if late is not None:
+            return late
         if not self.valid[id(p)]:
             return _rejected(label, ser, "bad_signature")
         if spec.sid != self.req.sid or spec.bank_id != bank.bank_id:
