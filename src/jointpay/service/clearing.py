@@ -61,6 +61,7 @@ from jointpay.service.scheme import (
     SchemeError,
     Unreachable,
     field,
+    malformed,
     open_body,
     position_account,
     sign_body,
@@ -235,7 +236,7 @@ class ClearingHouse:
         members = self.members()
         acq_id = message.get("acquirer") if isinstance(message, dict) else None
         acquirer = self._member(members, acq_id)
-        try:
+        with malformed("clear"):
             body = open_body(acquirer.key, CLEAR_TAG, message, CLEAR_FORMAT)
             if field(body, "clearing_house", str) != self.ch_id:
                 raise SchemeError("the message is for another clearing house")
@@ -243,8 +244,6 @@ class ClearingHouse:
             batch = parse_batch(body.get("batch"))
             if batch.bank_id != acquirer.cert.bank_id:
                 raise SchemeError("the batch names another acquirer")
-        except (SchemeError, BatchError) as exc:
-            raise BadInput("malformed", f"clear: {exc}") from exc
         cleared = self._clear_payments(members, acquirer.cert.bank_id, ref, batch.sid, batch)
         results = [r for r in cleared if r is not None]  # all of them: no `own` cards here
         return sign_body(
@@ -514,12 +513,10 @@ class ClearingHouse:
     def online_check(self, message: object) -> dict[str, Any]:
         members = self.members()
         acq = self._member(members, message.get("acquirer") if isinstance(message, dict) else None)
-        try:
+        with malformed("online check"):
             body = open_body(acq.key, CLEAR_TAG, message, "jointpay-online/1")
             issuer = self._member(members, field(body, "issuer", str))
             card, amount = field(body, "card", str), field(body, "amount", int)
-        except SchemeError as exc:
-            raise BadInput("malformed", f"online check: {exc}") from exc
         ask = sign_body(
             self._key,
             INTERBANK_TAG,

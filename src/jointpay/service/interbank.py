@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from jointpay.crypto.certs import BankCert, BankRole, VerifyKey
 from jointpay.domain.records import AccountKind, Leg, Transfer
-from jointpay.protocol.deposit import BATCH_FORMAT, BatchError, parse_batch
+from jointpay.protocol.deposit import BATCH_FORMAT, parse_batch
 from jointpay.service.errors import BadInput, Refused, ServiceError
 from jointpay.service.scheme import (
     CLEAR_FORMAT,
@@ -62,6 +62,7 @@ from jointpay.service.scheme import (
     Unreachable,
     field,
     interbank_account,
+    malformed,
     open_body,
     sign_body,
 )
@@ -328,7 +329,7 @@ class Interbank:
 
         bank = self.bank
         link = self._sender(message)
-        try:
+        with malformed("interbank deposit"):
             body = open_body(link.cert.verify_key, INTERBANK_TAG, message, INTERBANK_FORMAT)
             if field(body, "issuer", str) != bank.bank_id:
                 raise SchemeError("the payments are for another issuer")
@@ -337,8 +338,6 @@ class Interbank:
             batch = parse_batch(body.get("batch"))
             if batch.bank_id != acquirer:
                 raise SchemeError("the batch names another acquirer")
-        except (SchemeError, BatchError) as exc:
-            raise BadInput("malformed", f"interbank deposit: {exc}") from exc
         now = bank.clock()
         req = DepositRequest(acquirer, batch.sid, 0, now, batch, digest(body["batch"]), b"")
         with bank.store.transaction() as tx:
@@ -372,7 +371,7 @@ class Interbank:
         banks' cards: run the session as if the merchant had come to us, taking the
         house's results for those cards; our own cards we check ourselves."""
         link = self._sender(message)
-        try:
+        with malformed("relayed deposit"):
             body = open_body(link.cert.verify_key, RELAY_TAG, message, RELAY_FORMAT)
             if field(body, "acquirer", str) != self.bank.bank_id:
                 raise SchemeError("the deposit is for another bank")
@@ -386,18 +385,14 @@ class Interbank:
                 ok = r.get("status") == "accepted"
                 reason = None if ok else str(r.get("reason") or "rejected")
                 answers[(card, ser)] = Cleared("accepted" if ok else "rejected", reason, link.ch_id)
-        except SchemeError as exc:
-            raise BadInput("malformed", f"relayed deposit: {exc}") from exc
         return self.bank.deposit(body.get("deposit"), relayed=answers)
 
     def online_check(self, message: object) -> dict[str, Any]:
         """A house asks, for another bank's terminal, whether our card may pay."""
         link = self._sender(message)
-        try:
+        with malformed("online check"):
             body = open_body(link.cert.verify_key, INTERBANK_TAG, message, "jointpay-online/1")
             card, amount = field(body, "card", str), field(body, "amount", int)
-        except SchemeError as exc:
-            raise BadInput("malformed", f"online check: {exc}") from exc
         try:
             answer = self.bank.online_check(card, amount)
         except BadInput:
@@ -449,15 +444,13 @@ class Interbank:
 
         bank = self.bank
         link = self._sender(message)
-        try:
+        with malformed("settlement"):
             body = open_body(link.cert.verify_key, SETTLEMENT_TAG, message, SETTLEMENT_FORMAT)
             if field(body, "bank_id", str) != bank.bank_id:
                 raise SchemeError("the settlement is for another bank")
             sid, amount = field(body, "settlement", str), field(body, "amount", int)
             if field(body, "currency", str) != bank.currency:
                 raise SchemeError("the settlement is in another currency")
-        except SchemeError as exc:
-            raise BadInput("malformed", f"settlement: {exc}") from exc
         tid = f"settle:{link.ch_id}:{sid}"[:128]
         now = bank.clock()
         with bank.store.transaction() as tx:

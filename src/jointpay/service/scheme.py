@@ -16,14 +16,16 @@ kind of message never passes for another, nor for a merchant's deposit or receip
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from jointpay.crypto.certs import BankCert, BankRole, SigningKey, VerifyKey, check_ident
 from jointpay.crypto.errors import CryptoError, InvalidSignature
 from jointpay.domain.records import HotlistEntry
-from jointpay.protocol.deposit import canonical_json
+from jointpay.protocol.deposit import BatchError, canonical_json
+from jointpay.service.errors import BadInput
 
 SCHEME_CONFIG_KEY: Final = "scheme"
 
@@ -47,6 +49,16 @@ RELAY_TAG: Final = b"jointpay/v1/relay"
 
 class SchemeError(Exception):
     """A message between members is malformed or not authentic."""
+
+
+@contextmanager
+def malformed(what: str) -> Iterator[None]:
+    """A member's message that does not parse, or is not signed by its sender, is bad
+    input: :class:`BadInput` ``malformed``, prefixed with ``what``."""
+    try:
+        yield
+    except (SchemeError, BatchError) as exc:
+        raise BadInput("malformed", f"{what}: {exc}") from exc
 
 
 def sign_body(key: SigningKey, tag: bytes, body: dict[str, Any]) -> dict[str, Any]:
