@@ -48,7 +48,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import gmpy2
@@ -106,19 +106,7 @@ def open_card(bank: Bank, now: int, load: int) -> BenchCard:
     master = secrets.token_bytes(32)
     bank._open_card_account(number, "holder", CardMode.CASH, 0, cert, master, now)
     req = WithdrawRequest(bank.bank_id, number, cert.cert_id, 1, 0, load, False, AuthKind.MAC)
-    bank.withdraw(
-        WithdrawRequest(
-            req.bank_id,
-            number,
-            cert.cert_id,
-            1,
-            0,
-            load,
-            False,
-            AuthKind.MAC,
-            mac(master, WITHDRAW_REQUEST_TAG, req.tbs()),
-        ).encode()
-    )
+    bank.withdraw(replace(req, auth=mac(master, WITHDRAW_REQUEST_TAG, req.tbs())).encode())
     joint = SecretScalar((s_u.reveal() + s_c.reveal()) % group.q)
     assert group.public_key(joint.reveal()) == cert.joint_key
     return BenchCard(number, joint, cert)
@@ -341,18 +329,19 @@ def deposit_http(w: World, root: Path) -> dict[str, Any]:
 
 
 @contextmanager
-def database(kind: str) -> Iterator[str | None]:
+def database(kind: str, pg: str = PG) -> Iterator[str | None]:
+    """None for the home's SQLite file; else a fresh schema on ``pg``, dropped after."""
     if kind == "sqlite":
         yield None
         return
     schema = f"jp_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG, autocommit=True) as conn:
+    with psycopg.connect(pg, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
-    sep = "&" if "?" in PG else "?"
+    sep = "&" if "?" in pg else "?"
     try:
-        yield f"{PG}{sep}options=-csearch_path%3D{schema}"
+        yield f"{pg}{sep}options=-csearch_path%3D{schema}"
     finally:
-        with psycopg.connect(PG, autocommit=True) as conn:
+        with psycopg.connect(pg, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 

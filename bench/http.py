@@ -21,22 +21,21 @@ from pathlib import Path
 # imports: run as a script, its folder must not shadow it.
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     del sys.path[0]
+sys.path.append(str(Path(__file__).resolve().parent))  # after the stdlib: bench/deposit.py
 
 import argparse
+import contextlib
 import json
 import os
-import socket
 import statistics
-import subprocess
 import tempfile
 import threading
 import time
-import uuid
 from typing import Any
 
 import httpx
-import psycopg
 
+from deposit import database, served  # bench/deposit.py
 from jointpay.adapters.card_file import InProcessChannel
 from jointpay.crypto.certs import CardCert, SigningKey
 from jointpay.crypto.schnorr import PaymentCert, verify
@@ -45,12 +44,6 @@ from jointpay.protocol.deposit import build_batch, make_deposit
 from jointpay.protocol.terminal import CardClient, TakenPayment, Terminal
 
 PIN = "2468"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def raw_rate(payments: list[TakenPayment], seconds: float = 2.0) -> float:
@@ -108,14 +101,8 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
-    schema = f"jp_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(args.pg, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    sep = "&" if "?" in args.pg else "?"
-    url = f"{args.pg}{sep}options=-csearch_path%3D{schema}"
     root = Path(tempfile.mkdtemp(prefix="jointpay-bench-http-"))
-    proc = None
-    try:
+    with database("postgres", args.pg) as url, contextlib.ExitStack() as stack:
         t0 = time.perf_counter()
         h, taken = setup(root, url, args.payments, args.merchants, args.cards)
         print(
@@ -125,30 +112,7 @@ def main() -> None:
         everything = [p for ps in taken.values() for p in ps]
         raw1 = raw_rate(everything)
         cores = os.cpu_count() or 1
-
-        port = free_port()
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "jointpay",
-                "--home",
-                str(root),
-                "bank",
-                "serve",
-                "--port",
-                str(port),
-            ],
-            env={**os.environ, "JOINTPAY_DB": url},
-            stderr=subprocess.DEVNULL,
-        )
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(200):
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.05)
+        _, base = stack.enter_context(served(root, url))
 
         latencies: list[float] = []
         lock = threading.Lock()
@@ -213,12 +177,6 @@ def main() -> None:
             "deposit_latency_p50_ms": round(statistics.median(latencies) * 1e3, 1),
             "deposit_latency_p99_ms": round(qs[98] * 1e3, 1),
         }
-    finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(10)
-        with psycopg.connect(args.pg, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
     if args.json:
         print(json.dumps(result, indent=2))
     else:
