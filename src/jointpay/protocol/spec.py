@@ -25,6 +25,7 @@ Layout (``LP`` = 4-byte length prefix, integers big-endian)::
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Final
 
@@ -81,6 +82,17 @@ class PaymentSpec:
 
     @classmethod
     def decode(cls, data: bytes) -> PaymentSpec:
+        """Parse canonical spec bytes; raise :class:`DecodeError` for anything else.
+
+        Well-formed specs of the common shape take :func:`_decode_fast` (a bank's
+        deposit decodes every payment's spec); anything it does not vouch for, valid
+        or not, takes the field-by-field reader, which gives the specific error.
+        """
+        fast = _decode_fast(data) if type(data) is bytes else None
+        return fast if fast is not None else cls._decode_reader(data)
+
+    @classmethod
+    def _decode_reader(cls, data: bytes) -> PaymentSpec:
         rd = Reader(data, "spec")
         if rd.raw(4, "magic") != SPEC_MAGIC:
             raise DecodeError("spec: not a jointpay v1 payment specification")
@@ -109,3 +121,75 @@ class PaymentSpec:
             raise DecodeError(f"spec: conversion flag {flag} is not 0 or 1")
         rd.finish()
         return cls(bank_id, sid, amount, currency, time, txn, cert_id, service, details, conversion)
+
+
+@functools.lru_cache(maxsize=512)
+def _ident_or_none(raw: bytes, currency: bool = False) -> str | None:
+    """``raw`` as an identifier (or a currency code), or None: the reader decides.
+
+    Cached: a merchant's batch repeats the same few bank ids, S_ids and currencies."""
+    try:
+        s = raw.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    if not s.isprintable():  # the reader's rule; the patterns' "$" allows a final "\n"
+        return None
+    try:
+        return check_currency(s) if currency else check_ident(s, "")
+    except DecodeError:
+        return None
+
+
+def _decode_fast(data: bytes) -> PaymentSpec | None:
+    """The spec in ``data`` if it has the common shape and every field is valid: ASCII
+    identifiers, no conversion. None means "ask :meth:`PaymentSpec._decode_reader`"; it
+    never accepts bytes the reader would reject (``tests/property`` checks both ways)."""
+    n = len(data)
+    if n < 4 or data[:4] != SPEC_MAGIC:
+        return None
+    pos = 4
+    texts: list[str] = []
+    for _ in range(2):  # bank id, S_id
+        if pos + 4 > n:
+            return None
+        end = pos + 4 + int.from_bytes(data[pos : pos + 4], "big")
+        if end > n:
+            return None
+        s = _ident_or_none(data[pos + 4 : end])
+        if s is None:
+            return None
+        texts.append(s)
+        pos = end
+    if pos + 8 + 4 + 3 + 16 + CERT_ID_LEN + 4 + 4 + 1 > n:
+        return None
+    amount = int.from_bytes(data[pos : pos + 8], "big")
+    if amount == 0 or amount >= 1 << 63 or data[pos + 8 : pos + 12] != b"\0\0\0\3":
+        return None
+    currency = _ident_or_none(data[pos + 12 : pos + 15], currency=True)
+    if currency is None:
+        return None
+    pos += 15
+    time = int.from_bytes(data[pos : pos + 8], "big")
+    txn = int.from_bytes(data[pos + 8 : pos + 16], "big")
+    cert_id = data[pos + 16 : pos + 16 + CERT_ID_LEN]
+    pos += 16 + CERT_ID_LEN
+    end = pos + 4 + int.from_bytes(data[pos : pos + 4], "big")
+    if end > n:
+        return None
+    service = ""
+    if end > pos + 4:
+        found = _ident_or_none(data[pos + 4 : end])
+        if found is None:
+            return None
+        service = found
+    pos = end
+    if pos + 4 > n:
+        return None
+    size = int.from_bytes(data[pos : pos + 4], "big")
+    end = pos + 4 + size
+    # the conversion flag is the last byte, and 0: no conversion
+    if size > MAX_DETAILS or end + 1 != n or data[end] != 0:
+        return None
+    return PaymentSpec(
+        texts[0], texts[1], amount, currency, time, txn, cert_id, service, data[pos + 4 : end]
+    )

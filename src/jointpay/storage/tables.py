@@ -28,6 +28,11 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
 
+def u64_text(value: int) -> str:
+    """How :class:`U64` stores ``value`` (also written straight to the driver)."""
+    return f"{value:020d}"
+
+
 class U64(TypeDecorator[int]):
     """An unsigned 64-bit integer as zero-padded text (exact on every engine)."""
 
@@ -35,7 +40,7 @@ class U64(TypeDecorator[int]):
     cache_ok = True
 
     def process_bind_param(self, value: int | None, dialect: Dialect) -> str | None:  # noqa: ARG002
-        return None if value is None else f"{value:020d}"
+        return None if value is None else u64_text(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> int | None:  # noqa: ARG002
         return None if value is None else int(value)
