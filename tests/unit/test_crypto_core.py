@@ -176,7 +176,8 @@ def test_secp_point_with_x_above_n_takes_the_plain_path() -> None:
     while pow(x**3 + 7, (SECP256K1_P - 1) // 2, SECP256K1_P) != 1:
         x += 1  # a real curve point whose x is >= n: it cannot pose as an ECDSA r
     y = SECP.decode(b"\x02" + x.to_bytes(32, "big"))
-    assert grp._recovery_constants(y.encoded) is None
+    assert grp._recovery_x(y.encoded) is None
+    assert SECP.scaled_hint(y.encoded, 5) is None  # the batch test verifies it strictly
     r, b = 3, 4
     got = SECP.combine(r, y, b)
     want = PublicKey.combine_keys(

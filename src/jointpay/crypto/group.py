@@ -22,7 +22,7 @@ import hashlib
 import json
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -50,15 +50,23 @@ class Element:
 
     ``native`` is the library's own value (a gmpy2 ``mpz`` or a coincurve point) and
     ``encoded`` its canonical encoding (CONTRACT ``enc``). Equality is by group and
-    encoding.
+    encoding. An element decoded from bytes the caller validated before (``known``)
+    may be built with ``native=None``: it is then parsed on first use.
     """
 
-    __slots__ = ("encoded", "group", "native")
+    __slots__ = ("_native", "encoded", "group")
 
     def __init__(self, group: Group, native: Any, encoded: bytes) -> None:
         self.group = group
-        self.native = native
+        self._native = native
         self.encoded = encoded
+
+    @property
+    def native(self) -> Any:
+        value = self._native
+        if value is None:
+            value = self._native = self.group.native_of(self.encoded)
+        return value
 
     def __eq__(self, other: object) -> bool:
         return (
@@ -93,8 +101,13 @@ class Group(ABC):
 
         ``known``: the caller validated these exact bytes before and kept them (a bank
         reading back a CARD-CERT it issued and stored); a modp group then skips the
-        subgroup test (one exponentiation) and checks only length and range.
+        subgroup test (one exponentiation) and checks only length and range, and
+        secp256k1 checks the encoding's form and parses the point on first use.
         """
+
+    def native_of(self, data: bytes) -> Any:
+        """The library value of an element decoded ``known`` and left unparsed."""
+        return self.decode(data).native
 
     def decode_scalar(self, data: bytes, *, allow_zero: bool = True) -> int:
         """Parse a 32-byte big-endian scalar in ``[0, q)`` (``(0, q)`` unless ``allow_zero``)."""
@@ -350,8 +363,10 @@ class Secp256k1Group(Group):
     q = SECP256K1_N
     element_len = 33
 
-    def decode(self, data: bytes, *, known: bool = False) -> Element:  # noqa: ARG002
-        # a point's decoding is its validation, and cheap: ``known`` changes nothing
+    def decode(self, data: bytes, *, known: bool = False) -> Element:
+        # a point's decoding is its validation. ``known`` (bytes validated and stored
+        # before, such as the CARD-CERTs a bank reads back for a deposit of 10,000
+        # cards) defers the parse to the point's first use: most are never used.
         if not isinstance(data, bytes) or len(data) != self.element_len:
             got = len(data) if isinstance(data, bytes) else type(data).__name__
             raise InvalidElementError(
@@ -361,11 +376,13 @@ class Secp256k1Group(Group):
             raise InvalidElementError("a secp256k1 point must start with 02 or 03")
         if int.from_bytes(data[1:], "big") >= SECP256K1_P:
             raise InvalidElementError("x coordinate is not below the field prime")
+        return Element(self, None if known else self.native_of(data), data)
+
+    def native_of(self, data: bytes) -> _CurvePoint:
         try:
-            point = _CurvePoint(data)
+            return _CurvePoint(data)
         except (ValueError, TypeError) as exc:
             raise InvalidElementError("not a point on secp256k1") from exc
-        return Element(self, point, data)
 
     def _wrap(self, point: _CurvePoint) -> Element:
         return Element(self, point, point.format(compressed=True))
@@ -399,6 +416,37 @@ class Secp256k1Group(Group):
         except ValueError:
             return None  # r·G = -b·Y: the sum is the point at infinity
 
+    @staticmethod
+    def scaled_hint(data: bytes, z: int) -> _CurvePoint | None:
+        """``z·A`` for the point ``A`` encoded (compressed SEC1) in ``data``, for a
+        public ``0 < z < n``: one variable-time multiplication whose cost follows the
+        bits of ``z`` (a 64-bit batch exponent costs about a third of a verification).
+        None when ``data`` is not such a point with ``x(A) < n``; the caller then
+        verifies that payment strictly."""
+        if len(data) != 33 or data[0] not in (2, 3) or not 0 < z < SECP256K1_N:
+            return None
+        rx = int.from_bytes(data[1:], "big")
+        if not 0 < rx < SECP256K1_N:
+            return None
+        # as in _recover_combination with r = 0: s = z·x(A), message 0
+        sig = data[1:] + (z * rx % SECP256K1_N).to_bytes(32, "big") + bytes((data[0] - 2,))
+        try:
+            return _CurvePoint.from_signature_and_message(sig, bytes(32), hasher=None)
+        except ValueError:  # x(A) is not on the curve
+            return None
+
+    @staticmethod
+    def point_sum(points: Sequence[_CurvePoint]) -> bytes | None:
+        """The encoding of the sum of ``points``; None for the point at infinity."""
+        if not points:
+            return None
+        if len(points) == 1:
+            return bytes(points[0].format(compressed=True))
+        try:
+            return bytes(_CurvePoint.combine_keys(list(points)).format(compressed=True))
+        except ValueError:
+            return None
+
     def product(self, elements: Iterable[Element]) -> Element | None:
         points = [e.native for e in elements]
         if not points:
@@ -411,13 +459,12 @@ class Secp256k1Group(Group):
             return None
 
 
-@functools.lru_cache(maxsize=4096)
-def _recovery_constants(y_enc: bytes) -> tuple[int, int] | None:
-    """``(x(Y), x(Y)^-1 mod n)`` when ``Y`` can pose as an ECDSA ``R``; else None."""
+def _recovery_x(y_enc: bytes) -> int | None:
+    """``x(Y)`` when ``Y`` can pose as an ECDSA ``R``; else None."""
     rx = int.from_bytes(y_enc[1:], "big")
     if not 0 < rx < SECP256K1_N:
         return None  # x(Y) >= n (probability ~2^-128): cannot be an ECDSA r value
-    return rx, pow(rx, -1, SECP256K1_N)
+    return rx
 
 
 def _recover_combination(r: int, y_enc: bytes, b: int) -> _CurvePoint | None:
@@ -430,10 +477,9 @@ def _recover_combination(r: int, y_enc: bytes, b: int) -> _CurvePoint | None:
     ``x(Y) >= n``) or the result is the identity; the caller then takes the plain path,
     which decides those cases itself.
     """
-    consts = _recovery_constants(y_enc)
-    if consts is None:
+    rx = _recovery_x(y_enc)
+    if rx is None:
         return None
-    rx, _ = consts
     n = SECP256K1_N
     s = b * rx % n
     z = -r * rx % n

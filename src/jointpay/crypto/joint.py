@@ -59,6 +59,9 @@ class Role(StrEnum):
     GUARANTOR = "guarantor"
 
 
+_ROLES: Final = frozenset(r.value for r in Role)
+
+
 def _pop_message(card_number: str, role: str) -> bytes:
     return Writer().text(card_number).text(role).finish()
 
@@ -86,7 +89,7 @@ class Contribution:
     @classmethod
     def read(cls, group: Group, reader: Reader, *, known: bool = False) -> Contribution:
         role = reader.text("contribution role", max_len=32)
-        if role not in {r.value for r in Role}:
+        if role not in _ROLES:
             raise DecodeError(f"unknown contribution role {role!r}")
         public = group.decode(
             reader.blob("contribution key", max_len=group.element_len), known=known

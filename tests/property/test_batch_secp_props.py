@@ -1,0 +1,226 @@
+"""The secp256k1 batch test accepts exactly what strict verification accepts.
+
+Adversarial batches go through :func:`verify_batch_secp256k1` and, as the deposit
+sends them, through :func:`verify_jobs`; every payment's answer must equal
+:func:`verify_strict`'s. The adversary holds the cards' secrets, so it can sign over a
+hint that hashes right but is off by any point it likes.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+
+import pytest
+from coincurve import PublicKey
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from jointpay.crypto.batch import Item, verify_batch_secp256k1, verify_strict
+from jointpay.crypto.group import SECP256K1_N, SECP256K1_P, Secp256k1Group, get_group
+from jointpay.crypto.schnorr import PAYMENT_TAG, PaymentCert, SecretScalar, challenge, sign
+from jointpay.service.verify_pool import SECP_BATCH_MIN, job_for, verify_jobs
+
+SECP = get_group("secp256k1")
+assert isinstance(SECP, Secp256k1Group)
+
+
+def point(k: int) -> bytes:
+    return bytes(PublicKey.from_secret(k.to_bytes(32, "big")).format())
+
+
+def off_curve_x() -> bytes:
+    x = 5
+    while pow(x**3 + 7, (SECP256K1_P - 1) // 2, SECP256K1_P) == 1:
+        x += 1  # x^3 + 7 is no square: no point has this x
+    return b"\x02" + x.to_bytes(32, "big")
+
+
+def x_above_n() -> bytes:
+    x = SECP256K1_N
+    while pow(x**3 + 7, (SECP256K1_P - 1) // 2, SECP256K1_P) != 1:
+        x += 1  # a real point whose x cannot pose as an ECDSA r
+    return b"\x03" + x.to_bytes(32, "big")
+
+
+class Card:
+    def __init__(self) -> None:
+        self.x = SECP.random_scalar()
+        self.y = SECP.public_key(self.x)
+
+    def pay(self, ser: int, spec: bytes) -> Item:
+        cert, a = sign(SECP, SecretScalar(self.x), self.y, ser, spec)
+        return Item(self.y.encoded, cert, a.encoded, known=True)
+
+    def forge(self, ser: int, spec: bytes, hint: bytes | None = None, off: int = 0) -> Item:
+        """b committed to a hint A that is not r·G + b·Y (off by D = off·G != 0)."""
+        w = SECP.random_scalar()
+        d = off or SECP.random_scalar()
+        a = hint or bytes(
+            PublicKey.combine_keys([PublicKey(point(w)), PublicKey(point(d))]).format()
+        )
+        b = challenge(SECP, PAYMENT_TAG, self.y.encoded, ser, spec, a)
+        return Item(self.y.encoded, PaymentCert(ser, spec, b, (b * self.x + w) % SECP.q), a)
+
+
+KINDS = (
+    "valid",
+    "valid",
+    "valid",
+    "no_hint",
+    "wrong_hint",
+    "negated_hint",
+    "hint_off_curve",
+    "hint_x_above_n",
+    "hint_bad_prefix",
+    "hint_swapped",
+    "signed_over_wrong_point",
+    "signed_over_off_curve",
+    "r_changed",
+    "b_changed",
+    "b_out_of_range",
+    "r_zero",
+    "bad_key",
+    "duplicate",
+)
+
+
+def build(cards: list[Card], plan: list[tuple[str, int]]) -> list[Item]:
+    items: list[Item] = []
+    for n, (kind, who) in enumerate(plan):
+        card = cards[who % len(cards)]
+        spec = b"spec %d" % n
+        it = card.pay(n, spec)
+        c, y = it.cert, it.y_enc
+        if kind == "no_hint":
+            it = Item(y, c, b"")
+        elif kind == "wrong_hint":
+            it = Item(y, c, point(SECP.random_scalar()))
+        elif kind == "negated_hint":
+            it = Item(y, c, bytes((it.hint[0] ^ 1,)) + it.hint[1:])
+        elif kind == "hint_off_curve":
+            it = Item(y, c, off_curve_x())
+        elif kind == "hint_x_above_n":
+            it = Item(y, c, x_above_n())
+        elif kind == "hint_bad_prefix":
+            it = Item(y, c, b"\x04" + it.hint[1:])
+        elif kind == "hint_swapped" and items:
+            it = Item(y, c, items[-1].hint)
+        elif kind == "signed_over_wrong_point":
+            it = card.forge(n, spec)
+        elif kind == "signed_over_off_curve":
+            it = card.forge(n, spec, off_curve_x())
+        elif kind == "r_changed":
+            it = Item(y, PaymentCert(c.ser, c.spec, c.b, (c.r + 1) % SECP.q or 1), it.hint)
+        elif kind == "b_changed":
+            it = Item(y, PaymentCert(c.ser, c.spec, (c.b + 1) % SECP.q, c.r), it.hint)
+        elif kind == "b_out_of_range":
+            it = Item(y, PaymentCert(c.ser, c.spec, c.b + SECP.q, c.r), it.hint)
+        elif kind == "r_zero":
+            it = Item(y, PaymentCert(c.ser, c.spec, c.b, 0), it.hint)
+        elif kind == "bad_key":
+            it = Item(off_curve_x(), c, it.hint)
+        elif kind == "duplicate" and items:
+            it = items[-1]
+        items.append(it)
+    return items
+
+
+def test_batched_cards_give_the_strict_answers() -> None:
+    cards = [Card() for _ in range(3)]
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(
+        st.lists(
+            st.tuples(st.sampled_from(KINDS), st.integers(min_value=0, max_value=2)),
+            min_size=1,
+            max_size=24,
+        )
+    )
+    def prop(plan: list[tuple[str, int]]) -> None:
+        items = build(cards, plan)
+        strict = [verify_strict(SECP, it) for it in items]
+        assert verify_batch_secp256k1(SECP, items) == strict
+        jobs = [job_for(SECP, it.y_enc, it.cert, it.hint, it.known) for it in items]
+        assert verify_jobs(jobs) == strict
+
+    prop()
+
+
+def test_a_forged_hint_is_caught_whatever_its_neighbours() -> None:
+    """The attack the batch test exists to stop: a hint that hashes right and is off by
+    a point. Alone, among honest payments of its card, and as the whole batch."""
+    card = Card()
+    honest = [card.pay(i, b"ok %d" % i) for i in range(8)]
+    evil = card.forge(99, b"evil")
+    assert not verify_strict(SECP, evil)
+    assert verify_batch_secp256k1(SECP, [*honest, evil]) == [True] * 8 + [False]
+    assert verify_batch_secp256k1(SECP, [evil] * 6) == [False] * 6
+    assert verify_batch_secp256k1(SECP, honest) == [True] * 8
+
+
+def test_offsets_that_cancel_need_the_random_exponents() -> None:
+    """Two forgeries off by D and -D: the bare sum (every z = 1) balances, so it would
+    accept both; fresh z_i make the two offsets count differently."""
+    card = Card()
+    d = SECP.random_scalar()
+    pair = [card.forge(1, b"one", off=d), card.forge(2, b"two", off=SECP.q - d)]
+    honest = [card.pay(i, b"ok %d" % i) for i in range(3, 9)]
+    items = [*pair, *honest]
+    assert verify_batch_secp256k1(SECP, items, draw=lambda bits: 0) == [True] * 8  # z = 1
+    assert verify_batch_secp256k1(SECP, items) == [False, False] + [True] * 6
+
+
+def test_one_bad_payment_among_ten_thousand_and_all_bad() -> None:
+    cards = [Card() for _ in range(100)]
+    base = [cards[i % 100].pay(i, b"p %d" % i) for i in range(300)]
+    items = [base[i % 300] for i in range(10_000)]
+    bad = 7_777
+    c = items[bad].cert
+    items[bad] = Item(items[bad].y_enc, PaymentCert(c.ser, c.spec, c.b, c.r ^ 2), items[bad].hint)
+    got = verify_batch_secp256k1(SECP, items)
+    assert [i for i, ok in enumerate(got) if not ok] == [bad]
+    all_bad = [
+        Item(it.y_enc, PaymentCert(it.cert.ser, it.cert.spec, it.cert.b, it.cert.r ^ 2), it.hint)
+        for it in base[:64]
+    ]
+    assert verify_batch_secp256k1(SECP, all_bad) == [False] * 64
+
+
+@pytest.mark.parametrize("per_card", [1, SECP_BATCH_MIN - 1, SECP_BATCH_MIN, 40])
+def test_verify_jobs_takes_the_batch_only_where_cards_repeat(
+    per_card: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import jointpay.service.verify_pool as pool
+
+    cards = [Card() for _ in range(3)]
+    items = [cards[i % 3].pay(i, b"j %d" % i) for i in range(3 * per_card)]
+    batched: list[int] = []
+    real = pool.verify_batch_secp256k1
+
+    def spy(group: Secp256k1Group, its: list[Item]) -> list[bool]:
+        batched.append(len(its))
+        return real(group, its)
+
+    monkeypatch.setattr(pool, "verify_batch_secp256k1", spy)
+    jobs = [job_for(SECP, it.y_enc, it.cert, it.hint, it.known) for it in items]
+    assert verify_jobs(jobs) == [True] * len(items)
+    assert batched == [len(items) if per_card >= SECP_BATCH_MIN else 0]
+
+
+def test_random_exponents_come_from_the_csprng() -> None:
+    seen: list[int] = []
+
+    def spy(bits: int) -> int:
+        z = secrets.randbits(bits)
+        seen.append(z)
+        return z
+
+    card = Card()
+    items = [card.pay(i, b"x") for i in range(8)]
+    draw: Callable[[int], int] = spy
+    assert verify_batch_secp256k1(SECP, items, draw=draw) == [True] * 8
+    first = list(seen)
+    verify_batch_secp256k1(SECP, items, draw=draw)
+    assert len(first) == 8
+    assert seen[8:] != first
