@@ -119,6 +119,8 @@ class DepositRun:
         self.deposit_id = deposit_id
         self.now = now
         self._certs: dict[bytes, CardCert | str] = {}
+        self._by_text: dict[str, CardCert | str] = {}
+        """:meth:`_cert`'s answers by the certificate's hex text as received."""
         self._known: set[int] = set()
         """ids of the CardCerts read back from our own stored bytes."""
         self._bytes: dict[int, bytes] = {}
@@ -266,10 +268,18 @@ class DepositRun:
         """Decode and check a CARD-CERT once per batch; a reason code if unusable."""
         if not isinstance(raw, str):
             return "malformed"
+        seen = self._by_text.get(raw)  # a card group's payments share its cert string
+        if seen is not None:
+            return seen
         try:
             data = bytes.fromhex(raw)
         except ValueError:
             return "malformed"
+        found = self._by_text[raw] = self._cert_bytes(data)
+        return found
+
+    def _cert_bytes(self, data: bytes) -> CardCert | str:
+        """:meth:`_cert` for the certificate's bytes."""
         hit = self._certs.get(data)
         if hit is not None:
             return hit
