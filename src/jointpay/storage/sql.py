@@ -251,8 +251,6 @@ class SqlUnitOfWork:
     def __init__(self, conn: Connection) -> None:
         self.c = conn
         self._pg = conn.dialect.name == "postgresql"
-        self._mark = "%s" if self._pg else "?"
-        """The driver's positional parameter (psycopg, sqlite3)."""
 
     def _insert(self, table: Any, values: dict[str, Any] | list[dict[str, Any]], what: str) -> None:
         """Insert; a uniqueness violation becomes :class:`Conflict` (inside a savepoint
@@ -262,6 +260,11 @@ class SqlUnitOfWork:
                 self.c.execute(table.insert(), values)
         except IntegrityError as exc:
             raise Conflict(f"{what} exists already") from exc
+
+    def _q(self, sql: str) -> str:
+        """A driver-level statement written with ``?`` placeholders, in the driver's own
+        parameter style (psycopg's ``%s``; none of our statements has a literal ``?``)."""
+        return sql.replace("?", "%s") if self._pg else sql
 
     def _rows_in(
         self, table: Any, column: str, keys: Sequence[Any], *, lock: bool = False
@@ -275,11 +278,11 @@ class SqlUnitOfWork:
         names = ", ".join(quote(c.name) for c in table.columns)
         key = quote(column)
         for chunk in _chunks(sorted(set(keys))):
-            marks = ", ".join([self._mark] * len(chunk))
+            marks = ", ".join(["?"] * len(chunk))
             # quoted constant names and placeholders only: the keys travel as parameters
             sql = f"SELECT {names} FROM {quote(table.name)} WHERE {key} IN ({marks})"  # noqa: S608
             sql += f" ORDER BY {key}" + (" FOR UPDATE" if lock and self._pg else "")
-            yield from self.c.exec_driver_sql(sql, tuple(chunk))
+            yield from self.c.exec_driver_sql(self._q(sql), tuple(chunk))
 
     def _one(self, stmt: Any, what: str) -> Row[Any]:
         row = self.c.execute(stmt).first()
@@ -335,15 +338,9 @@ class SqlUnitOfWork:
 
     def post(self, transfer: Transfer) -> None:
         ids = sorted({leg.account_id for leg in transfer.legs})
-        rows = {
-            r.id: r
-            for r in self.c.execute(
-                select(t.accounts)
-                .where(t.accounts.c.id.in_(ids))
-                .order_by(t.accounts.c.id)
-                .with_for_update()
-            )
-        }
+        # locked in id order (so two transfers cannot deadlock); a deposit's compound
+        # posting has one leg per card, so its rows go straight through the driver
+        rows = {r.id: r for r in self._rows_in(t.accounts, "id", ids, lock=True)}
         for acc_id in ids:
             if acc_id not in rows:
                 raise NotFound(f"no account {acc_id}")
@@ -367,24 +364,20 @@ class SqlUnitOfWork:
             },
             f"transfer {transfer.id}",
         )
-        self.c.execute(
-            t.entries.insert(),
+        self.c.exec_driver_sql(
+            self._q(
+                "INSERT INTO entries (transfer_id, leg, account_id, amount, currency)"
+                " VALUES (?, ?, ?, ?, ?)"
+            ),
             [
-                {
-                    "transfer_id": transfer.id,
-                    "leg": i,
-                    "account_id": leg.account_id,
-                    "amount": leg.amount,
-                    "currency": transfer.currency,
-                }
+                (transfer.id, i, leg.account_id, leg.amount, transfer.currency)
                 for i, leg in enumerate(transfer.legs)
             ],
         )
-        self.c.execute(  # one executemany (psycopg pipelines it), not one trip per account
-            update(t.accounts)
-            .where(t.accounts.c.id == bindparam("acc_id"))
-            .values(balance=bindparam("new_balance")),
-            [{"acc_id": i, "new_balance": b} for i, b in new.items()],
+        # one executemany (psycopg pipelines it), not one trip per account
+        self.c.exec_driver_sql(
+            self._q("UPDATE accounts SET balance = ? WHERE id = ?"),
+            [(b, i) for i, b in new.items()],
         )
 
     def get_transfer(self, transfer_id: str) -> Transfer:
@@ -562,9 +555,9 @@ class SqlUnitOfWork:
             raise Conflict("payment exists already") from exc
 
     def _insert_payments_sql(self) -> str:
-        marks = ", ".join([self._mark] * len(_PAYMENT_COLUMNS))
+        marks = ", ".join(["?"] * len(_PAYMENT_COLUMNS))
         # constant names and placeholders only: the values travel as parameters
-        return f"INSERT INTO payments ({', '.join(_PAYMENT_COLUMNS)}) VALUES ({marks})"  # noqa: S608
+        return self._q(f"INSERT INTO payments ({', '.join(_PAYMENT_COLUMNS)}) VALUES ({marks})")  # noqa: S608
 
     def get_payment(self, card_number: str, ser: int) -> PaymentRecord | None:
         row = self.c.execute(
@@ -594,16 +587,15 @@ class SqlUnitOfWork:
         """The payments recorded under ``keys``: one query per 500 keys, written for the
         driver (row values; SQLAlchemy's expanding tuple IN cost more than the query)."""
         out: dict[tuple[str, int], PaymentRecord] = {}
-        mark = self._mark
         for chunk in _chunks(sorted(set(keys))):
-            values = ", ".join([f"({mark}, {mark})"] * len(chunk))
+            values = ", ".join(["(?, ?)"] * len(chunk))
             params = tuple(v for card, ser in chunk for v in (card, t.u64_text(ser)))
-            for row in self.c.exec_driver_sql(
-                # constant names and placeholders only: the keys travel as parameters
+            # constant names and placeholders only: the keys travel as parameters
+            sql = (
                 f"SELECT {', '.join(_PAYMENT_COLUMNS)} FROM payments"  # noqa: S608
-                f" WHERE (card_number, ser) IN (VALUES {values})",
-                params,
-            ):
+                f" WHERE (card_number, ser) IN (VALUES {values})"
+            )
+            for row in self.c.exec_driver_sql(self._q(sql), params):
                 p = _payment(row)
                 out[(p.card_number, p.ser)] = p
         return out
