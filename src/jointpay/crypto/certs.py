@@ -401,8 +401,12 @@ class CardCert:
         if at is not None:
             self.check_validity(at)
 
+    def valid_at(self, at: int) -> bool:
+        """Whether ``at`` (Unix seconds) lies in the validity interval ``inter``."""
+        return self.not_before <= at < self.not_after
+
     def check_validity(self, at: int) -> None:
-        if not self.not_before <= at < self.not_after:
+        if not self.valid_at(at):
             raise ExpiredCertificateError(
                 f"CARD-CERT {self.id_hex} is valid from {self.not_before} to {self.not_after}, "
                 f"not at {at}"

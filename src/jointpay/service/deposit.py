@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from jointpay.crypto.certs import CERT_ID_LEN, CardCert, CardMode
-from jointpay.crypto.errors import CryptoError, ExpiredCertificateError
+from jointpay.crypto.errors import CryptoError
 from jointpay.crypto.schnorr import PaymentCert
 from jointpay.domain.money import RATE_SCALE, convert, format_amount
 from jointpay.domain.records import (
@@ -82,6 +82,9 @@ class _Parsed:
     known: bool = False
     """The CARD-CERT is one we issued and stored, byte for byte: its Y was validated."""
 
+
+_CHEQUE = CardMode.CHEQUE.value
+_CREDIT = CardMode.CREDIT.value
 
 _UNSETTLED = PaymentResult("", None, "rejected", "malformed", None)
 """A place in the results for a payment whose chunk is still being verified."""
@@ -427,8 +430,8 @@ class DepositRun:
             return _rejected(label, ser, "stale")
         if spec.currency != card.currency or not self._rate_ok(spec):
             return _rejected(label, ser, "currency_mismatch")
-        cheque = card.mode == CardMode.CHEQUE.value
-        credit = card.mode == CardMode.CREDIT.value
+        cheque = card.mode == _CHEQUE
+        credit = card.mode == _CREDIT
         source = card.holder_account if cheque else card.float_account
         # cash: the card float; credit: the C_balance granted less the payments deposited
         # (the credit account itself goes below zero: what the holder owes); cheque: the
@@ -473,12 +476,11 @@ class DepositRun:
 
     def _out_of_time(self, p: _Parsed) -> PaymentResult | None:
         """A payment dated in the future, or outside its CARD-CERT's validity."""
-        if p.spec.time > self.now + self.bank.policy.clock_skew:
-            return _rejected(p.cert.card_number, p.ser, "future_time")
-        try:
-            p.cert.check_validity(p.spec.time)
-        except ExpiredCertificateError:
-            return _rejected(p.cert.card_number, p.ser, "expired_cert")
+        at, cert = p.spec.time, p.cert
+        if at > self.now + self.bank.policy.clock_skew:
+            return _rejected(cert.card_number, p.ser, "future_time")
+        if not cert.valid_at(at):
+            return _rejected(cert.card_number, p.ser, "expired_cert")
         return None
 
     def _check_foreign(self, p: _Parsed) -> PaymentResult:
