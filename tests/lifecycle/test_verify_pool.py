@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
-from jointpay.crypto.group import get_group
+from jointpay.crypto.group import ModpGroup, get_group
 from jointpay.crypto.schnorr import PaymentCert, SecretScalar, sign
 from jointpay.home import Home
 from jointpay.service import verify_pool
@@ -70,3 +71,44 @@ def test_deposit_through_the_pool_matches_in_process(
     reasons = [x[2] for x in receipts[0]]
     assert reasons.count("bad_signature") == 3
     assert reasons.count("duplicate") == 1
+
+
+def _group_built(params: object) -> tuple[int, bool]:
+    from jointpay.crypto.batch import secure_cofactor
+    from jointpay.crypto.group import ModpParams, modp_group
+
+    assert isinstance(params, ModpParams)
+    hits = secure_cofactor.cache_info().hits
+    built = modp_group(params)._g_table is not None
+    secure_cofactor(params)
+    return os.getpid(), built and secure_cofactor.cache_info().hits > hits
+
+
+def test_start_builds_the_groups_in_every_worker_before_any_deposit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A server's workers come from forkserver and inherit nothing: start() has each one
+    validate the group and build its tables before the first deposit needs them."""
+    group = get_group("modp-2048-256", "jointpay-secure-2048-256")
+    assert isinstance(group, ModpGroup)
+    monkeypatch.setattr(verify_pool.threading, "active_count", lambda: 2)  # as in a server
+    verifier = Verifier(workers=2)
+    try:
+        verifier.start([group.params])
+        pool = verifier._get_pool()
+        answers = [pool.submit(_group_built, group.params) for _ in range(8)]
+        got = [f.result() for f in answers]
+    finally:
+        verifier.close()
+    assert all(built for _, built in got)
+    assert len({pid for pid, _ in got}) <= 2
+
+
+def test_start_without_groups_and_without_workers() -> None:
+    Verifier(workers=0).start()  # nothing to start: deposits verify in process
+    verifier = Verifier(workers=1)
+    try:
+        verifier.start()
+        assert verifier.submit([], batch_size=10**6)() == []
+    finally:
+        verifier.close()

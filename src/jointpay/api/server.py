@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Final
@@ -24,6 +25,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from jointpay.crypto.group import ModpGroup
 from jointpay.domain.money import RATE_PATTERN, format_amount, parse_rate
 from jointpay.protocol.deposit import BatchError, canonical_json
 from jointpay.service.bank import Bank
@@ -267,11 +269,15 @@ def create_app(bank_factory: Callable[[], Bank], *, admin_token: str) -> FastAPI
         "(WO 98/25220): deposits, withdrawals, hot list.",
     )
     bank_holder: dict[str, Bank] = {}
+    bank_lock = threading.Lock()
 
     def get_bank() -> Bank:
-        if "bank" not in bank_holder:
-            bank_holder["bank"] = bank_factory()
-        return bank_holder["bank"]
+        # sync dependencies run in the thread pool: without the lock, the first
+        # concurrent requests would each build a bank (and a verification pool)
+        with bank_lock:
+            if "bank" not in bank_holder:
+                bank_holder["bank"] = bank_factory()
+            return bank_holder["bank"]
 
     admin = admin_guard(admin_token)
 
@@ -513,11 +519,14 @@ def serve(home: Any, *, host: str, port: int, admin_token_file: Path | None) -> 
     token = load_admin_token(home.root, admin_token_file)
     store = home.store()
 
-    def served_bank() -> Bank:
-        bank = Bank(store, clock=home.clock)
-        # deposits share this process's interpreter lock: verify from small sizes on
-        bank.verifier.min_batch = SERVER_MIN_POOL_BATCH
-        return bank
-
-    app = create_app(served_bank, admin_token=token)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    # The bank and its verification workers are ready before the first request (and
+    # before /health answers): no deposit waits for keys, group checks or workers.
+    bank = Bank(store, clock=home.clock)
+    # deposits share this process's interpreter lock: verify from small sizes on
+    bank.verifier.min_batch = SERVER_MIN_POOL_BATCH
+    bank.verifier.start([bank.group.params] if isinstance(bank.group, ModpGroup) else [])
+    app = create_app(lambda: bank, admin_token=token)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    finally:
+        bank.close()

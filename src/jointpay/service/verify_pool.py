@@ -108,6 +108,17 @@ def _item(job: Job) -> Item:
     return Item(y_enc, PaymentCert(ser, spec, b, r), hint, known)
 
 
+def _build_groups(groups: Sequence[ModpParams]) -> None:
+    """A worker's first act: build (and cache) the modp groups it will verify in."""
+    for params in groups:
+        modp_group(params).g_table  # noqa: B018 - built on first access, then cached
+        secure_cofactor(params)  # a primality test of h, cached
+
+
+def _ready() -> bool:
+    return True
+
+
 class Verifier:
     """Verifies chunks of jobs, in a process pool when the batch is large enough."""
 
@@ -121,6 +132,23 @@ class Verifier:
         self.workers = workers if workers is not None else (cores if cores > 1 else 0)
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
+        self._warm: tuple[ModpParams, ...] = ()
+
+    def start(self, groups: Sequence[ModpParams] = ()) -> None:
+        """Start every worker now, each with these modp groups built (parameters
+        validated, window tables made), instead of on the first large deposit.
+
+        A server calls this before it takes requests: a worker started by
+        ``forkserver`` inherits nothing and would otherwise validate the group's
+        primes and build its tables while the first deposits wait.
+        """
+        if self.workers == 0:
+            return
+        self._warm = tuple(groups)
+        pool = self._get_pool()
+        # one task per worker: the pool starts a process for each while none is idle
+        for done in [pool.submit(_ready) for _ in range(self.workers)]:
+            done.result()
 
     def submit(self, jobs: Sequence[Job], *, batch_size: int) -> Callable[[], list[bool]]:
         """Start verifying ``jobs``; call the result to wait for the bools."""
@@ -135,7 +163,10 @@ class Verifier:
             if self._pool is None:
                 method = "fork" if threading.active_count() == 1 else "forkserver"
                 self._pool = ProcessPoolExecutor(
-                    max_workers=self.workers, mp_context=multiprocessing.get_context(method)
+                    max_workers=self.workers,
+                    mp_context=multiprocessing.get_context(method),
+                    initializer=_build_groups,
+                    initargs=(self._warm,),
                 )
             return self._pool
 
