@@ -591,8 +591,12 @@ def resolver(extra: Mapping[str, ModpParams]) -> GroupResolver:
     return resolve
 
 
+@functools.lru_cache(maxsize=64)
 def params_digest(group: Group) -> bytes:
-    """A 32-byte fingerprint of the group's parameters (for certificates)."""
+    """A 32-byte fingerprint of the group's parameters (for certificates).
+
+    Cached per group object (groups are immutable): every CARD-CERT decoded or
+    encoded names its group by this digest."""
     if isinstance(group, ModpGroup):
         w = group.params
         data = (
