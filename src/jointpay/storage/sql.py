@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from typing import Any, TypeVar
 
+import psycopg
 from sqlalchemy import Engine, bindparam, create_engine, event, func, select, text, tuple_, update
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import IntegrityError
@@ -550,9 +551,23 @@ class SqlUnitOfWork:
         ]
         try:
             with self.c.begin_nested():
-                self.c.exec_driver_sql(self._insert_payments_sql(), rows)
-        except IntegrityError as exc:
+                if self._pg:
+                    self._copy_payments(rows)
+                else:
+                    self.c.exec_driver_sql(self._insert_payments_sql(), rows)
+        except (IntegrityError, psycopg.errors.UniqueViolation) as exc:
             raise Conflict("payment exists already") from exc
+
+    def _copy_payments(self, rows: list[tuple[Any, ...]]) -> None:
+        """PostgreSQL's ``COPY``: the rows stream in one command, a fraction of the
+        server's work for as many ``INSERT`` statements."""
+        driver = self.c.connection.driver_connection
+        if not isinstance(driver, psycopg.Connection):  # pragma: no cover - our engine's
+            raise TypeError("PostgreSQL is reached through psycopg 3")
+        command = f"COPY payments ({', '.join(_PAYMENT_COLUMNS)}) FROM STDIN"
+        with driver.cursor().copy(command) as copy:
+            for row in rows:
+                copy.write_row(row)
 
     def _insert_payments_sql(self) -> str:
         marks = ", ".join(["?"] * len(_PAYMENT_COLUMNS))
