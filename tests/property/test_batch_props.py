@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from batch_cases import one_bad_among_ten_thousand_and_all_bad
 from jointpay.crypto.batch import (
     Item,
     _batch_equation,
@@ -199,19 +200,7 @@ def test_fast_paths_give_the_strict_answers(group: ModpGroup) -> None:
 def test_one_bad_payment_among_ten_thousand_and_all_bad() -> None:
     cards = [Card(SECURE) for _ in range(100)]
     base = [cards[i % 100].pay(i, b"p %d" % i) for i in range(400)]
-    # 10,000 payments: the 400 signed ones repeated under their own (card, ser) are
-    # still each valid, which is what the batch test sees; one is broken.
-    items = [base[i % 400] for i in range(10_000)]
-    bad = 7_777
-    c = items[bad].cert
-    items[bad] = Item(items[bad].y_enc, PaymentCert(c.ser, c.spec, c.b, c.r ^ 2), items[bad].hint)
-    got = verify_batch(SECURE, items)
-    assert [i for i, ok in enumerate(got) if not ok] == [bad]
-    all_bad = [
-        Item(it.y_enc, PaymentCert(it.cert.ser, it.cert.spec, it.cert.b, it.cert.r ^ 2), it.hint)
-        for it in base[:64]
-    ]
-    assert verify_batch(SECURE, all_bad) == [False] * 64
+    one_bad_among_ten_thousand_and_all_bad(base, lambda its: verify_batch(SECURE, its))
 
 
 def test_random_exponents_come_from_the_csprng() -> None:

@@ -16,6 +16,7 @@ from coincurve import PublicKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from batch_cases import one_bad_among_ten_thousand_and_all_bad
 from jointpay.crypto.batch import Item, verify_batch_secp256k1, verify_strict
 from jointpay.crypto.group import SECP256K1_N, SECP256K1_P, Secp256k1Group, get_group
 from jointpay.crypto.schnorr import PAYMENT_TAG, PaymentCert, SecretScalar, challenge, sign
@@ -174,17 +175,7 @@ def test_offsets_that_cancel_need_the_random_exponents() -> None:
 def test_one_bad_payment_among_ten_thousand_and_all_bad() -> None:
     cards = [Card() for _ in range(100)]
     base = [cards[i % 100].pay(i, b"p %d" % i) for i in range(300)]
-    items = [base[i % 300] for i in range(10_000)]
-    bad = 7_777
-    c = items[bad].cert
-    items[bad] = Item(items[bad].y_enc, PaymentCert(c.ser, c.spec, c.b, c.r ^ 2), items[bad].hint)
-    got = verify_batch_secp256k1(SECP, items)
-    assert [i for i, ok in enumerate(got) if not ok] == [bad]
-    all_bad = [
-        Item(it.y_enc, PaymentCert(it.cert.ser, it.cert.spec, it.cert.b, it.cert.r ^ 2), it.hint)
-        for it in base[:64]
-    ]
-    assert verify_batch_secp256k1(SECP, all_bad) == [False] * 64
+    one_bad_among_ten_thousand_and_all_bad(base, lambda its: verify_batch_secp256k1(SECP, its))
 
 
 @pytest.mark.parametrize("per_card", [1, SECP_BATCH_MIN - 1, SECP_BATCH_MIN, 40])
