@@ -10,15 +10,13 @@ batch test is weakest against: -1 and an element of order h.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
 from typing import Any
 
 import gmpy2
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
-from batch_cases import one_bad_among_ten_thousand_and_all_bad
+from batch_cases import exponents_are_fresh, one_bad_among_ten_thousand_and_all_bad, plans
 from jointpay.crypto.batch import (
     Item,
     _batch_equation,
@@ -181,13 +179,7 @@ def test_fast_paths_give_the_strict_answers(group: ModpGroup) -> None:
     cards = [Card(group) for _ in range(3)]
 
     @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-    @given(
-        st.lists(
-            st.tuples(st.sampled_from(KINDS), st.integers(min_value=0, max_value=2)),
-            min_size=1,
-            max_size=24,
-        )
-    )
+    @given(plans(KINDS))
     def prop(plan: list[tuple[str, int]]) -> None:
         items = build(group, cards, plan)
         strict = [verify_strict(group, it) for it in items]
@@ -204,19 +196,6 @@ def test_one_bad_payment_among_ten_thousand_and_all_bad() -> None:
 
 
 def test_random_exponents_come_from_the_csprng() -> None:
-    """Two runs over the same batch draw different z (not derived from the input)."""
-    seen: list[int] = []
-
-    def spy(bits: int) -> int:
-        z = secrets.randbits(bits)
-        seen.append(z)
-        return z
-
     card = Card(SECURE)
     items = [card.pay(i, b"x") for i in range(8)]
-    draw: Callable[[int], int] = spy
-    verify_batch(SECURE, items, draw=draw)
-    first = list(seen)
-    verify_batch(SECURE, items, draw=draw)
-    assert len(first) == 8
-    assert seen[8:] != first
+    exponents_are_fresh(items, lambda its, draw: verify_batch(SECURE, its, draw=draw))

@@ -8,15 +8,11 @@ hint that hashes right but is off by any point it likes.
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Callable
-
 import pytest
 from coincurve import PublicKey
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
-from batch_cases import one_bad_among_ten_thousand_and_all_bad
+from batch_cases import exponents_are_fresh, one_bad_among_ten_thousand_and_all_bad, plans
 from jointpay.crypto.batch import Item, verify_batch_secp256k1, verify_strict
 from jointpay.crypto.group import SECP256K1_N, SECP256K1_P, Secp256k1Group, get_group
 from jointpay.crypto.schnorr import PAYMENT_TAG, PaymentCert, SecretScalar, challenge, sign
@@ -131,13 +127,7 @@ def test_batched_cards_give_the_strict_answers() -> None:
     cards = [Card() for _ in range(3)]
 
     @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-    @given(
-        st.lists(
-            st.tuples(st.sampled_from(KINDS), st.integers(min_value=0, max_value=2)),
-            min_size=1,
-            max_size=24,
-        )
-    )
+    @given(plans(KINDS))
     def prop(plan: list[tuple[str, int]]) -> None:
         items = build(cards, plan)
         strict = [verify_strict(SECP, it) for it in items]
@@ -200,18 +190,6 @@ def test_verify_jobs_takes_the_batch_only_where_cards_repeat(
 
 
 def test_random_exponents_come_from_the_csprng() -> None:
-    seen: list[int] = []
-
-    def spy(bits: int) -> int:
-        z = secrets.randbits(bits)
-        seen.append(z)
-        return z
-
     card = Card()
     items = [card.pay(i, b"x") for i in range(8)]
-    draw: Callable[[int], int] = spy
-    assert verify_batch_secp256k1(SECP, items, draw=draw) == [True] * 8
-    first = list(seen)
-    verify_batch_secp256k1(SECP, items, draw=draw)
-    assert len(first) == 8
-    assert seen[8:] != first
+    exponents_are_fresh(items, lambda its, draw: verify_batch_secp256k1(SECP, its, draw=draw))
