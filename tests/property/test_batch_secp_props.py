@@ -73,6 +73,9 @@ KINDS = (
     "hint_swapped",
     "signed_over_wrong_point",
     "signed_over_off_curve",
+    "signed_over_x_above_n",
+    "bad_key_signed",
+    "bad_known_key_signed",
     "r_changed",
     "b_changed",
     "b_out_of_range",
@@ -107,6 +110,13 @@ def build(cards: list[Card], plan: list[tuple[str, int]]) -> list[Item]:
             it = card.forge(n, spec)
         elif kind == "signed_over_off_curve":
             it = card.forge(n, spec, off_curve_x())
+        elif kind == "signed_over_x_above_n":
+            it = card.forge(n, spec, x_above_n())
+        elif kind in ("bad_key_signed", "bad_known_key_signed"):  # the hint hashes right
+            bad = off_curve_x()
+            b = challenge(SECP, PAYMENT_TAG, bad, c.ser, c.spec, it.hint)
+            known = kind == "bad_known_key_signed"
+            it = Item(bad, PaymentCert(c.ser, c.spec, b, c.r), it.hint, known)
         elif kind == "r_changed":
             it = Item(y, PaymentCert(c.ser, c.spec, c.b, (c.r + 1) % SECP.q or 1), it.hint)
         elif kind == "b_changed":
@@ -148,6 +158,24 @@ def test_a_forged_hint_is_caught_whatever_its_neighbours() -> None:
     assert verify_batch_secp256k1(SECP, [*honest, evil]) == [True] * 8 + [False]
     assert verify_batch_secp256k1(SECP, [evil] * 6) == [False] * 6
     assert verify_batch_secp256k1(SECP, honest) == [True] * 8
+    # hints that hash right but cannot be scaled: each goes to strict verification
+    odd = [card.forge(100, b"x >= n", x_above_n()), card.forge(101, b"off", off_curve_x())]
+    assert verify_batch_secp256k1(SECP, [*honest, *odd]) == [True] * 8 + [False, False]
+
+
+def test_sums_that_reach_the_point_at_infinity() -> None:
+    """Valid payments whose nonces cancel (w, -w, v, -v) under equal z: both sides of
+    the equation are the point at infinity, and the batch holds, as it should."""
+    card = Card()
+    items = []
+    w, v = SECP.random_scalar(), 12345
+    for ser, nonce in enumerate((w, SECP.q - w, v, SECP.q - v)):
+        a = point(nonce)
+        b = challenge(SECP, PAYMENT_TAG, card.y.encoded, ser, b"inf", a)
+        cert = PaymentCert(ser, b"inf", b, (b * card.x + nonce) % SECP.q)
+        items.append(Item(card.y.encoded, cert, a))
+    assert [verify_strict(SECP, it) for it in items] == [True] * 4
+    assert verify_batch_secp256k1(SECP, items, draw=lambda bits: 0) == [True] * 4
 
 
 def test_offsets_that_cancel_need_the_random_exponents() -> None:

@@ -498,3 +498,35 @@ def test_known_modp_bytes_skip_only_the_subgroup_test() -> None:
         group.decode(b"\x00" * group.element_len, known=True)
     with pytest.raises(InvalidElementError, match="exactly"):
         group.decode(b"\x01", known=True)
+
+
+@pytest.mark.parametrize("suite", ["secp256k1", "modp-2048-256"])
+def test_an_element_decoded_known_is_the_same_element(suite: str) -> None:
+    """``known`` may leave the library value unparsed (secp256k1); it is then parsed on
+    first use and is the same value as a full decode's."""
+    group = get_group(suite)
+    y = group.public_key(group.random_scalar())
+    fresh = group.decode(y.encoded, known=True)
+    assert fresh == y
+    assert group.native_of(y.encoded) == y.native
+    assert fresh.native == y.native
+
+
+def test_a_known_secp_point_that_is_no_point_fails_on_first_use() -> None:
+    x = 5
+    while pow(x**3 + 7, (SECP256K1_P - 1) // 2, SECP256K1_P) == 1:
+        x += 1
+    lazy = SECP.decode(b"\x02" + x.to_bytes(32, "big"), known=True)  # form only
+    with pytest.raises(InvalidElementError):
+        lazy.native  # noqa: B018
+    with pytest.raises(InvalidElementError):
+        SECP.decode(lazy.encoded)
+
+
+def test_scaled_hint_refuses_what_is_no_usable_point() -> None:
+    a = SECP.public_key(SECP.random_scalar()).encoded
+    got = SECP.scaled_hint(a, 7)
+    assert got is not None
+    assert got.format() == PublicKey(a).multiply((7).to_bytes(32, "big")).format()
+    for data, z in ((a[:32], 7), (b"\x04" + a[1:], 7), (a, 0), (a, SECP256K1_N)):
+        assert SECP.scaled_hint(data, z) is None

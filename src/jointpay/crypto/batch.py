@@ -292,9 +292,11 @@ def verify_batch_secp256k1(
             continue
         if it.y_enc not in keys:
             try:
-                keys[it.y_enc] = group.decode(it.y_enc, known=it.known)
+                key = group.decode(it.y_enc, known=it.known)
+                key.native  # noqa: B018 - a key read back unparsed is parsed here, once
             except CryptoError:
-                keys[it.y_enc] = None
+                key = None
+            keys[it.y_enc] = key
         if keys[it.y_enc] is None:
             out[i] = False  # no valid key: strict refuses every payment under it
             continue
