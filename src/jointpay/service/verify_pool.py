@@ -4,9 +4,11 @@ The deposit path submits chunks of parsed payments as soon as they are parsed an
 goes on parsing; worker processes verify them and return one bool per payment: the
 strict per-payment rule's answer, computed by :func:`verify_jobs` (strict
 :func:`jointpay.crypto.schnorr.verify`, or the exact batch test on a secure modp
-group). Small batches, and machines with one core, verify in process.
+group and for secp256k1 cards that repeat). Small batches, and machines with one
+core, verify in process.
 
-The pool is created on first use and closed with :meth:`Verifier.close`. It starts
+The pool is created on first use (or by :meth:`Verifier.start`, as a server does) and
+closed with :meth:`Verifier.close`. It starts
 by ``fork`` when the process runs no other thread (cheap, and safe then), and by
 ``forkserver`` otherwise (an HTTP server's thread pool).
 """
@@ -140,7 +142,8 @@ class Verifier:
 
         A server calls this before it takes requests: a worker started by
         ``forkserver`` inherits nothing and would otherwise validate the group's
-        primes and build its tables while the first deposits wait.
+        primes and build its tables while the first deposits wait. Call it before
+        the first deposit: a pool already running keeps the workers it has.
         """
         if self.workers == 0:
             return

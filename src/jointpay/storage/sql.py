@@ -528,9 +528,11 @@ class SqlUnitOfWork:
 
     # -- deposits ---------------------------------------------------------------------
     def add_payments(self, payments: Sequence[PaymentRecord]) -> None:
-        """One ``executemany`` straight to the driver: a deposit writes thousands of
+        """All rows in one statement straight to the driver (``COPY`` on PostgreSQL,
+        ``executemany`` on SQLite), inside a savepoint: a deposit writes thousands of
         rows, and SQLAlchemy's per-value bind processing cost as much as the rest of
-        the row's path (the values are the columns' own: ``ser`` as :func:`u64_text`)."""
+        the row's path. The values are the columns' own (``ser`` as ``u64_text``); a
+        row already there fails the whole call with :class:`Conflict`."""
         if not payments:
             return
         rows = [
