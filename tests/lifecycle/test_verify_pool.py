@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -112,3 +115,41 @@ def test_start_without_groups_and_without_workers() -> None:
         assert verifier.submit([], batch_size=10**6)() == []
     finally:
         verifier.close()
+
+
+_HOLDER = """
+import sys, time
+from jointpay.service.verify_pool import Verifier
+verifier = Verifier(workers=2)
+verifier.start()
+print(" ".join(str(pid) for pid in verifier._get_pool()._processes), flush=True)
+time.sleep(120)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            state = next(line for line in f if line.startswith("State:"))
+    except FileNotFoundError:
+        return False
+    return " Z " not in state and "zombie" not in state
+
+
+def test_workers_die_with_a_killed_bank() -> None:
+    """A bank killed mid-deposit leaves no worker behind: a forked worker holds copies
+    of the bank's database connections, and an orphan would keep the deposit's
+    transaction and its card locks open."""
+    proc = subprocess.Popen([sys.executable, "-c", _HOLDER], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert len(pids) == 2
+        assert all(_alive(p) for p in pids)
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(p) for p in pids)

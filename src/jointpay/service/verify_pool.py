@@ -15,8 +15,11 @@ by ``fork`` when the process runs no other thread (cheap, and safe then), and by
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -110,8 +113,29 @@ def _item(job: Job) -> Item:
     return Item(y_enc, PaymentCert(ser, spec, b, r), hint, known)
 
 
+_PR_SET_PDEATHSIG: Final = 1
+
+
+def _start_worker(parent: int | None, groups: Sequence[ModpParams]) -> None:
+    """A worker's first acts: die with its parent, then build the modp groups.
+
+    A worker started by ``fork`` holds copies of the parent's open files, among them
+    its database connections. Were it to outlive a bank killed mid-deposit, the
+    database would keep that deposit's transaction, and its row locks on the cards,
+    open for as long as the orphan lives. So on Linux the kernel kills the worker
+    when the process that started it dies (``PR_SET_PDEATHSIG``); ``parent`` is that
+    process for ``fork`` (None for ``forkserver``, whose server dies with the bank).
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if parent is not None and os.getppid() != parent:
+            os._exit(0)  # the parent died before the signal was set up
+    _build_groups(groups)
+
+
 def _build_groups(groups: Sequence[ModpParams]) -> None:
-    """A worker's first act: build (and cache) the modp groups it will verify in."""
+    """Build (and cache) the modp groups a worker will verify in."""
     for params in groups:
         modp_group(params).g_table  # noqa: B018 - built on first access, then cached
         secure_cofactor(params)  # a primality test of h, cached
@@ -168,8 +192,8 @@ class Verifier:
                 self._pool = ProcessPoolExecutor(
                     max_workers=self.workers,
                     mp_context=multiprocessing.get_context(method),
-                    initializer=_build_groups,
-                    initargs=(self._warm,),
+                    initializer=_start_worker,
+                    initargs=(os.getpid() if method == "fork" else None, self._warm),
                 )
             return self._pool
 
