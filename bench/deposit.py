@@ -24,7 +24,8 @@ group) and ``modp-secure`` (jointpay-secure-2048-256, where the exact batch test
 runs). ``--cards distinct`` makes every payment come from its own card; ``100`` spreads
 them over 100 cards. ``--smoke`` runs a tiny configuration of each and checks the
 results (every payment accepted once, the merchant credited, the books balanced, a
-second deposit all duplicates), not the speed.
+second deposit all duplicates), not the speed. ``--json`` prints one JSON object:
+``{"machine": {...}, "runs": [...]}`` (and ``"smoke": "ok"`` with ``--smoke``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 import argparse
 import json
 import os
+import platform
 import secrets
 import shutil
 import socket
@@ -451,11 +453,24 @@ def main() -> None:
                             if not args.json:
                                 show(results[-1])
     if args.json:
-        print(json.dumps(results if not args.smoke else {"smoke": "ok", "runs": results}))
+        out: dict[str, Any] = {"machine": machine(), "runs": results}
+        if args.smoke:
+            out["smoke"] = "ok"
+        print(json.dumps(out))
     elif args.smoke:
         for r in results:
             show(r)
         print("smoke: every run accepted each payment once, credited it, and balanced")
+
+
+def machine() -> dict[str, Any]:
+    """What the figures came from: compare ratios across machines, not rates."""
+    return {
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "gmpy2": gmpy2.version(),
+        "platform": platform.platform(),
+    }
 
 
 def show(r: dict[str, Any]) -> None:
