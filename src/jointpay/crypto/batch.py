@@ -110,6 +110,11 @@ def multi_pow(bases: Sequence[Any], exps: Sequence[int], p: Any) -> Any:
     return acc
 
 
+def _in_range(c: PaymentCert, q: int) -> bool:
+    """CONTRACT section 2's range rules, which strict verification refuses outside."""
+    return 0 <= c.b < q and 0 < c.r < q and 0 <= c.ser <= MAX_SER
+
+
 @dataclass(frozen=True, slots=True)
 class Item:
     """One payment to verify: the card's key (encoded, already validated), the
@@ -136,7 +141,7 @@ def verify_with_card_tables(group: ModpGroup, items: Sequence[Item], min_uses: i
             out.append(verify_strict(group, it))
             continue
         c = it.cert
-        if not (0 <= c.b < q and 0 < c.r < q and 0 <= c.ser <= MAX_SER):
+        if not _in_range(c, q):
             out.append(False)
             continue
         table = tables.get(it.y_enc)
@@ -197,7 +202,7 @@ def _single_checks(
 ) -> tuple[Any, Any] | Literal[False] | None:
     """Per-payment checks. None: verify strictly; False: invalid; (A, Y): batch it."""
     c = it.cert
-    if not (0 <= c.b < q and 0 < c.r < q and 0 <= c.ser <= MAX_SER):
+    if not _in_range(c, q):
         return False
     if len(it.hint) != group.element_len:
         return None
@@ -282,7 +287,7 @@ def verify_batch_secp256k1(
     ready: list[int] = []
     for i, it in enumerate(items):
         c = it.cert
-        if not (0 <= c.b < q and 0 < c.r < q and 0 <= c.ser <= MAX_SER):
+        if not _in_range(c, q):
             out[i] = False  # a range rule the strict check refuses too
             continue
         if len(it.hint) != group.element_len or (

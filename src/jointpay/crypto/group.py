@@ -425,15 +425,8 @@ class Secp256k1Group(Group):
         verifies that payment strictly."""
         if len(data) != 33 or data[0] not in (2, 3) or not 0 < z < SECP256K1_N:
             return None
-        rx = int.from_bytes(data[1:], "big")
-        if not 0 < rx < SECP256K1_N:
-            return None
-        # as in _recover_combination with r = 0: s = z·x(A), message 0
-        sig = data[1:] + (z * rx % SECP256K1_N).to_bytes(32, "big") + bytes((data[0] - 2,))
-        try:
-            return _CurvePoint.from_signature_and_message(sig, bytes(32), hasher=None)
-        except ValueError:  # x(A) is not on the curve
-            return None
+        # r = 0: no G part, so the multiplication's length follows z alone
+        return _recover_combination(0, data, z)
 
     @staticmethod
     def point_sum(points: Sequence[_CurvePoint]) -> bytes | None:

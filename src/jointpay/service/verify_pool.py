@@ -8,9 +8,9 @@ group and for secp256k1 cards that repeat). Small batches, and machines with one
 core, verify in process.
 
 The pool is created on first use (or by :meth:`Verifier.start`, as a server does) and
-closed with :meth:`Verifier.close`. It starts
-by ``fork`` when the process runs no other thread (cheap, and safe then), and by
-``forkserver`` otherwise (an HTTP server's thread pool).
+closed with :meth:`Verifier.close`. It starts by ``fork`` when the process runs no
+other thread (cheap, and safe then), and by ``forkserver`` otherwise (an HTTP
+server's thread pool). Its workers die with the process that started them.
 """
 
 from __future__ import annotations
