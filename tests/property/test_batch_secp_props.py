@@ -14,9 +14,10 @@ from hypothesis import HealthCheck, given, settings
 
 from batch_cases import exponents_are_fresh, one_bad_among_ten_thousand_and_all_bad, plans
 from jointpay.crypto.batch import Item, verify_batch_secp256k1, verify_strict
-from jointpay.crypto.group import SECP256K1_N, SECP256K1_P, Secp256k1Group, get_group
+from jointpay.crypto.group import Secp256k1Group, get_group
 from jointpay.crypto.schnorr import PAYMENT_TAG, PaymentCert, SecretScalar, challenge, sign
 from jointpay.service.verify_pool import SECP_BATCH_MIN, job_for, verify_jobs
+from secp_points import off_curve_x, x_above_n
 
 SECP = get_group("secp256k1")
 assert isinstance(SECP, Secp256k1Group)
@@ -24,20 +25,6 @@ assert isinstance(SECP, Secp256k1Group)
 
 def point(k: int) -> bytes:
     return bytes(PublicKey.from_secret(k.to_bytes(32, "big")).format())
-
-
-def off_curve_x() -> bytes:
-    x = 5
-    while pow(x**3 + 7, (SECP256K1_P - 1) // 2, SECP256K1_P) == 1:
-        x += 1  # x^3 + 7 is no square: no point has this x
-    return b"\x02" + x.to_bytes(32, "big")
-
-
-def x_above_n() -> bytes:
-    x = SECP256K1_N
-    while pow(x**3 + 7, (SECP256K1_P - 1) // 2, SECP256K1_P) != 1:
-        x += 1  # a real point whose x cannot pose as an ECDSA r
-    return b"\x03" + x.to_bytes(32, "big")
 
 
 class Card:

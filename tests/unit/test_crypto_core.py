@@ -49,6 +49,7 @@ from jointpay.crypto.schnorr import (
     sign,
     verify,
 )
+from secp_points import off_curve_x, x_above_n
 
 SECP = get_group("secp256k1")
 MODP = get_group("modp-2048-256")
@@ -136,11 +137,8 @@ def test_secp_decode_rules() -> None:
     ):
         with pytest.raises(InvalidElementError):
             SECP.decode(bad)  # type: ignore[arg-type]
-    x = 5
-    while pow(x**3 + 7, (SECP256K1_P - 1) // 2, SECP256K1_P) == 1:
-        x += 1
     with pytest.raises(InvalidElementError, match="not a point"):
-        SECP.decode(b"\x02" + x.to_bytes(32, "big"))
+        SECP.decode(off_curve_x())
     with pytest.raises(InvalidScalarError):
         SECP.g_pow_secret(SECP256K1_N)
 
@@ -172,10 +170,7 @@ def _mul(y: grp.Element, b: int) -> grp.Element | None:
 
 
 def test_secp_point_with_x_above_n_takes_the_plain_path() -> None:
-    x = SECP256K1_N
-    while pow(x**3 + 7, (SECP256K1_P - 1) // 2, SECP256K1_P) != 1:
-        x += 1  # a real curve point whose x is >= n: it cannot pose as an ECDSA r
-    y = SECP.decode(b"\x02" + x.to_bytes(32, "big"))
+    y = SECP.decode(x_above_n())
     assert grp._recovery_x(y.encoded) is None
     assert SECP.scaled_hint(y.encoded, 5) is None  # the batch test verifies it strictly
     r, b = 3, 4
@@ -513,10 +508,7 @@ def test_an_element_decoded_known_is_the_same_element(suite: str) -> None:
 
 
 def test_a_known_secp_point_that_is_no_point_fails_on_first_use() -> None:
-    x = 5
-    while pow(x**3 + 7, (SECP256K1_P - 1) // 2, SECP256K1_P) == 1:
-        x += 1
-    lazy = SECP.decode(b"\x02" + x.to_bytes(32, "big"), known=True)  # form only
+    lazy = SECP.decode(off_curve_x(), known=True)  # form only
     with pytest.raises(InvalidElementError):
         lazy.native  # noqa: B018
     with pytest.raises(InvalidElementError):
