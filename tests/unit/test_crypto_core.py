@@ -172,7 +172,7 @@ def _mul(y: grp.Element, b: int) -> grp.Element | None:
 def test_secp_point_with_x_above_n_takes_the_plain_path() -> None:
     y = SECP.decode(x_above_n())
     assert grp._recovery_x(y.encoded) is None
-    assert SECP.scaled_hint(y.encoded, 5) is None  # the batch test verifies it strictly
+    assert SECP.hint_point(y.encoded) is not None  # a hint may be such a point
     r, b = 3, 4
     got = SECP.combine(r, y, b)
     want = PublicKey.combine_keys(
@@ -515,10 +515,45 @@ def test_a_known_secp_point_that_is_no_point_fails_on_first_use() -> None:
         SECP.decode(lazy.encoded)
 
 
-def test_scaled_hint_refuses_what_is_no_usable_point() -> None:
+def test_hint_point_refuses_what_is_no_point() -> None:
     a = SECP.public_key(SECP.random_scalar()).encoded
-    got = SECP.scaled_hint(a, 7)
+    got = SECP.hint_point(a)
     assert got is not None
-    assert got.format() == PublicKey(a).multiply((7).to_bytes(32, "big")).format()
-    for data, z in ((a[:32], 7), (b"\x04" + a[1:], 7), (a, 0), (a, SECP256K1_N)):
-        assert SECP.scaled_hint(data, z) is None
+    assert got.format() == a
+    for data in (a[:32], a + b"\0", b"\x04" + a[1:], b"\x00" + a[1:], off_curve_x(), b""):
+        assert SECP.hint_point(data) is None
+
+
+def _multiply(point: PublicKey, k: int) -> PublicKey | None:
+    return None if k == 0 else point.multiply(k.to_bytes(32, "big"))
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 7, 40])
+def test_weighted_sum_is_the_sum_of_the_multiples(n: int) -> None:
+    points = [PublicKey.from_secret(SECP.random_scalar().to_bytes(32, "big")) for _ in range(n)]
+    # every weight shape: zero, one, each digit at the top, 64 bits, 2^64, just under 2^72
+    edge = [0, 1, 2, 3, 4, (1 << 64) - 1, 1 << 64, (1 << 72) - 1]
+    weights = [edge[i] if i < len(edge) else secrets.randbits(64) + 1 for i in range(n)]
+    multiples = [
+        m for m in (_multiply(p, w) for p, w in zip(points, weights, strict=True)) if m is not None
+    ]
+    assert SECP.weighted_sum(points, weights) == SECP.point_sum(multiples)
+
+
+def test_weighted_sum_through_infinity() -> None:
+    """Partial sums and the total may be the point at infinity (P and -P, 2P and -2P)."""
+    p = PublicKey.from_secret(SECP.random_scalar().to_bytes(32, "big"))
+    minus = PublicKey(bytes([5 - p.format()[0]]) + p.format()[1:])
+    two_p = p.multiply((2).to_bytes(32, "big")).format()
+    assert SECP.weighted_sum([p, minus], [5, 5]) is None
+    assert SECP.weighted_sum([p, minus, p], [(1 << 64) - 1, (1 << 64) - 1, 2]) == two_p
+    assert SECP.weighted_sum([p, p], [1, 1]) == two_p
+
+
+def test_weighted_sum_refuses_bad_weights() -> None:
+    p = PublicKey.from_secret((7).to_bytes(32, "big"))
+    with pytest.raises(ValueError, match="one weight per point"):
+        SECP.weighted_sum([p], [1, 2])
+    for w in (-1, 1 << 72):
+        with pytest.raises(ValueError, match="weights are in"):
+            SECP.weighted_sum([p], [w])

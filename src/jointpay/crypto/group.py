@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
+from itertools import compress
 from typing import Any, Final
 
 import gmpy2
@@ -416,17 +417,50 @@ class Secp256k1Group(Group):
         except ValueError:
             return None  # r·G = -b·Y: the sum is the point at infinity
 
-    @staticmethod
-    def scaled_hint(data: bytes, z: int) -> _CurvePoint | None:
-        """``z·A`` for the point ``A`` encoded (compressed SEC1) in ``data``, for a
-        public ``0 < z < n``: one variable-time multiplication whose cost follows the
-        bits of ``z`` (a 64-bit batch exponent costs about a third of a verification).
-        None when ``data`` is not such a point with ``x(A) < n``; the caller then
-        verifies that payment strictly."""
-        if len(data) != 33 or data[0] not in (2, 3) or not 0 < z < SECP256K1_N:
+    def hint_point(self, data: bytes) -> _CurvePoint | None:
+        """The point encoded (compressed SEC1) in ``data``, or None when it is none: a
+        terminal's untrusted hint, which the batch test then leaves out (that payment
+        is verified strictly)."""
+        if len(data) != self.element_len or data[0] not in (2, 3):
             return None
-        # r = 0: no G part, so the multiplication's length follows z alone
-        return _recover_combination(0, data, z)
+        try:
+            return _CurvePoint(data)
+        except (ValueError, TypeError):
+            return None
+
+    @staticmethod
+    def weighted_sum(points: Sequence[_CurvePoint], weights: Sequence[int]) -> bytes | None:
+        """The encoding of ``sum weights[i]·points[i]`` for public weights in [0, 2^72);
+        None for the point at infinity.
+
+        Variable time, for public data only (the batch test's hints and exponents). A
+        multiplication per point would cost about half a verification each. Here the
+        weights are cut into 2-bit digits, and for each digit position the points are
+        sorted into three buckets (digits 1, 2 and 3) that libsecp256k1 adds up in one
+        call each (``combine_keys``); then ``W = B1 + 2·B2 + 3·B3`` and, from the top
+        position down, ``R = 4·R + W``. A point costs about 0.75 additions per 2 bits
+        of its weight: 24 for a 64-bit weight, against some 80 point operations for a
+        multiplication, and the sorting is done by C loops over bytes.
+        """
+        if len(points) != len(weights):
+            raise ValueError("one weight per point")
+        if any(not 0 <= w < 1 << 72 for w in weights):
+            raise ValueError("weights are in [0, 2^72)")
+        top = max(weights, default=0).bit_length()
+        # byte k of every weight, then digit m of that byte, selected by a C loop
+        digits = b"".join(w.to_bytes(9, "little") for w in weights)
+        total: _CurvePoint | None = None
+        for pos in reversed(range((top + 1) // 2)):
+            column = digits[pos // 4 :: 9]
+            terms: list[_CurvePoint] = []
+            for d in (1, 2, 3):
+                bucket = _sum_or_none(list(compress(points, column.translate(_DIGIT[pos % 4][d]))))
+                if bucket is not None:
+                    terms += [bucket] * d
+            if total is not None:
+                terms += [total] * 4
+            total = _sum_or_none(terms)
+        return None if total is None else bytes(total.format(compressed=True))
 
     @staticmethod
     def point_sum(points: Sequence[_CurvePoint]) -> bytes | None:
@@ -482,6 +516,23 @@ def _recover_combination(r: int, y_enc: bytes, b: int) -> _CurvePoint | None:
     except ValueError:
         return None
 
+
+def _sum_or_none(points: list[_CurvePoint]) -> _CurvePoint | None:
+    """The sum of ``points`` (None if there are none, or they add up to infinity)."""
+    if not points:
+        return None
+    try:
+        return _CurvePoint.combine_keys(points)
+    except ValueError:  # libsecp256k1's answer for the point at infinity
+        return None
+
+
+_DIGIT: Final = tuple(
+    tuple(bytes(1 if (v >> (2 * m)) & 3 == d else 0 for v in range(256)) for d in range(4))
+    for m in range(4)
+)
+"""``_DIGIT[m][d]`` maps a byte to 1 where its m-th 2-bit digit is d, else 0 (for
+``bytes.translate``: a selector of ``itertools.compress``)."""
 
 # --------------------------------------------------------------------------------------
 # the registry
