@@ -1040,7 +1040,7 @@ class Bank:
                     req.seq,
                     req.batch_digest,
                     now,
-                    json.dumps(receipt, sort_keys=True),
+                    canonical_json(receipt).decode(),  # keys sorted, compact
                 )
             )
             return receipt
