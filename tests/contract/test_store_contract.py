@@ -135,6 +135,43 @@ def test_a_card_ser_is_stored_once(store: Store) -> None:
         big = (1 << 64) - 1  # ser is a full u64
         tx.add_payments([payment(card, big)])
         assert tx.get_payment(card, big) is not None
+    with store.transaction() as tx:
+        many = [(card, ser) for ser in range(1_200)]  # three queries of 500 keys
+        found = tx.existing_payments([*many, (card, big), ("4000000000000010", 0)])
+        assert sorted(found) == [(card, 0), (card, 1), (card, big)]
+        assert found[(card, big)] == payment(card, big)
+
+
+def test_lookups_by_key_use_the_primary_key_on_sqlite(tmp_path: Path) -> None:
+    """Each batch of keys is looked up through the primary key, never by a scan of the
+    whole table (SQLite plans a row-value ``IN (VALUES ...)`` as a scan: a deposit
+    would then read every payment the bank ever took, for every 500 payments)."""
+    from sqlalchemy import event
+
+    from jointpay.storage.sql import SqlStore
+
+    store = open_store(None, home=tmp_path)
+    assert isinstance(store, SqlStore)
+    seen: list[tuple[str, tuple[object, ...]]] = []
+
+    def spy(conn: object, cursor: object, sql: str, params: object, *_: object) -> None:
+        if "WITH k" in sql:
+            seen.append((sql, tuple(params)))  # type: ignore[arg-type]
+
+    event.listen(store.engine, "before_cursor_execute", spy)
+    try:
+        with store.transaction() as tx:
+            tx.existing_payments([("4000000000000002", 0), ("4000000000000002", 7)])
+            tx.existing_interbank([("bank-b", "4000000000000002", 0)])
+            event.remove(store.engine, "before_cursor_execute", spy)
+            assert len(seen) == 2
+            for sql, params in seen:
+                plan = tx.c.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params).fetchall()
+                steps = " / ".join(str(step[-1]) for step in plan)
+                assert "SEARCH t USING INDEX sqlite_autoindex_" in steps, steps  # the key
+                assert "SCAN t" not in steps, steps
+    finally:
+        store.close()
 
 
 def test_a_merchant_sequence_and_a_deposit_are_used_once(books: Store) -> None:

@@ -8,12 +8,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from jointpay.crypto.certs import SigningKey
 from jointpay.crypto.group import ModpGroup, get_group
 from jointpay.crypto.schnorr import PaymentCert, SecretScalar, sign
 from jointpay.home import Home
+from jointpay.protocol.deposit import make_deposit
 from jointpay.service import verify_pool
 from jointpay.service.verify_pool import Verifier, job_for, verify_jobs
 
@@ -33,7 +36,7 @@ def test_pool_equals_in_process_on_adversarial_jobs(suite: str) -> None:
     jobs.append((suite, jobs[0][1], b"\x00" * len(y.encoded), 0, b"", 1, 1, b"", False))
     verifier = Verifier(workers=1)
     try:
-        pooled = verifier.submit(jobs, batch_size=10**6)()
+        pooled = verifier.submit(verify_jobs, jobs, batch_size=10**6)()
     finally:
         verifier.close()
     assert pooled == verify_jobs(jobs)
@@ -76,6 +79,104 @@ def test_deposit_through_the_pool_matches_in_process(
     assert reasons.count("duplicate") == 1
 
 
+# Each defect of a payment's fields, and the reason code CONTRACT's rules give it: a
+# payment that does not parse is malformed before anything else is said of it.
+_DEFECTS: list[tuple[str, str | None]] = [
+    ("valid", None),
+    ("ser_bool", "malformed"),
+    ("ser_negative", "malformed"),
+    ("ser_2_64", "malformed"),
+    ("spec_not_str", "malformed"),
+    ("spec_not_hex", "malformed"),
+    ("spec_undecodable", "malformed"),
+    ("b_short", "malformed"),
+    ("b_not_below_n", "malformed"),
+    ("r_zero", "malformed"),
+    ("hint_not_hex", None),  # the hint is untrusted and optional: verified strictly
+    ("hint_missing", None),
+    ("hint_too_long", None),
+    ("r_changed", "bad_signature"),
+    ("not_an_object", "malformed"),
+    ("valid", None),
+]
+
+
+def _damage(p: dict[str, Any], kind: str) -> object:
+    p = dict(p)
+    changes: dict[str, object] = {
+        "ser_bool": {"ser": True},
+        "ser_negative": {"ser": -1},
+        "ser_2_64": {"ser": 1 << 64},
+        "spec_not_str": {"spec": 5},
+        "spec_not_hex": {"spec": "zz" + p["spec"][2:]},
+        "spec_undecodable": {"spec": "00"},
+        "b_short": {"b": p["b"][:-2]},
+        "b_not_below_n": {"b": "ff" * 32},
+        "r_zero": {"r": "00" * 32},
+        "hint_not_hex": {"hint": "zz"},
+        "hint_too_long": {"hint": "00" * 513},
+        "r_changed": {"r": p["r"][:-2] + ("00" if p["r"][-2:] != "00" else "01")},
+    }
+    if kind == "not_an_object":
+        return 7
+    if kind == "hint_missing":
+        del p["hint"]
+    p.update(changes.get(kind, {}))  # type: ignore[arg-type]
+    return p
+
+
+@pytest.mark.parametrize("suite", ["secp256k1", "modp-2048-256"])
+def test_each_defect_gets_its_reason_in_the_pool_and_in_process(
+    suite: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Payments are parsed where they are verified (a worker, or in process for small
+    batches): every defect of their fields, under our card, under a CARD-CERT that
+    fails its bank signature, and under one that is no hex, gets the same reason."""
+    monkeypatch.setattr(verify_pool, "CHUNK", 5)
+    h = Home(tmp_path, None, lambda: 1_800_000_000)
+    h.init_bank(suite=suite, group=None, currency="EUR", bank_id="b")
+    with h.bank() as bank:
+        bank.open_account("a", 100_000)
+        card = h.issue_card(
+            bank, holder="a", pin="2468", load=50_000, mode="cash", limit=0, user_key="card"
+        ).card_number
+        h.open_merchant(bank, "Shop")
+    for i in range(len(_DEFECTS) + 3):
+        h.pay(card, "Shop", 10 + i, "2468")
+    batch = h.export_batch("Shop")
+    [group] = batch["cards"]
+    pays = group["payments"]
+    ours = [_damage(p, kind) for p, (kind, _) in zip(pays, _DEFECTS, strict=False)]
+    cert = bytearray.fromhex(group["cert"])
+    cert[-1] ^= 1  # the bank's signature no longer holds
+    rest = pays[len(_DEFECTS) :]
+    forged = [rest[0], _damage(rest[1], "spec_undecodable"), _damage(rest[2], "ser_bool")]
+    batch["cards"] = [
+        {"cert": group["cert"], "payments": ours},
+        {"cert": cert.hex(), "payments": forged},
+        {"cert": "zz", "payments": [rest[0]]},
+    ]
+    want = [r for _, r in _DEFECTS] + ["bad_cert", "malformed", "malformed", "malformed"]
+    got = []
+    for min_batch in (1, 10**9):  # the pool, then in process
+        with h.bank() as bank:
+            bank.verifier.workers = 1
+            bank.verifier.min_batch = min_batch
+            receipt = bank.deposit(_signed(h, batch, seq=len(got) + 1))
+            assert (bank.verifier._pool is not None) == (min_batch == 1)
+            got.append([x["reason"] for x in receipt["results"]])
+            assert bank.audit().ok
+    assert got[0] == want
+    # the second deposit finds the first one's accepted payments: duplicates, no credit
+    assert got[1] == ["duplicate" if r is None else r for r in want]
+
+
+def _signed(h: Home, batch: dict[str, Any], seq: int) -> dict[str, Any]:
+    with h.terminal("Shop") as (tf, _):
+        key = SigningKey.from_private_bytes(tf.sid, tf.signing_key)
+        return make_deposit(key, tf.bank_id, tf.sid, seq, 1_800_000_000, batch)
+
+
 def _group_built(params: object) -> tuple[int, bool]:
     from jointpay.crypto.batch import secure_cofactor
     from jointpay.crypto.group import ModpParams, modp_group
@@ -112,7 +213,7 @@ def test_start_without_groups_and_without_workers() -> None:
     verifier = Verifier(workers=1)
     try:
         verifier.start()
-        assert verifier.submit([], batch_size=10**6)() == []
+        assert verifier.submit(verify_jobs, [], batch_size=10**6)() == []
     finally:
         verifier.close()
 

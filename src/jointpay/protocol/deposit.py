@@ -179,17 +179,22 @@ class Batch:
     count: int
 
     def payments(self) -> Iterator[RawPayment]:
-        i = 0
+        for i, (cert, ser, spec, b, r, hint) in enumerate(self.rows()):
+            yield RawPayment(i, cert, ser, spec, b, r, hint)
+
+    def rows(self) -> Iterator[tuple[object, object, object, object, object, object]]:
+        """Each payment as ``(cert, ser, spec, b, r, hint)``, the values as received
+        (None where missing), in batch order: :meth:`payments` without an object per
+        payment, for the bank's deposit of many thousands."""
+        missing = (None, None, None, None, None)
         for card in self.cards:
             cert = card.get("cert")
             for p in card.get("payments", []):
                 if isinstance(p, dict):
-                    yield RawPayment(
-                        i, cert, p.get("ser"), p.get("spec"), p.get("b"), p.get("r"), p.get("hint")
-                    )
+                    get = p.get
+                    yield cert, get("ser"), get("spec"), get("b"), get("r"), get("hint")
                 else:
-                    yield RawPayment(i, cert, None, None, None, None, None)
-                i += 1
+                    yield (cert, *missing)
 
 
 def _ident(value: str, what: str) -> str:

@@ -16,7 +16,6 @@ Set-based and streaming, inside the session's one transaction:
 
 from __future__ import annotations
 
-import contextlib
 import secrets
 import threading
 from collections import OrderedDict, deque
@@ -26,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from jointpay.crypto.certs import CERT_ID_LEN, CardCert, CardMode
 from jointpay.crypto.errors import CryptoError
-from jointpay.crypto.schnorr import PaymentCert
+from jointpay.crypto.group import ModpGroup, ModpParams
+from jointpay.crypto.schnorr import MAX_SER
 from jointpay.domain.money import RATE_SCALE, convert, format_amount
 from jointpay.domain.records import (
     Account,
@@ -39,13 +39,13 @@ from jointpay.domain.records import (
     PaymentRecord,
     Transfer,
 )
-from jointpay.protocol.deposit import MAX_CERT_HEX, DepositRequest, RawPayment, canonical_json
+from jointpay.protocol.deposit import MAX_CERT_HEX, DepositRequest, canonical_json
 from jointpay.protocol.spec import PaymentSpec
 from jointpay.service import verify_pool
 from jointpay.service.errors import Refused
 from jointpay.service.interbank import Candidate, Cleared
 from jointpay.service.rates import RATES_KEY, RateTable, load_table, rate_in
-from jointpay.service.verify_pool import Job, job_for
+from jointpay.service.verify_pool import Answer, RawJob, parse_and_verify
 from jointpay.storage.base import InsufficientFunds, UnitOfWork
 
 if TYPE_CHECKING:
@@ -72,15 +72,21 @@ class PaymentResult:
 
 @dataclass(frozen=True, slots=True)
 class _Parsed:
+    """A payment that parsed, under a usable CARD-CERT; ``valid``: strict verification's
+    answer (computed with the parsing, in a worker or in process)."""
+
     cert: CardCert
     ser: int
     spec_bytes: bytes
     spec: PaymentSpec
-    cert_pc: PaymentCert
-    hint: bytes = b""
-    """The terminal's a' (untrusted): lets a secure modp group use the batch test."""
-    known: bool = False
-    """The CARD-CERT is one we issued and stored, byte for byte: its Y was validated."""
+    b: bytes
+    r: bytes
+    valid: bool
+
+
+_Pending = tuple[int, CardCert | str, int]
+"""A payment sent to be parsed and verified: its place in the results, its CARD-CERT
+(or the reason code that makes it unusable) and its ser."""
 
 
 _CHEQUE = CardMode.CHEQUE.value
@@ -145,50 +151,52 @@ class DepositRun:
         self.clearing_credit = 0
         self.fees = 0
         self._rates: RateTable | None = None
-        self.valid: dict[int, bool] = {}
-        """Strict verification of each parsed payment, by object id (pool or in process)."""
         self.ib_prior: dict[tuple[str, str, int], InterbankRecord] = {}
         self.ib_seen: set[tuple[str, str, int]] = set()
         self.foreign: list[tuple[int, _Parsed]] = []
         self.ib_records: list[InterbankRecord] = []
         self.ib_debits: dict[str, int] = {}
 
-    @staticmethod
-    def _jobs(items: list[_Parsed]) -> list[Job]:
-        return [
-            job_for(p.cert.group, p.cert.joint_key.encoded, p.cert_pc, p.hint, p.known)
-            for p in items
-        ]
-
     def run(self) -> list[PaymentResult]:
-        """Check and book the session's payments, streaming: chunks are parsed and sent
-        to the verifiers while earlier chunks are checked and their payment rows
-        written, so a payment's parsed state lives only while its chunk is in flight."""
+        """Check and book the session's payments, streaming: chunks are sent to be parsed
+        and verified (:func:`verify_pool.parse_and_verify`) while earlier chunks are
+        checked and their payment rows written, so a payment's state lives only while
+        its chunk is in flight."""
         self._read_own_certs()
         self._prefetch_cards()
         results: list[PaymentResult] = []
         verifier = self.bank.verifier
         size = self.req.batch.count
         depth = max(1, verifier.workers) + 1  # chunks in flight: every worker busy
-        inflight: deque[tuple[list[tuple[int, _Parsed]], Callable[[], list[bool]]]] = deque()
-        chunk: list[tuple[int, _Parsed]] = []
+        inflight: deque[tuple[list[_Pending], Callable[[], list[Answer]]]] = deque()
+        chunk: list[_Pending] = []
+        jobs: list[RawJob] = []
+        heads: dict[int, tuple[str, ModpParams | None, bytes | None, bool]] = {}
+        unusable = ("", None, None, False)
 
         def send() -> None:
-            jobs = self._jobs([p for _, p in chunk])
-            inflight.append((chunk, verifier.submit(jobs, batch_size=size)))
+            inflight.append((chunk, verifier.submit(parse_and_verify, jobs, batch_size=size)))
             while len(inflight) > depth:
                 self._settle(*inflight.popleft(), results)
 
-        for raw in self.req.batch.payments():
-            item = self._parse(raw)
-            if isinstance(item, PaymentResult):
-                results.append(item)
+        for cert_raw, ser, spec, b, r, hint in self.req.batch.rows():
+            cert = self._cert(cert_raw)
+            if cert == "malformed" or type(ser) is not int:  # bool is no ser either
+                label = cert.card_number if isinstance(cert, CardCert) else ""
+                results.append(_rejected(label, ser if type(ser) is int else None, "malformed"))
                 continue
-            chunk.append((len(results), item))
+            if isinstance(cert, CardCert):
+                head = heads.get(id(cert))
+                if head is None:
+                    head = heads[id(cert)] = self._job_head(cert)
+            else:
+                head = unusable
+            chunk.append((len(results), cert, ser))
+            jobs.append((*head, ser, spec, b, r, hint))
             results.append(_UNSETTLED)
             if len(chunk) >= verify_pool.CHUNK:
                 send()
-                chunk = []
+                chunk, jobs = [], []
         if chunk:
             send()
         while inflight:
@@ -198,10 +206,17 @@ class DepositRun:
         self._book()
         return results
 
+    def _job_head(self, cert: CardCert) -> tuple[str, ModpParams | None, bytes | None, bool]:
+        """What a worker needs of a card's CARD-CERT: suite, group, enc(Y), and whether
+        we issued it (then its Y was validated before we stored it)."""
+        group = cert.group
+        params = group.params if isinstance(group, ModpGroup) else None
+        return group.suite, params, cert.joint_key.encoded, id(cert) in self._known
+
     def _settle(
         self,
-        chunk: list[tuple[int, _Parsed]],
-        verified: Callable[[], list[bool]],
+        chunk: list[_Pending],
+        answers: Callable[[], list[Answer]],
         results: list[PaymentResult],
     ) -> None:
         """One chunk, in batch order: its prior deposits in one query, the checks, and
@@ -210,22 +225,31 @@ class DepositRun:
             self._lock_cards()
         own, foreign = self.bank.bank_id, []
         keys = set()
-        for _, p in chunk:
-            if p.cert.bank_id == own:
-                keys.add((p.cert.card_number, p.ser))
+        for _, cert, ser in chunk:
+            if isinstance(cert, str) or not 0 <= ser <= MAX_SER:
+                continue  # refused before any lookup
+            if cert.bank_id == own:
+                keys.add((cert.card_number, ser))
             else:
-                foreign.append((p.cert.bank_id, p.cert.card_number, p.ser))
+                foreign.append((cert.bank_id, cert.card_number, ser))
         # earlier sessions' records of this chunk's payments (this session's own are in
         # self.seen and self.ib_seen); only this chunk's are kept
         self.prior = self.tx.existing_payments(sorted(keys)) if keys else {}
         self.ib_prior = self.tx.existing_interbank(sorted(set(foreign))) if foreign else {}
-        for (pos, p), ok in zip(chunk, verified(), strict=True):
-            self.valid[id(p)] = ok
-            r = self._check(p)
-            del self.valid[id(p)]
-            if r.status == "pending":  # another bank's card: cleared at the end, all at once
+        for (pos, cert, ser), answer in zip(chunk, answers(), strict=True):
+            if answer is None:
+                label = cert.card_number if isinstance(cert, CardCert) else ""
+                results[pos] = _rejected(label, ser, "malformed")
+                continue
+            if isinstance(cert, str):
+                results[pos] = _rejected("", ser, cert)
+                continue
+            fields, spec_bytes, b, r, valid = answer
+            p = _Parsed(cert, ser, spec_bytes, PaymentSpec(*fields), b, r, valid)
+            result = self._check(p)
+            if result.status == "pending":  # another bank's card: cleared at the end
                 self.foreign.append((pos, p))
-            results[pos] = r
+            results[pos] = result
         if self.accepted:
             self.tx.add_payments(self.accepted)
             self.n_accepted += len(self.accepted)
@@ -318,32 +342,6 @@ class DepositRun:
             self._bytes[id(result)] = data
         return result
 
-    def _parse(self, p: RawPayment) -> _Parsed | PaymentResult:
-        cert = self._cert(p.cert)
-        label = cert.card_number if isinstance(cert, CardCert) else ""
-        ser = p.ser if isinstance(p.ser, int) and not isinstance(p.ser, bool) else None
-        if cert == "malformed" or ser is None:
-            return _rejected(label, ser, "malformed")
-        try:
-            if not all(isinstance(v, str) for v in (p.spec, p.b, p.r)):
-                raise ValueError("hex fields")
-            spec_bytes = bytes.fromhex(str(p.spec))
-            b, r = bytes.fromhex(str(p.b)), bytes.fromhex(str(p.r))
-            spec = PaymentSpec.decode(spec_bytes)
-        except (ValueError, CryptoError):
-            return _rejected(label, ser, "malformed")
-        if isinstance(cert, str):
-            return _rejected(label, ser, cert)
-        try:
-            pc = PaymentCert.parse(cert.group, ser, spec_bytes, b, r)
-        except CryptoError:
-            return _rejected(label, ser, "malformed")
-        hint = b""
-        if isinstance(p.hint, str) and len(p.hint) <= 1024:  # untrusted; unusable is empty
-            with contextlib.suppress(ValueError):
-                hint = bytes.fromhex(p.hint)
-        return _Parsed(cert, ser, spec_bytes, spec, pc, hint, id(cert) in self._known)
-
     # -- before the payments: every card of the batch, locked in one sorted query ---------
     def _prefetch_cards(self) -> None:
         """Decode each card group's CARD-CERT once; :meth:`_lock_cards` then locks all
@@ -396,7 +394,7 @@ class DepositRun:
             and spec.time > card.blacklisted_at
         ):
             return _rejected(label, ser, "blacklisted")
-        if not self.valid[id(p)]:
+        if not p.valid:
             return _rejected(label, ser, "bad_signature")
         if spec.sid != self.req.sid or spec.bank_id != self.req.bank_id:
             return _rejected(label, ser, "wrong_merchant")
@@ -420,8 +418,8 @@ class DepositRun:
                         "ser": ser,
                         "first_spec": earlier.hex(),
                         "second_spec": p.spec_bytes.hex(),
-                        "second_b": p.cert_pc.b_bytes.hex(),
-                        "second_r": p.cert_pc.r_bytes.hex(),
+                        "second_b": p.b.hex(),
+                        "second_r": p.r.hex(),
                         "cert": cert.encode().hex(),
                     },
                 )
@@ -466,8 +464,8 @@ class DepositRun:
                 spec.amount,
                 spec.currency,
                 p.spec_bytes,
-                p.cert_pc.b_bytes,
-                p.cert_pc.r_bytes,
+                p.b,
+                p.r,
                 self.deposit_id,
                 self.now,
             )
@@ -492,7 +490,7 @@ class DepositRun:
         late = self._out_of_time(p)
         if late is not None:
             return late
-        if not self.valid[id(p)]:
+        if not p.valid:
             return _rejected(label, ser, "bad_signature")
         if spec.sid != self.req.sid or spec.bank_id != bank.bank_id:
             return _rejected(label, ser, "wrong_merchant")
@@ -519,8 +517,8 @@ class DepositRun:
                 p.cert.card_number,
                 p.ser,
                 p.spec_bytes,
-                p.cert_pc.b_bytes,
-                p.cert_pc.r_bytes,
+                p.b,
+                p.r,
                 p.spec.amount,
             )
             for _, p in self.foreign

@@ -1,11 +1,13 @@
-"""PAYMENT-CERT verification on the machine's other cores, for large deposits.
+"""PAYMENT-CERT parsing and verification on the machine's other cores, for large deposits.
 
-The deposit path submits chunks of parsed payments as soon as they are parsed and
-goes on parsing; worker processes verify them and return one bool per payment: the
-strict per-payment rule's answer, computed by :func:`verify_jobs` (strict
-:func:`jointpay.crypto.schnorr.verify`, or the exact batch test on a secure modp
-group and for secp256k1 cards that repeat). Small batches, and machines with one
-core, verify in process.
+The deposit path submits chunks of payments as the batch carries them (hex strings,
+unchecked) and goes on reading the batch; worker processes parse each payment
+(:func:`parse_and_verify`: its spec, ``b`` and ``r``, every rule of CONTRACT section
+2) and verify it, and return what the bank's checks need: the spec's fields, its
+bytes, ``b`` and ``r``, and the strict per-payment rule's answer, computed by
+:func:`verify_jobs` (strict :func:`jointpay.crypto.schnorr.verify`, or the exact batch
+test on a secure modp group and for secp256k1 cards that repeat). Small batches, and
+machines with one core, do the same in process.
 
 The pool is created on first use (or by :meth:`Verifier.start`, as a server does) and
 closed with :meth:`Verifier.close`. It starts by ``fork`` when the process runs no
@@ -23,7 +25,8 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from typing import Final
+from contextlib import suppress
+from typing import Final, TypeVar
 
 from jointpay.crypto.batch import (
     Item,
@@ -33,12 +36,37 @@ from jointpay.crypto.batch import (
     verify_strict,
     verify_with_card_tables,
 )
-from jointpay.crypto.group import ModpGroup, ModpParams, Secp256k1Group, get_group, modp_group
+from jointpay.crypto.errors import CryptoError
+from jointpay.crypto.group import (
+    Group,
+    ModpGroup,
+    ModpParams,
+    Secp256k1Group,
+    get_group,
+    modp_group,
+)
 from jointpay.crypto.schnorr import PaymentCert
+from jointpay.protocol.spec import Conversion, PaymentSpec
 
 Job = tuple[str, ModpParams | None, bytes, int, bytes, int, int, bytes, bool]
 """(suite, modp parameters or None, enc(Y), ser, spec, b, r, hint a' or b"", known):
 ``known`` says Y comes from a CARD-CERT the bank issued and stored (validated then)."""
+
+RawJob = tuple[str, ModpParams | None, bytes | None, bool, int, object, object, object, object]
+"""(suite, modp parameters or None, enc(Y), known, ser, spec, b, r, hint): a payment as
+the batch carries it, under a CARD-CERT the bank decoded and checked (``known`` as in
+:data:`Job`). enc(Y) None: the certificate is unusable (its reason code is the answer),
+and the payment is only parsed, since a malformed payment is reported as such first."""
+
+SpecFields = tuple[str, str, int, str, int, int, bytes, str, bytes, Conversion | None]
+"""A :class:`PaymentSpec`'s fields in order (``PaymentSpec(*fields)``): cheaper to send
+between processes than the object."""
+
+Answer = tuple[SpecFields, bytes, bytes, bytes, bool] | None
+"""(spec fields, spec bytes, b, r, strict answer); None for a malformed payment."""
+
+_R = TypeVar("_R")
+_J = TypeVar("_J")
 
 CHUNK: Final = 512
 MIN_POOL_BATCH: Final = 2048
@@ -110,6 +138,55 @@ def verify_jobs(jobs: Sequence[Job]) -> list[bool]:
     return [bool(v) for v in out]
 
 
+def parse_and_verify(jobs: Sequence[RawJob]) -> list[Answer]:
+    """Each payment parsed, then verified (:func:`verify_jobs`): runs in a worker or in
+    process. The same rules, in the same order, as a payment read on its own: ``spec``,
+    ``b`` and ``r`` must be hex strings, the spec must decode, then ``b`` and ``r``
+    must be 32-byte scalars in range; a hint that is no hex string of at most 1,024
+    characters is dropped (it is untrusted and optional)."""
+    parsed: list[tuple[SpecFields, bytes, bytes, bytes] | None] = []
+    todo: list[Job] = []
+    where: list[int] = []
+    for suite, params, y_enc, known, ser, spec, b, r, hint in jobs:
+        try:
+            if type(spec) is not str or type(b) is not str or type(r) is not str:
+                raise ValueError("spec, b and r are hex strings")
+            spec_bytes, b_bytes, r_bytes = bytes.fromhex(spec), bytes.fromhex(b), bytes.fromhex(r)
+            s = PaymentSpec.decode(spec_bytes)
+            fields: SpecFields = (
+                s.bank_id,
+                s.sid,
+                s.amount,
+                s.currency,
+                s.time,
+                s.txn,
+                s.card_cert_id,
+                s.service,
+                s.details,
+                s.conversion,
+            )
+            if y_enc is None:  # the certificate's reason code decides
+                parsed.append((fields, spec_bytes, b_bytes, r_bytes))
+                continue
+            cert = PaymentCert.parse(_group(suite, params), ser, spec_bytes, b_bytes, r_bytes)
+        except (ValueError, CryptoError):
+            parsed.append(None)
+            continue
+        hint_bytes = b""
+        if isinstance(hint, str) and len(hint) <= 1024:  # untrusted; unusable is empty
+            with suppress(ValueError):
+                hint_bytes = bytes.fromhex(hint)
+        where.append(len(parsed))
+        todo.append((suite, params, y_enc, cert.ser, cert.spec, cert.b, cert.r, hint_bytes, known))
+        parsed.append((fields, spec_bytes, b_bytes, r_bytes))
+    valid = dict(zip(where, verify_jobs(todo), strict=True))
+    return [None if p is None else (*p, valid.get(i, False)) for i, p in enumerate(parsed)]
+
+
+def _group(suite: str, params: ModpParams | None) -> Group:
+    return modp_group(params) if params is not None else get_group(suite)
+
+
 def _item(job: Job) -> Item:
     _, _, y_enc, ser, spec, b, r, hint, known = job
     return Item(y_enc, PaymentCert(ser, spec, b, r), hint, known)
@@ -179,12 +256,15 @@ class Verifier:
         for done in [pool.submit(_ready) for _ in range(self.workers)]:
             done.result()
 
-    def submit(self, jobs: Sequence[Job], *, batch_size: int) -> Callable[[], list[bool]]:
-        """Start verifying ``jobs``; call the result to wait for the bools."""
+    def submit(
+        self, task: Callable[[list[_J]], list[_R]], jobs: Sequence[_J], *, batch_size: int
+    ) -> Callable[[], list[_R]]:
+        """Start ``task(jobs)`` (:func:`parse_and_verify` or :func:`verify_jobs`, a
+        module-level function); call the result to wait for its answers."""
         if self.workers == 0 or batch_size < self.min_batch:
-            done = verify_jobs(jobs)
+            done = task(list(jobs))
             return lambda: done
-        future: Future[list[bool]] = self._get_pool().submit(verify_jobs, list(jobs))
+        future: Future[list[_R]] = self._get_pool().submit(task, list(jobs))
         return future.result
 
     def _get_pool(self) -> ProcessPoolExecutor:

@@ -23,7 +23,7 @@ from dataclasses import asdict
 from typing import Any, TypeVar
 
 import psycopg
-from sqlalchemy import Engine, bindparam, create_engine, event, func, select, text, tuple_, update
+from sqlalchemy import Engine, bindparam, create_engine, event, func, select, text, update
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import NullPool
@@ -235,6 +235,23 @@ def _payment(row: Row[Any]) -> PaymentRecord:
         bytes(row.b),
         bytes(row.r),
         row.deposit_id,
+        int(row.accepted_at),
+    )
+
+
+def _interbank(row: Row[Any]) -> InterbankRecord:
+    """An interbank row as the driver gives it (``ser`` as text, ``spec`` as a buffer)."""
+    return InterbankRecord(
+        row.issuer,
+        row.card_number,
+        int(row.ser),
+        row.acquirer,
+        row.clearing_house,
+        row.sid,
+        int(row.amount),
+        row.currency,
+        bytes(row.spec),
+        row.ref,
         int(row.accepted_at),
     )
 
@@ -601,21 +618,36 @@ class SqlUnitOfWork:
     def existing_payments(
         self, keys: Sequence[tuple[str, int]]
     ) -> dict[tuple[str, int], PaymentRecord]:
-        """The payments recorded under ``keys``: one query per 500 keys, written for the
-        driver (row values; SQLAlchemy's expanding tuple IN cost more than the query)."""
+        """The payments recorded under ``keys`` (:meth:`_rows_by_keys`)."""
+        wanted = [(card, t.u64_text(ser)) for card, ser in keys]
         out: dict[tuple[str, int], PaymentRecord] = {}
-        for chunk in _chunks(sorted(set(keys))):
-            values = ", ".join(["(?, ?)"] * len(chunk))
-            params = tuple(v for card, ser in chunk for v in (card, t.u64_text(ser)))
-            # constant names and placeholders only: the keys travel as parameters
-            sql = (
-                f"SELECT {', '.join(_PAYMENT_COLUMNS)} FROM payments"  # noqa: S608
-                f" WHERE (card_number, ser) IN (VALUES {values})"
-            )
-            for row in self.c.exec_driver_sql(self._q(sql), params):
-                p = _payment(row)
-                out[(p.card_number, p.ser)] = p
+        for row in self._rows_by_keys(t.payments, ("card_number", "ser"), wanted):
+            p = _payment(row)
+            out[(p.card_number, p.ser)] = p
         return out
+
+    def _rows_by_keys(
+        self, table: Any, columns: Sequence[str], keys: Sequence[tuple[Any, ...]]
+    ) -> Iterator[Row[Any]]:
+        """Every row of ``table`` whose ``columns`` equal one of ``keys`` (the driver's
+        values): one query per 500 keys, written for the driver, that joins the keys,
+        as a ``VALUES`` list, to the table on its primary key. A row-value ``IN
+        (VALUES ...)`` reads the same on PostgreSQL, but SQLite plans it as a scan of
+        the whole table for every query (a deposit of 10,000 payments spent 0.15 s on
+        them into an empty bank; a bank with millions of payments would scan them all
+        for every 500); the join is a primary-key lookup per key on both."""
+        quote = self.c.dialect.identifier_preparer.quote
+        names = ", ".join(f"t.{quote(c.name)}" for c in table.columns)
+        aliases = ", ".join(f"k{i}" for i in range(len(columns)))
+        on = " AND ".join(f"t.{quote(col)} = k.k{i}" for i, col in enumerate(columns))
+        row = "(" + ", ".join(["?"] * len(columns)) + ")"
+        for chunk in _chunks(sorted(set(keys))):
+            # quoted constant names and placeholders only: the keys travel as parameters
+            sql = (
+                f"WITH k({aliases}) AS (VALUES {', '.join([row] * len(chunk))})"  # noqa: S608
+                f" SELECT {names} FROM k JOIN {quote(table.name)} t ON {on}"
+            )
+            yield from self.c.exec_driver_sql(self._q(sql), tuple(v for k in chunk for v in k))
 
     def iter_payments(self) -> Iterator[PaymentRecord]:
         for row in self.c.execute(
@@ -747,13 +779,11 @@ class SqlUnitOfWork:
     def existing_interbank(
         self, keys: Sequence[tuple[str, str, int]]
     ) -> dict[tuple[str, str, int], InterbankRecord]:
+        wanted = [(issuer, card, t.u64_text(ser)) for issuer, card, ser in keys]
         out: dict[tuple[str, str, int], InterbankRecord] = {}
-        c = t.interbank.c
-        key_col = tuple_(c.issuer, c.card_number, c.ser)
-        for chunk in _chunks(sorted(set(keys))):
-            for row in self.c.execute(select(t.interbank).where(key_col.in_(chunk))):
-                r = InterbankRecord(**row._asdict())
-                out[(r.issuer, r.card_number, r.ser)] = r
+        for row in self._rows_by_keys(t.interbank, ("issuer", "card_number", "ser"), wanted):
+            r = _interbank(row)
+            out[(r.issuer, r.card_number, r.ser)] = r
         return out
 
     def list_interbank(self) -> list[InterbankRecord]:
