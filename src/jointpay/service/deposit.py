@@ -20,8 +20,8 @@ import secrets
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from jointpay.crypto.certs import CERT_ID_LEN, CardCert, CardMode
 from jointpay.crypto.errors import CryptoError
@@ -52,8 +52,10 @@ if TYPE_CHECKING:
     from jointpay.service.bank import Bank
 
 
-@dataclass(frozen=True, slots=True)
-class PaymentResult:
+class PaymentResult(NamedTuple):
+    """One payment's answer in the receipt (a named tuple: one per payment, see
+    :class:`~jointpay.domain.records.PaymentRecord`)."""
+
     card: str
     ser: int | None
     status: str
@@ -70,8 +72,7 @@ class PaymentResult:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class _Parsed:
+class _Parsed(NamedTuple):
     """A payment that parsed, under a usable CARD-CERT; ``valid``: strict verification's
     answer (computed with the parsing, in a worker or in process)."""
 
@@ -244,8 +245,8 @@ class DepositRun:
             if isinstance(cert, str):
                 results[pos] = _rejected("", ser, cert)
                 continue
-            fields, spec_bytes, b, r, valid = answer
-            p = _Parsed(cert, ser, spec_bytes, PaymentSpec(*fields), b, r, valid)
+            spec, spec_bytes, b, r, valid = answer
+            p = _Parsed(cert, ser, spec_bytes, spec, b, r, valid)
             result = self._check(p)
             if result.status == "pending":  # another bank's card: cleared at the end
                 self.foreign.append((pos, p))

@@ -46,7 +46,7 @@ from jointpay.crypto.group import (
     modp_group,
 )
 from jointpay.crypto.schnorr import PaymentCert
-from jointpay.protocol.spec import Conversion, PaymentSpec
+from jointpay.protocol.spec import PaymentSpec
 
 Job = tuple[str, ModpParams | None, bytes, int, bytes, int, int, bytes, bool]
 """(suite, modp parameters or None, enc(Y), ser, spec, b, r, hint a' or b"", known):
@@ -58,12 +58,8 @@ the batch carries it, under a CARD-CERT the bank decoded and checked (``known`` 
 :data:`Job`). enc(Y) None: the certificate is unusable (its reason code is the answer),
 and the payment is only parsed, since a malformed payment is reported as such first."""
 
-SpecFields = tuple[str, str, int, str, int, int, bytes, str, bytes, Conversion | None]
-"""A :class:`PaymentSpec`'s fields in order (``PaymentSpec(*fields)``): cheaper to send
-between processes than the object."""
-
-Answer = tuple[SpecFields, bytes, bytes, bytes, bool] | None
-"""(spec fields, spec bytes, b, r, strict answer); None for a malformed payment."""
+Answer = tuple[PaymentSpec, bytes, bytes, bytes, bool] | None
+"""(spec, spec bytes, b, r, strict answer); None for a malformed payment."""
 
 _R = TypeVar("_R")
 _J = TypeVar("_J")
@@ -144,7 +140,7 @@ def parse_and_verify(jobs: Sequence[RawJob]) -> list[Answer]:
     ``b`` and ``r`` must be hex strings, the spec must decode, then ``b`` and ``r``
     must be 32-byte scalars in range; a hint that is no hex string of at most 1,024
     characters is dropped (it is untrusted and optional)."""
-    parsed: list[tuple[SpecFields, bytes, bytes, bytes] | None] = []
+    parsed: list[tuple[PaymentSpec, bytes, bytes, bytes] | None] = []
     todo: list[Job] = []
     where: list[int] = []
     for suite, params, y_enc, known, ser, spec, b, r, hint in jobs:
@@ -153,20 +149,8 @@ def parse_and_verify(jobs: Sequence[RawJob]) -> list[Answer]:
                 raise ValueError("spec, b and r are hex strings")
             spec_bytes, b_bytes, r_bytes = bytes.fromhex(spec), bytes.fromhex(b), bytes.fromhex(r)
             s = PaymentSpec.decode(spec_bytes)
-            fields: SpecFields = (
-                s.bank_id,
-                s.sid,
-                s.amount,
-                s.currency,
-                s.time,
-                s.txn,
-                s.card_cert_id,
-                s.service,
-                s.details,
-                s.conversion,
-            )
             if y_enc is None:  # the certificate's reason code decides
-                parsed.append((fields, spec_bytes, b_bytes, r_bytes))
+                parsed.append((s, spec_bytes, b_bytes, r_bytes))
                 continue
             cert = PaymentCert.parse(_group(suite, params), ser, spec_bytes, b_bytes, r_bytes)
         except (ValueError, CryptoError):
@@ -178,7 +162,7 @@ def parse_and_verify(jobs: Sequence[RawJob]) -> list[Answer]:
                 hint_bytes = bytes.fromhex(hint)
         where.append(len(parsed))
         todo.append((suite, params, y_enc, cert.ser, cert.spec, cert.b, cert.r, hint_bytes, known))
-        parsed.append((fields, spec_bytes, b_bytes, r_bytes))
+        parsed.append((s, spec_bytes, b_bytes, r_bytes))
     valid = dict(zip(where, verify_jobs(todo), strict=True))
     return [None if p is None else (*p, valid.get(i, False)) for i, p in enumerate(parsed)]
 
