@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import tracemalloc
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -93,22 +92,22 @@ def test_a_rogue_terminal_gets_no_signature_for_another_payee_or_amount(
             "another payee": (
                 shop.merchant_cert,
                 shop_key,
-                replace(honest, sid=cafe.sid),
-                replace(honest, sid=cafe.sid),
+                honest._replace(sid=cafe.sid),
+                honest._replace(sid=cafe.sid),
             ),
             # the terminal signs 5.00 and sends 150.00
             "another amount": (
                 shop.merchant_cert,
                 shop_key,
                 honest,
-                replace(honest, amount=15_000),
+                honest._replace(amount=15_000),
             ),
             # a merchant of another bank, with its own valid certificate
             "another bank": (
                 rogue.merchant_cert,
                 rogue_key,
-                replace(honest, bank_id=rogue.bank_id, sid=rogue.sid),
-                replace(honest, bank_id=rogue.bank_id, sid=rogue.sid),
+                honest._replace(bank_id=rogue.bank_id, sid=rogue.sid),
+                honest._replace(bank_id=rogue.bank_id, sid=rogue.sid),
             ),
             # a certificate that is not a merchant's at all
             "forged certificate": (b"\x00" * 64, shop_key, honest, honest),
