@@ -49,17 +49,7 @@ def test_deposit_through_the_pool_matches_in_process(
     receipts = []
     for label, min_batch in (("pool", 1), ("inline", 10**9)):
         monkeypatch.setattr(verify_pool, "CHUNK", 7)
-        h = Home(tmp_path / label, None, lambda: 1_800_000_000)
-        h.init_bank(suite="secp256k1", group=None, currency="EUR", bank_id="b")
-        with h.bank() as bank:
-            bank.open_account("a", 100_000)
-            card = h.issue_card(
-                bank, holder="a", pin="2468", load=50_000, mode="cash", limit=0, user_key="card"
-            ).card_number
-            h.open_merchant(bank, "Shop")
-        for i in range(30):
-            h.pay(card, "Shop", 10 + i, "2468")
-        batch = h.export_batch("Shop")
+        h, batch = _one_card_batch(tmp_path / label, "secp256k1", 30)
         pays = batch["cards"][0]["payments"]
         for k in (3, 11, 20):  # tampered r: bad_signature whichever path verifies
             r = bytearray.fromhex(pays[k]["r"])
@@ -133,17 +123,7 @@ def test_each_defect_gets_its_reason_in_the_pool_and_in_process(
     batches): every defect of their fields, under our card, under a CARD-CERT that
     fails its bank signature, and under one that is no hex, gets the same reason."""
     monkeypatch.setattr(verify_pool, "CHUNK", 5)
-    h = Home(tmp_path, None, lambda: 1_800_000_000)
-    h.init_bank(suite=suite, group=None, currency="EUR", bank_id="b")
-    with h.bank() as bank:
-        bank.open_account("a", 100_000)
-        card = h.issue_card(
-            bank, holder="a", pin="2468", load=50_000, mode="cash", limit=0, user_key="card"
-        ).card_number
-        h.open_merchant(bank, "Shop")
-    for i in range(len(_DEFECTS) + 3):
-        h.pay(card, "Shop", 10 + i, "2468")
-    batch = h.export_batch("Shop")
+    h, batch = _one_card_batch(tmp_path, suite, len(_DEFECTS) + 3)
     [group] = batch["cards"]
     pays = group["payments"]
     ours = [_damage(p, kind) for p, (kind, _) in zip(pays, _DEFECTS, strict=False)]
@@ -254,3 +234,18 @@ def test_workers_die_with_a_killed_bank() -> None:
     while any(_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(_alive(p) for p in pids)
+
+
+def _one_card_batch(root: Path, suite: str, n: int) -> tuple[Home, dict[str, Any]]:
+    """A bank, one card, merchant Shop, and the batch of ``n`` payments Shop took."""
+    h = Home(root, None, lambda: 1_800_000_000)
+    h.init_bank(suite=suite, group=None, currency="EUR", bank_id="b")
+    with h.bank() as bank:
+        bank.open_account("a", 100_000)
+        card = h.issue_card(
+            bank, holder="a", pin="2468", load=50_000, mode="cash", limit=0, user_key="card"
+        ).card_number
+        h.open_merchant(bank, "Shop")
+    for i in range(n):
+        h.pay(card, "Shop", 10 + i, "2468")
+    return h, h.export_batch("Shop")
