@@ -4,8 +4,9 @@ Set-based and streaming, inside the session's one transaction:
 
 1. **cards first**: each card group's CARD-CERT decoded and checked once (our own
    recognised by their stored bytes);
-2. **chunks** of payments parsed (format, spec, scalars) and handed to the verifiers
-   (:mod:`jointpay.service.verify_pool`) while earlier chunks are settled. Before the
+2. **chunks** of payments, as the batch carries them, handed to the workers that parse
+   (format, spec, scalars) and verify them (:mod:`jointpay.service.verify_pool`)
+   while earlier chunks are settled. Before the
    first chunk is settled, every card of the batch is row-locked in one statement, in
    card-number order, with its issued certificates and balances. Per chunk: one query
    for their ``(card, ser)`` deposited before, the checks in the order of the

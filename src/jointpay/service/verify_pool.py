@@ -209,7 +209,8 @@ def _ready() -> bool:
 
 
 class Verifier:
-    """Verifies chunks of jobs, in a process pool when the batch is large enough."""
+    """Runs chunks of jobs (parsing and verification), in a process pool when the
+    batch is large enough."""
 
     def __init__(self, workers: int | None = None, min_batch: int = MIN_POOL_BATCH) -> None:
         self.min_batch = min_batch
