@@ -548,6 +548,8 @@ def test_weighted_sum_through_infinity() -> None:
     assert SECP.weighted_sum([p, minus], [5, 5]) is None
     assert SECP.weighted_sum([p, minus, p], [(1 << 64) - 1, (1 << 64) - 1, 2]) == two_p
     assert SECP.weighted_sum([p, p], [1, 1]) == two_p
+    assert SECP.point_sum([p, minus]) is None  # the right side's sum may be infinity too
+    assert SECP.point_sum([p, minus, p]) == p.format()
 
 
 def test_weighted_sum_refuses_bad_weights() -> None:
