@@ -49,7 +49,7 @@ class Conversion:
 class PaymentSpec(NamedTuple):
     """A payment's specification. A named tuple (immutable, like the dataclasses
     elsewhere): a bank's deposit decodes one per payment in a worker and sends it to the
-    parent process, and a frozen dataclass cost seven times as much to build and
+    parent process, and a frozen dataclass cost six times as much to build and
     five times as much to unpickle (its ``__setstate__`` sets each field by
     ``object.__setattr__``)."""
 

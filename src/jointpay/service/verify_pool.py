@@ -152,7 +152,8 @@ def parse_and_verify(jobs: Sequence[RawJob]) -> list[Answer]:
             if y_enc is None:  # the certificate's reason code decides
                 parsed.append((s, spec_bytes, b_bytes, r_bytes))
                 continue
-            cert = PaymentCert.parse(_group(suite, params), ser, spec_bytes, b_bytes, r_bytes)
+            group = _group(suite, params)
+            cert = PaymentCert.parse(group, ser, spec_bytes, b_bytes, r_bytes)
         except (ValueError, CryptoError):
             parsed.append(None)
             continue
@@ -161,7 +162,7 @@ def parse_and_verify(jobs: Sequence[RawJob]) -> list[Answer]:
             with suppress(ValueError):
                 hint_bytes = bytes.fromhex(hint)
         where.append(len(parsed))
-        todo.append((suite, params, y_enc, cert.ser, cert.spec, cert.b, cert.r, hint_bytes, known))
+        todo.append(job_for(group, y_enc, cert, hint_bytes, known))
         parsed.append((s, spec_bytes, b_bytes, r_bytes))
     valid = dict(zip(where, verify_jobs(todo), strict=True))
     return [None if p is None else (*p, valid.get(i, False)) for i, p in enumerate(parsed)]
