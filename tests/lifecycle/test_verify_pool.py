@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -18,6 +19,7 @@ from jointpay.crypto.schnorr import PaymentCert, SecretScalar, sign
 from jointpay.home import Home
 from jointpay.protocol.deposit import make_deposit
 from jointpay.service import verify_pool
+from jointpay.service.deposit import DepositRun
 from jointpay.service.verify_pool import Verifier, job_for, verify_jobs
 
 
@@ -67,6 +69,28 @@ def test_deposit_through_the_pool_matches_in_process(
     reasons = [x[2] for x in receipts[0]]
     assert reasons.count("bad_signature") == 3
     assert reasons.count("duplicate") == 1
+
+
+def test_the_collector_is_paused_for_the_deposit_and_back_on_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deposit's objects form no cycles; the collector would only walk the heap
+    (gcpause). It is off while the payments are checked, and on again afterwards."""
+    seen: list[bool] = []
+    run = DepositRun.run
+
+    def spy(self: DepositRun) -> list[Any]:
+        seen.append(gc.isenabled())
+        return run(self)
+
+    monkeypatch.setattr(DepositRun, "run", spy)
+    h, batch = _one_card_batch(tmp_path, "secp256k1", 3)
+    assert gc.isenabled()
+    with h.bank() as bank:
+        receipt = h.deposit("Shop", bank, batch)
+    assert receipt["accepted"] == 3
+    assert seen == [False]
+    assert gc.isenabled()
 
 
 # Each defect of a payment's fields, and the reason code CONTRACT's rules give it: a

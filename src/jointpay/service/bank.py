@@ -83,6 +83,7 @@ from jointpay.protocol.messages import (
     unblock_message,
 )
 from jointpay.protocol.terminal import CardClient, CardError
+from jointpay.service import gcpause
 from jointpay.service.deposit import DepositRun, VerifiedCerts
 from jointpay.service.errors import BadInput, Refused
 from jointpay.service.interbank import Cleared, Interbank
@@ -993,7 +994,7 @@ class Bank:
                 "wrong_bank", f"this deposit is for bank {req.bank_id!r}, not {self.bank_id!r}"
             )
         now = self.clock()
-        with self.store.transaction() as tx:
+        with gcpause.paused(), self.store.transaction() as tx:
             try:
                 merchant = tx.lock_merchant(req.sid)
             except NotFound as exc:

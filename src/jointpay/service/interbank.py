@@ -325,6 +325,7 @@ class Interbank:
     def receive(self, message: object) -> dict[str, Any]:
         """The issuer's side: check and book our cards' payments at other banks."""
         from jointpay.protocol.deposit import DepositRequest, digest
+        from jointpay.service import gcpause
         from jointpay.service.deposit import DepositRun
 
         bank = self.bank
@@ -340,7 +341,7 @@ class Interbank:
                 raise SchemeError("the batch names another acquirer")
         now = bank.clock()
         req = DepositRequest(acquirer, batch.sid, 0, now, batch, digest(body["batch"]), b"")
-        with bank.store.transaction() as tx:
+        with gcpause.paused(), bank.store.transaction() as tx:
             run = DepositRun(
                 bank,
                 tx,

@@ -47,6 +47,7 @@ from jointpay.crypto.group import (
 )
 from jointpay.crypto.schnorr import PaymentCert
 from jointpay.protocol.spec import PaymentSpec
+from jointpay.service import gcpause
 
 Job = tuple[str, ModpParams | None, bytes, int, bytes, int, int, bytes, bool]
 """(suite, modp parameters or None, enc(Y), ser, spec, b, r, hint a' or b"", known):
@@ -140,6 +141,11 @@ def parse_and_verify(jobs: Sequence[RawJob]) -> list[Answer]:
     ``b`` and ``r`` must be hex strings, the spec must decode, then ``b`` and ``r``
     must be 32-byte scalars in range; a hint that is no hex string of at most 1,024
     characters is dropped (it is untrusted and optional)."""
+    with gcpause.paused():
+        return _parse_and_verify(jobs)
+
+
+def _parse_and_verify(jobs: Sequence[RawJob]) -> list[Answer]:
     parsed: list[tuple[PaymentSpec, bytes, bytes, bytes] | None] = []
     todo: list[Job] = []
     where: list[int] = []
@@ -190,6 +196,7 @@ def _start_worker(parent: int | None, groups: Sequence[ModpParams]) -> None:
     when the process that started it dies (``PR_SET_PDEATHSIG``); ``parent`` is that
     process for ``fork`` (None for ``forkserver``, whose server dies with the bank).
     """
+    gcpause.freeze_inherited()
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)

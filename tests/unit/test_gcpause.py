@@ -1,0 +1,84 @@
+"""The collector is paused while deposits run, and comes back exactly as it was."""
+
+from __future__ import annotations
+
+import gc
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from jointpay.service import gcpause
+from jointpay.service.verify_pool import Verifier
+
+
+@pytest.fixture(autouse=True)
+def _collector_on() -> Iterator[None]:
+    was = gc.isenabled()
+    gc.enable()
+    yield
+    if was:
+        gc.enable()
+    else:
+        gc.disable()
+
+
+def _failing_deposit() -> None:
+    with gcpause.paused():
+        assert not gc.isenabled()
+        with gcpause.paused():  # nested: still off after the inner block
+            pass
+        assert not gc.isenabled()
+        raise RuntimeError("a deposit failed")
+
+
+def test_paused_turns_the_collector_off_and_back_on_even_on_error() -> None:
+    with pytest.raises(RuntimeError, match="a deposit failed"):
+        _failing_deposit()
+    assert gc.isenabled()
+
+
+def test_an_application_that_turned_it_off_keeps_it_off() -> None:
+    gc.disable()
+    with gcpause.paused():
+        assert not gc.isenabled()
+    assert not gc.isenabled()
+
+
+def test_overlapping_deposits_in_threads_restore_it_when_the_last_ends() -> None:
+    inside, release = threading.Event(), threading.Event()
+
+    def deposit() -> None:
+        with gcpause.paused():
+            inside.set()
+            release.wait(10)
+
+    other = threading.Thread(target=deposit)
+    other.start()
+    try:
+        assert inside.wait(10)
+        with gcpause.paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the other deposit is still running
+    finally:
+        release.set()
+        other.join(10)
+    assert gc.isenabled()
+
+
+def _worker_state() -> tuple[bool, int]:
+    return gc.isenabled(), gc.get_freeze_count()
+
+
+def test_a_worker_forked_during_a_deposit_collects_its_own_garbage() -> None:
+    """A worker forked while the bank's collector is paused must not inherit the pause
+    for its whole life, and must never walk (and so copy) the bank's heap."""
+    verifier = Verifier(workers=1)
+    try:
+        with gcpause.paused():
+            assert threading.active_count() == 1  # the pool forks
+            enabled, frozen = verifier._get_pool().submit(_worker_state).result(timeout=60)
+    finally:
+        verifier.close()
+    assert enabled
+    assert frozen > 1000  # the bank's objects, inherited by fork
