@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from jointpay.protocol.messages import AuthKind
 from jointpay.protocol.terminal import PaymentDeclined
 from jointpay.service.errors import BadInput, Refused
 from jointpay.service.policy import DAY
+from jointpay.storage.base import Conflict
 from worlds import PIN, Clock
 
 
@@ -49,6 +51,30 @@ def test_lifecycle(world: dict[str, Any]) -> None:
         report = bank.audit()
         assert report.ok, report.violations
         assert bank.account(f"card:{card}").balance == 20_000 - 5550 + 1000
+
+
+def test_a_card_whose_highest_ser_was_lowered_is_audited_and_never_credits_twice(
+    world: dict[str, Any],
+) -> None:
+    """A deposit looks for earlier records of a payment only at or below the card's
+    highest deposited ser. Were that figure ever lowered (a bad restore, a hand edit),
+    the audit names it, and the payments table's key still refuses the second credit:
+    the deposit fails whole and moves nothing."""
+    h, card = world["home"], world["alice"]
+    for amount in (500, 700):
+        h.pay(card, "Shop", amount, PIN)
+    with h.bank() as bank:
+        batch = h.export_batch("Shop")
+        assert h.deposit("Shop", bank, batch)["accepted"] == 2
+        with bank.store.transaction() as tx:
+            tx.update_card(replace(tx.lock_card(card), highest_ser=0))
+        report = bank.audit()
+        assert not report.ok
+        assert report.violations == [f"card {card}: payment ser 1 above its highest recorded ser 0"]
+        before = balances(h)
+        with pytest.raises(Conflict):
+            h.deposit("Shop", bank, batch)
+        assert balances(h) == before
 
 
 def test_clone_is_caught_and_hot_listed(world: dict[str, Any]) -> None:

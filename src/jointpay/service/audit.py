@@ -5,7 +5,9 @@ Invariants (docs/operations.md lists them with the harness that tests each):
 1. every transfer's legs sum to zero, and the entries sum to zero per currency;
 2. each account's cached balance equals the sum of its entries;
 3. no account that may not go negative is below zero (card floats, holders, merchants);
-4. no (card, ser) is credited twice (the payments table's key; re-checked here);
+4. no (card, ser) is credited twice (the payments table's key; re-checked here), and
+   no card's accepted ser is above the highest ser recorded on the card (a deposit
+   looks for earlier records only at or below it);
 5. each cash card's float equals its loads (withdrawals) minus its accepted payments;
    each credit card spent no more than the C_balance it was granted, and its credit
    account carries exactly its accepted payments;
@@ -54,6 +56,7 @@ def run_audit(bank: Bank, tx: UnitOfWork) -> AuditReport:
     spent: dict[str, int] = defaultdict(int)
     per_merchant: dict[str, int] = defaultdict(int)
     seen: set[tuple[str, int]] = set()
+    top_ser: dict[str, int] = {}
     via: dict[str, int] = defaultdict(int)
     n_payments = 0
     for p in tx.iter_payments():
@@ -61,6 +64,7 @@ def run_audit(bank: Bank, tx: UnitOfWork) -> AuditReport:
         if (p.card_number, p.ser) in seen:
             violations.append(f"payment {p.card_number}/{p.ser} credited twice")
         seen.add((p.card_number, p.ser))
+        top_ser[p.card_number] = max(top_ser.get(p.card_number, -1), p.ser)
         spent[p.card_number] += p.amount
         if p.deposit_id.startswith("ib:"):  # our card at another bank's merchant
             via[p.deposit_id.split(":")[1]] += p.amount
@@ -81,6 +85,12 @@ def run_audit(bank: Bank, tx: UnitOfWork) -> AuditReport:
                 )
     by_id = {a.id: a for a in accounts}
     cards = tx.list_cards()
+    for card in cards:
+        if top_ser.get(card.card_number, -1) > card.highest_ser:
+            violations.append(
+                f"card {card.card_number}: payment ser {top_ser[card.card_number]} above "
+                f"its highest recorded ser {card.highest_ser}"
+            )
     credit = _credit_checks(cards, tx, violations, by_id, loads, spent)
     for card in cards:
         if card.mode != "cash":

@@ -224,13 +224,18 @@ class DepositRun:
         its accepted payments written in one statement."""
         if not self._locked:
             self._lock_cards()
-        own, foreign = self.bank.bank_id, []
+        own, foreign, cards = self.bank.bank_id, [], self.cards
         keys = set()
         for _, cert, ser in chunk:
             if isinstance(cert, str) or not 0 <= ser <= MAX_SER:
                 continue  # refused before any lookup
             if cert.bank_id == own:
-                keys.add((cert.card_number, ser))
+                card = cards.get(cert.card_number)
+                # a ser above the card's highest deposited one was never deposited
+                # (the audit holds every payment's ser at or below it; the payments
+                # table's key would refuse the deposit should that ever fail)
+                if card is not None and ser <= card.highest_ser:
+                    keys.add((cert.card_number, ser))
             else:
                 foreign.append((cert.bank_id, cert.card_number, ser))
         # earlier sessions' records of this chunk's payments (this session's own are in
