@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -34,6 +35,8 @@ from jointpay.crypto.errors import (
 from jointpay.crypto.group import get_group
 from jointpay.crypto.joint import Role, prove_possession
 from jointpay.crypto.schnorr import SecretScalar
+from jointpay.domain.money import AmountError, format_amount, parse_amount, parse_rate
+from jointpay.domain.money import check_currency as money_currency
 
 SECP = get_group("secp256k1")
 CARD = "4000000000000002"
@@ -213,15 +216,32 @@ def test_issue_refusals() -> None:
 
 def test_identifier_checks() -> None:
     assert check_ident("bank-1.a:b_c", "x") == "bank-1.a:b_c"
-    for bad in ("", "-lead", "a" * 65, "sp ace", 5):
+    # "\n" last: a pattern's "$" matches before a final newline, which must not pass
+    for bad in ("", "-lead", "a" * 65, "sp ace", 5, "bank\n"):
         with pytest.raises(DecodeError):
             check_ident(bad, "x")  # type: ignore[arg-type]
     assert check_card_number("12345678") == "12345678"
-    for bad in ("1234567", "1" * 20, "12a45678"):
+    for bad in ("1234567", "1" * 20, "12a45678", "12345678\n"):
         with pytest.raises(DecodeError):
             check_card_number(bad)
-    with pytest.raises(DecodeError):
-        check_currency("EU")
+    for bad in ("EU", "EUR\n"):
+        with pytest.raises(DecodeError):
+            check_currency(bad)
+
+
+@pytest.mark.parametrize(
+    ("parse", "text"),
+    [
+        (lambda t: parse_amount(t, "EUR"), "12.34\n"),
+        (lambda t: parse_amount(t, "EUR"), "12\n"),
+        (parse_rate, "0.92\n"),
+        (money_currency, "EUR\n"),
+        (lambda t: format_amount(5, t), "EUR\n"),
+    ],
+)
+def test_money_text_with_a_final_newline_is_refused(parse: Any, text: str) -> None:
+    with pytest.raises(AmountError):
+        parse(text)
 
 
 def merchant_cert() -> MerchantCert:

@@ -62,7 +62,7 @@ class CardMode(StrEnum):
 
 
 def check_ident(value: str, what: str) -> str:
-    if not isinstance(value, str) or not _IDENT.match(value):
+    if not isinstance(value, str) or not _IDENT.fullmatch(value):
         raise DecodeError(
             f"{what} {value!r} is not 1-64 of A-Z a-z 0-9 . _ : - (no leading symbol)"
         )
@@ -70,13 +70,13 @@ def check_ident(value: str, what: str) -> str:
 
 
 def check_card_number(value: str) -> str:
-    if not isinstance(value, str) or not _CARD_NUMBER.match(value):
+    if not isinstance(value, str) or not _CARD_NUMBER.fullmatch(value):
         raise DecodeError(f"card number {value!r} is not 8 to 19 digits")
     return value
 
 
 def check_currency(value: str) -> str:
-    if not isinstance(value, str) or not _CURRENCY.match(value):
+    if not isinstance(value, str) or not _CURRENCY.fullmatch(value):
         raise DecodeError(f"currency {value!r} is not a three-letter ISO 4217 code")
     return value
 

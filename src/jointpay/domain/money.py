@@ -50,12 +50,20 @@ class AmountError(ValueError):
 
 def exponent(currency: str) -> int:
     """Number of decimal places of ``currency``'s minor unit (ISO 4217)."""
-    check_currency(currency)
-    return int(_EXPONENTS.get(currency, 2))
+    known = _CHECKED.get(currency) if type(currency) is str else None
+    if known is None:
+        check_currency(currency)
+        known = _CHECKED[currency] = int(_EXPONENTS.get(currency, 2))
+    return known
+
+
+_CHECKED: dict[str, int] = {}
+""":func:`exponent`'s answers for codes already checked (at most 26^3 of them): a
+receipt formats one amount per payment."""
 
 
 def check_currency(currency: str) -> str:
-    if not isinstance(currency, str) or not _CURRENCY.match(currency):
+    if not isinstance(currency, str) or not _CURRENCY.fullmatch(currency):
         raise AmountError(f"currency {currency!r} is not a three-letter ISO 4217 code")
     return currency
 
@@ -100,7 +108,7 @@ def parse_amount(text: str, currency: str, *, allow_zero: bool = False) -> int:
     if not isinstance(text, str):
         raise AmountError("an amount is a decimal string")
     exp = exponent(currency)
-    m = _AMOUNT.match(text)
+    m = _AMOUNT.fullmatch(text)
     if not m:
         raise AmountError(
             f"amount {text!r} is not a plain decimal number like 12.50 (no sign, no exponent)"
@@ -137,7 +145,7 @@ def parse_rate(text: str) -> int:
     """A decimal exchange rate ("0.9215") as an integer count of millionths, strictly."""
     if not isinstance(text, str):
         raise AmountError("a rate is a decimal string")
-    m = _RATE.match(text)
+    m = _RATE.fullmatch(text)
     if not m:
         raise AmountError(f"rate {text!r} is not a plain decimal with at most 6 decimals")
     micro = int(m.group(1)) * RATE_SCALE + int((m.group(2) or "").ljust(6, "0"))

@@ -137,7 +137,7 @@ def _ident_or_none(raw: bytes, currency: bool = False) -> str | None:
         s = raw.decode("ascii")
     except UnicodeDecodeError:
         return None
-    if not s.isprintable():  # the reader's rule; the patterns' "$" allows a final "\n"
+    if not s.isprintable():  # the reader's rule
         return None
     try:
         return check_currency(s) if currency else check_ident(s, "")
