@@ -93,6 +93,24 @@ def test_the_collector_is_paused_for_the_deposit_and_back_on_after(
     assert gc.isenabled()
 
 
+def test_terminals_hand_secp256k1_hints_uncompressed_and_the_bank_batches_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bank reads an uncompressed hint without a square root; with the terminal's
+    hints right, no payment of a card that repeats is verified one by one."""
+    from jointpay.crypto import batch as batch_mod
+
+    h, batch = _one_card_batch(tmp_path, "secp256k1", 12)
+    hints = [bytes.fromhex(p["hint"]) for p in batch["cards"][0]["payments"]]
+    assert {(len(x), x[0]) for x in hints} == {(65, 4)}
+    strict: list[object] = []
+    real = batch_mod.verify_strict
+    monkeypatch.setattr(batch_mod, "verify_strict", lambda g, it: strict.append(it) or real(g, it))
+    with h.bank() as bank:
+        assert h.deposit("Shop", bank, batch)["accepted"] == 12
+    assert strict == []
+
+
 # Each defect of a payment's fields, and the reason code CONTRACT's rules give it: a
 # payment that does not parse is malformed before anything else is said of it.
 _DEFECTS: list[tuple[str, str | None]] = [

@@ -36,15 +36,36 @@ class Card:
         cert, a = sign(SECP, SecretScalar(self.x), self.y, ser, spec)
         return Item(self.y.encoded, cert, a.encoded, known=True)
 
-    def forge(self, ser: int, spec: bytes, hint: bytes | None = None, off: int = 0) -> Item:
-        """b committed to a hint A that is not r·G + b·Y (off by D = off·G != 0)."""
+    def forge(
+        self,
+        ser: int,
+        spec: bytes,
+        hint: bytes | None = None,
+        off: int = 0,
+        *,
+        uncompressed: bool = False,
+    ) -> Item:
+        """b committed to a hint A that is not r·G + b·Y (off by D = off·G != 0); the
+        hint handed over compressed, or uncompressed as terminals send it."""
         w = SECP.random_scalar()
         d = off or SECP.random_scalar()
         a = hint or bytes(
             PublicKey.combine_keys([PublicKey(point(w)), PublicKey(point(d))]).format()
         )
         b = challenge(SECP, PAYMENT_TAG, self.y.encoded, ser, spec, a)
-        return Item(self.y.encoded, PaymentCert(ser, spec, b, (b * self.x + w) % SECP.q), a)
+        given = uncompressed_of(a) if uncompressed else a
+        return Item(self.y.encoded, PaymentCert(ser, spec, b, (b * self.x + w) % SECP.q), given)
+
+
+FIELD_P = 2**256 - 2**32 - 977
+
+
+def uncompressed_of(compressed: bytes) -> bytes:
+    return bytes(PublicKey(compressed).format(compressed=False))
+
+
+def with_y(hint65: bytes, y: int) -> bytes:
+    return hint65[:33] + (y % FIELD_P).to_bytes(32, "big")
 
 
 KINDS = (
@@ -69,6 +90,13 @@ KINDS = (
     "r_zero",
     "bad_key",
     "duplicate",
+    "uncompressed",
+    "uncompressed",
+    "uncompressed_negated",
+    "uncompressed_off_curve_same_parity",
+    "uncompressed_hybrid_prefix",
+    "uncompressed_truncated",
+    "signed_over_wrong_point_uncompressed",
 )
 
 
@@ -116,6 +144,20 @@ def build(cards: list[Card], plan: list[tuple[str, int]]) -> list[Item]:
             it = Item(off_curve_x(), c, it.hint)
         elif kind == "duplicate" and items:
             it = items[-1]
+        elif kind.startswith("uncompressed"):
+            full = uncompressed_of(it.hint)
+            y_int = int.from_bytes(full[33:], "big")
+            hint = {
+                "uncompressed": full,
+                "uncompressed_negated": with_y(full, -y_int),  # -A: the other parity
+                # the parity the challenge hashed, but no point: read strictly
+                "uncompressed_off_curve_same_parity": with_y(full, y_int + 2),
+                "uncompressed_hybrid_prefix": bytes((6 | (full[64] & 1),)) + full[1:],
+                "uncompressed_truncated": full[:64],
+            }[kind]
+            it = Item(y, c, hint, it.known)
+        elif kind == "signed_over_wrong_point_uncompressed":
+            it = card.forge(n, spec, uncompressed=True)
         items.append(it)
     return items
 
@@ -148,6 +190,24 @@ def test_a_forged_hint_is_caught_whatever_its_neighbours() -> None:
     # hints that hash right but cannot be scaled: each goes to strict verification
     odd = [card.forge(100, b"x >= n", x_above_n()), card.forge(101, b"off", off_curve_x())]
     assert verify_batch_secp256k1(SECP, [*honest, *odd]) == [True] * 8 + [False, False]
+    # handed over uncompressed, as terminals do: caught the same way
+    evil_full = card.forge(102, b"evil, uncompressed", uncompressed=True)
+    assert len(evil_full.hint) == 65
+    assert not verify_strict(SECP, evil_full)
+    assert verify_batch_secp256k1(SECP, [*honest, evil_full]) == [True] * 8 + [False]
+
+
+def test_the_uncompressed_hint_names_the_point_the_challenge_hashed() -> None:
+    card = Card()
+    for i in range(64):  # both parities of y come up
+        it = card.pay(i, b"u %d" % i)
+        full = uncompressed_of(it.hint)
+        assert SECP.hint_encoding(full) == it.hint
+        assert SECP.hint_point(full) == SECP.hint_point(it.hint)
+    for bad in (full[:64], full + b"\x00", b"\x06" + full[1:], b"\x05" + full[1:], b""):
+        assert SECP.hint_encoding(bad) is None
+        assert SECP.hint_point(bad) is None
+    assert SECP.hint_point(with_y(full, int.from_bytes(full[33:], "big") + 2)) is None
 
 
 def test_sums_that_reach_the_point_at_infinity() -> None:

@@ -294,9 +294,8 @@ def verify_batch_secp256k1(
             out[i] = False  # a range rule the strict check refuses too
             continue
         point = None
-        if len(it.hint) == group.element_len and (
-            challenge(group, PAYMENT_TAG, it.y_enc, c.ser, c.spec, it.hint) == c.b
-        ):
+        enc = group.hint_encoding(it.hint)
+        if enc is not None and challenge(group, PAYMENT_TAG, it.y_enc, c.ser, c.spec, enc) == c.b:
             point = group.hint_point(it.hint)
         if point is None:
             out[i] = verify_strict(group, it)  # no hint, a wrong one, or no point

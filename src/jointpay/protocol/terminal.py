@@ -630,7 +630,7 @@ class Terminal:
             spec_bytes,
             resp.b,
             resp.r,
-            hint.encoded,
+            group.hint_of(hint),
             spec.amount,
             spec.currency,
             spec.time,
