@@ -134,7 +134,7 @@ def sign_batch(
                 "spec": spec.hex(),
                 "b": pc.b_bytes.hex(),
                 "r": pc.r_bytes.hex(),
-                "hint": a.encoded.hex(),
+                "hint": group.hint_of(a).hex(),
             }
         )
     return {

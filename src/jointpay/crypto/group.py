@@ -424,7 +424,7 @@ class Secp256k1Group(Group):
             return None  # r·G = -b·Y: the sum is the point at infinity
 
     def hint_of(self, a: Element) -> bytes:
-        return bytes(self.native_of(a.encoded).format(compressed=False))
+        return bytes(a.native.format(compressed=False))
 
     def hint_encoding(self, data: bytes) -> bytes | None:
         """The compressed encoding (the one the challenge hashes) of the point a hint

@@ -98,11 +98,16 @@ def verify_jobs(jobs: Sequence[Job]) -> list[bool]:
     payments in the chunk go through the batch test too; the rest are verified one by
     one.
     """
-    out: list[bool | None] = [None] * len(jobs)
+    return _verify_items([(job[1], _item(job)) for job in jobs])
+
+
+def _verify_items(entries: Sequence[tuple[ModpParams | None, Item]]) -> list[bool]:
+    """:func:`verify_jobs` for payments already read: (modp parameters or None for
+    secp256k1, the payment)."""
+    out: list[bool | None] = [None] * len(entries)
     modp: dict[ModpParams, list[int]] = {}
     secp: list[int] = []
-    for i, job in enumerate(jobs):
-        params = job[1]
+    for i, (params, _) in enumerate(entries):
         if params is not None:
             modp.setdefault(params, []).append(i)
         else:
@@ -111,7 +116,7 @@ def verify_jobs(jobs: Sequence[Job]) -> list[bool]:
         group = get_group("secp256k1")
         if not isinstance(group, Secp256k1Group):  # pragma: no cover - the registry's own
             raise TypeError("the secp256k1 suite is not a Secp256k1Group")
-        items = {i: _item(jobs[i]) for i in secp}
+        items = {i: entries[i][1] for i in secp}
         hinted: dict[bytes, int] = {}
         for i in secp:
             if items[i].hint:
@@ -125,7 +130,7 @@ def verify_jobs(jobs: Sequence[Job]) -> list[bool]:
                 out[i] = verify_strict(group, items[i])
     for params, idx in modp.items():
         modp_grp = modp_group(params)
-        modp_items = [_item(jobs[i]) for i in idx]
+        modp_items = [entries[i][1] for i in idx]
         if secure_cofactor(params) is not None:
             answers = verify_batch(modp_grp, modp_items)
         else:
@@ -147,7 +152,7 @@ def parse_and_verify(jobs: Sequence[RawJob]) -> list[Answer]:
 
 def _parse_and_verify(jobs: Sequence[RawJob]) -> list[Answer]:
     parsed: list[tuple[PaymentSpec, bytes, bytes, bytes] | None] = []
-    todo: list[Job] = []
+    todo: list[tuple[ModpParams | None, Item]] = []
     where: list[int] = []
     for suite, params, y_enc, known, ser, spec, b, r, hint in jobs:
         try:
@@ -168,9 +173,10 @@ def _parse_and_verify(jobs: Sequence[RawJob]) -> list[Answer]:
             with suppress(ValueError):
                 hint_bytes = bytes.fromhex(hint)
         where.append(len(parsed))
-        todo.append(job_for(group, y_enc, cert, hint_bytes, known))
+        own = group.params if isinstance(group, ModpGroup) else None
+        todo.append((own, Item(y_enc, cert, hint_bytes, known)))
         parsed.append((s, spec_bytes, b_bytes, r_bytes))
-    valid = dict(zip(where, verify_jobs(todo), strict=True))
+    valid = dict(zip(where, _verify_items(todo), strict=True))
     return [None if p is None else (*p, valid.get(i, False)) for i, p in enumerate(parsed)]
 
 
