@@ -9,8 +9,9 @@ Set-based and streaming, inside the session's one transaction:
    while earlier chunks are settled. Before the first chunk is settled, every card of
    the batch is row-locked in one statement, in card-number order, with its issued
    certificates and balances. Per chunk: one query for their ``(card, ser)`` deposited
-   before, the checks in the order of the contract's reason codes, one insert of the
-   accepted rows. There is never one SELECT per payment;
+   before (only sers at or below the card's highest deposited one can have been), the
+   checks in the order of the contract's reason codes, one insert of the accepted
+   rows. There is never one SELECT per payment;
 3. **book** everything accepted as one compound posting.
 """
 
