@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import gc
 import threading
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -82,3 +83,58 @@ def test_a_worker_forked_during_a_deposit_collects_its_own_garbage() -> None:
         verifier.close()
     assert enabled
     assert frozen > 1000  # the bank's objects, inherited by fork
+
+
+class _Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
+def _overlapping(inner: Callable[[], None]) -> None:
+    """Run ``inner`` in a deposit that ends while another deposit still runs."""
+    inside, release = threading.Event(), threading.Event()
+
+    def other() -> None:
+        with gcpause.paused():
+            inside.set()
+            release.wait(10)
+
+    t = threading.Thread(target=other)
+    t.start()
+    try:
+        assert inside.wait(10)
+        inner()
+    finally:
+        release.set()
+        t.join(10)
+
+
+def test_a_server_never_without_a_deposit_still_collects_cycles(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Deposits that overlap one another would keep the collector off for good: one
+    that ends while others run collects what the collector would have."""
+    gone = threading.Event()
+    seen: list[int] = []
+
+    def deposit() -> None:
+        with gcpause.paused():
+            cycle = _Cycle()
+            weakref.finalize(cycle, gone.set)
+            del cycle
+            assert not gone.is_set()  # a cycle: reference counting cannot free it
+
+    real = gc.collect
+    monkeypatch.setattr(gcpause.gc, "collect", lambda g=2: seen.append(g) or real(g))
+    _overlapping(deposit)
+    assert gone.is_set()
+    assert seen == [1]
+    monkeypatch.setattr(gcpause, "FULL_EVERY", 0.0)  # long overdue: every generation
+    _overlapping(_short_deposit)
+    assert seen == [1, 2]
+    assert gc.isenabled()
+
+
+def _short_deposit() -> None:
+    with gcpause.paused():
+        pass

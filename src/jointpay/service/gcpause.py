@@ -14,15 +14,25 @@ the bank's heap.
 
 Process-wide and thread-safe: deposits run side by side in a server's threads, and the
 collector comes back on when the last of them ends, and only if it was on before the
-first began (an application that turned it off keeps it off).
+first began (an application that turned it off keeps it off). A server that is never
+without a deposit running would then never collect the cycles its other requests
+leave: so a deposit that ends while others still run collects the young generations
+itself (what was allocated since, as the collector would have), and all of them once
+:data:`FULL_EVERY` seconds have passed without a full collection.
 """
 
 from __future__ import annotations
 
 import gc
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Final
+
+FULL_EVERY: Final = 10.0
+"""Seconds of deposits one after another, without the collector on, before a deposit
+that ends collects every generation."""
 
 
 class _Pauses:
@@ -35,6 +45,8 @@ class _Pauses:
         self.lock = threading.Lock()
         self.depth = 0
         self.restore = False
+        self.since = 0.0
+        """When the collector was last on or last collected everything (monotonic)."""
 
 
 _pauses = _Pauses()
@@ -47,15 +59,24 @@ def paused() -> Iterator[None]:
     with _pauses.lock:
         if _pauses.depth == 0:
             _pauses.restore = gc.isenabled()
+            _pauses.since = time.monotonic()
             gc.disable()
         _pauses.depth += 1
     try:
         yield
     finally:
+        generation = -1
         with _pauses.lock:
             _pauses.depth -= 1
-            if _pauses.depth == 0 and _pauses.restore:
-                gc.enable()
+            if _pauses.restore:
+                if _pauses.depth == 0:
+                    gc.enable()
+                elif time.monotonic() - _pauses.since >= FULL_EVERY:
+                    generation, _pauses.since = 2, time.monotonic()
+                else:
+                    generation = 1
+        if generation >= 0:  # others still run: collect as the collector would have
+            gc.collect(generation)
 
 
 def freeze_inherited() -> None:
