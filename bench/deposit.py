@@ -126,7 +126,8 @@ def sign_batch(
         spec = PaymentSpec(
             bank.bank_id, sid, AMOUNT, bank.currency, now - 60, i, card.cert.cert_id
         ).encode()
-        pc, a = sign(group, card.secret, card.cert.joint_key, ser, spec)
+        pc, _ = sign(group, card.secret, card.cert.joint_key, ser, spec)
+        a = verify(group, card.cert.joint_key, pc)  # as the terminal computes its hint
         entry = per_card.setdefault(card.number, {"cert": card.cert.encode().hex(), "payments": []})
         entry["payments"].append(
             {

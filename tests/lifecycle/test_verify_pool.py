@@ -93,16 +93,26 @@ def test_the_collector_is_paused_for_the_deposit_and_back_on_after(
     assert gc.isenabled()
 
 
-def test_terminals_hand_secp256k1_hints_uncompressed_and_the_bank_batches_them(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("suite", "group", "form"),
+    [("secp256k1", None, (65, 4)), ("modp-2048-256", "jointpay-secure-2048-256", (257, 1))],
+)
+def test_terminals_hand_over_the_hint_the_bank_checks_cheapest_and_it_batches_them(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    suite: str,
+    group: str | None,
+    form: tuple[int, int],
 ) -> None:
-    """The bank reads an uncompressed hint without a square root; with the terminal's
-    hints right, no payment of a card that repeats is verified one by one."""
+    """secp256k1: the point uncompressed (no square root to read it); the secure modp
+    group: a square root of a' (a residue by construction, no Legendre symbol). With
+    the terminal's hints right, no payment of a card that repeats is verified one by
+    one."""
     from jointpay.crypto import batch as batch_mod
 
-    h, batch = _one_card_batch(tmp_path, "secp256k1", 12)
+    h, batch = _one_card_batch(tmp_path, suite, 12, group)
     hints = [bytes.fromhex(p["hint"]) for p in batch["cards"][0]["payments"]]
-    assert {(len(x), x[0]) for x in hints} == {(65, 4)}
+    assert {(len(x), x[0]) for x in hints} == {form}
     strict: list[object] = []
     real = batch_mod.verify_strict
     monkeypatch.setattr(batch_mod, "verify_strict", lambda g, it: strict.append(it) or real(g, it))
@@ -278,10 +288,12 @@ def test_workers_die_with_a_killed_bank() -> None:
     assert not any(_alive(p) for p in pids)
 
 
-def _one_card_batch(root: Path, suite: str, n: int) -> tuple[Home, dict[str, Any]]:
+def _one_card_batch(
+    root: Path, suite: str, n: int, group: str | None = None
+) -> tuple[Home, dict[str, Any]]:
     """A bank, one card, merchant Shop, and the batch of ``n`` payments Shop took."""
     h = Home(root, None, lambda: 1_800_000_000)
-    h.init_bank(suite=suite, group=None, currency="EUR", bank_id="b")
+    h.init_bank(suite=suite, group=group, currency="EUR", bank_id="b")
     with h.bank() as bank:
         bank.open_account("a", 100_000)
         card = h.issue_card(

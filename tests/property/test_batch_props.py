@@ -26,8 +26,8 @@ from jointpay.crypto.batch import (
     verify_strict,
     verify_with_card_tables,
 )
-from jointpay.crypto.group import ModpGroup, get_group
-from jointpay.crypto.schnorr import PAYMENT_TAG, PaymentCert, challenge
+from jointpay.crypto.group import ROOT_HINT_TAG, ModpGroup, get_group
+from jointpay.crypto.schnorr import PAYMENT_TAG, PaymentCert, SecretScalar, challenge, sign, verify
 
 SECURE = get_group("modp-2048-256", "jointpay-secure-2048-256")
 RFC5114 = get_group("modp-2048-256")
@@ -45,14 +45,20 @@ class Card:
         self.x = group.random_scalar()
         self.y = group.public_key(self.x)
 
-    def pay(self, ser: int, spec: bytes, delta: Any = 1) -> Item:
-        """A certificate whose b commits to a' = g^w * delta (delta = 1: an honest one)."""
+    def pay(self, ser: int, spec: bytes, delta: Any = 1, *, rooted: bool = False) -> Item:
+        """A certificate whose b commits to a' = g^w * delta (delta = 1: an honest one).
+        ``rooted``: b commits to a' = (g^w * delta)^2 and the hint is its root, the form
+        our terminals send (01 || enc(s))."""
         g = self.group
         w = g.random_scalar()
         a = g.g_table.pow(w) * gmpy2.mpz(delta) % g.p
+        root = a
+        if rooted:
+            a, w = a * a % g.p, 2 * w % g.q
         b = challenge(g, PAYMENT_TAG, self.y.encoded, ser, spec, enc(g, a))
         r = (b * self.x + w) % g.q
-        return Item(self.y.encoded, PaymentCert(ser, spec, b, r), enc(g, a))
+        hint = ROOT_HINT_TAG + enc(g, root) if rooted else enc(g, a)
+        return Item(self.y.encoded, PaymentCert(ser, spec, b, r), hint)
 
 
 def order_h_element(group: ModpGroup) -> Any:
@@ -123,6 +129,48 @@ def test_a_minus_one_hint_fools_the_bare_equation_but_not_the_verifier() -> None
     assert verify_batch(SECURE, items) == [True] * 6 + [False]
 
 
+def test_a_root_hint_proves_a_residue_and_the_batch_still_catches_order_h(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The hint our terminals send is a square root s of a'; s^2 is a quadratic residue
+    whatever s is, so a -1 component cannot hide there, and a forgery off by an
+    element of order h is caught by the batch equation as before."""
+    import jointpay.crypto.batch as batch_mod
+
+    card = Card(SECURE)
+    honest = [card.pay(i, b"ok %d" % i, rooted=True) for i in range(6)]
+    assert {len(it.hint) for it in honest} == {SECURE.element_len + 1}
+    assert [verify_strict(SECURE, it) for it in honest] == [True] * 6
+    one_by_one: list[Item] = []
+    real = batch_mod.verify_strict
+    monkeypatch.setattr(
+        batch_mod, "verify_strict", lambda g, it: one_by_one.append(it) or real(g, it)
+    )
+    assert verify_batch(SECURE, honest) == [True] * 6
+    assert one_by_one == []  # all six went through the batch equation
+    monkeypatch.undo()
+    evil = card.pay(99, b"evil", delta=order_h_element(SECURE), rooted=True)
+    assert not verify_strict(SECURE, evil)
+    assert verify_batch(SECURE, [*honest, evil]) == [True] * 6 + [False]
+    assert verify_batch(SECURE, [evil] * 5) == [False] * 5
+
+
+def test_strict_verification_keeps_the_root_a_terminal_hands_over() -> None:
+    """verify() computes a' as s^2 with s = g^(r/2) Y^(b/2): the same a' (the hash says
+    so), and hint_of gives the root form, which the bank batches without a Legendre
+    symbol."""
+    card = Card(SECURE)
+    for i in range(8):
+        cert, a = sign(SECURE, SecretScalar(card.x), card.y, i, b"v %d" % i)
+        got = verify(SECURE, card.y, cert)
+        assert got == a
+        hint = SECURE.hint_of(got)
+        assert hint[:1] == ROOT_HINT_TAG
+        root = gmpy2.mpz(int.from_bytes(hint[1:], "big"))
+        assert enc(SECURE, root * root % SECURE.p) == a.encoded
+    assert SECURE.hint_of(a) == a.encoded  # an element with no root: its encoding
+
+
 KINDS = (
     "valid",
     "no_hint",
@@ -137,6 +185,17 @@ KINDS = (
     "b_changed",
     "b_out_of_range",
     "duplicate",
+    "rooted",
+    "rooted",
+    "rooted_negated",
+    "rooted_times_order_h",
+    "rooted_signed_over_order_h",
+    "rooted_signed_over_minus_one",
+    "rooted_p_minus_one",
+    "rooted_one",
+    "rooted_p",
+    "rooted_bad_tag",
+    "rooted_truncated",
 )
 
 
@@ -171,6 +230,24 @@ def build(group: ModpGroup, cards: list[Card], plan: list[tuple[str, int]]) -> l
             it = Item(it.y_enc, PaymentCert(c.ser, c.spec, c.b + group.q, c.r), it.hint)
         elif kind == "duplicate" and items:
             it = items[-1]
+        elif kind.startswith("rooted_signed_over"):
+            delta = order_h_element(group) if kind.endswith("order_h") else group.p - 1
+            it = card.pay(n, b"spec %d" % n, delta=delta, rooted=True)
+        elif kind.startswith("rooted"):
+            it = card.pay(n, b"spec %d" % n, rooted=True)
+            c, root = it.cert, gmpy2.mpz(int.from_bytes(it.hint[1:], "big"))
+            hint = {
+                "rooted": it.hint,
+                "rooted_negated": ROOT_HINT_TAG + enc(group, group.p - root),  # same square
+                "rooted_times_order_h": ROOT_HINT_TAG
+                + enc(group, root * order_h_element(group) % group.p),
+                "rooted_p_minus_one": ROOT_HINT_TAG + enc(group, group.p - 1),  # square 1
+                "rooted_one": ROOT_HINT_TAG + enc(group, 1),
+                "rooted_p": ROOT_HINT_TAG + enc(group, group.p),
+                "rooted_bad_tag": b"\x02" + it.hint[1:],
+                "rooted_truncated": it.hint[:-1],
+            }[kind]
+            it = Item(it.y_enc, c, hint)
         items.append(it)
     return items
 

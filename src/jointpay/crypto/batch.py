@@ -45,6 +45,7 @@ import gmpy2
 from jointpay.crypto.errors import CryptoError
 from jointpay.crypto.group import (
     Q_BITS,
+    ROOT_HINT_TAG,
     FixedBase,
     Group,
     ModpGroup,
@@ -216,18 +217,37 @@ def _single_checks(
     c = it.cert
     if not _in_range(c, q):
         return False
-    if len(it.hint) != group.element_len:
+    a = _residue(group, it.hint, p)
+    if a is None:
         return None
-    a = gmpy2.mpz(int.from_bytes(it.hint, "big"))
-    if not 1 < a < p or gmpy2.legendre(a, p) != 1:
-        return None
-    if challenge(group, PAYMENT_TAG, it.y_enc, c.ser, c.spec, it.hint) != c.b:
+    n = group.element_len
+    a_enc = it.hint if len(it.hint) == n else int(a).to_bytes(n, "big")
+    if challenge(group, PAYMENT_TAG, it.y_enc, c.ser, c.spec, a_enc) != c.b:
         return None  # a wrong hint; the payment may still be valid
     try:
         y = group.decode(it.y_enc, known=it.known).native
     except CryptoError:
         return False
     return a, y
+
+
+def _residue(group: ModpGroup, hint: bytes, p: Any) -> Any:
+    """The hint's ``A``, a quadratic residue other than 1, or None (verify strictly).
+
+    Two forms: ``enc(A)`` itself, whose Legendre symbol must be 1 (11.6 µs here), or
+    ``01 || enc(s)`` with ``1 < s < p``, and then ``A = s^2`` is a residue by
+    construction (one squaring, 2.7 µs; :meth:`ModpGroup.combine_rooted`)."""
+    n = group.element_len
+    if len(hint) == n:
+        a = gmpy2.mpz(int.from_bytes(hint, "big"))
+        return a if 1 < a < p and gmpy2.legendre(a, p) == 1 else None
+    if len(hint) == n + 1 and hint[:1] == ROOT_HINT_TAG:
+        s = gmpy2.mpz(int.from_bytes(hint[1:], "big"))
+        if not 1 < s < p:
+            return None
+        a = s * s % p
+        return a if a != 1 else None  # s = p - 1
+    return None
 
 
 def _bisect(
