@@ -121,6 +121,30 @@ def test_terminals_hand_over_the_hint_the_bank_checks_cheapest_and_it_batches_th
     assert strict == []
 
 
+def test_a_bank_process_reads_each_of_its_certificates_back_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server sees the same cards night after night: a CARD-CERT read back from the
+    bank's own store is decoded by its first deposit only."""
+    from jointpay.crypto.certs import CardCert
+
+    h, batch = _one_card_batch(tmp_path, "secp256k1", 4)
+    decoded: list[bytes] = []
+    real = CardCert.decode.__func__  # type: ignore[attr-defined]
+
+    def spy(cls: type[CardCert], data: bytes, *args: Any, **kwargs: Any) -> CardCert:
+        decoded.append(data)
+        return real(cls, data, *args, **kwargs)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(CardCert, "decode", classmethod(spy))
+    with h.bank() as bank:
+        assert h.deposit("Shop", bank, batch)["accepted"] == 4
+        assert len(decoded) == 1
+        again = h.deposit("Shop", bank, batch)
+    assert {r["reason"] for r in again["results"]} == {"duplicate"}
+    assert len(decoded) == 1
+
+
 # Each defect of a payment's fields, and the reason code CONTRACT's rules give it: a
 # payment that does not parse is malformed before anything else is said of it.
 _DEFECTS: list[tuple[str, str | None]] = [

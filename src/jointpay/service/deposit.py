@@ -285,15 +285,19 @@ class DepositRun:
         if not wanted:
             return
         self.issued = self.tx.get_certs(sorted(wanted))
+        seen = self.bank.verified_certs
         for cert_id, candidates in wanted.items():
             rec = self.issued.get(cert_id)
             if rec is None or rec.encoded not in candidates:
                 continue
-            try:
-                cert = CardCert.decode(rec.encoded, self.bank.resolve_group, known=True)
-            except CryptoError:  # pragma: no cover - we stored it after checking it
-                continue
+            cert = seen.get(rec.encoded)  # read back in an earlier deposit of this process
+            if cert is None:
+                try:
+                    cert = CardCert.decode(rec.encoded, self.bank.resolve_group, known=True)
+                except CryptoError:  # pragma: no cover - we stored it after checking it
+                    continue
             if cert.bank_id == self.bank.bank_id:
+                seen.put(rec.encoded, cert)  # our signature, checked before we stored it
                 self._certs[rec.encoded] = cert
                 self._known.add(id(cert))
                 self._bytes[id(cert)] = rec.encoded

@@ -23,7 +23,7 @@ from dataclasses import asdict
 from typing import Any, TypeVar
 
 import psycopg
-from sqlalchemy import Engine, bindparam, create_engine, event, func, select, text, update
+from sqlalchemy import Engine, create_engine, event, func, select, text, update
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import NullPool
@@ -418,18 +418,18 @@ class SqlUnitOfWork:
         ids = sorted({leg.account_id for leg in transfer.legs})
         # locked in id order (so two transfers cannot deadlock); a deposit's compound
         # posting has one leg per card, so its rows go straight through the driver
-        rows = {r.id: r for r in self._rows_in(t.accounts, "id", ids, lock=True)}
+        rows = {a.id: a for a in map(_account, self._rows_in(t.accounts, "id", ids, lock=True))}
         for acc_id in ids:
             if acc_id not in rows:
                 raise NotFound(f"no account {acc_id}")
             if rows[acc_id].currency != transfer.currency:
                 raise ValueError(f"account {acc_id} is in {rows[acc_id].currency}")
-        new = {i: int(rows[i].balance) for i in ids}
+        new = {i: rows[i].balance for i in ids}
         for leg in transfer.legs:
             new[leg.account_id] += leg.amount
         for acc_id, balance in new.items():
             if balance < 0 and not rows[acc_id].allow_negative:
-                old = int(rows[acc_id].balance)
+                old = rows[acc_id].balance
                 raise InsufficientFunds(acc_id, old, old - balance)
         self._insert(
             t.transfers,
@@ -517,12 +517,10 @@ class SqlUnitOfWork:
             raise NotFound(f"no card {card.card_number}")
 
     def raise_highest_sers(self, highest: dict[str, int]) -> None:
-        if highest:
-            self.c.execute(
-                update(t.cards)
-                .where(t.cards.c.card_number == bindparam("n"))
-                .values(highest_ser=bindparam("top")),
-                [{"n": n, "top": top} for n, top in sorted(highest.items())],
+        if highest:  # one per card of a deposit: straight to the driver (SignedText's form)
+            self.c.exec_driver_sql(
+                self._q("UPDATE cards SET highest_ser = ? WHERE card_number = ?"),
+                [(str(top), n) for n, top in sorted(highest.items())],
             )
 
     def list_cards(self) -> list[CardRecord]:
