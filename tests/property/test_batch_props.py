@@ -113,6 +113,21 @@ def test_keys_outside_the_subgroup_and_an_identity_a_are_refused_by_every_path()
     assert verify_with_card_tables(SECURE, items, 2) == strict
 
 
+@pytest.mark.parametrize("group", [SECURE, RFC5114], ids=["secure", "rfc5114"])
+def test_the_range_rules_hold_on_every_path(group: ModpGroup) -> None:
+    """Not left to Hypothesis's draws: b out of range and r = 0, from a card that has
+    payments enough for its window table and with hints, in either hint form."""
+    card = Card(group)
+    items = [card.pay(i, b"ok %d" % i, rooted=i % 2 == 1) for i in range(4)]
+    c = items[0].cert
+    items.append(Item(card.y.encoded, PaymentCert(7, c.spec, c.b + group.q, c.r), items[0].hint))
+    items.append(Item(card.y.encoded, PaymentCert(8, c.spec, c.b, 0), items[1].hint))
+    strict = [verify_strict(group, it) for it in items]
+    assert strict == [True] * 4 + [False] * 2
+    assert verify_batch(group, items) == strict
+    assert verify_with_card_tables(group, items, 2) == strict
+
+
 def test_a_minus_one_hint_fools_the_bare_equation_but_not_the_verifier() -> None:
     """Boyd and Pavlovski's attack: the hint -a' passes the plain small-exponent test
     whenever z is even; the Legendre check sends it to strict verification instead."""

@@ -202,6 +202,7 @@ def test_the_uncompressed_hint_names_the_point_the_challenge_hashed() -> None:
     for i in range(64):  # both parities of y come up
         it = card.pay(i, b"u %d" % i)
         full = uncompressed_of(it.hint)
+        assert SECP.hint_of(SECP.decode(it.hint)) == full  # what terminals hand over
         assert SECP.hint_encoding(full) == it.hint
         assert SECP.hint_point(full) == SECP.hint_point(it.hint)
     for bad in (full[:64], full + b"\x00", b"\x06" + full[1:], b"\x05" + full[1:], b""):

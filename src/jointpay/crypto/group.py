@@ -151,11 +151,12 @@ class Group(ABC):
     def g_pow(self, k: int) -> Element | None:
         """``g^k`` for a public ``k`` (variable time); None for the identity."""
 
+    @abstractmethod
     def hint_of(self, a: Element) -> bytes:
-        """How a terminal hands ``a' = g^r·Y^b`` to the bank as its untrusted hint: the
-        element's encoding (secp256k1: its uncompressed form, which the bank reads
-        without a square root)."""
-        return a.encoded
+        """How a terminal hands ``a' = g^r·Y^b`` to the bank as its untrusted hint, in
+        the form the bank checks cheapest: on secp256k1 uncompressed (read without a
+        square root), on modp by its square root when :meth:`combine_rooted` kept one
+        (a residue without a Legendre symbol), else the element's encoding."""
 
     def combine_rooted(self, r: int, y: Element, b: int) -> Element | None:
         """:meth:`combine`, computed so that :meth:`hint_of` can hand the bank the
