@@ -47,23 +47,12 @@ def test_an_application_that_turned_it_off_keeps_it_off() -> None:
 
 
 def test_overlapping_deposits_in_threads_restore_it_when_the_last_ends() -> None:
-    inside, release = threading.Event(), threading.Event()
-
-    def deposit() -> None:
-        with gcpause.paused():
-            inside.set()
-            release.wait(10)
-
-    other = threading.Thread(target=deposit)
-    other.start()
-    try:
-        assert inside.wait(10)
+    def deposit_and_check() -> None:
         with gcpause.paused():
             assert not gc.isenabled()
         assert not gc.isenabled()  # the other deposit is still running
-    finally:
-        release.set()
-        other.join(10)
+
+    _overlapping(deposit_and_check)
     assert gc.isenabled()
 
 
