@@ -32,6 +32,7 @@ from jointpay.crypto.group import (
     SUITE_MODP,
     Group,
     GroupResolver,
+    ModpGroup,
     ModpParams,
     get_group,
     named_modp_groups,
@@ -217,7 +218,8 @@ class Bank:
         self.resolve_group: GroupResolver = resolver(own)
         self.group: Group = self.resolve_group(self.config.suite, self.config.group)
         self._key = SigningKey.from_private_bytes(self.config.bank_id, self.config.signing_key)
-        self.verifier = Verifier()
+        modp = [self.group.params] if isinstance(self.group, ModpGroup) else []
+        self.verifier = Verifier(groups=modp)
         self.verify_key: VerifyKey = self._key.verify_key
         self.verified_certs = VerifiedCerts()
         self.interbank = Interbank(self)
