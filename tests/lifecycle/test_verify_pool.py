@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -262,6 +263,27 @@ def test_start_builds_the_groups_in_every_worker_before_any_deposit(
         verifier.close()
     assert all(built for _, built in got)
     assert len({pid for pid, _ in got}) <= 2
+
+
+def test_a_forked_pool_inherits_the_groups_the_parent_built_for_it() -> None:
+    """By fork, the workers inherit the parent's tables and its secure-cofactor test
+    (0.17 s each): the parent builds them once, before forking, not every worker."""
+    from jointpay.crypto.batch import secure_cofactor
+
+    group = get_group("modp-2048-256", "jointpay-secure-2048-256")
+    assert isinstance(group, ModpGroup)
+    secure_cofactor.cache_clear()
+    group._g_table = None
+    verifier = Verifier(workers=1, groups=[group.params])
+    try:
+        assert threading.active_count() == 1  # the pool forks
+        pool = verifier._get_pool()
+        assert group._g_table is not None
+        assert secure_cofactor.cache_info().currsize == 1  # built here, in the parent
+        _, built = pool.submit(_group_built, group.params).result(timeout=60)
+    finally:
+        verifier.close()
+    assert built
 
 
 def test_start_without_groups_and_without_workers() -> None:
