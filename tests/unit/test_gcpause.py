@@ -115,6 +115,9 @@ def test_a_server_never_without_a_deposit_still_collects_cycles(
 
     real = gc.collect
     monkeypatch.setattr(gcpause.gc, "collect", lambda g=2: seen.append(g) or real(g))
+    _overlapping(_short_deposit)
+    assert seen == []  # the collector ran less than a second ago
+    monkeypatch.setattr(gcpause, "YOUNG_EVERY", 0.0)
     _overlapping(deposit)
     assert gone.is_set()
     assert seen == [1]

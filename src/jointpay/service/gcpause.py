@@ -17,8 +17,10 @@ collector comes back on when the last of them ends, and only if it was on before
 first began (an application that turned it off keeps it off). A server that is never
 without a deposit running would then never collect the cycles its other requests
 leave: so a deposit that ends while others still run collects the young generations
-itself (what was allocated since, as the collector would have), and all of them once
-:data:`FULL_EVERY` seconds have passed without a full collection.
+itself (what was allocated since, as the collector would have) if it has been
+:data:`YOUNG_EVERY` seconds since the collector last ran, and all of them once
+:data:`FULL_EVERY` seconds have passed without a full collection. (Not at every such
+end: a young collection then walks every running deposit's objects.)
 """
 
 from __future__ import annotations
@@ -30,9 +32,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Final
 
+YOUNG_EVERY: Final = 1.0
+"""Seconds of overlapping deposits between two young collections."""
 FULL_EVERY: Final = 10.0
-"""Seconds of deposits one after another, without the collector on, before a deposit
-that ends collects every generation."""
+"""Seconds of overlapping deposits, without the collector on, before a deposit that
+ends collects every generation."""
 
 
 class _Pauses:
@@ -47,6 +51,8 @@ class _Pauses:
         self.restore = False
         self.since = 0.0
         """When the collector was last on or last collected everything (monotonic)."""
+        self.young = 0.0
+        """When the collector was last on or last collected the young generations."""
 
 
 _pauses = _Pauses()
@@ -59,7 +65,7 @@ def paused() -> Iterator[None]:
     with _pauses.lock:
         if _pauses.depth == 0:
             _pauses.restore = gc.isenabled()
-            _pauses.since = time.monotonic()
+            _pauses.since = _pauses.young = time.monotonic()
             gc.disable()
         _pauses.depth += 1
     try:
@@ -68,13 +74,14 @@ def paused() -> Iterator[None]:
         generation = -1
         with _pauses.lock:
             _pauses.depth -= 1
+            now = time.monotonic()
             if _pauses.restore:
                 if _pauses.depth == 0:
                     gc.enable()
-                elif time.monotonic() - _pauses.since >= FULL_EVERY:
-                    generation, _pauses.since = 2, time.monotonic()
-                else:
-                    generation = 1
+                elif now - _pauses.since >= FULL_EVERY:
+                    generation, _pauses.since, _pauses.young = 2, now, now
+                elif now - _pauses.young >= YOUNG_EVERY:
+                    generation, _pauses.young = 1, now
         if generation >= 0:  # others still run: collect as the collector would have
             gc.collect(generation)
 
