@@ -120,6 +120,30 @@ def test_a_failed_transaction_leaves_nothing(books: Store) -> None:
         assert tx.get_payment("4000000000000002", 0) is None
 
 
+def test_a_refused_insert_leaves_the_transaction_usable(store: Store) -> None:
+    """A refused insert takes back only its own rows: the transaction goes on, and
+    what it wrote before and after is committed."""
+    card = "4000000000000002"
+    with store.transaction() as tx:
+        tx.add_payments([payment(card, 0)])
+    with store.transaction() as tx:
+        tx.add_payments([payment(card, 5)])
+        with pytest.raises(Conflict):
+            tx.add_payments([payment(card, 1), payment(card, 0)])  # one new, one seen
+        assert tx.get_payment(card, 1) is None
+        tx.add_payments([payment(card, 2)])
+        tx.add_deposit(DepositRecord("SP1:1", "SP1", 1, b"d" * 32, T, "{}"))
+        with pytest.raises(Conflict):
+            tx.add_deposit(DepositRecord("SP1:1", "SP1", 1, b"e" * 32, T, "{}"))
+        tx.add_payments([payment(card, 3)])
+    with store.transaction() as tx:
+        got = tx.existing_payments([(card, s) for s in range(6)])
+        assert sorted(ser for _, ser in got) == [0, 2, 3, 5]
+        d = tx.get_deposit("SP1:1")
+        assert d is not None
+        assert d.batch_digest == b"d" * 32
+
+
 def test_a_card_ser_is_stored_once(store: Store) -> None:
     card = "4000000000000002"
     with store.transaction() as tx:
