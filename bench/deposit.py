@@ -43,6 +43,7 @@ import platform
 import secrets
 import shutil
 import socket
+import statistics
 import subprocess
 import tempfile
 import threading
@@ -424,7 +425,16 @@ def main() -> None:
     ap.add_argument("--emit-batch", type=Path, metavar="FILE")
     ap.add_argument("--home", type=Path)
     ap.add_argument("--n", type=int, default=10_000)
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs of each configuration, each on a fresh bank, and their median (a shared "
+        "machine's speed moves by half within minutes)",
+    )
     args = ap.parse_args()
+    if args.repeat < 1:
+        ap.error("--repeat is at least 1")
     if args.emit_batch:
         if args.home is None:
             ap.error("--emit-batch needs --home DIR")
@@ -445,16 +455,26 @@ def main() -> None:
         results = [one(*cfg, check=True) for cfg in plan]
     else:
         results = []
+        medians = []
         for suite in args.suite or list(SUITES):
             for cards in args.cards or ["distinct", "100"]:
                 for n in (int(x) for x in args.sizes.split(",")):
                     for db in args.db.split(","):
                         for via in args.via.split(","):
-                            results.append(one(suite, cards, n, db, via))
-                            if not args.json:
-                                show(results[-1])
+                            runs = []
+                            for _ in range(args.repeat):
+                                runs.append(one(suite, cards, n, db, via))
+                                if not args.json:
+                                    show(runs[-1])
+                            results += runs
+                            if args.repeat > 1:
+                                medians.append(median_of(runs))
+                                if not args.json:
+                                    show(medians[-1], label="median")
     if args.json:
         out: dict[str, Any] = {"machine": machine(), "runs": results}
+        if not args.smoke and args.repeat > 1:
+            out["medians"] = medians
         if args.smoke:
             out["smoke"] = "ok"
         print(json.dumps(out))
@@ -474,9 +494,23 @@ def machine() -> dict[str, Any]:
     }
 
 
-def show(r: dict[str, Any]) -> None:
+def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One configuration's runs summed up: the median of each figure, each ratio taken
+    within its own run (a run's raw rate and its deposit see the same machine)."""
+    out = dict(runs[0])
+    for key in ("per_s", "raw_per_s", "naive_per_s"):
+        out[key] = round(statistics.median(r[key] for r in runs))
+    for key, digits in (("seconds", 3), ("over_raw", 2), ("over_naive", 2)):
+        out[key] = round(statistics.median(r[key] for r in runs), digits)
+    out["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
+    out["runs"] = len(runs)
+    return out
+
+
+def show(r: dict[str, Any], label: str = "") -> None:
     print(
-        f"{r['suite']:>13} cards={r['cards']:<8} n={r['payments']:<6} {r['db']:<8} "
+        (f"{label} of {r['runs']}: " if label else "")
+        + f"{r['suite']:>13} cards={r['cards']:<8} n={r['payments']:<6} {r['db']:<8} "
         f"{r['via']:<6} {r['per_s']:>7}/s  raw {r['raw_per_s']:>6}/s  x{r['over_raw']:<5} "
         f"naive {r['naive_per_s']:>6}/s  x{r['over_naive']:<5} rss {r['peak_rss_mb']} MB",
         flush=True,
