@@ -9,10 +9,11 @@ Three tools, all on public data only, so variable time is fine. For modp:
   EUROCRYPT 1998) over the terminal's hints ``a'``, for **secure** groups only
   (p = 2qh + 1 with q and h prime, see :func:`secure_cofactor`).
 
-Soundness, in short (docs/performance.md has the argument in full): each payment's
-hint ``A`` must hash to its ``b`` (checked one by one, so ``A`` is the only value that
-can make the strict check pass) and be a quadratic residue (Legendre symbol 1, so
-``A`` lies in the subgroup of order qh, which has no element of small order). With
+Soundness, in short (docs/crypto.md has the argument in full): each payment's hint
+``A`` must hash to its ``b`` (checked one by one, so ``A`` is the only value that can
+make the strict check pass) and be a quadratic residue (Legendre symbol 1, or given as
+the square of a root the hint carries; so ``A`` lies in the subgroup of order qh,
+which has no element of small order). With
 ``d_i = A_i / (g^r_i Y_i^b_i)`` in that subgroup, the batch equation
 ``prod A_i^z_i = g^(sum z_i r_i) prod_Y Y^(sum z_i b_i)`` says ``prod d_i^z_i = 1``; for
 fresh uniform ``z_i`` in [1, 2^64] it holds while some ``d_i != 1`` with probability at
