@@ -25,7 +25,6 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from jointpay.crypto.group import ModpGroup
 from jointpay.domain.money import RATE_PATTERN, format_amount, parse_rate
 from jointpay.protocol.deposit import BatchError, canonical_json
 from jointpay.service.bank import Bank
@@ -524,7 +523,7 @@ def serve(home: Any, *, host: str, port: int, admin_token_file: Path | None) -> 
     bank = Bank(store, clock=home.clock)
     # deposits share this process's interpreter lock: verify from small sizes on
     bank.verifier.min_batch = SERVER_MIN_POOL_BATCH
-    bank.verifier.start([bank.group.params] if isinstance(bank.group, ModpGroup) else [])
+    bank.verifier.start()  # with the bank's modp group built in every worker
     app = create_app(lambda: bank, admin_token=token)
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -32,7 +32,6 @@ from jointpay.crypto.group import (
     SUITE_MODP,
     Group,
     GroupResolver,
-    ModpGroup,
     ModpParams,
     get_group,
     named_modp_groups,
@@ -90,7 +89,7 @@ from jointpay.service.errors import BadInput, Refused
 from jointpay.service.interbank import Cleared, Interbank
 from jointpay.service.policy import Policy
 from jointpay.service.rates import RATES_KEY, dump_table, load_table
-from jointpay.service.verify_pool import Verifier
+from jointpay.service.verify_pool import Verifier, modp_params
 from jointpay.storage.base import (
     Conflict,
     InsufficientFunds,
@@ -218,8 +217,8 @@ class Bank:
         self.resolve_group: GroupResolver = resolver(own)
         self.group: Group = self.resolve_group(self.config.suite, self.config.group)
         self._key = SigningKey.from_private_bytes(self.config.bank_id, self.config.signing_key)
-        modp = [self.group.params] if isinstance(self.group, ModpGroup) else []
-        self.verifier = Verifier(groups=modp)
+        params = modp_params(self.group)
+        self.verifier = Verifier(groups=[params] if params is not None else [])
         self.verify_key: VerifyKey = self._key.verify_key
         self.verified_certs = VerifiedCerts()
         self.interbank = Interbank(self)

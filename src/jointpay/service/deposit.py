@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from jointpay.crypto.certs import CERT_ID_LEN, CardCert, CardMode
 from jointpay.crypto.errors import CryptoError
-from jointpay.crypto.group import ModpGroup, ModpParams
+from jointpay.crypto.group import ModpParams
 from jointpay.crypto.schnorr import MAX_SER
 from jointpay.domain.money import RATE_SCALE, convert, format_amount
 from jointpay.domain.records import (
@@ -46,7 +46,7 @@ from jointpay.service import verify_pool
 from jointpay.service.errors import Refused
 from jointpay.service.interbank import Candidate, Cleared
 from jointpay.service.rates import RATES_KEY, RateTable, load_table, rate_in
-from jointpay.service.verify_pool import Answer, RawJob, parse_and_verify
+from jointpay.service.verify_pool import Answer, RawJob, modp_params, parse_and_verify
 from jointpay.storage.base import InsufficientFunds, UnitOfWork
 
 if TYPE_CHECKING:
@@ -212,8 +212,7 @@ class DepositRun:
         """What a worker needs of a card's CARD-CERT: suite, group, enc(Y), and whether
         we issued it (then its Y was validated before we stored it)."""
         group = cert.group
-        params = group.params if isinstance(group, ModpGroup) else None
-        return group.suite, params, cert.joint_key.encoded, id(cert) in self._known
+        return group.suite, modp_params(group), cert.joint_key.encoded, id(cert) in self._known
 
     def _settle(
         self,

@@ -81,10 +81,16 @@ payment against strict verification: 1.1 times as fast at 2 payments a card, 1.2
 1.3 at 3, 1.6 to 2.2 at 8 and more)."""
 
 
+def modp_params(group: object) -> ModpParams | None:
+    """The parameters of a modp group (what a worker needs to rebuild it); None for
+    secp256k1."""
+    return group.params if isinstance(group, ModpGroup) else None
+
+
 def job_for(
     group: object, y_enc: bytes, cert: PaymentCert, hint: bytes = b"", known: bool = False
 ) -> Job:
-    params = group.params if isinstance(group, ModpGroup) else None
+    params = modp_params(group)
     suite = "modp-2048-256" if params is not None else "secp256k1"
     return (suite, params, y_enc, cert.ser, cert.spec, cert.b, cert.r, hint, known)
 
@@ -173,8 +179,7 @@ def _parse_and_verify(jobs: Sequence[RawJob]) -> list[Answer]:
             with suppress(ValueError):
                 hint_bytes = bytes.fromhex(hint)
         where.append(len(parsed))
-        own = group.params if isinstance(group, ModpGroup) else None
-        todo.append((own, Item(y_enc, cert, hint_bytes, known)))
+        todo.append((modp_params(group), Item(y_enc, cert, hint_bytes, known)))
         parsed.append((s, spec_bytes, b_bytes, r_bytes))
     valid = dict(zip(where, _verify_items(todo), strict=True))
     return [None if p is None else (*p, valid.get(i, False)) for i, p in enumerate(parsed)]
@@ -248,8 +253,9 @@ class Verifier:
         chunk), by each worker when started by ``forkserver``."""
 
     def start(self, groups: Sequence[ModpParams] = ()) -> None:
-        """Start every worker now, each with these modp groups built (parameters
-        validated, window tables made), instead of on the first large deposit.
+        """Start every worker now, each with these modp groups (default: the ones
+        given at construction) built (parameters validated, window tables made),
+        instead of on the first large deposit.
 
         A server calls this before it takes requests: a worker started by
         ``forkserver`` inherits nothing and would otherwise validate the group's
