@@ -295,8 +295,9 @@ class DepositRun:
                     cert = CardCert.decode(rec.encoded, self.bank.resolve_group, known=True)
                 except CryptoError:  # pragma: no cover - we stored it after checking it
                     continue
+                if cert.bank_id == self.bank.bank_id:
+                    seen.put(rec.encoded, cert)  # our signature, checked before we stored it
             if cert.bank_id == self.bank.bank_id:
-                seen.put(rec.encoded, cert)  # our signature, checked before we stored it
                 self._certs[rec.encoded] = cert
                 self._known.add(id(cert))
                 self._bytes[id(cert)] = rec.encoded
