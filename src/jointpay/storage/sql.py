@@ -499,10 +499,10 @@ class SqlUnitOfWork:
             raise NotFound(f"no card {card.card_number}")
 
     def raise_highest_sers(self, highest: dict[str, int]) -> None:
-        if highest:  # one per card of a deposit: straight to the driver (SignedText's form)
+        if highest:  # one per card of a deposit: straight to the driver
             self.c.exec_driver_sql(
                 self._q("UPDATE cards SET highest_ser = ? WHERE card_number = ?"),
-                [(str(top), n) for n, top in sorted(highest.items())],
+                [(t.signed_text(top), n) for n, top in sorted(highest.items())],
             )
 
     def list_cards(self) -> list[CardRecord]:

@@ -46,6 +46,11 @@ class U64(TypeDecorator[int]):
         return None if value is None else int(value)
 
 
+def signed_text(value: int) -> str:
+    """How :class:`SignedText` stores ``value`` (also written straight to the driver)."""
+    return str(value)
+
+
 class SignedText(TypeDecorator[int]):
     """A small signed integer beyond BIGINT's range (highest ser seen, or -1)."""
 
@@ -53,7 +58,7 @@ class SignedText(TypeDecorator[int]):
     cache_ok = True
 
     def process_bind_param(self, value: int | None, dialect: Dialect) -> str | None:  # noqa: ARG002
-        return None if value is None else str(value)
+        return None if value is None else signed_text(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> int | None:  # noqa: ARG002
         return None if value is None else int(value)
