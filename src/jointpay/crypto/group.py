@@ -330,7 +330,11 @@ class ModpGroup(Group):
         return self.params.g
 
     def _wrap(self, value: Any) -> Element:
-        return Element(self, value, int(value).to_bytes(self.element_len, "big"))
+        return Element(self, value, self._enc(value))
+
+    def _enc(self, value: Any) -> bytes:
+        """``enc`` of a residue: ``element_len`` bytes, big-endian."""
+        return int(value).to_bytes(self.element_len, "big")
 
     def decode(self, data: bytes, *, known: bool = False) -> Element:
         if not isinstance(data, bytes) or len(data) != self.element_len:
@@ -381,11 +385,11 @@ class ModpGroup(Group):
         v = s * s % p
         if v == self._one:
             return None
-        return RootedElement(self, v, int(v).to_bytes(self.element_len, "big"), s)
+        return RootedElement(self, v, self._enc(v), s)
 
     def hint_of(self, a: Element) -> bytes:
         if isinstance(a, RootedElement):
-            return ROOT_HINT_TAG + int(a.root).to_bytes(self.element_len, "big")
+            return ROOT_HINT_TAG + self._enc(a.root)
         return a.encoded
 
     def product(self, elements: Iterable[Element]) -> Element | None:
