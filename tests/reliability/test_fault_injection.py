@@ -10,8 +10,10 @@ PostgreSQL; afterwards the audit passes.
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from jointpay.crypto.certs import SigningKey
 from jointpay.home import Home
 from jointpay.protocol.deposit import make_deposit
 from jointpay.protocol.messages import AuthKind
+from jointpay.service import verify_pool
 from jointpay.service.errors import Refused
 from jointpay.storage import tables
 from jointpay.storage.base import FaultPlan, InjectedFault
@@ -198,3 +201,64 @@ def test_issuing_a_card_fails_whole_or_leaves_an_issued_card(home: Home) -> None
     print(f"issue-card under {n - 1} faults: {dict(outcomes)}")
     assert outcomes["nothing"] >= 3
     assert outcomes["issued, not loaded"] >= 3
+
+
+@dataclass
+class _Where(FaultPlan):
+    """Counts like a plan with no fault set, and records the thread of each statement."""
+
+    threads: list[str] = field(default_factory=list)
+
+    def on_statement(self) -> None:
+        self.threads.append(threading.current_thread().name)
+        super().on_statement()
+
+
+def test_a_deposit_written_behind_fails_whole_and_retries(
+    home: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large deposit writes each chunk's payment rows on a thread of its own while
+    the next chunk is checked (``DepositRun._write``). A fault at any statement, on
+    either thread, still leaves the database as it was; the retry books it once."""
+    monkeypatch.setattr(verify_pool, "CHUNK", 2)  # seven payments: four chunks
+    h = home
+    h.init_bank(suite="secp256k1", group=None, currency="EUR", bank_id="fault-bank")
+    with h.bank() as bank:
+        bank.open_account("alice", 100_000)
+        card = h.issue_card(
+            bank, holder="alice", pin=PIN, load=20_000, mode="cash", limit=0, user_key="card"
+        ).card_number
+        h.open_merchant(bank, "Shop")
+    tf = h.terminal_file("Shop")
+    key = SigningKey.from_private_bytes(tf.sid, tf.signing_key)
+    with h.bank() as bank:
+        bank.verifier.min_batch = 1  # the pool, and the writes behind
+        store = bank.store
+        assert isinstance(store, SqlStore)
+        for i in range(7):
+            h.pay(card, "Shop", 100 + i, PIN)
+        message = make_deposit(key, tf.bank_id, tf.sid, 1, bank.clock(), h.export_batch("Shop"))
+        n, receipt = every_fault(store, lambda: bank.deposit(message), commits=False)
+        assert receipt["accepted"] == 7
+        assert n >= 8, n  # a fault at every chunk's write, and more
+        with h.terminal("Shop") as (_, terminal_store):
+            terminal_store.record_results(receipt["deposit_id"], receipt["results"])
+
+        for i in range(5):
+            h.pay(card, "Shop", 200 + i, PIN)
+        where = _Where()
+        message = make_deposit(key, tf.bank_id, tf.sid, 2, bank.clock(), h.export_batch("Shop"))
+        receipt, error = attempt(store, where, lambda: bank.deposit(message))
+        assert error is None, error
+        assert receipt["accepted"] == 5
+        # the payment rows went behind: three chunks, each its SAVEPOINT, its insert
+        # and its RELEASE (PostgreSQL's COPY goes to the driver, which the plan does
+        # not count)
+        behind = [t for t in where.threads if t.startswith("jointpay-deposit-writes")]
+        assert len(behind) == 3 * (2 if store.dialect == "postgresql" else 3), where.threads
+        report = bank.audit()
+        assert report.ok, report.violations
+        with store.transaction() as tx:
+            merchant = tx.get_account(f"merchant:{tf.sid}").balance
+    assert merchant == sum(range(100, 107)) + sum(range(200, 205))
+    assert h.card(card).load().balance == 20_000 - sum(range(100, 107)) - sum(range(200, 205))
