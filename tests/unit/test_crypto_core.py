@@ -497,7 +497,7 @@ def test_known_modp_bytes_skip_only_the_subgroup_test() -> None:
 
 @pytest.mark.parametrize("suite", ["secp256k1", "modp-2048-256"])
 def test_an_element_decoded_known_is_the_same_element(suite: str) -> None:
-    """``known`` may leave the library value unparsed (secp256k1); it is then parsed on
+    """``known`` leaves the library value unparsed (both suites); it is then parsed on
     first use and is the same value as a full decode's."""
     group = get_group(suite)
     y = group.public_key(group.random_scalar())

@@ -307,6 +307,9 @@ class ModpGroup(Group):
         self._q = gmpy2.mpz(params.q)
         self._g = gmpy2.mpz(params.g)
         self._one = gmpy2.mpz(1)
+        n = self.element_len
+        # (1, p) as encodings: equal-length big-endian byte strings compare as numbers
+        self._enc_one, self._enc_p = (1).to_bytes(n, "big"), params.p.to_bytes(n, "big")
         # Validating Y costs one full exponentiation (Y^q = 1), as much as half a
         # verification. Keys repeat (a card signs many payments), so remember the ones
         # already checked. Only valid encodings are cached.
@@ -332,6 +335,9 @@ class ModpGroup(Group):
     def _wrap(self, value: Any) -> Element:
         return Element(self, value, self._enc(value))
 
+    def native_of(self, data: bytes) -> Any:
+        return gmpy2.mpz(int.from_bytes(data, "big"))  # known: validated when stored
+
     def _enc(self, value: Any) -> bytes:
         """``enc`` of a residue: ``element_len`` bytes, big-endian."""
         return int(value).to_bytes(self.element_len, "big")
@@ -342,6 +348,10 @@ class ModpGroup(Group):
             raise InvalidElementError(
                 f"a {self.suite} element is exactly {self.element_len} bytes, got {got}"
             )
+        if known:  # the subgroup test was passed when the bytes were stored
+            if not self._enc_one < data < self._enc_p:
+                raise InvalidElementError("element is not in (1, p)")
+            return Element(self, None, data)  # parsed on first use (a deposit: mostly never)
         hit = self._valid.get(data)
         if hit is not None:
             self._valid.move_to_end(data)
@@ -349,8 +359,6 @@ class ModpGroup(Group):
         y = gmpy2.mpz(int.from_bytes(data, "big"))
         if not self._one < y < self._p:
             raise InvalidElementError("element is not in (1, p)")
-        if known:  # validated when it was stored; not cached as checked here
-            return Element(self, y, data)
         if gmpy2.powmod(y, self._q, self._p) != self._one:
             raise InvalidElementError("element is not in the order-q subgroup")
         element = Element(self, y, data)
