@@ -303,7 +303,8 @@ def create_app(bank_factory: Callable[[], Bank], *, admin_token: str) -> FastAPI
         result = run()
         try:
             with bank.store.transaction() as tx:
-                tx.put_idempotent(key, digest, json.dumps(result), bank.clock())
+                # orjson's bytes (a deposit's receipt: json.dumps was a tenth of its CPU)
+                tx.put_idempotent(key, digest, canonical_json(result).decode(), bank.clock())
         except Conflict:
             pass  # a concurrent twin stored the same answer first: the use case was idempotent
         return result
