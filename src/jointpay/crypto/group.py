@@ -119,12 +119,12 @@ class Group(ABC):
         ``known``: the caller validated these exact bytes before and kept them (a bank
         reading back a CARD-CERT it issued and stored); a modp group then skips the
         subgroup test (one exponentiation) and checks only length and range, and
-        secp256k1 checks the encoding's form and parses the point on first use.
+        secp256k1 checks the encoding's form; either parses the value on first use.
         """
 
+    @abstractmethod
     def native_of(self, data: bytes) -> Any:
         """The library value of an element decoded ``known`` and left unparsed."""
-        return self.decode(data).native
 
     def decode_scalar(self, data: bytes, *, allow_zero: bool = True) -> int:
         """Parse a 32-byte big-endian scalar in ``[0, q)`` (``(0, q)`` unless ``allow_zero``)."""
