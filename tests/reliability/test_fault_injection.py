@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from jointpay.adapters.terminal_store import TerminalFile
 from jointpay.crypto.certs import SigningKey
 from jointpay.home import Home
 from jointpay.protocol.deposit import make_deposit
@@ -87,8 +88,9 @@ def every_fault(store: SqlStore, action: Callable[[], Any], *, commits: bool) ->
         n += 1
 
 
-def test_every_use_case_rolls_back_whole_and_retries(home: Home) -> None:
-    h = home
+def _bank_card_and_shop(h: Home) -> tuple[str, TerminalFile, SigningKey]:
+    """A secp256k1 bank, alice's cash card with 200.00 on it, and the merchant "Shop"
+    with its terminal file and signing key."""
     h.init_bank(suite="secp256k1", group=None, currency="EUR", bank_id="fault-bank")
     with h.bank() as bank:
         bank.open_account("alice", 100_000)
@@ -98,6 +100,12 @@ def test_every_use_case_rolls_back_whole_and_retries(home: Home) -> None:
         h.open_merchant(bank, "Shop")
     tf = h.terminal_file("Shop")
     key = SigningKey.from_private_bytes(tf.sid, tf.signing_key)
+    return card, tf, key
+
+
+def test_every_use_case_rolls_back_whole_and_retries(home: Home) -> None:
+    h = home
+    card, tf, key = _bank_card_and_shop(h)
 
     def withdraw_request() -> bytes:
         with h.card_client(card) as client:
@@ -222,15 +230,7 @@ def test_a_deposit_written_behind_fails_whole_and_retries(
     either thread, still leaves the database as it was; the retry books it once."""
     monkeypatch.setattr(verify_pool, "CHUNK", 2)  # seven payments: four chunks
     h = home
-    h.init_bank(suite="secp256k1", group=None, currency="EUR", bank_id="fault-bank")
-    with h.bank() as bank:
-        bank.open_account("alice", 100_000)
-        card = h.issue_card(
-            bank, holder="alice", pin=PIN, load=20_000, mode="cash", limit=0, user_key="card"
-        ).card_number
-        h.open_merchant(bank, "Shop")
-    tf = h.terminal_file("Shop")
-    key = SigningKey.from_private_bytes(tf.sid, tf.signing_key)
+    card, tf, key = _bank_card_and_shop(h)
     with h.bank() as bank:
         bank.verifier.min_batch = 1  # the pool, and the writes behind
         store = bank.store
