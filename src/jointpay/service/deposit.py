@@ -144,10 +144,9 @@ class DepositRun:
         self.cards: dict[str, CardRecord] = {}
         self._own_certs: list[tuple[str, bytes]] = []
         """(card number, cert id) of each of our CARD-CERTs in the batch."""
-        self._stored: dict[bytes, CertRecord] = {}
-        """The batch's certificates whose bytes are those we stored at issue."""
-        self._stored_text: dict[str, CertRecord] = {}
-        """The same by their hex text as received."""
+        self._stored: dict[str, CertRecord] = {}
+        """The batch's certificates whose bytes are those we stored at issue, by their
+        hex text as received."""
         self._locked = False
         self.issued: dict[bytes, CertRecord] = {}
         self._issued_ok: dict[tuple[bytes, str], bool] = {}
@@ -330,7 +329,7 @@ class DepositRun:
         Bytes equal to the certificate we signed and stored at issue need neither our
         signature checked again nor, on modp, their keys' subgroup tests (three
         exponentiations a card): both were done before we stored them. They are
-        decoded when their first payment is met (:meth:`_cert_bytes`), while the
+        decoded when their first payment is met (:meth:`_cert`), while the
         workers verify the chunks before it: a batch of ten thousand cards used to
         wait 0.3 s for all of them before its first chunk went out. Anything else takes
         the full path in :meth:`_cert`.
@@ -353,7 +352,7 @@ class DepositRun:
             rec = self.issued.get(cert_id)
             for raw, data in candidates:
                 if rec is not None and rec.encoded == data:
-                    self._stored[data] = self._stored_text[raw] = rec
+                    self._stored[raw] = rec
 
     def _cert(self, raw: object) -> CardCert | str:
         """Decode and check a CARD-CERT once per batch; a reason code if unusable."""
@@ -362,6 +361,12 @@ class DepositRun:
         seen = self._by_text.get(raw)  # a card group's payments share its cert string
         if seen is not None:
             return seen
+        rec = self._stored.get(raw)
+        if rec is not None:  # ours byte for byte (_read_own_certs compared): no hex decode
+            own = self._read_back(rec.encoded)
+            if own is not None:
+                self._by_text[raw] = own
+                return own
         try:
             data = bytes.fromhex(raw)
         except ValueError:
@@ -374,10 +379,6 @@ class DepositRun:
         hit = self._certs.get(data)
         if hit is not None:
             return hit
-        if data in self._stored:
-            own = self._read_back(data)
-            if own is not None:
-                return own
         cached = self.bank.verified_certs.get(data)
         if cached is not None:
             self._certs[data] = cached
@@ -436,7 +437,7 @@ class DepositRun:
         """Decode each card group's CARD-CERT once; :meth:`_lock_cards` then locks all
         our cards at once (in card-number order, so concurrent deposits cannot
         deadlock), with their issued certificates and the balances the checks use."""
-        own, stored = self.bank.bank_id, self._stored_text
+        own, stored = self.bank.bank_id, self._stored
         for group in self.req.batch.cards:
             raw = group.get("cert") if isinstance(group, dict) else None
             rec = stored.get(raw) if isinstance(raw, str) else None
