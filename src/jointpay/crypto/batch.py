@@ -171,7 +171,7 @@ def verify_with_card_tables(group: ModpGroup, items: Sequence[Item], min_uses: i
         if v == 1:
             out.append(False)
             continue
-        a_enc = int(v).to_bytes(group.element_len, "big")
+        a_enc = group.encode_value(v)
         out.append(challenge(group, PAYMENT_TAG, it.y_enc, c.ser, c.spec, a_enc) == c.b)
     return out
 
@@ -221,8 +221,7 @@ def _single_checks(
     a = _residue(group, it.hint, p)
     if a is None:
         return None
-    n = group.element_len
-    a_enc = it.hint if len(it.hint) == n else int(a).to_bytes(n, "big")
+    a_enc = it.hint if len(it.hint) == group.element_len else group.encode_value(a)
     if challenge(group, PAYMENT_TAG, it.y_enc, c.ser, c.spec, a_enc) != c.b:
         return None  # a wrong hint; the payment may still be valid
     try:

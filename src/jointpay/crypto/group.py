@@ -333,12 +333,12 @@ class ModpGroup(Group):
         return self.params.g
 
     def _wrap(self, value: Any) -> Element:
-        return Element(self, value, self._enc(value))
+        return Element(self, value, self.encode_value(value))
 
     def native_of(self, data: bytes) -> Any:
         return gmpy2.mpz(int.from_bytes(data, "big"))  # known: validated when stored
 
-    def _enc(self, value: Any) -> bytes:
+    def encode_value(self, value: Any) -> bytes:
         """``enc`` of a residue: ``element_len`` bytes, big-endian."""
         return int(value).to_bytes(self.element_len, "big")
 
@@ -393,11 +393,11 @@ class ModpGroup(Group):
         v = s * s % p
         if v == self._one:
             return None
-        return RootedElement(self, v, self._enc(v), s)
+        return RootedElement(self, v, self.encode_value(v), s)
 
     def hint_of(self, a: Element) -> bytes:
         if isinstance(a, RootedElement):
-            return ROOT_HINT_TAG + self._enc(a.root)
+            return ROOT_HINT_TAG + self.encode_value(a.root)
         return a.encoded
 
     def product(self, elements: Iterable[Element]) -> Element | None:
