@@ -427,20 +427,41 @@ class SqlUnitOfWork:
             },
             f"transfer {transfer.id}",
         )
-        self.c.exec_driver_sql(
-            self._q(
+        if self._pg:
+            # one statement each, the values as arrays: a deposit's compound posting has
+            # a leg per card, and as many statements pipelined (executemany) cost the
+            # bank 1.4 ms more CPU and the database more work per hundred rows, while
+            # the deposit holds its cards' locks
+            self.c.exec_driver_sql(
                 "INSERT INTO entries (transfer_id, leg, account_id, amount, currency)"
-                " VALUES (?, ?, ?, ?, ?)"
-            ),
+                " SELECT %s, e.leg, e.account_id, e.amount, %s"
+                " FROM unnest(%s::integer[], %s::text[], %s::bigint[])"
+                " AS e(leg, account_id, amount)",
+                (
+                    transfer.id,
+                    transfer.currency,
+                    list(range(len(transfer.legs))),
+                    [leg.account_id for leg in transfer.legs],
+                    [leg.amount for leg in transfer.legs],
+                ),
+            )
+            self.c.exec_driver_sql(
+                "UPDATE accounts SET balance = v.balance"
+                " FROM unnest(%s::text[], %s::bigint[]) AS v(id, balance)"
+                " WHERE accounts.id = v.id",
+                (list(new), list(new.values())),
+            )
+            return
+        self.c.exec_driver_sql(
+            "INSERT INTO entries (transfer_id, leg, account_id, amount, currency)"
+            " VALUES (?, ?, ?, ?, ?)",
             [
                 (transfer.id, i, leg.account_id, leg.amount, transfer.currency)
                 for i, leg in enumerate(transfer.legs)
             ],
         )
-        # one executemany (psycopg pipelines it), not one trip per account
         self.c.exec_driver_sql(
-            self._q("UPDATE accounts SET balance = ? WHERE id = ?"),
-            [(b, i) for i, b in new.items()],
+            "UPDATE accounts SET balance = ? WHERE id = ?", [(b, i) for i, b in new.items()]
         )
 
     def get_transfer(self, transfer_id: str) -> Transfer:
@@ -502,10 +523,23 @@ class SqlUnitOfWork:
             raise NotFound(f"no card {card.card_number}")
 
     def raise_highest_sers(self, highest: dict[str, int]) -> None:
-        if highest:  # one per card of a deposit: straight to the driver
+        if not highest:
+            return
+        # one per card of a deposit: straight to the driver (PostgreSQL: one statement,
+        # the values as arrays, as in :meth:`post`)
+        numbers = sorted(highest)
+        tops = [t.signed_text(highest[n]) for n in numbers]
+        if self._pg:
             self.c.exec_driver_sql(
-                self._q("UPDATE cards SET highest_ser = ? WHERE card_number = ?"),
-                [(t.signed_text(top), n) for n, top in sorted(highest.items())],
+                "UPDATE cards SET highest_ser = v.top"
+                " FROM unnest(%s::text[], %s::text[]) AS v(card_number, top)"
+                " WHERE cards.card_number = v.card_number",
+                (numbers, tops),
+            )
+        else:
+            self.c.exec_driver_sql(
+                "UPDATE cards SET highest_ser = ? WHERE card_number = ?",
+                list(zip(tops, numbers, strict=True)),
             )
 
     def list_cards(self) -> list[CardRecord]:
