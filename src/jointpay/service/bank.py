@@ -84,7 +84,7 @@ from jointpay.protocol.messages import (
 )
 from jointpay.protocol.terminal import CardClient, CardError
 from jointpay.service import gcpause
-from jointpay.service.deposit import DepositRun, VerifiedCerts
+from jointpay.service.deposit import DepositRun, VerifiedCerts, results_json
 from jointpay.service.errors import BadInput, Refused
 from jointpay.service.interbank import Cleared, Interbank
 from jointpay.service.policy import Policy
@@ -1031,7 +1031,7 @@ class Bank:
                     "rejected": len(results) - len(accepted),
                     "credited": format_amount(sum(r.amount or 0 for r in accepted), self.currency),
                     "currency": self.currency,
-                    "results": [r.to_json(self.currency) for r in results],
+                    "results": results_json(results, self.currency),
                 },
             )
             tx.set_merchant_seq(req.sid, req.seq)
