@@ -175,7 +175,7 @@ payments = Table(
     Column("r", LargeBinary, nullable=False),
     Column("deposit_id", String(96), nullable=False),
     Column("accepted_at", BigInteger, nullable=False),
-    Index("payments_deposit", "deposit_id"),
+    sqlite_with_rowid=False,  # stored by its key alone (migration 0004)
 )
 
 deposits = Table(
