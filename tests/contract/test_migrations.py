@@ -1,0 +1,74 @@
+"""Migrations that move data keep it: a bank at the previous schema, with payments in
+it, opens at the newest one with every payment where it was."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic import command
+from sqlalchemy import text
+
+from jointpay.storage import open_store
+from jointpay.storage.migrate import alembic_config
+from jointpay.storage.sql import SqlStore, make_engine
+from pg import fresh_schema, schema_url
+
+ROWS = [
+    ("4000000000000002", f"{ser:020d}", b"c" * 16, "SP1", 100 + ser, "EUR", b"s", b"b", b"r")
+    for ser in range(3)
+]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'bank.db'}"
+    else:
+        with fresh_schema() as schema:
+            yield schema_url(schema)
+
+
+def test_0004_keeps_every_payment_and_its_key(url: str) -> None:
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), "0003")
+        for row in ROWS:
+            conn.execute(
+                text(
+                    "INSERT INTO payments (card_number, ser, cert_id, sid, amount, currency,"
+                    " spec, b, r, deposit_id, accepted_at)"
+                    " VALUES (:n, :s, :c, :sid, :a, :cur, :spec, :b, :r, 'SP1:1', 1)"
+                ),
+                dict(zip(["n", "s", "c", "sid", "a", "cur", "spec", "b", "r"], row, strict=True)),
+            )
+    engine.dispose()
+    store = open_store(url)  # upgrades to the newest schema
+    assert isinstance(store, SqlStore)
+    try:
+        with store.transaction() as tx:
+            version = tx.c.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            assert version == "0004"
+            got = tx.existing_payments([("4000000000000002", ser) for ser in range(4)])
+            assert sorted(ser for _, ser in got) == [0, 1, 2]
+            assert [got[("4000000000000002", ser)].amount for ser in range(3)] == [100, 101, 102]
+            if store.dialect == "sqlite":
+                sql = tx.c.execute(
+                    text("SELECT sql FROM sqlite_master WHERE name = 'payments'")
+                ).scalar()
+                assert "WITHOUT ROWID" in str(sql)
+            indexes = {
+                row[0]
+                for row in tx.c.execute(
+                    text(
+                        "SELECT name FROM sqlite_master WHERE tbl_name = 'payments'"
+                        if store.dialect == "sqlite"
+                        else "SELECT indexname FROM pg_indexes WHERE tablename = 'payments'"
+                        " AND schemaname = current_schema()"
+                    )
+                )
+            }
+            assert "payments_deposit" not in indexes
+    finally:
+        store.close()
