@@ -433,10 +433,9 @@ class DepositRun:
                 cert = CardCert.decode(data, self.bank.resolve_group, known=True)
             except CryptoError:  # pragma: no cover - we stored it after checking it
                 return None
-            if cert.bank_id != self.bank.bank_id:  # pragma: no cover - idem
-                return None
-            seen.put(data, cert)  # our signature, checked before we stored it
-        elif cert.bank_id != self.bank.bank_id:  # pragma: no cover - idem
+            if cert.bank_id == self.bank.bank_id:
+                seen.put(data, cert)  # our signature, checked before we stored it
+        if cert.bank_id != self.bank.bank_id:  # pragma: no cover - idem
             return None
         self._certs[data] = cert
         self._known.add(id(cert))
