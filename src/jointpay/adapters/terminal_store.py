@@ -161,13 +161,13 @@ class SqliteTerminalStore:
 
     def record_results(self, deposit_id: str, results: Iterable[dict[str, Any]]) -> int:
         """Mark the payments a receipt settled (accepted or rejected); return how many."""
-        rows = [
-            (deposit_id, r.get("status"), r.get("reason"), r["card"], _ser_key(r["ser"]))
-            for r in results
-            if isinstance(r.get("ser"), int)
-            and isinstance(r.get("card"), str)
-            and r.get("reason") not in RETRYABLE_REASONS  # stays pending: sent again next time
-        ]
+        rows: list[tuple[str, object, object, str, str]] = []
+        add = rows.append
+        for r in results:  # a receipt's, checked by its signature: one per payment sent
+            ser, card, reason = r.get("ser"), r.get("card"), r.get("reason")
+            if type(ser) is int and type(card) is str and reason not in RETRYABLE_REASONS:
+                add((deposit_id, r.get("status"), reason, card, _ser_key(ser)))
+            # a retryable rejection stays pending: sent again next time
         with self._tx():
             cur = self._db.executemany(
                 "UPDATE payments SET deposit_id=?, status=?, reason=? WHERE card_number=?"

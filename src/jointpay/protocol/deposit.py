@@ -171,6 +171,10 @@ class RawPayment:
     hint: object
 
 
+_Row = tuple[object, object, object, object, object]
+"""A payment of a card group as received: ``(ser, spec, b, r, hint)``."""
+
+
 @dataclass(frozen=True, slots=True)
 class Batch:
     bank_id: str
@@ -185,16 +189,27 @@ class Batch:
     def rows(self) -> Iterator[tuple[object, object, object, object, object, object]]:
         """Each payment as ``(cert, ser, spec, b, r, hint)``, the values as received
         (None where missing), in batch order: :meth:`payments` without an object per
-        payment, for the bank's deposit of many thousands."""
-        missing = (None, None, None, None, None)
+        payment."""
+        for cert, payments in self.groups():
+            for row in payments:
+                yield (cert, *row)
+
+    def groups(self) -> Iterator[tuple[object, Iterator[_Row]]]:
+        """Each card group as ``(cert, its payments)``, each payment as ``(ser, spec,
+        b, r, hint)``, the values as received (None where missing), in batch order: for
+        the bank's deposit of many thousands, which judges a group's CARD-CERT once."""
         for card in self.cards:
-            cert = card.get("cert")
-            for p in card.get("payments", []):
-                if isinstance(p, dict):
-                    get = p.get
-                    yield cert, get("ser"), get("spec"), get("b"), get("r"), get("hint")
-                else:
-                    yield (cert, *missing)
+            yield card.get("cert"), _group_rows(card.get("payments", []))
+
+
+def _group_rows(payments: list[Any]) -> Iterator[_Row]:
+    missing: _Row = (None, None, None, None, None)
+    for p in payments:
+        if isinstance(p, dict):
+            get = p.get
+            yield get("ser"), get("spec"), get("b"), get("r"), get("hint")
+        else:
+            yield missing
 
 
 def _ident(value: str, what: str) -> str:

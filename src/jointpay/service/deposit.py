@@ -103,6 +103,7 @@ _Pending = tuple[int, CardCert | str, int]
 (or the reason code that makes it unusable) and its ser."""
 
 
+_BLACKLISTED = CardStatus.BLACKLISTED
 _CHEQUE = CardMode.CHEQUE.value
 _CREDIT = CardMode.CREDIT.value
 
@@ -145,6 +146,12 @@ class DepositRun:
         self.req = req
         self.deposit_id = deposit_id
         self.now = now
+        policy = bank.policy
+        self._own = bank.bank_id
+        self._latest = now + policy.clock_skew
+        """A payment dated after this is ``future_time``."""
+        self._oldest = now - policy.deposit_window
+        """A payment dated before this is ``stale``."""
         self._certs: dict[bytes, CardCert | str] = {}
         self._by_text: dict[str, CardCert | str] = {}
         """:meth:`_cert`'s answers by the certificate's hex text as received."""
@@ -205,31 +212,35 @@ class DepositRun:
         chunk: list[_Pending] = []
         jobs: list[RawJob] = []
         heads: dict[int, tuple[str, ModpParams | None, bytes | None, bool]] = {}
-        unusable = ("", None, None, False)
+        unusable: tuple[str, ModpParams | None, bytes | None, bool] = ("", None, None, False)
 
         def send() -> None:
             inflight.append((chunk, verifier.submit(parse_and_verify, jobs, batch_size=size)))
             while len(inflight) > depth:
                 self._settle(*inflight.popleft(), results)
 
-        for cert_raw, ser, spec, b, r, hint in self.req.batch.rows():
-            cert = self._cert(cert_raw)
-            if cert == "malformed" or type(ser) is not int:  # bool is no ser either
-                label = cert.card_number if isinstance(cert, CardCert) else ""
-                results.append(_rejected(label, ser if type(ser) is int else None, "malformed"))
-                continue
-            if isinstance(cert, CardCert):
-                head = heads.get(id(cert))
-                if head is None:
-                    head = heads[id(cert)] = self._job_head(cert)
-            else:
-                head = unusable
-            chunk.append((len(results), cert, ser))
-            jobs.append((*head, ser, spec, b, r, hint))
-            results.append(_UNSETTLED)
-            if len(chunk) >= verify_pool.CHUNK:
-                send()
-                chunk, jobs = [], []
+        label, head, malformed = "", unusable, False
+        for cert_raw, payments in self.req.batch.groups():
+            cert: CardCert | str | None = None
+            for ser, spec, b, r, hint in payments:
+                if cert is None:  # a group's CARD-CERT, judged at its first payment
+                    cert = self._cert(cert_raw)
+                    malformed = cert == "malformed"
+                    if isinstance(cert, CardCert):
+                        label = cert.card_number
+                        head = heads.get(id(cert)) or self._job_head(cert)
+                        heads[id(cert)] = head
+                    else:
+                        label, head = "", unusable
+                if malformed or type(ser) is not int:  # bool is no ser either
+                    results.append(_rejected(label, ser if type(ser) is int else None, "malformed"))
+                    continue
+                chunk.append((len(results), cert, ser))
+                jobs.append((*head, ser, spec, b, r, hint))
+                results.append(_UNSETTLED)
+                if len(chunk) >= verify_pool.CHUNK:
+                    send()
+                    chunk, jobs = [], []
         if chunk:
             send()
         if not self._locked:  # the whole batch is in flight: its cards are locked once
@@ -259,7 +270,7 @@ class DepositRun:
         got = answers()  # before any lock is taken (see _lock_cards)
         if not self._locked:
             self._lock_cards()
-        own, foreign, cards = self.bank.bank_id, [], self.cards
+        own, foreign, cards = self._own, [], self.cards
         keys = set()
         for _, cert, ser in chunk:
             if isinstance(cert, str) or not 0 <= ser <= MAX_SER:
@@ -485,11 +496,11 @@ class DepositRun:
 
     # -- pass 3: the checks, in the contract's order ----------------------------------
     def _check(self, p: _Parsed) -> PaymentResult:
-        bank, cert, ser, spec = self.bank, p.cert, p.ser, p.spec
+        cert, ser, spec = p.cert, p.ser, p.spec
         label = cert.card_number
-        if cert.bank_id != bank.bank_id:
+        if cert.bank_id != self._own:
             return self._check_foreign(p)
-        card = self.cards.get(cert.card_number)
+        card = self.cards.get(label)
         if card is None:
             return _rejected(label, ser, "unknown_card")
         if not self._issued_to(cert, card) or spec.card_cert_id != cert.cert_id:
@@ -500,7 +511,7 @@ class DepositRun:
         # The hot list refuses payments made after the card was listed; those made
         # before it (the merchant could not have known) are honoured.
         if (
-            card.status is CardStatus.BLACKLISTED
+            card.status is _BLACKLISTED
             and card.blacklisted_at is not None
             and spec.time > card.blacklisted_at
         ):
@@ -535,9 +546,11 @@ class DepositRun:
                     },
                 )
             return _rejected(label, ser, "duplicate")
-        if spec.time < self.now - bank.policy.deposit_window:
+        if spec.time < self._oldest:
             return _rejected(label, ser, "stale")
-        if spec.currency != card.currency or not self._rate_ok(spec):
+        if spec.currency != card.currency or (
+            spec.conversion is not None and not self._rate_ok(spec)
+        ):
             return _rejected(label, ser, "currency_mismatch")
         cheque = card.mode == _CHEQUE
         credit = card.mode == _CREDIT
@@ -553,7 +566,7 @@ class DepositRun:
             self._breach(card, "overspend", {"ser": ser, "amount": spec.amount, "available": left})
             return _rejected(label, ser, "insufficient_balance")
         self.debits[source] = self.debits.get(source, 0) + spec.amount
-        policy = bank.policy
+        policy = self.bank.policy
         fee = policy.payment_fee
         if credit:
             fee += policy.basis_points(spec.amount, policy.credit_fee_bp)
@@ -586,7 +599,7 @@ class DepositRun:
     def _out_of_time(self, p: _Parsed) -> PaymentResult | None:
         """A payment dated in the future, or outside its CARD-CERT's validity."""
         at, cert = p.spec.time, p.cert
-        if at > self.now + self.bank.policy.clock_skew:
+        if at > self._latest:
             return _rejected(cert.card_number, p.ser, "future_time")
         if not cert.valid_at(at):
             return _rejected(cert.card_number, p.ser, "expired_cert")
