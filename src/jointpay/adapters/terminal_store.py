@@ -19,7 +19,7 @@ from jointpay.crypto.certs import SigningKey, VerifyKey
 from jointpay.crypto.group import ModpParams, resolver
 from jointpay.protocol.deposit import RETRYABLE_REASONS
 from jointpay.protocol.terminal import TakenPayment, TerminalConfig
-from jointpay.storage.sqlite_blobs import bind_bytes_directly
+from jointpay.storage.sqlite_blobs import register_identity_adapters
 
 SCHEMA_VERSION: Final = 1
 _SCHEMA: Final = """
@@ -62,7 +62,7 @@ class SqliteTerminalStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        bind_bytes_directly()  # a taken payment binds seven byte strings
+        register_identity_adapters()  # a taken payment binds seven byte strings, a result NULLs
         self._db = sqlite3.connect(path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")

@@ -48,7 +48,7 @@ from jointpay.domain.records import (
 from jointpay.storage import tables as t
 from jointpay.storage.base import Conflict, FaultPlan, InsufficientFunds, NotFound
 from jointpay.storage.migrate import upgrade
-from jointpay.storage.sqlite_blobs import bind_bytes_directly
+from jointpay.storage.sqlite_blobs import register_identity_adapters
 
 _IN_CHUNK = 500
 
@@ -76,7 +76,7 @@ def normalise_url(url: str) -> str:
 def make_engine(url: str, *, schema: str | None = None) -> Engine:
     url = normalise_url(url)
     if url.startswith("sqlite"):
-        bind_bytes_directly()  # payment rows bind four byte strings each
+        register_identity_adapters()  # payment rows bind four byte strings each
         engine = create_engine(
             url, poolclass=NullPool, connect_args={"timeout": 30, "check_same_thread": False}
         )
