@@ -103,6 +103,7 @@ def main() -> None:
 
     root = Path(tempfile.mkdtemp(prefix="jointpay-bench-http-"))
     with database("postgres", args.pg) as url, contextlib.ExitStack() as stack:
+        assert url is not None  # a PostgreSQL URL, never the embedded default
         t0 = time.perf_counter()
         h, taken = setup(root, url, args.payments, args.merchants, args.cards)
         print(
@@ -149,8 +150,8 @@ def main() -> None:
                         accepted[0] += r.json()["accepted"]
 
         threads = [threading.Thread(target=merchant, args=kv) for kv in taken.items()]
-        for t in threads:
-            t.start()
+        for th in threads:
+            th.start()
         start.wait()
         t = time.perf_counter()
         for th in threads:
