@@ -148,6 +148,7 @@ class DepositRun:
         self.now = now
         policy = bank.policy
         self._own = bank.bank_id
+        """Our bank's id (the bank's configuration, read once per deposit)."""
         self._latest = now + policy.clock_skew
         """A payment dated after this is ``future_time``."""
         self._oldest = now - policy.deposit_window
@@ -414,7 +415,7 @@ class DepositRun:
         else:
             key = (
                 self.bank.verify_key
-                if cert.bank_id == self.bank.bank_id
+                if cert.bank_id == self._own
                 else None
                 if self.from_house
                 else self.bank.interbank.issuer_key(cert.bank_id)
@@ -444,9 +445,9 @@ class DepositRun:
                 cert = CardCert.decode(data, self.bank.resolve_group, known=True)
             except CryptoError:  # pragma: no cover - we stored it after checking it
                 return None
-            if cert.bank_id == self.bank.bank_id:
+            if cert.bank_id == self._own:
                 seen.put(data, cert)  # our signature, checked before we stored it
-        if cert.bank_id != self.bank.bank_id:  # pragma: no cover - idem
+        if cert.bank_id != self._own:  # pragma: no cover - idem
             return None
         self._certs[data] = cert
         self._known.add(id(cert))
@@ -458,7 +459,7 @@ class DepositRun:
         """Decode each card group's CARD-CERT once; :meth:`_lock_cards` then locks all
         our cards at once (in card-number order, so concurrent deposits cannot
         deadlock), with their issued certificates and the balances the checks use."""
-        own, stored = self.bank.bank_id, self._stored
+        own, stored = self._own, self._stored
         for group in self.req.batch.cards:
             raw = group.get("cert") if isinstance(group, dict) else None
             rec = stored.get(raw) if isinstance(raw, str) else None
@@ -616,12 +617,12 @@ class DepositRun:
             return late
         if not p.valid:
             return _rejected(label, ser, "bad_signature")
-        if spec.sid != self.req.sid or spec.bank_id != bank.bank_id:
+        if spec.sid != self.req.sid or spec.bank_id != self._own:
             return _rejected(label, ser, "wrong_merchant")
         key = (cert.bank_id, cert.card_number, ser)
         if key in self.ib_seen or key in self.ib_prior:
             return _rejected(label, ser, "duplicate")
-        if spec.time < self.now - bank.policy.deposit_window:
+        if spec.time < self._oldest:
             return _rejected(label, ser, "stale")
         if (
             spec.currency != cert.currency
@@ -667,7 +668,7 @@ class DepositRun:
                     p.cert.bank_id,
                     label,
                     p.ser,
-                    self.bank.bank_id,
+                    self._own,
                     ch,
                     p.spec.sid,
                     amount,

@@ -328,11 +328,6 @@ class SqlUnitOfWork:
             raise
         self.c.exec_driver_sql("RELEASE SAVEPOINT jp_rows")
 
-    def _q(self, sql: str) -> str:
-        """A driver-level statement written with ``?`` placeholders, in the driver's own
-        parameter style (psycopg's ``%s``; none of our statements has a literal ``?``)."""
-        return sql.replace("?", "%s") if self._pg else sql
-
     def _rows_in(
         self, table: Any, column: str, keys: Sequence[Any], *, lock: bool = False
     ) -> Iterator[Sequence[Any]]:
@@ -693,9 +688,10 @@ class SqlUnitOfWork:
                 copy.write_row(row)
 
     def _insert_payments_sql(self) -> str:
+        """SQLite's statement for :meth:`add_payments` (PostgreSQL's rows go by ``COPY``)."""
         marks = ", ".join(["?"] * len(_PAYMENT_COLUMNS))
         # constant names and placeholders only: the values travel as parameters
-        return self._q(f"INSERT INTO payments ({', '.join(_PAYMENT_COLUMNS)}) VALUES ({marks})")  # noqa: S608
+        return f"INSERT INTO payments ({', '.join(_PAYMENT_COLUMNS)}) VALUES ({marks})"  # noqa: S608
 
     def get_payment(self, card_number: str, ser: int) -> PaymentRecord | None:
         row = self.c.execute(
