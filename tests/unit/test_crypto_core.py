@@ -233,9 +233,34 @@ def test_modp_params_json_and_validation() -> None:
 
 def test_validate_refuses_composite_p(monkeypatch: pytest.MonkeyPatch) -> None:
     params = MODP.params  # type: ignore[attr-defined]
+    monkeypatch.setattr(grp, "SHIPPED_PRIMES", frozenset())  # no pin vouches for p
     monkeypatch.setattr(grp, "is_probable_prime", lambda n: n == params.q)
     with pytest.raises(InvalidGroupError, match="p is not prime"):
         validate_modp_params(params)
+
+
+def test_the_pinned_primes_are_the_shipped_groups_and_are_prime() -> None:
+    """SHIPPED_PRIMES spares a process the primality tests of the shipped groups: it
+    holds exactly their p and q, and the secure group's h, and each passes the full
+    test here. A number one bit away is not vouched for, and is tested."""
+    from jointpay.crypto.batch import secure_cofactor
+
+    numbers = []
+    for params in grp.named_modp_groups().values():
+        numbers += [params.p, params.q]
+        h = (params.p - 1) // (2 * params.q)
+        if grp.is_probable_prime(h):
+            numbers.append(h)
+            assert secure_cofactor(params) == h
+        else:
+            assert secure_cofactor(params) is None
+    assert len(numbers) == 5  # RFC 5114 (h composite) and the secure group
+    assert {grp.prime_digest(n) for n in numbers} == grp.SHIPPED_PRIMES
+    assert all(grp.is_probable_prime(n) for n in numbers)  # the full test, not the pin
+    for n in numbers:
+        assert grp.prime_digest(n ^ 2) not in grp.SHIPPED_PRIMES
+        assert grp.shipped_or_probable_prime(n ^ 2) is False  # odd, tested: composite
+        assert grp.shipped_or_probable_prime(n) is True
 
 
 def test_group_folder_loading(tmp_path: Path) -> None:

@@ -52,7 +52,7 @@ from jointpay.crypto.group import (
     ModpGroup,
     ModpParams,
     Secp256k1Group,
-    is_probable_prime,
+    shipped_or_probable_prime,
 )
 from jointpay.crypto.schnorr import MAX_SER, PAYMENT_TAG, PaymentCert, challenge, verify
 
@@ -68,7 +68,7 @@ def secure_cofactor(params: ModpParams) -> int | None:
     are then 1 and -1); None otherwise (the batch test is not used on such groups)."""
     p, q = params.p, params.q
     h = (p - 1) // (2 * q)  # exact: q is an odd prime dividing the even p - 1
-    if h.bit_length() <= Z_BITS or h == q or not is_probable_prime(h):
+    if h.bit_length() <= Z_BITS or h == q or not shipped_or_probable_prime(h):
         return None
     return h
 

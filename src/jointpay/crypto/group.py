@@ -232,6 +232,37 @@ def is_probable_prime(n: int) -> bool:
     return bool(gmpy2.is_strong_bpsw_prp(m)) and bool(gmpy2.is_prime(m, _MR_ROUNDS))
 
 
+SHIPPED_PRIMES: Final = frozenset(
+    {
+        # RFC 5114 section 2.3: p, q
+        "19f37c31f951436e0fbcc4d6adf7718aedcd1d110896b3d940fc4c8034d4a8ee",
+        "a33667d608d3e76a347c0e1dde24a271171f8f9c142107eeb08a2a489e4fbffb",
+        # jointpay-secure-2048-256: p, q, h
+        "36e2ddf740b95fa32a831aa29273bde1127583af03ae9b3eb396b6bf905d4100",
+        "cf94b65d923229b84e2f1894b46ab621943ab801df86ad6f707ee2f8a8532025",
+        "998c74b675cb5a1ae807a02a13b8786a30750399478f501fb12cc07a4848a7dd",
+    }
+)
+"""The primes of the groups this package ships, pinned by :func:`prime_digest`: their
+tests' outcome is a fact about these numbers, checked by the test suite (and from the
+secure group's seed by ``tools/gen_secure_group.py --check``), so a process need not
+run them again each time it starts (123 ms for a group's p and q, 90 ms for the secure
+group's h). A number that differs in any bit has another digest and is tested."""
+
+
+def prime_digest(n: int) -> str:
+    return hashlib.sha256(
+        b"jointpay/v1/shipped-prime\x00" + n.to_bytes((n.bit_length() + 7) // 8, "big")
+    ).hexdigest()
+
+
+def shipped_or_probable_prime(n: int) -> bool:
+    """:func:`is_probable_prime`, answered at once for the shipped groups' primes
+    (:data:`SHIPPED_PRIMES`). For validating parameters when a process loads them;
+    generating a group, or re-deriving one from its seed, tests every number."""
+    return (n > 0 and prime_digest(n) in SHIPPED_PRIMES) or is_probable_prime(n)
+
+
 def validate_modp_params(params: ModpParams) -> None:
     """Check (p, q, g) as a verifier must before trusting them; raise if unfit.
 
@@ -250,9 +281,9 @@ def validate_modp_params(params: ModpParams) -> None:
         raise InvalidGroupError(f"{where}: g is not in (1, p)")
     if pow(g, q, p) != 1:
         raise InvalidGroupError(f"{where}: g does not have order q")
-    if not is_probable_prime(q):
+    if not shipped_or_probable_prime(q):
         raise InvalidGroupError(f"{where}: q is not prime")
-    if not is_probable_prime(p):
+    if not shipped_or_probable_prime(p):
         raise InvalidGroupError(f"{where}: p is not prime")
 
 
@@ -746,5 +777,6 @@ __all__ = [
     "modp_group",
     "named_modp_groups",
     "params_digest",
+    "shipped_or_probable_prime",
     "validate_modp_params",
 ]
