@@ -226,13 +226,16 @@ def test_a_deposit_written_behind_fails_whole_and_retries(
     home: Home, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A large deposit writes each chunk's payment rows on a thread of its own while
-    the next chunk is checked (``DepositRun._write``). A fault at any statement, on
-    either thread, still leaves the database as it was; the retry books it once."""
+    the next chunk is checked (``DepositRun._write``), its last chunk's in its own
+    thread; a batch whose chunks are all verified before the cards are locked is
+    written in one statement. A fault at any statement, on either thread, still
+    leaves the database as it was; the retry books it once."""
     monkeypatch.setattr(verify_pool, "CHUNK", 2)  # seven payments: four chunks
     h = home
     card, tf, key = _bank_card_and_shop(h)
     with h.bank() as bank:
         bank.verifier.min_batch = 1  # the pool, and the writes behind
+        bank.verifier.workers = 2  # three chunks in flight
         store = bank.store
         assert isinstance(store, SqlStore)
         for i in range(7):
@@ -244,21 +247,40 @@ def test_a_deposit_written_behind_fails_whole_and_retries(
         with h.terminal("Shop") as (_, terminal_store):
             terminal_store.record_results(receipt["deposit_id"], receipt["results"])
 
-        for i in range(5):
+        for i in range(9):
             h.pay(card, "Shop", 200 + i, PIN)
         where = _Where()
         message = make_deposit(key, tf.bank_id, tf.sid, 2, bank.clock(), h.export_batch("Shop"))
         receipt, error = attempt(store, where, lambda: bank.deposit(message))
         assert error is None, error
-        assert receipt["accepted"] == 5
-        # the payment rows went behind: three chunks, each its SAVEPOINT, its insert
+        assert receipt["accepted"] == 9
+        with h.terminal("Shop") as (_, terminal_store):
+            terminal_store.record_results(receipt["deposit_id"], receipt["results"])
+        # five chunks: the first four's rows went behind, each its SAVEPOINT, its insert
         # and its RELEASE (PostgreSQL's COPY goes to the driver, which the plan does
-        # not count)
+        # not count); the last one's on the depositing thread
         behind = [t for t in where.threads if t.startswith("jointpay-deposit-writes")]
-        assert len(behind) == 3 * (2 if store.dialect == "postgresql" else 3), where.threads
+        assert len(behind) == 4 * (2 if store.dialect == "postgresql" else 3), where.threads
+
+        for i in range(5):  # three chunks, all in flight: one write, nothing behind
+            h.pay(card, "Shop", 300 + i, PIN)
+        message = make_deposit(key, tf.bank_id, tf.sid, 3, bank.clock(), h.export_batch("Shop"))
+        n, receipt = every_fault(store, lambda: bank.deposit(message), commits=False)
+        assert receipt["accepted"] == 5
+        with h.terminal("Shop") as (_, terminal_store):
+            terminal_store.record_results(receipt["deposit_id"], receipt["results"])
+        for i in range(5):
+            h.pay(card, "Shop", 400 + i, PIN)
+        where = _Where()
+        message = make_deposit(key, tf.bank_id, tf.sid, 4, bank.clock(), h.export_batch("Shop"))
+        receipt, error = attempt(store, where, lambda: bank.deposit(message))
+        assert error is None, error
+        assert receipt["accepted"] == 5
+        assert not [t for t in where.threads if t.startswith("jointpay-deposit-writes")]
         report = bank.audit()
         assert report.ok, report.violations
         with store.transaction() as tx:
             merchant = tx.get_account(f"merchant:{tf.sid}").balance
-    assert merchant == sum(range(100, 107)) + sum(range(200, 205))
-    assert h.card(card).load().balance == 20_000 - sum(range(100, 107)) - sum(range(200, 205))
+    paid = sum(range(100, 107)) + sum(range(200, 209)) + sum(range(300, 305)) + sum(range(400, 405))
+    assert merchant == paid
+    assert h.card(card).load().balance == 20_000 - paid

@@ -244,11 +244,17 @@ class DepositRun:
                     chunk, jobs = [], []
         if chunk:
             send()
-        if not self._locked:  # the whole batch is in flight: its cards are locked once
-            for _, answers in inflight:  # all of it is verified (see _lock_cards)
-                answers()
+        if inflight and not self._locked:
+            # The whole batch is in flight: its cards are locked once all of it is
+            # verified (see _lock_cards), and it is settled as one part: one query of
+            # earlier records, one write. A server's deposits are such batches, and
+            # each statement under the locks is a round trip the others wait for.
+            parts = [(part, answers()) for part, answers in inflight]
+            inflight.clear()
+            self._settle_parts(parts, results, behind=False)
         while inflight:
-            self._settle(*inflight.popleft(), results)
+            part, answers = inflight.popleft()
+            self._settle_parts([(part, answers())], results, behind=bool(inflight))
         if self.foreign:
             self._clear_foreign(results)
         self._book()
@@ -266,29 +272,50 @@ class DepositRun:
         answers: Callable[[], list[Answer]],
         results: list[PaymentResult],
     ) -> None:
-        """One chunk, in batch order: its prior deposits in one query, the checks, and
-        its accepted payments written in one statement."""
-        got = answers()  # before any lock is taken (see _lock_cards)
-        if not self._locked:
+        """One chunk, once its answers are in (:meth:`_settle_parts`)."""
+        self._settle_parts([(chunk, answers())], results, behind=True)
+
+    def _settle_parts(
+        self,
+        parts: list[tuple[list[_Pending], list[Answer]]],
+        results: list[PaymentResult],
+        *,
+        behind: bool,
+    ) -> None:
+        """Verified chunks, in batch order: their prior deposits in one query, the
+        checks, and their accepted payments written in one statement (``behind``: on
+        the writer thread, while the next chunk is checked)."""
+        if not self._locked:  # once answers are in (see _lock_cards)
             self._lock_cards()
         own, foreign, cards = self._own, [], self.cards
         keys = set()
-        for _, cert, ser in chunk:
-            if isinstance(cert, str) or not 0 <= ser <= MAX_SER:
-                continue  # refused before any lookup
-            if cert.bank_id == own:
-                card = cards.get(cert.card_number)
-                # a ser above the card's highest deposited one was never deposited
-                # (the audit holds every payment's ser at or below it; the payments
-                # table's key would refuse the deposit should that ever fail)
-                if card is not None and ser <= card.highest_ser:
-                    keys.add((cert.card_number, ser))
-            else:
-                foreign.append((cert.bank_id, cert.card_number, ser))
-        # earlier sessions' records of this chunk's payments (this session's own are in
-        # self.seen and self.ib_seen); only this chunk's are kept
+        for chunk, _ in parts:
+            for _, cert, ser in chunk:
+                if isinstance(cert, str) or not 0 <= ser <= MAX_SER:
+                    continue  # refused before any lookup
+                if cert.bank_id == own:
+                    card = cards.get(cert.card_number)
+                    # a ser above the card's highest deposited one was never deposited
+                    # (the audit holds every payment's ser at or below it; the payments
+                    # table's key would refuse the deposit should that ever fail)
+                    if card is not None and ser <= card.highest_ser:
+                        keys.add((cert.card_number, ser))
+                else:
+                    foreign.append((cert.bank_id, cert.card_number, ser))
+        # earlier sessions' records of these payments (this session's own are in
+        # self.seen and self.ib_seen); only these chunks' are kept
         self.prior = self.tx.existing_payments(sorted(keys)) if keys else {}
         self.ib_prior = self.tx.existing_interbank(sorted(set(foreign))) if foreign else {}
+        for chunk, got in parts:
+            self._check_chunk(chunk, got, results)
+        if self.accepted:
+            rows, self.accepted = self.accepted, []
+            self.n_accepted += len(rows)
+            self._write(rows, behind=behind)
+
+    def _check_chunk(
+        self, chunk: list[_Pending], got: list[Answer], results: list[PaymentResult]
+    ) -> None:
         for (pos, cert, ser), answer in zip(chunk, got, strict=True):
             if answer is None:
                 label = cert.card_number if isinstance(cert, CardCert) else ""
@@ -303,10 +330,6 @@ class DepositRun:
             if result.status == "pending":  # another bank's card: cleared at the end
                 self.foreign.append((pos, p))
             results[pos] = result
-        if self.accepted:
-            rows, self.accepted = self.accepted, []
-            self.n_accepted += len(rows)
-            self._write(rows)
 
     # -- the transaction, and the payment rows written behind --------------------------
     @property
@@ -319,14 +342,15 @@ class DepositRun:
             pending.result()
         return self._tx
 
-    def _write(self, rows: list[PaymentRecord]) -> None:
-        """A chunk's accepted payments, in one statement. In a large batch the
-        statement runs on a thread of its own while this one checks the next chunk:
-        the database's own work (SQLite's B-tree, PostgreSQL's network round trip)
-        runs without the interpreter's lock, and on secp256k1 the writes were a
-        quarter of the depositing thread's time."""
+    def _write(self, rows: list[PaymentRecord], *, behind: bool) -> None:
+        """Accepted payments, in one statement. In a large batch streamed chunk by
+        chunk (``behind``) the statement runs on a thread of its own while this one
+        checks the next chunk: the database's own work (SQLite's B-tree, PostgreSQL's
+        network round trip) runs without the interpreter's lock, and on secp256k1 the
+        writes were a quarter of the depositing thread's time. A deposit's last write
+        has nothing to run beside it: it runs here, without a hand-over."""
         tx = self.tx  # the previous chunk's rows first
-        if self._writer is None:
+        if self._writer is None or not behind:
             tx.add_payments(rows)
         else:
             self._pending = self._writer.submit(tx.add_payments, rows)
