@@ -271,14 +271,12 @@ _CHILD = r"""
 import json, sys, time
 from pathlib import Path
 from jointpay.home import Home
-from jointpay.protocol.deposit import loads_strict, payments_at_most
+from jointpay.protocol.deposit import loads_strict
 root, db, merchant, path = sys.argv[1], sys.argv[2] or None, sys.argv[3], sys.argv[4]
 h = Home(Path(root), db)
 with h.bank() as bank:
     t = time.perf_counter()
-    raw = Path(path).read_bytes()
-    bank.expect_deposit(payments_at_most(len(raw)))  # as `jointpay deposit --batch` does
-    receipt = h.deposit(merchant, bank, loads_strict(raw))
+    receipt = h.deposit(merchant, bank, loads_strict(Path(path).read_bytes()))
     dt = time.perf_counter() - t
 # VmHWM, not ru_maxrss: after fork+exec ru_maxrss starts from the parent's size
 hwm = next(int(line.split()[1]) for line in open("/proc/self/status")

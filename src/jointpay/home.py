@@ -36,13 +36,7 @@ from jointpay.crypto.errors import CryptoError
 from jointpay.crypto.fips186 import verify_bank_group
 from jointpay.domain.money import convert, parse_amount, parse_rate
 from jointpay.protocol.card import CardStateError
-from jointpay.protocol.deposit import (
-    build_batch,
-    make_deposit,
-    parse_batch,
-    payments_at_most,
-    verify_receipt,
-)
+from jointpay.protocol.deposit import build_batch, make_deposit, parse_batch, verify_receipt
 from jointpay.protocol.messages import AuthKind
 from jointpay.protocol.spec import Conversion, PaymentSpec
 from jointpay.protocol.terminal import (
@@ -58,7 +52,6 @@ from jointpay.service.bank import Bank, Clock, IssuedCard, system_clock
 from jointpay.service.errors import BadInput, Refused, ServiceError
 from jointpay.service.flows import BankPort, DepositPort, WithdrawOutcome, withdraw_with_card
 from jointpay.service.policy import Policy
-from jointpay.service.verify_pool import MIN_POOL_BATCH
 from jointpay.storage import open_store
 from jointpay.storage.base import Store, UnitOfWork
 
@@ -116,28 +109,6 @@ class Home:
                 bank.close()
         finally:
             store.close()
-
-    @contextmanager
-    def bank_for_batch(self, json_bytes: int) -> Iterator[Bank | None]:
-        """The embedded bank, opened before a batch file of ``json_bytes`` bytes is
-        read, when the file may hold enough payments for the verification pool: its
-        workers then start while the file is read (:meth:`Bank.expect_deposit`).
-        None, and nothing opened, for a smaller file or a home that holds no bank (a
-        merchant whose batch is for a bank it is registered with)."""
-        most = payments_at_most(json_bytes)
-        if most < MIN_POOL_BATCH or (self.db_url is None and not (self.root / "bank.db").exists()):
-            yield None
-            return
-        with contextlib.ExitStack() as stack:
-            try:
-                bank: Bank | None = stack.enter_context(self.bank())
-            except BadInput as exc:
-                if exc.code != "no_bank":
-                    raise
-                bank = None
-            if bank is not None:
-                bank.expect_deposit(most)
-            yield bank
 
     def init_bank(
         self,
@@ -533,8 +504,6 @@ class Home:
             bank_id = bank.bank_id
             sid = _sid_at(tf, bank_id)
             if batch is None:
-                if isinstance(bank, Bank):  # its workers start while the payments are read
-                    bank.expect_deposit(store.count_pending())
                 batch = build_batch(bank_id, sid, _pending_for(tf, store, bank_id))
             parse_batch(batch)  # a malformed batch is bad input, whatever bank it names
             if batch.get("bank_id") != bank_id:

@@ -296,53 +296,6 @@ def test_start_without_groups_and_without_workers() -> None:
         verifier.close()
 
 
-def _children() -> set[int]:
-    import multiprocessing
-
-    return {p.pid for p in multiprocessing.active_children() if p.pid is not None}
-
-
-def test_expect_deposit_starts_the_workers_for_a_large_deposit_only(tmp_path: Path) -> None:
-    """A bank told of a large deposit forks its workers at once, without waiting for
-    them; the deposit then runs on those workers and starts no others."""
-    h, batch = _one_card_batch(tmp_path, "secp256k1", 6)
-    before = _children()
-    with h.bank() as bank:
-        bank.verifier.workers = 2
-        bank.expect_deposit(bank.verifier.min_batch - 1)
-        assert bank.verifier._pool is None
-        assert _children() == before
-        bank.expect_deposit(bank.verifier.min_batch)
-        started = _children() - before
-        assert len(started) == 2  # forked before the call returned
-        bank.verifier.min_batch = 1  # this small deposit goes to the started pool
-        receipt = h.deposit("Shop", bank, batch)
-        assert receipt["accepted"] == 6
-        assert _children() - before == started
-        assert bank.audit().ok
-    assert not _children() - before  # closed with the bank
-
-
-def test_a_large_batch_file_opens_the_bank_before_it_is_read(tmp_path: Path) -> None:
-    """``jointpay deposit --batch`` opens the embedded bank first for a file that may
-    hold enough payments for the pool (its workers start while the file is parsed);
-    a small file, or a home without a bank, opens nothing and creates nothing."""
-    from jointpay.protocol.deposit import MIN_PAYMENT_JSON
-    from jointpay.service.verify_pool import MIN_POOL_BATCH
-
-    h, _ = _one_card_batch(tmp_path / "bank", "secp256k1", 0)
-    large = MIN_PAYMENT_JSON * MIN_POOL_BATCH
-    with h.bank_for_batch(large - 1) as bank:
-        assert bank is None
-    with h.bank_for_batch(large) as bank:
-        assert bank is not None
-        assert bank.verifier.workers == 0 or bank.verifier._pool is not None
-    merchant_only = Home(tmp_path / "merchant", None)
-    with merchant_only.bank_for_batch(100 * large) as bank:
-        assert bank is None
-    assert not (tmp_path / "merchant" / "bank.db").exists()
-
-
 _HOLDER = """
 import sys, time
 from jointpay.service.verify_pool import Verifier

@@ -11,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jointpay.crypto.errors import DecodeError
-from jointpay.protocol.deposit import MIN_PAYMENT_JSON, canonical_json, payments_at_most
 from jointpay.protocol.spec import Conversion, PaymentSpec, _decode_fast
 
 _IDENT_CHARS = "ABCXYZabcxyz0189._:-"
@@ -116,22 +115,3 @@ def test_fast_path_serves_the_common_shape() -> None:
     assert _decode_fast(spec.encode()) == spec
     with_service = PaymentSpec("bank-1", "SP-1", 5, "EUR", 1, 2, b"\x02" * 16, "fuel", b"x")
     assert _decode_fast(with_service.encode()) == with_service
-
-
-@settings(max_examples=300, deadline=None)
-@given(data=spec_bytes_st, ser=st.integers(min_value=0, max_value=(1 << 64) - 1))
-def test_no_well_formed_payment_is_shorter_than_the_batch_size_guess(data: bytes, ser: int) -> None:
-    """:func:`payments_at_most` guesses a batch file's payments from its size: every
-    payment the bank can accept takes at least MIN_PAYMENT_JSON bytes of JSON."""
-    if _reader(data) is None:
-        return  # a malformed spec: no payment the pool would verify
-    entry = {"ser": ser, "spec": data.hex(), "b": "00" * 32, "r": "00" * 32}
-    assert len(canonical_json(entry)) >= MIN_PAYMENT_JSON
-    assert payments_at_most(len(canonical_json([entry] * 7))) >= 7
-
-
-def test_the_shortest_spec_meets_the_batch_size_guess_exactly() -> None:
-    shortest = PaymentSpec("b", "s", 1, "EUR", 0, 0, bytes(16)).encode()
-    assert _reader(shortest) is not None
-    entry = {"ser": 0, "spec": shortest.hex(), "b": "00" * 32, "r": "00" * 32}
-    assert len(canonical_json(entry)) in (MIN_PAYMENT_JSON, MIN_PAYMENT_JSON + 1)

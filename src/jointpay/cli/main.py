@@ -701,24 +701,22 @@ def deposit(
     with answering(out):
         if clearing and bank_url:
             raise BadInput("bad_option", "give --bank or --clearing, not both")
+        batch_obj = None
+        if batch is not None:
+            raw = batch.read_bytes() if str(batch) != "-" else sys.stdin.buffer.read()
+            batch_obj = loads_strict(raw)
+            if not isinstance(batch_obj, dict):
+                raise BadInput("malformed", "a batch file is one JSON object")
         port = _bank_port(bank_url)
         if clearing:
             from jointpay.api.client import ClearingDeposit
 
             tf = h.terminal_file(merchant)
             port = ClearingDeposit(clearing, tf.bank_id, tf.merchant_cert)
-        if batch is None:  # sorted by bank: ours, and each we are registered with
+        if batch_obj is None:  # sorted by bank: ours, and each we are registered with
             receipts = h.deposit_everywhere(merchant, port)
         else:
-            raw = batch.read_bytes() if str(batch) != "-" else sys.stdin.buffer.read()
-            # the embedded bank of a large batch opens first: its workers start while
-            # the file is parsed
-            with contextlib.ExitStack() as stack:
-                early = stack.enter_context(h.bank_for_batch(len(raw))) if port is None else None
-                batch_obj = loads_strict(raw)
-                if not isinstance(batch_obj, dict):
-                    raise BadInput("malformed", "a batch file is one JSON object")
-                receipts = [_deposit_batch(h, merchant, port or early, batch_obj)]
+            receipts = [_deposit_batch(h, merchant, port, batch_obj)]
         parts = [
             {
                 "bank_id": rc["bank_id"],

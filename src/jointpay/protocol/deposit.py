@@ -39,17 +39,6 @@ MAX_BATCH_PAYMENTS: Final = 200_000
 MAX_BATCH_CARDS: Final = 200_000
 MAX_CERT_HEX: Final = 64 * 1024
 """A CARD-CERT in a batch is at most 32 KiB (the largest real one is under 2 KiB)."""
-MIN_PAYMENT_JSON: Final = 300
-"""The fewest bytes a well-formed payment takes in a batch's JSON: its ser, b and r
-(64 hex digits each), a spec of at least 70 bytes (140 hex digits) and their keys."""
-
-
-def payments_at_most(json_bytes: int) -> int:
-    """How many well-formed payments a batch file of ``json_bytes`` bytes can hold at
-    most: a guess of a deposit's size before the file is read
-    (:meth:`jointpay.service.bank.Bank.expect_deposit`)."""
-    return json_bytes // MIN_PAYMENT_JSON
-
 
 REASONS: Final = (
     "malformed",

@@ -977,21 +977,6 @@ class Bank:
             raise Refused("bad_auth", "the withdrawal request is not authentic") from exc
 
     # -- FIG. 9: deposit --------------------------------------------------------------
-    def expect_deposit(self, payments: int) -> None:
-        """A deposit of about ``payments`` payments is coming: if that is large enough
-        for the verification pool, start its workers now, without waiting for them.
-
-        For a process that opens the bank and then reads a large batch (the command
-        line, an embedding application): the workers are forked before the batch is
-        in memory, so they share none of its pages, and they set themselves up while
-        the batch is read and the session checked, instead of after the deposit's
-        first chunk is sent. A guess too high only starts the pool early; too low,
-        the deposit starts it as it always does. A server starts its pool before it
-        listens and needs none of this.
-        """
-        if payments >= self.verifier.min_batch:
-            self.verifier.start(wait=False)
-
     def deposit(
         self, message: object, *, relayed: dict[tuple[str, int], Cleared] | None = None
     ) -> dict[str, Any]:

@@ -252,7 +252,7 @@ class Verifier:
         cofactor test; each worker used to redo the test, 0.17 s, before its first
         chunk), by each worker when started by ``forkserver``."""
 
-    def start(self, groups: Sequence[ModpParams] = (), *, wait: bool = True) -> None:
+    def start(self, groups: Sequence[ModpParams] = ()) -> None:
         """Start every worker now, each with these modp groups (default: the ones
         given at construction) built (parameters validated, window tables made),
         instead of on the first large deposit.
@@ -261,23 +261,14 @@ class Verifier:
         ``forkserver`` inherits nothing and would otherwise validate the group's
         primes and build its tables while the first deposits wait. Call it before
         the first deposit: a pool already running keeps the workers it has.
-
-        ``wait=False`` returns once the workers are forked, while they set
-        themselves up: for a process about to read a large batch, whose workers
-        then start beside the reading, and fork a process that does not hold the
-        batch yet (see :meth:`jointpay.service.bank.Bank.expect_deposit`). A worker
-        that fails to start breaks the pool, and the deposit that submits to it
-        fails as it would have if it had started the pool itself.
         """
         if self.workers == 0:
             return
         self._warm = tuple(groups) or self._warm
         pool = self._get_pool()
         # one task per worker: the pool starts a process for each while none is idle
-        ready = [pool.submit(_ready) for _ in range(self.workers)]
-        if wait:
-            for done in ready:
-                done.result()
+        for done in [pool.submit(_ready) for _ in range(self.workers)]:
+            done.result()
 
     def submit(
         self, task: Callable[[list[_J]], list[_R]], jobs: Sequence[_J], *, batch_size: int
