@@ -13,6 +13,7 @@ from sqlalchemy import text
 from jointpay.storage import open_store
 from jointpay.storage.migrate import alembic_config
 from jointpay.storage.sql import SqlStore, make_engine
+from jointpay.storage.tables import signed_text
 from pg import fresh_schema, schema_url
 
 ROWS = [
@@ -49,7 +50,7 @@ def test_0004_keeps_every_payment_and_its_key(url: str) -> None:
     try:
         with store.transaction() as tx:
             version = tx.c.execute(text("SELECT version_num FROM alembic_version")).scalar()
-            assert version == "0004"
+            assert version == "0005"
             got = tx.existing_payments([("4000000000000002", ser) for ser in range(4)])
             assert sorted(ser for _, ser in got) == [0, 1, 2]
             assert [got[("4000000000000002", ser)].amount for ser in range(3)] == [100, 101, 102]
@@ -72,3 +73,49 @@ def test_0004_keeps_every_payment_and_its_key(url: str) -> None:
             assert "payments_deposit" not in indexes
     finally:
         store.close()
+
+
+def test_0005_keeps_every_certificate_without_powers(url: str) -> None:
+    """A certificate stored before the comb powers keeps its fields and has none: the
+    deposit verifies its payments by exponentiation, as before."""
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), "0004")
+        conn.execute(
+            text(
+                "INSERT INTO accounts (id, kind, currency, owner, balance, created_at,"
+                " allow_negative) VALUES ('holder:a', 'holder', 'EUR', 'a', 0, 1, false)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO cards (card_number, holder, holder_account, float_account, mode,"
+                " currency, suite, group_name, joint_key, master_key, seq, highest_ser,"
+                " status, credit_limit, created_at, current_cert_id) VALUES"
+                " ('4000000000000002', 'a', 'holder:a', '', 'cheque', 'EUR', 'secp256k1',"
+                " NULL, :k, :m, 0, :h, 'active', 0, 1, :c)"
+            ),
+            {"k": b"k" * 33, "m": b"m" * 32, "h": signed_text(-1), "c": b"c" * 16},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO certs (cert_id, card_number, encoded, not_before, not_after,"
+                " issued_at) VALUES (:c, '4000000000000002', :e, 1, 2, 3)"
+            ),
+            {"c": b"c" * 16, "e": b"cert bytes"},
+        )
+    engine.dispose()
+    store = open_store(url)
+    assert isinstance(store, SqlStore)
+    try:
+        with store.transaction() as tx:
+            [cert] = tx.certs_for("4000000000000002")
+    finally:
+        store.close()
+    assert (cert.cert_id, cert.encoded, cert.not_before, cert.not_after) == (
+        b"c" * 16,
+        b"cert bytes",
+        1,
+        2,
+    )
+    assert cert.key_powers is None

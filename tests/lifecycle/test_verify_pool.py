@@ -72,6 +72,58 @@ def test_deposit_through_the_pool_matches_in_process(
     assert reasons.count("duplicate") == 1
 
 
+def test_a_modp_bank_keeps_comb_powers_and_deposits_the_same_without_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each CARD-CERT a modp bank stores carries its key's comb powers; a deposit
+    verifies its payments with them (the pool runs the same code), and gives every
+    payment the answer it gets when they are gone (a certificate stored before
+    migration 0005)."""
+    from jointpay.crypto.certs import CardCert
+    from jointpay.crypto.group import Comb
+    from jointpay.storage.sql import SqlStore
+
+    monkeypatch.setattr(verify_pool, "CHUNK", 5)
+    combed: list[int] = []
+    comb_pow = Comb.pow
+    monkeypatch.setattr(Comb, "pow", lambda self, e: combed.append(e) or comb_pow(self, e))
+    receipts = []
+    for label in ("powers", "none"):
+        h, batch = _one_card_batch(tmp_path / label, "modp-2048-256", 12)
+        pays = batch["cards"][0]["payments"]
+        for k in (2, 9):
+            r = bytearray.fromhex(pays[k]["r"])
+            r[-1] ^= 1
+            pays[k]["r"] = r.hex()
+        card = CardCert.decode(bytes.fromhex(batch["cards"][0]["cert"])).card_number
+        with h.bank() as bank:
+            assert isinstance(bank.store, SqlStore)
+            with bank.store.transaction() as tx:
+                stored = tx.certs_for(card)
+                assert stored
+                assert all(len(c.key_powers or b"") == 3 * 256 for c in stored)
+                if label == "none":
+                    tx.c.exec_driver_sql("UPDATE certs SET key_powers = NULL")
+            bank.verifier.workers = 0  # in process, where the comb's calls are counted
+            combed.clear()
+            r = h.deposit("Shop", bank, batch)
+            receipts.append([(x["ser"], x["status"], x["reason"]) for x in r["results"]])
+            assert len(combed) == (12 if label == "powers" else 0)
+            assert bank.audit().ok
+    assert receipts[0] == receipts[1]
+    assert [x[2] for x in receipts[0]].count("bad_signature") == 2
+    assert [x[1] for x in receipts[0]].count("accepted") == 10
+    h, batch = _one_card_batch(tmp_path / "secp", "secp256k1", 0)
+    with h.bank() as bank, bank.store.transaction() as tx:
+        assert all(c.key_powers is None for c in tx.certs_for(bank_card(tx)))
+
+
+def bank_card(tx: Any) -> str:
+    """The one card of a bank made by :func:`_one_card_batch`."""
+    [card] = tx.list_cards()
+    return str(card.card_number)
+
+
 def test_the_collector_is_paused_for_the_deposit_and_back_on_after(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

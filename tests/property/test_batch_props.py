@@ -26,6 +26,7 @@ from jointpay.crypto.batch import (
     verify_strict,
     verify_with_card_tables,
 )
+from jointpay.crypto.errors import InvalidElementError
 from jointpay.crypto.group import ROOT_HINT_TAG, ModpGroup, get_group
 from jointpay.crypto.schnorr import PAYMENT_TAG, PaymentCert, SecretScalar, challenge, sign, verify
 
@@ -271,6 +272,8 @@ def build(group: ModpGroup, cards: list[Card], plan: list[tuple[str, int]]) -> l
 def test_fast_paths_give_the_strict_answers(group: ModpGroup) -> None:
     cards = [Card(group) for _ in range(3)]
 
+    powers = {card.y.encoded: group.key_powers(card.y) for card in cards}
+
     @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(plans(KINDS))
     def prop(plan: list[tuple[str, int]]) -> None:
@@ -278,8 +281,48 @@ def test_fast_paths_give_the_strict_answers(group: ModpGroup) -> None:
         strict = [verify_strict(group, it) for it in items]
         assert verify_batch(group, items) == strict
         assert verify_with_card_tables(group, items, 2) == strict
+        # the bank's own certificates, with the comb powers it stored: every card
+        # below the window table's threshold goes through its comb
+        stored = [it._replace(known=True, powers=powers[it.y_enc]) for it in items]
+        assert verify_with_card_tables(group, stored, 10**9) == strict
+        assert verify_batch(group, stored) == strict
 
     prop()
+
+
+@pytest.mark.parametrize("group", [SECURE, RFC5114], ids=["secure", "rfc5114"])
+def test_the_comb_agrees_with_powmod_for_every_exponent(group: ModpGroup) -> None:
+    y = Card(group).y
+    comb = group.comb(y, group.key_powers(y))
+    assert comb is not None
+    p = gmpy2.mpz(group.p)
+    edges = [0, 1, 2, (1 << 64) - 1, 1 << 64, 1 << 128, 1 << 192, group.q - 1, (1 << 256) - 1]
+    for e in edges + [secrets.randbits(secrets.choice([8, 64, 65, 200, 256])) for _ in range(60)]:
+        assert comb.pow(e) == gmpy2.powmod(y.native, e, p), e
+    for e in (-1, 1 << 256):
+        with pytest.raises(ValueError, match="comb exponent"):
+            comb.pow(e)
+
+
+def test_the_comb_takes_only_three_residues_in_range() -> None:
+    from jointpay.crypto.group import Comb
+
+    y = Card(RFC5114).y
+    good = RFC5114.key_powers(y)
+    n = RFC5114.element_len
+    assert len(good) == 3 * n
+    for bad in (
+        b"",
+        good[:-1],
+        good + b"\x00",
+        enc(RFC5114, 1) + good[n:],
+        good[:n] + enc(RFC5114, RFC5114.p) + good[2 * n :],
+    ):
+        assert RFC5114.comb(y, bad) is None
+    with pytest.raises(ValueError, match="takes 4 powers"):
+        Comb([y.native], gmpy2.mpz(RFC5114.p))
+    with pytest.raises(InvalidElementError):
+        RFC5114.key_powers(SECURE.public_key(5))  # another group's element
 
 
 def test_one_bad_payment_among_ten_thousand_and_all_bad() -> None:

@@ -47,6 +47,7 @@ from jointpay.crypto.errors import CryptoError
 from jointpay.crypto.group import (
     Q_BITS,
     ROOT_HINT_TAG,
+    Comb,
     FixedBase,
     Group,
     ModpGroup,
@@ -139,34 +140,33 @@ class Item(NamedTuple):
     hint: bytes = b""
     known: bool = False
     """Y was validated when its CARD-CERT was issued and stored (see ``Group.decode``)."""
+    powers: bytes = b""
+    """modp: Y's comb powers, stored by the bank with that certificate (``known`` only;
+    see :meth:`ModpGroup.comb`)."""
 
 
 def verify_with_card_tables(group: ModpGroup, items: Sequence[Item], min_uses: int) -> list[bool]:
-    """The strict rule, item by item, with a window table for each card's Y that has at
-    least ``min_uses`` payments here (any modp group: no batch test involved)."""
+    """The strict rule, item by item, computing each ``Y^b`` with a window table for a
+    card's Y that has at least ``min_uses`` payments here, else by a comb where the
+    bank stored Y's powers (:meth:`ModpGroup.comb`), else by exponentiation (any modp
+    group: no batch test involved)."""
     uses: dict[bytes, int] = {}
     for it in items:
         uses[it.y_enc] = uses.get(it.y_enc, 0) + 1
-    tables: dict[bytes, FixedBase] = {}
+    tables: dict[bytes, FixedBase | Comb | None] = {}
     out: list[bool] = []
     p, q = gmpy2.mpz(group.p), group.q
     for it in items:
-        if uses[it.y_enc] < min_uses:
+        table = tables.get(it.y_enc, _UNMADE)
+        if table is _UNMADE:
+            table = tables[it.y_enc] = _key_table(group, it, uses[it.y_enc] >= min_uses)
+        if table is None:
             out.append(verify_strict(group, it))
             continue
         c = it.cert
         if not _in_range(c, q):
             out.append(False)
             continue
-        table = tables.get(it.y_enc)
-        if table is None:
-            try:
-                y = group.decode(it.y_enc, known=it.known)
-            except CryptoError:
-                uses[it.y_enc] = 0  # verify_strict refuses each of them
-                out.append(False)
-                continue
-            table = tables[it.y_enc] = FixedBase(y.native, p, bits=Q_BITS, w=4)
         v = group.g_table.pow(c.r) * table.pow(c.b) % p
         if v == 1:
             out.append(False)
@@ -174,6 +174,24 @@ def verify_with_card_tables(group: ModpGroup, items: Sequence[Item], min_uses: i
         a_enc = group.encode_value(v)
         out.append(challenge(group, PAYMENT_TAG, it.y_enc, c.ser, c.spec, a_enc) == c.b)
     return out
+
+
+_UNMADE: Final[Any] = object()
+
+
+def _key_table(group: ModpGroup, it: Item, many: bool) -> FixedBase | Comb | None:
+    """How :func:`verify_with_card_tables` raises this card's Y: a window table for
+    ``many`` payments, a comb from the stored powers, or None (strict verification,
+    which also refuses a Y that does not decode)."""
+    if not many and not (it.known and it.powers):
+        return None
+    try:
+        y = group.decode(it.y_enc, known=it.known)
+    except CryptoError:
+        return None
+    if many:
+        return FixedBase(y.native, group.p, bits=Q_BITS, w=4)
+    return group.comb(y, it.powers)
 
 
 def verify_strict(group: Group, item: Item) -> bool:

@@ -32,6 +32,7 @@ from jointpay.crypto.group import (
     SUITE_MODP,
     Group,
     GroupResolver,
+    ModpGroup,
     ModpParams,
     get_group,
     named_modp_groups,
@@ -197,6 +198,22 @@ def holder_account(holder: str) -> str:
 def clearing_account(sid: str) -> str:
     """Where a merchant's share of credit payments waits for the clearing delay."""
     return f"merchant:{sid}:clearing"
+
+
+def _cert_record(cert: CardCert, now: int) -> CertRecord:
+    """What the bank stores of a CARD-CERT it signed: its bytes, its validity and, for
+    modp, its joint key's comb powers (:meth:`ModpGroup.key_powers`)."""
+    group = cert.group
+    powers = group.key_powers(cert.joint_key) if isinstance(group, ModpGroup) else None
+    return CertRecord(
+        cert.cert_id,
+        cert.card_number,
+        cert.encode(),
+        cert.not_before,
+        cert.not_after,
+        now,
+        powers,
+    )
 
 
 class Bank:
@@ -618,11 +635,7 @@ class Bank:
                     )
                 )
             tx.add_card(record)
-            tx.add_cert(
-                CertRecord(
-                    cert.cert_id, number, cert.encode(), cert.not_before, cert.not_after, now
-                )
-            )
+            tx.add_cert(_cert_record(cert, now))
         return record
 
     # -- hot list, unblock, alerts ----------------------------------------------------
@@ -922,16 +935,7 @@ class Bank:
                 not_after=now + self.policy.cert_validity,
             ).signed(self._key)
             new_cert = renewed.encode()
-            tx.add_cert(
-                CertRecord(
-                    renewed.cert_id,
-                    card.card_number,
-                    new_cert,
-                    renewed.not_before,
-                    renewed.not_after,
-                    now,
-                )
-            )
+            tx.add_cert(_cert_record(renewed, now))
         ack = WithdrawAck(card.card_number, req.seq, req.amount, req.digest, new_cert)
         ack = replace(ack, mac=mac(card.master_key, WITHDRAW_ACK_TAG, ack.tbs()))
         encoded = ack.encode()

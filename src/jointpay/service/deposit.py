@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from jointpay.crypto.certs import CERT_ID_LEN, CardCert, CardMode
 from jointpay.crypto.errors import CryptoError
-from jointpay.crypto.group import ModpParams
 from jointpay.crypto.schnorr import MAX_SER
 from jointpay.domain.money import RATE_SCALE, convert, format_amount
 from jointpay.domain.records import (
@@ -47,7 +46,13 @@ from jointpay.service import verify_pool
 from jointpay.service.errors import Refused
 from jointpay.service.interbank import Candidate, Cleared
 from jointpay.service.rates import RATES_KEY, RateTable, load_table, rate_in
-from jointpay.service.verify_pool import Answer, RawJob, modp_params, parse_and_verify
+from jointpay.service.verify_pool import (
+    Answer,
+    JobHead,
+    RawJob,
+    modp_params,
+    parse_and_verify,
+)
 from jointpay.storage.base import InsufficientFunds, UnitOfWork
 
 if TYPE_CHECKING:
@@ -158,6 +163,8 @@ class DepositRun:
         """:meth:`_cert`'s answers by the certificate's hex text as received."""
         self._known: set[int] = set()
         """ids of the CardCerts read back from our own stored bytes."""
+        self._powers: dict[int, bytes] = {}
+        """The comb powers stored with them (modp), by the CardCert's id."""
         self._bytes: dict[int, bytes] = {}
         """Each decoded CardCert's bytes as received, by id (no re-encoding to compare)."""
         self.cards: dict[str, CardRecord] = {}
@@ -212,8 +219,8 @@ class DepositRun:
         inflight: deque[tuple[list[_Pending], Callable[[], list[Answer]]]] = deque()
         chunk: list[_Pending] = []
         jobs: list[RawJob] = []
-        heads: dict[int, tuple[str, ModpParams | None, bytes | None, bool]] = {}
-        unusable: tuple[str, ModpParams | None, bytes | None, bool] = ("", None, None, False)
+        heads: dict[int, JobHead] = {}
+        unusable: JobHead = ("", None, None, False, b"")
 
         def send() -> None:
             inflight.append((chunk, verifier.submit(parse_and_verify, jobs, batch_size=size)))
@@ -260,11 +267,14 @@ class DepositRun:
         self._book()
         return results
 
-    def _job_head(self, cert: CardCert) -> tuple[str, ModpParams | None, bytes | None, bool]:
-        """What a worker needs of a card's CARD-CERT: suite, group, enc(Y), and whether
-        we issued it (then its Y was validated before we stored it)."""
-        group = cert.group
-        return group.suite, modp_params(group), cert.joint_key.encoded, id(cert) in self._known
+    def _job_head(self, cert: CardCert) -> JobHead:
+        """What a worker needs of a card's CARD-CERT: suite, group, enc(Y), whether we
+        issued it (then its Y was validated before we stored it), and the comb powers
+        we stored with it (modp)."""
+        group, key = cert.group, id(cert)
+        known = key in self._known
+        powers = self._powers.get(key, b"") if known else b""
+        return group.suite, modp_params(group), cert.joint_key.encoded, known, powers
 
     def _settle(
         self,
@@ -413,6 +423,8 @@ class DepositRun:
             own = self._read_back(rec.encoded)
             if own is not None:
                 self._by_text[raw] = own
+                if rec.key_powers:
+                    self._powers[id(own)] = rec.key_powers
                 return own
         try:
             data = bytes.fromhex(raw)

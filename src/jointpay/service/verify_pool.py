@@ -53,11 +53,18 @@ Job = tuple[str, ModpParams | None, bytes, int, bytes, int, int, bytes, bool]
 """(suite, modp parameters or None, enc(Y), ser, spec, b, r, hint a' or b"", known):
 ``known`` says Y comes from a CARD-CERT the bank issued and stored (validated then)."""
 
-RawJob = tuple[str, ModpParams | None, bytes | None, bool, int, object, object, object, object]
-"""(suite, modp parameters or None, enc(Y), known, ser, spec, b, r, hint): a payment as
-the batch carries it, under a CARD-CERT the bank decoded and checked (``known`` as in
-:data:`Job`). enc(Y) None: the certificate is unusable (its reason code is the answer),
-and the payment is only parsed, since a malformed payment is reported as such first."""
+JobHead = tuple[str, ModpParams | None, bytes | None, bool, bytes]
+"""What the payments under one CARD-CERT share: suite, modp parameters or None, enc(Y)
+(None: the certificate is unusable), ``known`` as in :data:`Job`, and the comb powers
+the bank stored with the certificate (:meth:`ModpGroup.key_powers`; b"" if none)."""
+
+RawJob = tuple[
+    str, ModpParams | None, bytes | None, bool, bytes, int, object, object, object, object
+]
+"""(:data:`JobHead`, then ser, spec, b, r, hint): a payment as the batch carries it, under
+a CARD-CERT the bank decoded and checked. enc(Y) None: the certificate is unusable (its
+reason code is the answer), and the payment is only parsed, since a malformed payment is
+reported as such first."""
 
 Answer = tuple[PaymentSpec, bytes, bytes, bytes, bool] | None
 """(spec, spec bytes, b, r, strict answer); None for a malformed payment."""
@@ -160,7 +167,7 @@ def _parse_and_verify(jobs: Sequence[RawJob]) -> list[Answer]:
     parsed: list[tuple[PaymentSpec, bytes, bytes, bytes] | None] = []
     todo: list[tuple[ModpParams | None, Item]] = []
     where: list[int] = []
-    for suite, params, y_enc, known, ser, spec, b, r, hint in jobs:
+    for suite, params, y_enc, known, powers, ser, spec, b, r, hint in jobs:
         try:
             if type(spec) is not str or type(b) is not str or type(r) is not str:
                 raise ValueError("spec, b and r are hex strings")
@@ -179,7 +186,7 @@ def _parse_and_verify(jobs: Sequence[RawJob]) -> list[Answer]:
             with suppress(ValueError):
                 hint_bytes = bytes.fromhex(hint)
         where.append(len(parsed))
-        todo.append((modp_params(group), Item(y_enc, cert, hint_bytes, known)))
+        todo.append((modp_params(group), Item(y_enc, cert, hint_bytes, known, powers)))
         parsed.append((s, spec_bytes, b_bytes, r_bytes))
     valid = dict(zip(where, _verify_items(todo), strict=True))
     return [None if p is None else (*p, valid.get(i, False)) for i, p in enumerate(parsed)]

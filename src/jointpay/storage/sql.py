@@ -170,7 +170,7 @@ _columns(
     " joint_key master_key seq highest_ser status credit_limit created_at blacklisted_at"
     " current_cert_id",
 )
-_columns(t.certs, "cert_id card_number encoded not_before not_after issued_at")
+_columns(t.certs, "cert_id card_number encoded not_before not_after issued_at key_powers")
 _KINDS = {k.value: k for k in AccountKind}
 _STATUSES = {s.value: s for s in CardStatus}
 
@@ -235,7 +235,7 @@ def _card_values(c: CardRecord) -> dict[str, Any]:
 
 
 def _cert(r: Sequence[Any]) -> CertRecord:
-    cert_id, card_number, encoded, not_before, not_after, issued_at = r
+    cert_id, card_number, encoded, not_before, not_after, issued_at, key_powers = r
     return CertRecord(
         bytes(cert_id),
         card_number,
@@ -243,6 +243,7 @@ def _cert(r: Sequence[Any]) -> CertRecord:
         int(not_before),
         int(not_after),
         int(issued_at),
+        None if key_powers is None else bytes(key_powers),
     )
 
 
@@ -589,6 +590,7 @@ class SqlUnitOfWork:
                 "not_before": cert.not_before,
                 "not_after": cert.not_after,
                 "issued_at": cert.issued_at,
+                "key_powers": cert.key_powers,
             },
             "certificate",
         )

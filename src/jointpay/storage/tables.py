@@ -146,6 +146,7 @@ certs = Table(
     Column("not_before", BigInteger, nullable=False),
     Column("not_after", BigInteger, nullable=False),
     Column("issued_at", BigInteger, nullable=False),
+    Column("key_powers", LargeBinary, nullable=True),
     Index("certs_card", "card_number"),
 )
 
