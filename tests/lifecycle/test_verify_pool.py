@@ -101,7 +101,7 @@ def test_a_modp_bank_keeps_comb_powers_and_deposits_the_same_without_them(
             with bank.store.transaction() as tx:
                 stored = tx.certs_for(card)
                 assert stored
-                assert all(len(c.key_powers or b"") == 3 * 256 for c in stored)
+                assert all(len(c.key_powers or b"") == 7 * 256 for c in stored)
                 if label == "none":
                     tx.c.exec_driver_sql("UPDATE certs SET key_powers = NULL")
             bank.verifier.workers = 0  # in process, where the comb's calls are counted

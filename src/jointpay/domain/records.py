@@ -118,7 +118,7 @@ class CertRecord:
     not_after: int
     issued_at: int
     key_powers: bytes | None = None
-    """modp: ``enc(Y^(2^64)) || enc(Y^(2^128)) || enc(Y^(2^192))`` of the card's joint
+    """modp: ``enc(Y^(2^32)) || enc(Y^(2^64)) || ... || enc(Y^(2^224))`` of the card's joint
     key, made when the bank stored the certificate, so that a deposit verifies its
     payments by a comb (:class:`jointpay.crypto.group.Comb`) at about half the cost
     of an exponentiation; None for secp256k1, and for certificates stored before."""
