@@ -238,45 +238,46 @@ def test_a_deposit_written_behind_fails_whole_and_retries(
         bank.verifier.workers = 2  # three chunks in flight
         store = bank.store
         assert isinstance(store, SqlStore)
-        for i in range(7):
-            h.pay(card, "Shop", 100 + i, PIN)
-        message = make_deposit(key, tf.bank_id, tf.sid, 1, bank.clock(), h.export_batch("Shop"))
-        n, receipt = every_fault(store, lambda: bank.deposit(message), commits=False)
-        assert receipt["accepted"] == 7
-        assert n >= 8, n  # a fault at every chunk's write, and more
-        with h.terminal("Shop") as (_, terminal_store):
-            terminal_store.record_results(receipt["deposit_id"], receipt["results"])
 
-        for i in range(9):
-            h.pay(card, "Shop", 200 + i, PIN)
+        def session(seq: int, first: int, count: int) -> dict[str, Any]:
+            """Shop takes ``count`` payments and signs them as deposit ``seq``."""
+            for i in range(count):
+                h.pay(card, "Shop", first + i, PIN)
+            batch = h.export_batch("Shop")
+            return make_deposit(key, tf.bank_id, tf.sid, seq, bank.clock(), batch)
+
+        def recorded(receipt: dict[str, Any]) -> dict[str, Any]:
+            with h.terminal("Shop") as (_, terminal_store):
+                terminal_store.record_results(receipt["deposit_id"], receipt["results"])
+            return receipt
+
+        def behind(where: _Where) -> list[str]:
+            return [t for t in where.threads if t.startswith("jointpay-deposit-writes")]
+
+        message = session(1, 100, 7)
+        n, receipt = every_fault(store, lambda: bank.deposit(message), commits=False)
+        assert recorded(receipt)["accepted"] == 7
+        assert n >= 8, n  # a fault at every chunk's write, and more
+
         where = _Where()
-        message = make_deposit(key, tf.bank_id, tf.sid, 2, bank.clock(), h.export_batch("Shop"))
+        message = session(2, 200, 9)
         receipt, error = attempt(store, where, lambda: bank.deposit(message))
         assert error is None, error
-        assert receipt["accepted"] == 9
-        with h.terminal("Shop") as (_, terminal_store):
-            terminal_store.record_results(receipt["deposit_id"], receipt["results"])
+        assert recorded(receipt)["accepted"] == 9
         # five chunks: the first four's rows went behind, each its SAVEPOINT, its insert
         # and its RELEASE (PostgreSQL's COPY goes to the driver, which the plan does
         # not count); the last one's on the depositing thread
-        behind = [t for t in where.threads if t.startswith("jointpay-deposit-writes")]
-        assert len(behind) == 4 * (2 if store.dialect == "postgresql" else 3), where.threads
+        assert len(behind(where)) == 4 * (2 if store.dialect == "postgresql" else 3), where
 
-        for i in range(5):  # three chunks, all in flight: one write, nothing behind
-            h.pay(card, "Shop", 300 + i, PIN)
-        message = make_deposit(key, tf.bank_id, tf.sid, 3, bank.clock(), h.export_batch("Shop"))
+        message = session(3, 300, 5)  # three chunks, all in flight: one write
         n, receipt = every_fault(store, lambda: bank.deposit(message), commits=False)
-        assert receipt["accepted"] == 5
-        with h.terminal("Shop") as (_, terminal_store):
-            terminal_store.record_results(receipt["deposit_id"], receipt["results"])
-        for i in range(5):
-            h.pay(card, "Shop", 400 + i, PIN)
+        assert recorded(receipt)["accepted"] == 5
         where = _Where()
-        message = make_deposit(key, tf.bank_id, tf.sid, 4, bank.clock(), h.export_batch("Shop"))
+        message = session(4, 400, 5)
         receipt, error = attempt(store, where, lambda: bank.deposit(message))
         assert error is None, error
         assert receipt["accepted"] == 5
-        assert not [t for t in where.threads if t.startswith("jointpay-deposit-writes")]
+        assert not behind(where)  # nothing behind
         report = bank.audit()
         assert report.ok, report.violations
         with store.transaction() as tx:
