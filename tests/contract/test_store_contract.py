@@ -18,6 +18,9 @@ import pytest
 from jointpay.domain.records import (
     Account,
     AccountKind,
+    CardRecord,
+    CardStatus,
+    CertRecord,
     DepositRecord,
     InterbankRecord,
     Leg,
@@ -269,3 +272,33 @@ def test_a_cross_bank_payment_is_stored_once(store: Store) -> None:
         assert found[("bank-b", card, 0)].acquirer == "bank-a"
         assert found[("bank-b", card, 0)].spec == b"spec"
         assert [(r.issuer, r.ser) for r in tx.list_interbank()] == [("bank-b", 0), ("bank-c", 0)]
+
+
+def test_certificates_without_comb_powers_are_found_in_order_and_given_them(
+    store: Store,
+) -> None:
+    """What ``bank backfill-key-powers`` walks: the certificates stored without powers,
+    a page at a time by cert id, each set once."""
+    with store.transaction() as tx:
+        tx.create_account(account("holder:h"))
+        tx.add_card(
+            CardRecord(
+                "4000000000000002", "h", "holder:h", "", "cheque", "EUR", "secp256k1",
+                None, b"k" * 33, b"m" * 32, 0, -1, CardStatus.ACTIVE, 0, 1,
+                current_cert_id=b"\x05" * 16,
+            )
+        )  # fmt: skip
+        for i in (5, 1, 3, 2):
+            powers = b"p" if i == 2 else None
+            tx.add_cert(CertRecord(bytes([i]) * 16, "4000000000000002", b"c", 1, 2, 3, powers))
+    with store.transaction() as tx:
+        first = tx.certs_without_powers(b"", 2)
+        assert [c.cert_id[0] for c in first] == [1, 3]
+        assert [c.cert_id[0] for c in tx.certs_without_powers(first[-1].cert_id, 2)] == [5]
+        tx.set_cert_powers(bytes([3]) * 16, b"powers")
+        with pytest.raises(NotFound):
+            tx.set_cert_powers(bytes([9]) * 16, b"powers")
+    with store.transaction() as tx:
+        assert [c.cert_id[0] for c in tx.certs_without_powers(b"", 10)] == [1, 5]
+        assert tx.get_cert(bytes([3]) * 16).key_powers == b"powers"
+        assert tx.get_cert(bytes([2]) * 16).key_powers == b"p"

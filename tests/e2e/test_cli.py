@@ -498,3 +498,11 @@ def test_a_large_batch_file_through_the_command_line(tmp_path: Path) -> None:
     books = ledger(home)
     assert books["payments"] == n
     assert books["audit"]
+
+
+def test_backfill_key_powers_has_nothing_to_do_on_secp256k1(world: dict[str, Any]) -> None:
+    """The command that gives modp certificates stored before migration 0005 their comb
+    powers (its work is tested on a modp bank in tests/lifecycle)."""
+    before = ledger(world["home"])
+    assert jp(world["home"], "bank", "backfill-key-powers") == {"certificates": 0}
+    assert ledger(world["home"]) == before

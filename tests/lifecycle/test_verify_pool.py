@@ -88,7 +88,7 @@ def test_a_modp_bank_keeps_comb_powers_and_deposits_the_same_without_them(
     comb_pow = Comb.pow
     monkeypatch.setattr(Comb, "pow", lambda self, e: combed.append(e) or comb_pow(self, e))
     receipts = []
-    for label in ("powers", "none"):
+    for label in ("powers", "none", "backfilled"):
         h, batch = _one_card_batch(tmp_path / label, "modp-2048-256", 12)
         pays = batch["cards"][0]["payments"]
         for k in (2, 9):
@@ -102,20 +102,31 @@ def test_a_modp_bank_keeps_comb_powers_and_deposits_the_same_without_them(
                 stored = tx.certs_for(card)
                 assert stored
                 assert all(len(c.key_powers or b"") == 7 * 256 for c in stored)
-                if label == "none":
+                if label != "powers":  # certificates stored before migration 0005
                     tx.c.exec_driver_sql("UPDATE certs SET key_powers = NULL")
+            if label == "backfilled":  # a page at a time: one certificate a transaction
+                assert bank.backfill_key_powers(batch=1) == len(stored)
+                assert bank.backfill_key_powers() == 0  # each once
+                with bank.store.transaction() as tx:
+                    assert [c.key_powers for c in tx.certs_for(card)] == [
+                        c.key_powers for c in stored
+                    ]
             bank.verifier.workers = 0  # in process, where the comb's calls are counted
             combed.clear()
             r = h.deposit("Shop", bank, batch)
             receipts.append([(x["ser"], x["status"], x["reason"]) for x in r["results"]])
-            assert len(combed) == (12 if label == "powers" else 0)
+            assert len(combed) == (0 if label == "none" else 12)
             assert bank.audit().ok
-    assert receipts[0] == receipts[1]
+    assert receipts[0] == receipts[1] == receipts[2]
     assert [x[2] for x in receipts[0]].count("bad_signature") == 2
     assert [x[1] for x in receipts[0]].count("accepted") == 10
     h, batch = _one_card_batch(tmp_path / "secp", "secp256k1", 0)
-    with h.bank() as bank, bank.store.transaction() as tx:
-        assert all(c.key_powers is None for c in tx.certs_for(bank_card(tx)))
+    with h.bank() as bank:
+        with bank.store.transaction() as tx:
+            assert all(c.key_powers is None for c in tx.certs_for(bank_card(tx)))
+        assert bank.backfill_key_powers() == 0  # nothing to do on secp256k1
+        with pytest.raises(ValueError, match="at least one"):
+            bank.backfill_key_powers(batch=0)
 
 
 def bank_card(tx: Any) -> str:

@@ -466,6 +466,21 @@ def bank_alerts(ctx: typer.Context, home: HomeOpt = None, json_: JsonOpt = False
         out.done({"alerts": rows}, human)
 
 
+@bank_app.command("backfill-key-powers")
+def bank_backfill_key_powers(
+    ctx: typer.Context, home: HomeOpt = None, json_: JsonOpt = False
+) -> None:
+    """Store the comb powers of modp certificates stored before migration 0005 (once,
+    after the upgrade; safe while the bank serves)."""
+    h, out = _ctx(ctx, home, json_)
+    with answering(out), h.bank() as bank:
+        n = bank.backfill_key_powers()
+        out.done(
+            {"certificates": n},
+            lambda c: c.print(f"Stored the comb powers of {n} certificate(s)."),
+        )
+
+
 @bank_app.command("audit")
 def bank_audit(ctx: typer.Context, home: HomeOpt = None, json_: JsonOpt = False) -> None:
     """Check every ledger invariant."""

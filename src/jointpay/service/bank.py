@@ -638,6 +638,29 @@ class Bank:
             tx.add_cert(_cert_record(cert, now))
         return record
 
+    def backfill_key_powers(self, batch: int = 500) -> int:
+        """Store the comb powers (:meth:`ModpGroup.key_powers`) of every certificate
+        stored without them, those a modp bank stored before migration 0005, ``batch``
+        to a transaction; return how many. A deposit then verifies their payments by
+        the comb (crypto.md). Safe while the bank serves, and to run again: each
+        certificate is done once. Nothing to do on secp256k1."""
+        if batch < 1:
+            raise ValueError("a batch is at least one certificate")
+        if not isinstance(self.group, ModpGroup):
+            return 0
+        done, after = 0, b""
+        while True:
+            with self.store.transaction() as tx:
+                stored = tx.certs_without_powers(after, batch)
+                for rec in stored:  # ours, checked when we stored it: read back known
+                    cert = CardCert.decode(rec.encoded, self.resolve_group, known=True)
+                    if isinstance(cert.group, ModpGroup):
+                        tx.set_cert_powers(rec.cert_id, cert.group.key_powers(cert.joint_key))
+                        done += 1
+            if len(stored) < batch:
+                return done
+            after = stored[-1].cert_id
+
     # -- hot list, unblock, alerts ----------------------------------------------------
     def blacklist(self, card_number: str, reason: str = "reported") -> HotlistEntry:
         with self.store.transaction() as tx:

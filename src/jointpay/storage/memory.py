@@ -161,6 +161,14 @@ class MemoryUnitOfWork:
             key=lambda c: c.issued_at,
         )
 
+    def certs_without_powers(self, after: bytes, limit: int) -> list[CertRecord]:
+        ids = sorted(i for i, c in self._d.certs.items() if c.key_powers is None and i > after)
+        return [self._d.certs[i] for i in ids[:limit]]
+
+    def set_cert_powers(self, cert_id: bytes, powers: bytes) -> None:
+        cert = _get(self._d.certs, cert_id, "certificate")
+        self._d.certs[cert_id] = replace(cert, key_powers=powers)
+
     def add_merchant(self, merchant: MerchantRecord) -> None:
         if merchant.sid in self._d.merchants or any(
             m.name == merchant.name for m in self._d.merchants.values()

@@ -603,6 +603,24 @@ class SqlUnitOfWork:
         found = (_cert(r) for r in self._rows_in(t.certs, "cert_id", cert_ids))
         return {c.cert_id: c for c in found}
 
+    def certs_without_powers(self, after: bytes, limit: int) -> list[CertRecord]:
+        return [
+            _cert(r)
+            for r in self.c.execute(
+                select(t.certs)
+                .where(t.certs.c.key_powers.is_(None), t.certs.c.cert_id > after)
+                .order_by(t.certs.c.cert_id)
+                .limit(limit)
+            )
+        ]
+
+    def set_cert_powers(self, cert_id: bytes, powers: bytes) -> None:
+        done = self.c.execute(
+            update(t.certs).where(t.certs.c.cert_id == cert_id).values(key_powers=powers)
+        )
+        if done.rowcount != 1:
+            raise NotFound(f"no certificate {cert_id.hex()}")
+
     def certs_for(self, card_number: str) -> list[CertRecord]:
         return [
             _cert(r)
