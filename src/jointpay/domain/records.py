@@ -119,9 +119,10 @@ class CertRecord:
     issued_at: int
     key_powers: bytes | None = None
     """modp: ``enc(Y^(2^32)) || enc(Y^(2^64)) || ... || enc(Y^(2^224))`` of the card's joint
-    key, made when the bank stored the certificate, so that a deposit verifies its
-    payments by a comb (:class:`jointpay.crypto.group.Comb`) at about half the cost
-    of an exponentiation; None for secp256k1, and for certificates stored before."""
+    key, made when the bank stored the certificate, so that a deposit raises the key
+    by a comb (:class:`jointpay.crypto.group.Comb`) at about half the cost of an
+    exponentiation; None for secp256k1, and for certificates stored before migration
+    0005 until ``jointpay bank backfill-key-powers``."""
 
 
 @dataclass(frozen=True, slots=True)
