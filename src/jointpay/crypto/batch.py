@@ -55,7 +55,15 @@ from jointpay.crypto.group import (
     Secp256k1Group,
     shipped_or_probable_prime,
 )
-from jointpay.crypto.schnorr import MAX_SER, PAYMENT_TAG, PaymentCert, challenge, verify
+from jointpay.crypto.schnorr import (
+    MAX_SER,
+    PAYMENT_TAG,
+    PaymentCert,
+    challenge,
+    challenge_after,
+    challenge_prefix,
+    verify,
+)
 
 Z_BITS: Final = 64
 """Bits of each random batch exponent: a bad batch passes with probability <= 2^-64."""
@@ -335,6 +343,7 @@ def verify_batch_secp256k1(
     q = group.q
     out: list[bool | None] = [None] * len(items)
     keys: dict[bytes, Any] = {}
+    prefixes: dict[bytes, Any] = {}
     hints: dict[int, Any] = {}
     ready: list[int] = []
     for i, it in enumerate(items):
@@ -344,8 +353,12 @@ def verify_batch_secp256k1(
             continue
         point = None
         enc = group.hint_encoding(it.hint)
-        if enc is not None and challenge(group, PAYMENT_TAG, it.y_enc, c.ser, c.spec, enc) == c.b:
-            point = group.hint_point(it.hint)
+        if enc is not None:
+            prefix = prefixes.get(it.y_enc)
+            if prefix is None:
+                prefix = prefixes[it.y_enc] = challenge_prefix(group, PAYMENT_TAG, it.y_enc)
+            if challenge_after(prefix, q, c.ser, c.spec, enc) == c.b:
+                point = group.hint_point(it.hint, shape_checked=True)
         if point is None:
             out[i] = verify_strict(group, it)  # no hint, a wrong one, or no point
             continue

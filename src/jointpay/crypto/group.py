@@ -631,15 +631,16 @@ class Secp256k1Group(Group):
             return bytes((2 | (data[64] & 1),)) + data[1:33]
         return None
 
-    def hint_point(self, data: bytes) -> _CurvePoint | None:
+    def hint_point(self, data: bytes, *, shape_checked: bool = False) -> _CurvePoint | None:
         """The point a terminal's untrusted hint names, SEC1 compressed (33 bytes) or
         uncompressed (65 bytes, ``04 || x || y``), or None when it names none: the
         batch test then leaves it out (that payment is verified strictly).
 
         The uncompressed form costs a check of the curve equation (0.8 µs here), the
         compressed one a square root (6.4 µs): terminals send the former
-        (:meth:`hint_of`). Hybrid encodings (06, 07) are refused."""
-        if self.hint_encoding(data) is None:
+        (:meth:`hint_of`). Hybrid encodings (06, 07) are refused. ``shape_checked``: the
+        caller had :meth:`hint_encoding` accept ``data`` already."""
+        if not shape_checked and self.hint_encoding(data) is None:
             return None
         try:
             return _CurvePoint(data)

@@ -23,7 +23,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from jointpay.crypto.encoding import lp, u64
 from jointpay.crypto.errors import DecodeError, InvalidScalarError, InvalidSignature
@@ -76,12 +76,21 @@ def challenge(group: Group, tag: bytes, y_enc: bytes, ser: int, spec: bytes, a_e
     ``b = int_be(SHA-256(LP(tag) || LP(suite) || LP(enc(Y)) || u64(ser) || LP(spec)
     || LP(enc(a)))) mod q``.
     """
-    digest = hashlib.sha256(
-        b"".join(
-            (lp(tag), lp(group.suite.encode("ascii")), lp(y_enc), u64(ser), lp(spec), lp(a_enc))
-        )
-    ).digest()
-    return int.from_bytes(digest, "big") % group.q
+    return challenge_after(challenge_prefix(group, tag, y_enc), group.q, ser, spec, a_enc)
+
+
+def challenge_prefix(group: Group, tag: bytes, y_enc: bytes) -> Any:
+    """SHA-256 fed with what :func:`challenge` hashes first, ``LP(tag) || LP(suite) ||
+    LP(enc(Y))``: the same for every payment of a card, so a verifier of many hashes it
+    once (:func:`challenge_after` takes a copy)."""
+    return hashlib.sha256(b"".join((lp(tag), lp(group.suite.encode("ascii")), lp(y_enc))))
+
+
+def challenge_after(prefix: Any, q: int, ser: int, spec: bytes, a_enc: bytes) -> int:
+    """:func:`challenge` from its :func:`challenge_prefix` (left as it was)."""
+    h = prefix.copy()
+    h.update(b"".join((u64(ser), lp(spec), lp(a_enc))))
+    return int.from_bytes(h.digest(), "big") % q
 
 
 def derive_nonce(
