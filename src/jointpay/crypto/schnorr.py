@@ -76,20 +76,29 @@ def challenge(group: Group, tag: bytes, y_enc: bytes, ser: int, spec: bytes, a_e
     ``b = int_be(SHA-256(LP(tag) || LP(suite) || LP(enc(Y)) || u64(ser) || LP(spec)
     || LP(enc(a)))) mod q``.
     """
-    return challenge_after(challenge_prefix(group, tag, y_enc), group.q, ser, spec, a_enc)
+    digest = hashlib.sha256(_card_part(group, tag, y_enc) + _payment_part(ser, spec, a_enc))
+    return int.from_bytes(digest.digest(), "big") % group.q
+
+
+def _card_part(group: Group, tag: bytes, y_enc: bytes) -> bytes:
+    return b"".join((lp(tag), lp(group.suite.encode("ascii")), lp(y_enc)))
+
+
+def _payment_part(ser: int, spec: bytes, a_enc: bytes) -> bytes:
+    return b"".join((u64(ser), lp(spec), lp(a_enc)))
 
 
 def challenge_prefix(group: Group, tag: bytes, y_enc: bytes) -> Any:
     """SHA-256 fed with what :func:`challenge` hashes first, ``LP(tag) || LP(suite) ||
     LP(enc(Y))``: the same for every payment of a card, so a verifier of many hashes it
     once (:func:`challenge_after` takes a copy)."""
-    return hashlib.sha256(b"".join((lp(tag), lp(group.suite.encode("ascii")), lp(y_enc))))
+    return hashlib.sha256(_card_part(group, tag, y_enc))
 
 
 def challenge_after(prefix: Any, q: int, ser: int, spec: bytes, a_enc: bytes) -> int:
     """:func:`challenge` from its :func:`challenge_prefix` (left as it was)."""
     h = prefix.copy()
-    h.update(b"".join((u64(ser), lp(spec), lp(a_enc))))
+    h.update(_payment_part(ser, spec, a_enc))
     return int.from_bytes(h.digest(), "big") % q
 
 
