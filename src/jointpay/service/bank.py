@@ -200,19 +200,24 @@ def clearing_account(sid: str) -> str:
     return f"merchant:{sid}:clearing"
 
 
-def _cert_record(cert: CardCert, now: int) -> CertRecord:
-    """What the bank stores of a CARD-CERT it signed: its bytes, its validity and, for
-    modp, its joint key's comb powers (:meth:`ModpGroup.key_powers`)."""
+def _key_powers(cert: CardCert) -> bytes | None:
+    """The comb powers of a certificate's joint key (:meth:`ModpGroup.key_powers`);
+    None on secp256k1."""
     group = cert.group
-    powers = group.key_powers(cert.joint_key) if isinstance(group, ModpGroup) else None
+    return group.key_powers(cert.joint_key) if isinstance(group, ModpGroup) else None
+
+
+def _cert_record(cert: CardCert, encoded: bytes, now: int) -> CertRecord:
+    """What the bank stores of a CARD-CERT it signed: its bytes (``encoded``), its
+    validity and its key's comb powers."""
     return CertRecord(
         cert.cert_id,
         cert.card_number,
-        cert.encode(),
+        encoded,
         cert.not_before,
         cert.not_after,
         now,
-        powers,
+        _key_powers(cert),
     )
 
 
@@ -635,7 +640,7 @@ class Bank:
                     )
                 )
             tx.add_card(record)
-            tx.add_cert(_cert_record(cert, now))
+            tx.add_cert(_cert_record(cert, cert.encode(), now))
         return record
 
     def backfill_key_powers(self, batch: int = 500) -> int:
@@ -654,8 +659,9 @@ class Bank:
                 stored = tx.certs_without_powers(after, batch)
                 for rec in stored:  # ours, checked when we stored it: read back known
                     cert = CardCert.decode(rec.encoded, self.resolve_group, known=True)
-                    if isinstance(cert.group, ModpGroup):
-                        tx.set_cert_powers(rec.cert_id, cert.group.key_powers(cert.joint_key))
+                    powers = _key_powers(cert)
+                    if powers is not None:
+                        tx.set_cert_powers(rec.cert_id, powers)
                         done += 1
             if len(stored) < batch:
                 return done
@@ -958,7 +964,7 @@ class Bank:
                 not_after=now + self.policy.cert_validity,
             ).signed(self._key)
             new_cert = renewed.encode()
-            tx.add_cert(_cert_record(renewed, now))
+            tx.add_cert(_cert_record(renewed, new_cert, now))
         ack = WithdrawAck(card.card_number, req.seq, req.amount, req.digest, new_cert)
         ack = replace(ack, mac=mac(card.master_key, WITHDRAW_ACK_TAG, ack.tbs()))
         encoded = ack.encode()

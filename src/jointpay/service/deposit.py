@@ -225,7 +225,7 @@ class DepositRun:
         def send() -> None:
             inflight.append((chunk, verifier.submit(parse_and_verify, jobs, batch_size=size)))
             while len(inflight) > depth:
-                self._settle(*inflight.popleft(), results)
+                self._settle(*inflight.popleft(), results, behind=True)
 
         label, head, malformed = "", unusable, False
         for cert_raw, payments in self.req.batch.groups():
@@ -261,7 +261,8 @@ class DepositRun:
             self._settle_parts(parts, results, behind=False)
         while inflight:
             part, answers = inflight.popleft()
-            self._settle_parts([(part, answers())], results, behind=bool(inflight))
+            # the last chunk's rows are written on this thread (see _write)
+            self._settle(part, answers, results, behind=bool(inflight))
         if self.foreign:
             self._clear_foreign(results)
         self._book()
@@ -271,19 +272,20 @@ class DepositRun:
         """What a worker needs of a card's CARD-CERT: suite, group, enc(Y), whether we
         issued it (then its Y was validated before we stored it), and the comb powers
         we stored with it (modp)."""
-        group, key = cert.group, id(cert)
-        known = key in self._known
-        powers = self._powers.get(key, b"") if known else b""
-        return group.suite, modp_params(group), cert.joint_key.encoded, known, powers
+        group, key = cert.group, id(cert)  # _powers holds only read-back (known) certs
+        powers = self._powers.get(key, b"")
+        return group.suite, modp_params(group), cert.joint_key.encoded, key in self._known, powers
 
     def _settle(
         self,
         chunk: list[_Pending],
         answers: Callable[[], list[Answer]],
         results: list[PaymentResult],
+        *,
+        behind: bool,
     ) -> None:
         """One chunk, once its answers are in (:meth:`_settle_parts`)."""
-        self._settle_parts([(chunk, answers())], results, behind=True)
+        self._settle_parts([(chunk, answers())], results, behind=behind)
 
     def _settle_parts(
         self,
