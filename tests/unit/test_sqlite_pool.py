@@ -1,6 +1,6 @@
 """A SQLite store keeps its connections open between transactions (jointpay.storage.sql):
-the write-ahead log is checkpointed by SQLite's own rule and when the store closes, not
-at the end of every transaction."""
+the write-ahead log is checkpointed on a thread of the store's and when the store closes,
+not at the end of every transaction nor inside a commit."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import sqlite3
 import threading
 from pathlib import Path
 
+import pytest
+
 from jointpay.domain.records import Account, AccountKind
-from jointpay.storage.sql import SQLITE_POOL_SIZE, SqlStore
+from jointpay.storage.sql import CHECKPOINT_ROWS, SQLITE_POOL_SIZE, SqlStore, _Checkpointer
 
 
 def _account(i: int) -> Account:
@@ -61,3 +63,51 @@ def test_more_threads_than_kept_connections_never_wait_for_one(tmp_path: Path) -
         t.join(60)
     store.close()
     assert not errors
+
+
+def test_the_log_is_folded_in_on_a_thread_of_its_own_once_enough_rows_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite's own rule (a checkpoint inside the commit that brings the log past 1,000
+    pages) is off: the committing thread never copies the log into the file, a thread
+    of the store's does, after CHECKPOINT_ROWS changed rows, and ends when done."""
+    ran: list[str] = []
+    run = _Checkpointer._run
+
+    def spy(self: _Checkpointer) -> None:
+        ran.append(threading.current_thread().name)
+        run(self)
+
+    monkeypatch.setattr(_Checkpointer, "_run", spy)
+    path = tmp_path / "bank.db"
+    store = SqlStore(f"sqlite:///{path}")
+    raw = store.engine.raw_connection()
+    try:
+        assert raw.cursor().execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+    finally:
+        raw.close()
+    with store.transaction() as tx:
+        for i in range(CHECKPOINT_ROWS - 1):
+            tx.create_account(_account(i))
+    checkpoints = store._checkpoints
+    assert checkpoints is not None
+    checkpoints.wait()
+    assert ran == []  # fewer rows than the threshold: the log stays
+    wal = path.with_name("bank.db-wal")
+    logged = wal.stat().st_size
+    with store.transaction() as tx:
+        tx.create_account(_account(CHECKPOINT_ROWS))
+    checkpoints.wait()
+    assert ran == ["jointpay-sqlite-checkpoint"]
+    assert not any(t.name == "jointpay-sqlite-checkpoint" for t in threading.enumerate())
+    # the log was copied into the file: a reader of the file alone sees every row
+    copy = tmp_path / "copy.db"
+    copy.write_bytes(path.read_bytes())  # the database file without its log
+    assert wal.stat().st_size >= logged  # a passive checkpoint leaves the log in place
+    db = sqlite3.connect(copy)
+    try:
+        assert db.execute("SELECT count(*) FROM accounts").fetchone() == (CHECKPOINT_ROWS,)
+    finally:
+        db.close()
+    store.close()
+    assert not wal.exists()

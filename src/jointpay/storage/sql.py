@@ -12,11 +12,15 @@ Concurrency and exactly-once:
   fails in the database with :class:`Conflict` and rolls its whole transaction back.
 * SQLite starts every transaction with ``BEGIN IMMEDIATE`` (WAL journal,
   ``synchronous=FULL``), so writers are serialised by the database lock instead of
-  failing mid-transaction, and a committed transaction survives power loss.
+  failing mid-transaction, and a committed transaction survives power loss. Its
+  write-ahead log is folded into the database file on a thread of its own
+  (:class:`_Checkpointer`), not by the transaction that commits.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -53,6 +57,11 @@ from jointpay.storage.sqlite_blobs import register_identity_adapters
 _IN_CHUNK = 500
 SQLITE_POOL_SIZE: Final = 4
 """SQLite connections kept open between transactions by one store."""
+CHECKPOINT_ROWS: Final = 1000
+"""Rows a SQLite store's transactions change between two checkpoints of its log (SQLite's
+own rule, turned off here, is 1,000 pages of log: at least as many rows)."""
+
+log = logging.getLogger(__name__)
 
 
 T = TypeVar("T")
@@ -103,6 +112,7 @@ def make_engine(url: str, *, schema: str | None = None) -> Engine:
                 "synchronous=FULL",
                 "foreign_keys=ON",
                 "busy_timeout=30000",
+                "wal_autocheckpoint=0",  # the store's _Checkpointer folds the log in
             ):
                 cur.execute(f"PRAGMA {pragma}")
             cur.close()
@@ -134,6 +144,7 @@ class SqlStore:
         self.engine = make_engine(url, schema=schema)
         self.dialect = self.engine.dialect.name
         upgrade(self.engine)
+        self._checkpoints = _Checkpointer(self.engine) if self.dialect == "sqlite" else None
         self.faults: FaultPlan | None = None
         """A fault plan for drills and tests (see :class:`FaultPlan`); None in service."""
 
@@ -144,13 +155,92 @@ class SqlStore:
 
     @contextmanager
     def transaction(self) -> Iterator[SqlUnitOfWork]:
+        checkpoints = self._checkpoints
         with self.engine.begin() as conn:
+            driver: Any = conn.connection.driver_connection if checkpoints else None
+            before = driver.total_changes if driver is not None else 0
             yield SqlUnitOfWork(conn)
             if self.faults is not None:
                 self.faults.on_commit()  # raising here rolls the transaction back
+            changed = driver.total_changes - before if driver is not None else 0
+        if checkpoints is not None:
+            checkpoints.committed(changed)
 
     def close(self) -> None:
+        if self._checkpoints is not None:
+            self._checkpoints.close()  # before the last connection folds in the rest
         self.engine.dispose()
+
+
+class _Checkpointer:
+    """Folds a SQLite store's write-ahead log into the database file on a thread of its
+    own, once its transactions have changed :data:`CHECKPOINT_ROWS` rows.
+
+    SQLite's own rule (``wal_autocheckpoint``, turned off on the store's connections)
+    runs the checkpoint inside the commit that brings the log past 1,000 pages: the
+    transaction's caller waits while every page of the log is copied into the file. A
+    deposit of 10,000 payments from as many cards logs some 15,000 pages, and its answer
+    waited 150 to 190 ms for them (of 3.4 s). The checkpoint here is SQLite's
+    ``PASSIVE`` one, as the automatic one is: it copies what no reader still needs and
+    never blocks a reader or a writer. Committed transactions are durable in the log
+    already (``synchronous=FULL``); the last connection's close folds in the rest.
+
+    The thread lives only while there is log to fold in: the verification pool starts
+    its workers by ``fork`` only when the process runs no other thread."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._lock = threading.Lock()
+        self._changed = 0
+        self._thread: threading.Thread | None = None
+        self._again = False
+        self._closed = False
+
+    def committed(self, changed: int) -> None:
+        """A transaction committed, having changed ``changed`` rows."""
+        with self._lock:
+            self._changed += changed
+            if self._changed < CHECKPOINT_ROWS or self._closed:
+                return
+            self._changed = 0
+            if self._thread is not None:
+                self._again = True  # the running one checkpoints once more
+                return
+            self._thread = threading.Thread(
+                target=self._run, name="jointpay-sqlite-checkpoint", daemon=True
+            )
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                conn = self._engine.raw_connection()
+                try:
+                    cursor = conn.cursor()
+                    cursor.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    cursor.fetchall()
+                    cursor.close()
+                finally:
+                    conn.close()
+            except Exception:  # the next one, or the close, folds the log in
+                log.exception("checkpoint of the SQLite log failed")
+            with self._lock:
+                if not self._again or self._closed:
+                    self._thread = None
+                    return
+                self._again = False
+
+    def wait(self) -> None:
+        """Until no checkpoint runs."""
+        with self._lock:
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+        self.wait()
 
 
 def _columns(table: Any, names: str) -> None:
