@@ -10,6 +10,8 @@ batch test is weakest against: -1 and an element of order h.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import gmpy2
@@ -27,7 +29,7 @@ from jointpay.crypto.batch import (
     verify_with_card_tables,
 )
 from jointpay.crypto.errors import InvalidElementError
-from jointpay.crypto.group import ROOT_HINT_TAG, ModpGroup, get_group
+from jointpay.crypto.group import ROOT_HINT_TAG, Comb, ModpGroup, get_group
 from jointpay.crypto.schnorr import PAYMENT_TAG, PaymentCert, SecretScalar, challenge, sign, verify
 
 SECURE = get_group("modp-2048-256", "jointpay-secure-2048-256")
@@ -287,7 +289,38 @@ def test_fast_paths_give_the_strict_answers(group: ModpGroup) -> None:
         assert verify_with_card_tables(group, stored, 10**9) == strict
         assert verify_batch(group, stored) == strict
 
-    prop()
+    with _without_g_comb(group):  # g^r from the window table, beside each comb
+        prop()
+    group.g_comb  # noqa: B018 - built: now g^r rides on each comb's squarings
+    with _counting(Comb, "pow_with") as calls:
+        prop()
+    assert calls
+
+
+@contextmanager
+def _without_g_comb(group: ModpGroup) -> Iterator[None]:
+    """The group as a process has it before anything built its ``g`` comb."""
+    kept, group._g_comb = group._g_comb, None
+    try:
+        yield
+    finally:
+        group._g_comb = kept
+
+
+@contextmanager
+def _counting(cls: type, name: str) -> Iterator[list[int]]:
+    calls: list[int] = []
+    method = getattr(cls, name)
+
+    def counted(*args: object) -> object:
+        calls.append(1)
+        return method(*args)
+
+    setattr(cls, name, counted)
+    try:
+        yield calls
+    finally:
+        setattr(cls, name, method)
 
 
 @pytest.mark.parametrize("group", [SECURE, RFC5114], ids=["secure", "rfc5114"])
@@ -297,16 +330,26 @@ def test_the_comb_agrees_with_powmod_for_every_exponent(group: ModpGroup) -> Non
     assert comb is not None
     p = gmpy2.mpz(group.p)
     edges = [0, 1, 2, (1 << 32) - 1, 1 << 32, 1 << 128, 1 << 224, group.q - 1, (1 << 256) - 1]
-    for e in edges + [secrets.randbits(secrets.choice([8, 64, 65, 200, 256])) for _ in range(60)]:
+    exps = edges + [secrets.randbits(secrets.choice([8, 64, 65, 200, 256])) for _ in range(60)]
+    for e in exps:
         assert comb.pow(e) == gmpy2.powmod(y.native, e, p), e
+    g = gmpy2.mpz(group.g)
+    for e, r in [*zip(exps, reversed(exps), strict=True), *((e, e) for e in edges)]:
+        want = gmpy2.powmod(y.native, e, p) * gmpy2.powmod(g, r, p) % p
+        assert comb.pow_with(e, group.g_comb, r) == want, (e, r)
     for e in (-1, 1 << 256):
         with pytest.raises(ValueError, match="comb exponent"):
             comb.pow(e)
+        with pytest.raises(ValueError, match="comb exponents"):
+            comb.pow_with(e, group.g_comb, 1)
+        with pytest.raises(ValueError, match="comb exponents"):
+            comb.pow_with(1, group.g_comb, e)
+    other = SECURE if group is RFC5114 else RFC5114
+    with pytest.raises(ValueError, match="same p"):
+        comb.pow_with(1, other.g_comb, 1)
 
 
 def test_the_comb_takes_only_three_residues_in_range() -> None:
-    from jointpay.crypto.group import Comb
-
     y = Card(RFC5114).y
     good = RFC5114.key_powers(y)
     n = RFC5114.element_len

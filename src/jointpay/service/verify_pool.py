@@ -226,8 +226,10 @@ def _start_worker(parent: int | None, groups: Sequence[ModpParams]) -> None:
 def _build_groups(groups: Sequence[ModpParams]) -> None:
     """Build (and cache) the modp groups a worker will verify in."""
     for params in groups:
-        modp_group(params).g_table  # noqa: B018 - built on first access, then cached
-        secure_cofactor(params)  # a primality test of h, cached
+        group = modp_group(params)
+        group.g_table  # noqa: B018 - built on first access, then cached
+        if secure_cofactor(params) is None:  # a primality test of h, cached
+            group.g_comb  # noqa: B018 - payment by payment there: g^r on the key's comb
 
 
 def _ready() -> bool:
