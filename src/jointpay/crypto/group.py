@@ -374,7 +374,7 @@ class Comb:
         """``y^e · g^r mod p`` (both exponents in [0, 2^256)): ``g``'s comb shares the
         squarings, and costs one multiplication in each of its last 20 steps, where
         ``g^r`` from the window table costs 32 (with the table lookups' own work, about
-        25 µs less a payment, of some 330)."""
+        20 µs less a payment, of some 330)."""
         if not (0 <= e < 1 << Q_BITS and 0 <= r < 1 << Q_BITS) or g.p != self.p:
             raise ValueError("comb exponents are in [0, 2^256), over the same p")
         steps = sum(map(getitem, _Y_STEPS, e.to_bytes(Q_BITS // 8, "little")))
@@ -397,7 +397,7 @@ class Comb:
 
 class GComb:
     """``g``'s half of :meth:`Comb.pow_with`: the products of ``g``'s 13 rows
-    ``g^(2^(20 j))``, 8,191 of them (about 2 MB, 30 ms to make once a process), so
+    ``g^(2^(20 j))``, 8,191 of them (about 2 MB, 17 to 30 ms to make once a process), so
     that each of the comb's last 20 steps reads 13 bits of ``r`` with one
     multiplication. A group builds it on first use (:attr:`ModpGroup.g_comb`)."""
 
@@ -494,7 +494,7 @@ class ModpGroup(Group):
 
     @property
     def g_comb(self) -> GComb:
-        """``g``'s table for :meth:`Comb.pow_with`, built on first use (30 ms)."""
+        """``g``'s table for :meth:`Comb.pow_with`, built on first use (17 to 30 ms)."""
         if self._g_comb is None:
             self._g_comb = GComb(self._g, self._p)
         return self._g_comb

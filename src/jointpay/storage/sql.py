@@ -58,8 +58,9 @@ _IN_CHUNK = 500
 SQLITE_POOL_SIZE: Final = 4
 """SQLite connections kept open between transactions by one store."""
 CHECKPOINT_ROWS: Final = 1000
-"""Rows a SQLite store's transactions change between two checkpoints of its log (SQLite's
-own rule, turned off here, is 1,000 pages of log: at least as many rows)."""
+"""Rows a SQLite store's transactions change between two checkpoints of its log. SQLite's
+own rule, turned off here, counts 1,000 pages of log; the store counts the rows its
+connections report changed, which it can read for nothing."""
 
 log = logging.getLogger(__name__)
 
