@@ -357,18 +357,7 @@ class Comb:
     def pow(self, e: int) -> Any:
         if not 0 <= e < 1 << Q_BITS:
             raise ValueError("a comb exponent is in [0, 2^256)")
-        steps = sum(map(getitem, _Y_STEPS, e.to_bytes(Q_BITS // 8, "little")))
-        p, low, high = self.p, self.low, self.high
-        acc = gmpy2.mpz(1)  # squaring it while the leading steps are zero costs little
-        for field in reversed(_FIELDS.unpack(steps.to_bytes(_FIELDS.size, "little"))):
-            acc = acc * acc % p
-            m = field & 15
-            if m:
-                acc = acc * low[m] % p
-            m = field >> 4
-            if m:
-                acc = acc * high[m] % p
-        return acc
+        return self._steps(sum(map(getitem, _Y_STEPS, e.to_bytes(Q_BITS // 8, "little"))), ())
 
     def pow_with(self, e: int, g: GComb, r: int) -> Any:
         """``y^e · g^r mod p`` (both exponents in [0, 2^256)): ``g``'s comb shares the
@@ -379,8 +368,13 @@ class Comb:
             raise ValueError("comb exponents are in [0, 2^256), over the same p")
         steps = sum(map(getitem, _Y_STEPS, e.to_bytes(Q_BITS // 8, "little")))
         steps += sum(map(getitem, _G_STEPS, r.to_bytes(len(_G_STEPS), "little")))
-        p, low, high, gt = self.p, self.low, self.high, g.table
-        acc = gmpy2.mpz(1)
+        return self._steps(steps, g.table)
+
+    def _steps(self, steps: int, g_table: Sequence[Any]) -> Any:
+        """The 32 steps, from the top bit of the rows down: a squaring, then the key's
+        two products and ``g``'s (:data:`_STEP_BITS`) that the step's field names."""
+        p, low, high = self.p, self.low, self.high
+        acc = gmpy2.mpz(1)  # squaring it while the leading steps are zero costs little
         for field in reversed(_FIELDS.unpack(steps.to_bytes(_FIELDS.size, "little"))):
             acc = acc * acc % p
             m = field & 15
@@ -391,7 +385,7 @@ class Comb:
                 acc = acc * high[m] % p
             m = field >> COMB_ROWS
             if m:
-                acc = acc * gt[m] % p
+                acc = acc * g_table[m] % p
         return acc
 
 
