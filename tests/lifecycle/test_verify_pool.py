@@ -84,9 +84,12 @@ def test_a_modp_bank_keeps_comb_powers_and_deposits_the_same_without_them(
     from jointpay.storage.sql import SqlStore
 
     monkeypatch.setattr(verify_pool, "CHUNK", 5)
-    combed: list[int] = []
-    comb_pow = Comb.pow
+    combed: list[int] = []  # by Comb.pow, or by pow_with once the group has g's comb
+    comb_pow, comb_pow_with = Comb.pow, Comb.pow_with
     monkeypatch.setattr(Comb, "pow", lambda self, e: combed.append(e) or comb_pow(self, e))
+    monkeypatch.setattr(
+        Comb, "pow_with", lambda self, e, g, r: combed.append(e) or comb_pow_with(self, e, g, r)
+    )
     receipts = []
     for label in ("powers", "none", "backfilled"):
         h, batch = _one_card_batch(tmp_path / label, "modp-2048-256", 12)

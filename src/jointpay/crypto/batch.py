@@ -235,8 +235,9 @@ def verify_batch(
     ready: list[tuple[int, Any, Any]] = []  # (index, A, Y) that passed the single checks
     p = gmpy2.mpz(group.p)
     q = group.q
+    cards = _Cards(group)
     for i, it in enumerate(items):
-        checked = _single_checks(group, it, p, q)
+        checked = _single_checks(group, it, p, q, cards)
         if checked is None:
             out[i] = verify_strict(group, it)  # no usable hint: the strict rule itself
         elif checked is False:
@@ -247,8 +248,37 @@ def verify_batch(
     return [bool(v) for v in out]
 
 
+class _Cards:
+    """What the payments of one card share in :func:`verify_batch`, made at its first:
+    the challenge's hash fed with the card's part (:func:`challenge_prefix`), and its
+    ``Y`` as a number (None if it does not decode)."""
+
+    __slots__ = ("group", "keys", "prefixes")
+
+    def __init__(self, group: ModpGroup) -> None:
+        self.group = group
+        self.prefixes: dict[bytes, Any] = {}
+        self.keys: dict[tuple[bytes, bool], Any] = {}
+
+    def prefix(self, y_enc: bytes) -> Any:
+        prefix = self.prefixes.get(y_enc)
+        if prefix is None:
+            prefix = self.prefixes[y_enc] = challenge_prefix(self.group, PAYMENT_TAG, y_enc)
+        return prefix
+
+    def key(self, y_enc: bytes, known: bool) -> Any:
+        key = self.keys.get((y_enc, known), _UNMADE)
+        if key is _UNMADE:
+            try:
+                key = self.group.decode(y_enc, known=known).native
+            except CryptoError:
+                key = None
+            self.keys[(y_enc, known)] = key
+        return key
+
+
 def _single_checks(
-    group: ModpGroup, it: Item, p: Any, q: int
+    group: ModpGroup, it: Item, p: Any, q: int, cards: _Cards
 ) -> tuple[Any, Any] | Literal[False] | None:
     """Per-payment checks. None: verify strictly; False: invalid; (A, Y): batch it."""
     c = it.cert
@@ -258,11 +288,10 @@ def _single_checks(
     if a is None:
         return None
     a_enc = it.hint if len(it.hint) == group.element_len else group.encode_value(a)
-    if challenge(group, PAYMENT_TAG, it.y_enc, c.ser, c.spec, a_enc) != c.b:
+    if challenge_after(cards.prefix(it.y_enc), q, c.ser, c.spec, a_enc) != c.b:
         return None  # a wrong hint; the payment may still be valid
-    try:
-        y = group.decode(it.y_enc, known=it.known).native
-    except CryptoError:
+    y = cards.key(it.y_enc, it.known)
+    if y is None:
         return False
     return a, y
 
