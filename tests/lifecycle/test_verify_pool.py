@@ -415,3 +415,31 @@ def _one_card_batch(
     for i in range(n):
         h.pay(card, "Shop", 10 + i, "2468")
     return h, h.export_batch("Shop")
+
+
+def _g_comb_built(params: object) -> bool:
+    from jointpay.crypto.group import ModpParams, modp_group
+
+    assert isinstance(params, ModpParams)
+    return modp_group(params).has_g_comb
+
+
+def test_a_payment_by_payment_group_gets_g_comb_before_the_fork() -> None:
+    """On a group without the batch test (RFC 5114) each payment is verified on its own
+    with g^r on its key's comb: the parent builds g's comb before it forks, and every
+    worker has it without building it. The secure group, batch-tested, gets none."""
+    rfc = get_group("modp-2048-256")
+    secure = get_group("modp-2048-256", "jointpay-secure-2048-256")
+    assert isinstance(rfc, ModpGroup)
+    assert isinstance(secure, ModpGroup)
+    rfc._g_comb = secure._g_comb = None
+    verifier = Verifier(workers=1, groups=[rfc.params, secure.params])
+    try:
+        assert threading.active_count() == 1  # the pool forks
+        pool = verifier._get_pool()
+        assert rfc.has_g_comb  # built here, in the parent
+        assert not secure.has_g_comb
+        got = [pool.submit(_g_comb_built, g.params).result(timeout=60) for g in (rfc, secure)]
+    finally:
+        verifier.close()
+    assert got == [True, False]
