@@ -91,6 +91,17 @@ def test_postings_move_money_and_sum_to_zero(books: Store) -> None:
         assert sum(tx.audit_currency_sums().values()) == 0
 
 
+def test_balances_are_read_set_based_and_agree_with_the_accounts(books: Store) -> None:
+    with books.transaction() as tx:
+        tx.post(transfer("t1", ("alice", -300), ("shop", 300)))
+        wanted = ["shop", "nobody", "alice", "equity", "alice"]  # unsorted, a repeat, a miss
+        got = tx.get_balances(wanted)
+        assert got == {"equity": -1_000, "alice": 700, "shop": 300}
+        assert got == {a.id: a.balance for a in tx.get_accounts(wanted).values()}
+        assert all(type(v) is int for v in got.values())
+        assert tx.get_balances([]) == {}
+
+
 def test_a_transfer_id_posts_once(books: Store) -> None:
     with books.transaction() as tx:
         tx.post(transfer("t1", ("alice", -100), ("shop", 100)))

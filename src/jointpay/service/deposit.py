@@ -527,7 +527,7 @@ class DepositRun:
             {c.float_account for c in self.cards.values() if c.float_account}
             | {c.holder_account for c in self.cards.values() if c.mode == CardMode.CHEQUE.value}
         )
-        self.available = {a.id: a.balance for a in self.tx.get_accounts(floats).values()}
+        self.available = self.tx.get_balances(floats)
         for card in self.cards.values():  # what each credit card was granted and has spent
             if card.mode == CardMode.CREDIT.value:
                 granted, spent = self.tx.card_totals(card.card_number)

@@ -107,6 +107,10 @@ class UnitOfWork(Protocol):
     def get_accounts(self, account_ids: Sequence[str]) -> dict[str, Account]:
         """The accounts among ``account_ids`` that exist (set-based, chunked)."""
 
+    def get_balances(self, account_ids: Sequence[str]) -> dict[str, int]:
+        """The balances of the accounts among ``account_ids`` that exist: what a deposit
+        needs of the floats of thousands of cards, without an :class:`Account` each."""
+
     def find_accounts(
         self, *, kind: str | None = None, owner: str | None = None
     ) -> list[Account]: ...

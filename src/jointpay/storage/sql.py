@@ -262,6 +262,7 @@ _columns(
     " current_cert_id",
 )
 _columns(t.certs, "cert_id card_number encoded not_before not_after issued_at key_powers")
+_POSTING_COLUMNS: Final = ("id", "currency", "balance", "allow_negative")
 _KINDS = {k.value: k for k in AccountKind}
 _STATUSES = {s.value: s for s in CardStatus}
 
@@ -434,18 +435,27 @@ class SqlUnitOfWork:
         self.c.exec_driver_sql("RELEASE SAVEPOINT jp_rows")
 
     def _rows_in(
-        self, table: Any, column: str, keys: Sequence[Any], *, lock: bool = False
+        self,
+        table: Any,
+        column: str,
+        keys: Sequence[Any],
+        *,
+        lock: bool = False,
+        columns: Sequence[str] = (),
     ) -> Iterator[Sequence[Any]]:
         """Every row of ``table`` whose ``column`` is one of ``keys``, in key order: one
         driver-level query (on SQLite one per 500 keys; a deposit reads thousands of
         cards, and SQLAlchemy's expanding IN and result processing cost more than the
         query).
         The row mappers convert the raw column values. ``lock``: ``FOR UPDATE`` on
-        PostgreSQL (SQLite's transaction holds the whole database already)."""
+        PostgreSQL (SQLite's transaction holds the whole database already).
+        ``columns``: only these, in this order (default: the whole row)."""
         if not keys:
             return
         quote = self.c.dialect.identifier_preparer.quote
-        names = ", ".join(quote(c.name) for c in table.columns)
+        names = ", ".join(quote(table.c[c].name) for c in columns) or ", ".join(
+            quote(c.name) for c in table.columns
+        )
         key = quote(column)
         if self._pg:
             # every key in one array parameter: a statement with 500 placeholders cost
@@ -517,6 +527,10 @@ class SqlUnitOfWork:
         found = (_account(r) for r in self._rows_in(t.accounts, "id", account_ids))
         return {a.id: a for a in found}
 
+    def get_balances(self, account_ids: Sequence[str]) -> dict[str, int]:
+        rows = self._rows_in(t.accounts, "id", account_ids, columns=("id", "balance"))
+        return {acc_id: int(balance) for acc_id, balance in rows}
+
     def find_accounts(self, *, kind: str | None = None, owner: str | None = None) -> list[Account]:
         q = select(t.accounts).order_by(t.accounts.c.id)
         if kind is not None:
@@ -528,19 +542,26 @@ class SqlUnitOfWork:
     def post(self, transfer: Transfer) -> None:
         ids = sorted({leg.account_id for leg in transfer.legs})
         # locked in id order (so two transfers cannot deadlock); a deposit's compound
-        # posting has one leg per card, so its rows go straight through the driver
-        rows = {a.id: a for a in map(_account, self._rows_in(t.accounts, "id", ids, lock=True))}
+        # posting has one leg per card, so its rows go straight through the driver, and
+        # only the three columns the posting needs (the whole row, mapped to an Account,
+        # cost 68 ms for 10,000 legs on SQLite, these 27)
+        rows = {
+            acc_id: (currency, int(balance), bool(negative))
+            for acc_id, currency, balance, negative in self._rows_in(
+                t.accounts, "id", ids, lock=True, columns=_POSTING_COLUMNS
+            )
+        }
         for acc_id in ids:
             if acc_id not in rows:
                 raise NotFound(f"no account {acc_id}")
-            if rows[acc_id].currency != transfer.currency:
-                raise ValueError(f"account {acc_id} is in {rows[acc_id].currency}")
-        new = {i: rows[i].balance for i in ids}
+            if rows[acc_id][0] != transfer.currency:
+                raise ValueError(f"account {acc_id} is in {rows[acc_id][0]}")
+        new = {i: rows[i][1] for i in ids}
         for leg in transfer.legs:
             new[leg.account_id] += leg.amount
         for acc_id, balance in new.items():
-            if balance < 0 and not rows[acc_id].allow_negative:
-                old = rows[acc_id].balance
+            if balance < 0 and not rows[acc_id][2]:
+                old = rows[acc_id][1]
                 raise InsufficientFunds(acc_id, old, old - balance)
         self._insert(
             t.transfers,
