@@ -249,13 +249,13 @@ def verify_batch(
 
 
 class _Cards:
-    """What the payments of one card share in :func:`verify_batch`, made at its first:
-    the challenge's hash fed with the card's part (:func:`challenge_prefix`), and its
-    ``Y`` as a number (None if it does not decode)."""
+    """What the payments of one card share in a batch, made at its first: the
+    challenge's hash fed with the card's part (:func:`challenge_prefix`; both batch
+    tests), and its ``Y`` as a number (None if it does not decode; modp)."""
 
     __slots__ = ("group", "keys", "prefixes")
 
-    def __init__(self, group: ModpGroup) -> None:
+    def __init__(self, group: Group) -> None:
         self.group = group
         self.prefixes: dict[bytes, Any] = {}
         self.keys: dict[tuple[bytes, bool], Any] = {}
@@ -382,7 +382,7 @@ def verify_batch_secp256k1(
     q = group.q
     out: list[bool | None] = [None] * len(items)
     keys: dict[bytes, Any] = {}
-    prefixes: dict[bytes, Any] = {}
+    cards = _Cards(group)
     hints: dict[int, Any] = {}
     ready: list[int] = []
     for i, it in enumerate(items):
@@ -392,12 +392,11 @@ def verify_batch_secp256k1(
             continue
         point = None
         enc = group.hint_encoding(it.hint)
-        if enc is not None:
-            prefix = prefixes.get(it.y_enc)
-            if prefix is None:
-                prefix = prefixes[it.y_enc] = challenge_prefix(group, PAYMENT_TAG, it.y_enc)
-            if challenge_after(prefix, q, c.ser, c.spec, enc) == c.b:
-                point = group.hint_point(it.hint, shape_checked=True)
+        if (
+            enc is not None
+            and challenge_after(cards.prefix(it.y_enc), q, c.ser, c.spec, enc) == c.b
+        ):
+            point = group.hint_point(it.hint, shape_checked=True)
         if point is None:
             out[i] = verify_strict(group, it)  # no hint, a wrong one, or no point
             continue

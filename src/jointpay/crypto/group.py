@@ -334,6 +334,12 @@ _G_STEPS: Final = _bit_tables(
 _FIELDS: Final = struct.Struct(f"<{COMB_SPAN}I")
 
 
+def _moved(tables: tuple[tuple[int, ...], ...], e: int) -> int:
+    """``e``'s bits moved as :func:`_bit_tables` made ``tables`` say (``e`` has at most
+    as many bytes as there are tables)."""
+    return sum(map(getitem, tables, e.to_bytes(len(tables), "little")))
+
+
 class Comb:
     """``y^e mod p`` for ``0 <= e < 2^256`` from ``y`` and its powers ``y^(2^(32 j))``,
     j = 1..7 (Lim and Lee's comb, CRYPTO '94, with eight rows in two tables): the
@@ -357,7 +363,7 @@ class Comb:
     def pow(self, e: int) -> Any:
         if not 0 <= e < 1 << Q_BITS:
             raise ValueError("a comb exponent is in [0, 2^256)")
-        return self._steps(sum(map(getitem, _Y_STEPS, e.to_bytes(Q_BITS // 8, "little"))), ())
+        return self._steps(_moved(_Y_STEPS, e), ())
 
     def pow_with(self, e: int, g: GComb, r: int) -> Any:
         """``y^e · g^r mod p`` (both exponents in [0, 2^256)): ``g``'s comb shares the
@@ -366,9 +372,7 @@ class Comb:
         20 µs less a payment, of some 330)."""
         if not (0 <= e < 1 << Q_BITS and 0 <= r < 1 << Q_BITS) or g.p != self.p:
             raise ValueError("comb exponents are in [0, 2^256), over the same p")
-        steps = sum(map(getitem, _Y_STEPS, e.to_bytes(Q_BITS // 8, "little")))
-        steps += sum(map(getitem, _G_STEPS, r.to_bytes(len(_G_STEPS), "little")))
-        return self._steps(steps, g.table)
+        return self._steps(_moved(_Y_STEPS, e) + _moved(_G_STEPS, r), g.table)
 
     def _steps(self, steps: int, g_table: Sequence[Any]) -> Any:
         """The 32 steps, from the top bit of the rows down: a squaring, then the key's
@@ -399,10 +403,7 @@ class GComb:
 
     def __init__(self, g: Any, p: Any) -> None:
         self.p = p
-        rows = [gmpy2.mpz(g)]
-        for _ in range(G_COMB_ROWS - 1):
-            rows.append(gmpy2.powmod(rows[-1], 1 << G_COMB_SPAN, p))
-        self.table = _products(rows, p)
+        self.table = _products(comb_powers(g, p, G_COMB_ROWS, G_COMB_SPAN), p)
 
 
 def _products(rows: Sequence[Any], p: Any) -> list[Any]:
@@ -416,12 +417,13 @@ def _products(rows: Sequence[Any], p: Any) -> list[Any]:
     return table
 
 
-def comb_powers(y: Any, p: Any) -> list[Any]:
-    """``[y, y^(2^32), ..., y^(2^224)]``: what :class:`Comb` needs (224 squarings, once
-    a card)."""
+def comb_powers(y: Any, p: Any, rows: int = COMB_ROWS, span: int = COMB_SPAN) -> list[Any]:
+    """``[y, y^(2^span), ..., y^(2^(span (rows - 1)))]``, a comb's rows: by default what
+    :class:`Comb` needs of a card's key (224 squarings, once a card); :class:`GComb`'s
+    for ``g``."""
     out = [gmpy2.mpz(y)]
-    for _ in range(COMB_ROWS - 1):
-        out.append(gmpy2.powmod(out[-1], 1 << COMB_SPAN, p))
+    for _ in range(rows - 1):
+        out.append(gmpy2.powmod(out[-1], 1 << span, p))
     return out
 
 
