@@ -76,6 +76,7 @@ from jointpay.protocol.deposit import BATCH_FORMAT
 from jointpay.protocol.messages import WITHDRAW_REQUEST_TAG, AuthKind, WithdrawRequest
 from jointpay.protocol.spec import PaymentSpec
 from jointpay.service.bank import Bank, luhn_complete
+from jointpay.service.deposit import DepositTimes
 
 SUITES: dict[str, tuple[str, str | None]] = {
     "secp256k1": ("secp256k1", None),
@@ -268,21 +269,43 @@ def _naive_rate(samples: list[tuple[CardCert, PaymentCert]], seconds: float) -> 
 
 
 _CHILD = r"""
-import json, sys, time
+import json, logging, resource, sys, time
 from pathlib import Path
 from jointpay.home import Home
 from jointpay.protocol.deposit import loads_strict
 root, db, merchant, path = sys.argv[1], sys.argv[2] or None, sys.argv[3], sys.argv[4]
+phases = {}
+class Keep(logging.Handler):
+    def emit(self, record):
+        phases.update(getattr(record, "deposit_times", {}))
+log = logging.getLogger("jointpay.deposit")
+log.setLevel(logging.INFO)
+log.addHandler(Keep())
+log.propagate = False
+def cpu(who):
+    u = resource.getrusage(who)
+    return u.ru_utime + u.ru_stime
 h = Home(Path(root), db)
 with h.bank() as bank:
+    c = cpu(resource.RUSAGE_SELF)
     t = time.perf_counter()
-    receipt = h.deposit(merchant, bank, loads_strict(Path(path).read_bytes()))
+    text = Path(path).read_bytes()
+    batch = loads_strict(text)
+    read = time.perf_counter() - t
+    receipt = h.deposit(merchant, bank, batch)
     dt = time.perf_counter() - t
+    parent = cpu(resource.RUSAGE_SELF) - c
+# the pool's workers, reaped when the bank closed
+workers = cpu(resource.RUSAGE_CHILDREN)
 # VmHWM, not ru_maxrss: after fork+exec ru_maxrss starts from the parent's size
 hwm = next(int(line.split()[1]) for line in open("/proc/self/status")
            if line.startswith("VmHWM"))
 print(json.dumps({"seconds": dt, "accepted": receipt["accepted"],
-                  "rejected": receipt["rejected"], "rss_mb": hwm / 1024}))
+                  "rejected": receipt["rejected"], "rss_mb": hwm / 1024,
+                  "breakdown": {"batch_read_ms": round(read * 1e3, 1),
+                                "bank_ms": phases,
+                                "parent_cpu_s": round(parent, 3),
+                                "workers_cpu_s": round(workers, 3)}}))
 """
 
 
@@ -437,6 +460,7 @@ def one(
         "raw_all_per_s": round(rates["raw_all_per_s"]),
         "cores_over_one": round(rates["raw_all_per_s"] / before["raw_per_s"], 2),
         "peak_rss_mb": round(got["rss_mb"], 1),
+        **({"breakdown": got["breakdown"]} if "breakdown" in got else {}),
     }
 
 
@@ -473,6 +497,11 @@ def main() -> None:
     ap.add_argument("--db", default="sqlite", help="sqlite,postgres")
     ap.add_argument("--via", default="inproc", help="inproc,http")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="after each in-process run, where its time went (also in --json, always)",
+    )
     ap.add_argument("--smoke", action="store_true", help="tiny runs; checks results, not speed")
     ap.add_argument("--emit-batch", type=Path, metavar="FILE")
     ap.add_argument("--home", type=Path)
@@ -514,7 +543,9 @@ def main() -> None:
             for cards in args.cards or ["distinct", "100"]:
                 for n in (int(x) for x in args.sizes.split(",")):
                     for db in args.db.split(","):
-                        got = configuration(suite, cards, n, db, vias, args.repeat, args.json)
+                        got = configuration(
+                            suite, cards, n, db, vias, args.repeat, args.json, args.breakdown
+                        )
                         results += got["runs"]
                         medians += got["medians"]
                         if got["ratio"] is not None:
@@ -535,7 +566,14 @@ def main() -> None:
 
 
 def configuration(
-    suite: str, cards: str, n: int, db: str, vias: list[str], repeat: int, quiet: bool
+    suite: str,
+    cards: str,
+    n: int,
+    db: str,
+    vias: list[str],
+    repeat: int,
+    quiet: bool,
+    breakdown: bool = False,
 ) -> dict[str, Any]:
     """One configuration's runs, ``repeat`` times each way. With both ``inproc`` and
     ``http`` asked for, the two alternate, and each pair's HTTP rate is taken over
@@ -549,6 +587,8 @@ def configuration(
             runs[via].append(one(suite, cards, n, db, via))
             if not quiet:
                 show(runs[via][-1])
+                if breakdown and "breakdown" in runs[via][-1]:
+                    show_breakdown(runs[via][-1])
         if "inproc" in runs and "http" in runs:
             pairs.append(round(runs["http"][-1]["per_s"] / runs["inproc"][-1]["per_s"], 2))
             if not quiet:
@@ -596,6 +636,7 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
     for key, digits in (("seconds", 3), ("over_raw", 2), ("over_naive", 2), ("cores_over_one", 2)):
         out[key] = round(statistics.median(r[key] for r in runs), digits)
     out.pop("raw_before_after", None)  # one run's, not the median's
+    out.pop("breakdown", None)  # idem
     out["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
     out["runs"] = len(runs)
     return out
@@ -617,6 +658,24 @@ def show(r: dict[str, Any], label: str = "") -> None:
         f" x{r['over_raw']:<5} "
         f"naive {r['naive_per_s']:>6}/s  x{r['over_naive']:<5} rss {r['peak_rss_mb']} MB  "
         f"(raw on all {r['cores']} cores x{r['cores_over_one']} of one)",
+        flush=True,
+    )
+
+
+def show_breakdown(r: dict[str, Any]) -> None:
+    """Where an in-process run's time went: the batch file's parse, the bank's phases
+    (the deposit's log line, :class:`jointpay.service.deposit.DepositTimes`), the
+    merchant's side (its signature of the session, its check and record of the
+    receipt), and the CPU of the depositing process (all its threads) and of the
+    pool's workers. While ``waiting`` is a small part of ``stream`` the main thread
+    is the limit; while it is most of it, the workers are."""
+    b = r["breakdown"]
+    bank = b["bank_ms"]
+    merchant = r["seconds"] * 1e3 - b["batch_read_ms"] - bank.get("total", 0.0)
+    print(
+        f"    batch read {b['batch_read_ms']:.0f} ms; bank {bank.get('total', 0):.0f} ms: "
+        f"{DepositTimes.text(bank) if bank else '?'} ms; merchant's side {merchant:.0f} ms; "
+        f"CPU: this process {b['parent_cpu_s']:.2f} s, workers {b['workers_cpu_s']:.2f} s",
         flush=True,
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -443,3 +444,40 @@ def test_a_payment_by_payment_group_gets_g_comb_before_the_fork() -> None:
     finally:
         verifier.close()
     assert got == [True, False]
+
+
+@pytest.mark.parametrize("pooled", [True, False])
+def test_a_deposit_logs_where_its_time_went(
+    pooled: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One INFO line a deposit on ``jointpay.deposit``, its phases also as the record's
+    ``deposit_times``: they pass in order and add up to the total, the time spent
+    locking and waiting for the workers lies inside the stream, and nothing is logged
+    below INFO's threshold or for a retried session (it changes nothing)."""
+    monkeypatch.setattr(verify_pool, "CHUNK", 4)
+    h, batch = _one_card_batch(tmp_path, "secp256k1", 10)
+    with h.bank() as bank:
+        bank.verifier.workers = 1 if pooled else 0
+        bank.verifier.min_batch = 1
+        message = _signed(h, batch, seq=1)
+        with caplog.at_level(logging.INFO, logger="jointpay.deposit"):
+            t = time.perf_counter()
+            receipt = bank.deposit(message)
+            elapsed = (time.perf_counter() - t) * 1e3
+            bank.deposit(message)  # the same session again: its stored receipt
+        assert (bank.verifier._pool is not None) == pooled
+    [record] = [r for r in caplog.records if r.name == "jointpay.deposit"]
+    assert record.levelno == logging.INFO
+    times: dict[str, float] = record.deposit_times  # type: ignore[attr-defined]
+    phases = ["session", "certs", "stream", "locks", "waiting", "book", "receipt", "commit"]
+    assert list(times) == [*phases, "total", "main_thread_cpu"]
+    assert all(v >= 0 for v in times.values())
+    outer = sum(times[k] for k in phases if k not in ("locks", "waiting"))
+    assert times["total"] == pytest.approx(outer, abs=0.5)
+    assert times["total"] <= elapsed
+    assert times["locks"] + times["waiting"] <= times["stream"] + 0.2
+    assert times["main_thread_cpu"] > 0
+    text = record.getMessage()
+    assert text.startswith(f"deposit {receipt['deposit_id']}: 10 payments, 10 accepted, ")
+    for part in ("session ", "stream ", "(locks ", ", waiting ", "commit ", "main thread CPU"):
+        assert part in text

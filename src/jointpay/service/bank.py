@@ -8,6 +8,7 @@ that changes state does it inside one transaction: it commits whole or not at al
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -85,7 +86,7 @@ from jointpay.protocol.messages import (
 )
 from jointpay.protocol.terminal import CardClient, CardError
 from jointpay.service import gcpause
-from jointpay.service.deposit import DepositRun, VerifiedCerts, results_json
+from jointpay.service.deposit import DepositRun, DepositTimes, VerifiedCerts, results_json
 from jointpay.service.errors import BadInput, Refused
 from jointpay.service.interbank import Cleared, Interbank
 from jointpay.service.policy import Policy
@@ -102,6 +103,9 @@ from jointpay.storage.base import (
 Clock = Callable[[], int]
 CONFIG_KEY: Final = "bank"
 USER_KEY_SOURCES: Final = ("card", "holder", "manufacturer", "split")
+_deposit_log = logging.getLogger("jointpay.deposit")
+"""One line a deposit at INFO: its phases' times (:class:`DepositTimes`), also as the
+record's ``deposit_times``."""
 
 
 def system_clock() -> int:
@@ -1019,6 +1023,7 @@ class Bank:
         banks' cards already; these are its results by (card, ser)
         (:meth:`Interbank.relayed`).
         """
+        times = DepositTimes()
         try:
             req = parse_deposit(message)
         except (BatchError, CryptoError) as exc:
@@ -1049,7 +1054,8 @@ class Bank:
                 )
             if abs(now - req.time) > self.policy.message_window:
                 raise Refused("stale_message", "the deposit message's timestamp is not fresh")
-            results = DepositRun(self, tx, req, deposit_id, now, relayed=relayed).run()
+            times.mark("session")
+            results = DepositRun(self, tx, req, deposit_id, now, relayed=relayed, times=times).run()
             accepted = [r for r in results if r.status == "accepted"]
             receipt = sign_receipt(
                 self._key,
@@ -1067,6 +1073,7 @@ class Bank:
                     "results": results_json(results, self.currency),
                 },
             )
+            times.mark("receipt")
             tx.set_merchant_seq(req.sid, req.seq)
             tx.add_deposit(
                 DepositRecord(
@@ -1078,7 +1085,19 @@ class Bank:
                     canonical_json(receipt).decode(),  # keys sorted, compact
                 )
             )
-            return receipt
+        times.mark("commit")
+        if _deposit_log.isEnabledFor(logging.INFO):
+            figures = times.summary()
+            _deposit_log.info(
+                "deposit %s: %d payments, %d accepted, %.0f ms: %s ms",
+                deposit_id,
+                len(results),
+                receipt["accepted"],
+                figures["total"],
+                DepositTimes.text(figures),
+                extra={"deposit_times": figures},
+            )
+        return receipt
 
     # -- credit: settlement run, repayments -----------------------------------------------
     def settle(self, until: int | None = None) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -122,6 +123,71 @@ _BREACH_TEXT = {
 }
 
 
+class DepositTimes:
+    """Where one deposit's time went on the bank's side, in the order it passes:
+    ``session`` (its digest, signature and sequence checked), ``certs`` (the batch's
+    CARD-CERTs recognised and its cards listed), ``stream`` (every chunk verified,
+    checked and written; of it, ``locks``: the cards' rows locked and their balances
+    read, and ``waiting``: the main thread idle until the workers' answers came),
+    ``book`` (the posting), ``receipt`` (built and signed) and ``commit``; with the
+    main thread's CPU time. A deposit whose ``waiting`` is near zero is bound by the
+    main thread, one whose ``waiting`` is most of ``stream`` by the workers. The bank
+    logs them (logger ``jointpay.deposit``, level INFO; operations.md), and
+    ``bench/deposit.py`` prints them."""
+
+    __slots__ = ("_at", "_cpu", "phases")
+
+    def __init__(self) -> None:
+        self._at = time.perf_counter()
+        self._cpu = time.thread_time()
+        self.phases: dict[str, float] = {}
+        """Milliseconds by phase (``locks`` and ``waiting`` inside ``stream``)."""
+
+    def mark(self, phase: str) -> None:
+        """``phase`` ended now (it began when the previous one ended)."""
+        now = time.perf_counter()
+        self.phases[phase] = (now - self._at) * 1e3
+        self._at = now
+
+    def add(self, phase: str, since: float) -> None:
+        """Time spent inside a phase since ``since`` (``time.perf_counter()``), added to
+        ``phase``."""
+        self.phases[phase] = self.phases.get(phase, 0.0) + (time.perf_counter() - since) * 1e3
+
+    def summary(self) -> dict[str, float]:
+        """The phases in the order they pass, their total and the main thread's CPU,
+        in milliseconds."""
+        total = sum(v for k, v in self.phases.items() if k not in _NESTED)
+        cpu = (time.thread_time() - self._cpu) * 1e3
+        out = {k: round(self.phases[k], 1) for k in _PHASES if k in self.phases}
+        return {**out, "total": round(total, 1), "main_thread_cpu": round(cpu, 1)}
+
+    @staticmethod
+    def text(figures: dict[str, float]) -> str:
+        """``figures`` (:meth:`summary`) in words: ``session 20, certs 3, stream 795
+        (locks 16, waiting 323), ...; main thread CPU 299``, in ms."""
+        parts: list[str] = []
+        for k in _PHASES:
+            if k in figures and k not in _NESTED:
+                inner = [f"{n} {figures[n]:.0f}" for n in _NESTED if k == "stream" and n in figures]
+                parts.append(f"{k} {figures[k]:.0f}" + (f" ({', '.join(inner)})" if inner else ""))
+        return f"{', '.join(parts)}; main thread CPU {figures['main_thread_cpu']:.0f}"
+
+
+_PHASES = (
+    "session",
+    "certs",
+    "stream",
+    "locks",
+    "waiting",
+    "clearing",
+    "book",
+    "receipt",
+    "commit",
+)
+_NESTED = ("locks", "waiting")
+
+
 class DepositRun:
     """One deposit session's payments, checked and booked inside transaction ``tx``."""
 
@@ -135,8 +201,10 @@ class DepositRun:
         *,
         from_house: str | None = None,
         relayed: dict[tuple[str, int], Cleared] | None = None,
+        times: DepositTimes | None = None,
     ) -> None:
         self.bank = bank
+        self.times = times if times is not None else DepositTimes()
         self.from_house = from_house
         """Set when a clearing house brings our cards' payments at another bank's
         merchant (``req.bank_id`` is then that bank): no fee, credit the house."""
@@ -214,6 +282,7 @@ class DepositRun:
     def _run(self, verifier: verify_pool.Verifier, size: int) -> list[PaymentResult]:
         self._read_own_certs()
         self._prefetch_cards()
+        self.times.mark("certs")
         results: list[PaymentResult] = []
         depth = max(1, verifier.workers) + 1  # chunks in flight: every worker busy
         inflight: deque[tuple[list[_Pending], Callable[[], list[Answer]]]] = deque()
@@ -256,16 +325,19 @@ class DepositRun:
             # verified (see _lock_cards), and it is settled as one part: one query of
             # earlier records, one write. A server's deposits are such batches, and
             # each statement under the locks is a round trip the others wait for.
-            parts = [(part, answers()) for part, answers in inflight]
+            parts = [(part, self._wait(answers)) for part, answers in inflight]
             inflight.clear()
             self._settle_parts(parts, results, behind=False)
         while inflight:
             part, answers = inflight.popleft()
             # the last chunk's rows are written on this thread (see _write)
             self._settle(part, answers, results, behind=bool(inflight))
+        self.times.mark("stream")
         if self.foreign:
             self._clear_foreign(results)
+            self.times.mark("clearing")
         self._book()
+        self.times.mark("book")
         return results
 
     def _job_head(self, cert: CardCert) -> JobHead:
@@ -285,7 +357,14 @@ class DepositRun:
         behind: bool,
     ) -> None:
         """One chunk, once its answers are in (:meth:`_settle_parts`)."""
-        self._settle_parts([(chunk, answers())], results, behind=behind)
+        self._settle_parts([(chunk, self._wait(answers))], results, behind=behind)
+
+    def _wait(self, answers: Callable[[], list[Answer]]) -> list[Answer]:
+        """A chunk's answers, the time this thread waited for them counted."""
+        since = time.perf_counter()
+        got = answers()
+        self.times.add("waiting", since)
+        return got
 
     def _settle_parts(
         self,
@@ -517,6 +596,7 @@ class DepositRun:
         holding them while its chunks waited in the pool behind the other deposits'
         chunks held up all of them (over HTTP, 8 merchants sharing 100 cards, secure
         group, one run each: the locks held 598 ms in all before, 470 after)."""
+        since = time.perf_counter()
         certs, self._own_certs = self._own_certs, []
         self._locked = True
         self.cards = self.tx.lock_cards(sorted({number for number, _ in certs}))
@@ -532,6 +612,7 @@ class DepositRun:
             if card.mode == CardMode.CREDIT.value:
                 granted, spent = self.tx.card_totals(card.card_number)
                 self.available[card.float_account] = granted - spent
+        self.times.add("locks", since)
 
     # -- pass 3: the checks, in the contract's order ----------------------------------
     def _check(self, p: _Parsed) -> PaymentResult:
