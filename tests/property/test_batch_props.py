@@ -22,6 +22,7 @@ from batch_cases import exponents_are_fresh, one_bad_among_ten_thousand_and_all_
 from jointpay.crypto.batch import (
     Item,
     _batch_equation,
+    _Cards,
     multi_pow,
     secure_cofactor,
     verify_batch,
@@ -142,7 +143,7 @@ def test_a_minus_one_hint_fools_the_bare_equation_but_not_the_verifier() -> None
         (i, gmpy2.mpz(int.from_bytes(it.hint, "big")), card.y.native) for i, it in enumerate(items)
     ]
     p = gmpy2.mpz(SECURE.p)
-    assert _batch_equation(SECURE, items, ready, p, 1, lambda bits: 1)  # z = 2: fooled
+    assert _batch_equation(SECURE, items, ready, p, 1, lambda bits: 1, _Cards(SECURE))  # z = 2
     assert not verify_strict(SECURE, evil)
     assert verify_batch(SECURE, items) == [True] * 6 + [False]
 
@@ -187,6 +188,47 @@ def test_strict_verification_keeps_the_root_a_terminal_hands_over() -> None:
         root = gmpy2.mpz(int.from_bytes(hint[1:], "big"))
         assert enc(SECURE, root * root % SECURE.p) == a.encoded
     assert SECURE.hint_of(a) == a.encoded  # an element with no root: its encoding
+
+
+def test_stored_powers_stand_for_the_key_in_the_batch_equation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A card the bank stored with its key's powers enters the right side as eight
+    bases with 32-bit exponents. They are the bank's data, not checked again: were one
+    wrong, the equation fails (so they are what it computes with), bisection ends in
+    the strict rule, and the answers are still strict's."""
+    import jointpay.crypto.batch as batch_mod
+
+    card = Card(SECURE)
+    powers = SECURE.key_powers(card.y)
+    honest = [card.pay(i, b"ok %d" % i)._replace(known=True, powers=powers) for i in range(8)]
+    p = gmpy2.mpz(SECURE.p)
+    ready = [
+        (i, gmpy2.mpz(int.from_bytes(it.hint, "big")), card.y.native) for i, it in enumerate(honest)
+    ]
+    n = SECURE.element_len
+    other = enc(SECURE, SECURE.g_table.pow(SECURE.random_scalar()))
+    cases = {
+        "stored": (powers, True),
+        "none stored": (b"", True),
+        "cut short": (powers[:-1], True),  # not seven residues: Y itself, 256-bit
+        "one wrong": (powers[: 3 * n] + other + powers[4 * n :], False),
+        "a zero row": (powers[: 6 * n] + bytes(n), True),  # refused like a short one
+    }
+    real = batch_mod.verify_strict
+    for name, (stored, passes) in cases.items():
+        items = [it._replace(powers=stored) for it in honest]
+        got = _batch_equation(SECURE, items, ready, p, 64, secrets.randbits, _Cards(SECURE))
+        assert got is passes, name
+        one_by_one: list[Item] = []
+        monkeypatch.setattr(
+            batch_mod,
+            "verify_strict",
+            lambda g, it, seen=one_by_one: seen.append(it) or real(g, it),
+        )
+        assert verify_batch(SECURE, items) == [True] * len(items), name
+        assert (one_by_one == []) is passes, name
+        monkeypatch.undo()
 
 
 KINDS = (

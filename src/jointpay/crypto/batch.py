@@ -45,6 +45,8 @@ import gmpy2
 
 from jointpay.crypto.errors import CryptoError
 from jointpay.crypto.group import (
+    COMB_ROWS,
+    COMB_SPAN,
     Q_BITS,
     ROOT_HINT_TAG,
     Comb,
@@ -244,21 +246,33 @@ def verify_batch(
             out[i] = False  # the certificate breaks a range rule: strict refuses it too
         else:
             ready.append((i, checked[0], checked[1]))
-    _bisect(group, items, ready, out, p, z_bits, rand)
+    _bisect(group, items, ready, out, p, z_bits, rand, cards)
     return [bool(v) for v in out]
 
 
 class _Cards:
     """What the payments of one card share in a batch, made at its first: the
     challenge's hash fed with the card's part (:func:`challenge_prefix`; both batch
-    tests), and its ``Y`` as a number (None if it does not decode; modp)."""
+    tests), its ``Y`` as a number (None if it does not decode; modp), and the powers
+    of ``Y`` the bank stored with its certificate (:meth:`ModpGroup.key_rows`)."""
 
-    __slots__ = ("group", "keys", "prefixes")
+    __slots__ = ("group", "keys", "prefixes", "rows_of")
 
     def __init__(self, group: Group) -> None:
         self.group = group
         self.prefixes: dict[bytes, Any] = {}
         self.keys: dict[tuple[bytes, bool], Any] = {}
+        self.rows_of: dict[bytes, list[Any] | None] = {}
+
+    def rows(self, group: ModpGroup, it: Item, y: Any) -> list[Any] | None:
+        """``[Y, Y^(2^32), ..., Y^(2^224)]`` for an item whose key ``y`` (a number) the
+        bank stored with its powers (``known``); None otherwise, or if they do not
+        read back."""
+        if not (it.known and it.powers):
+            return None
+        if it.y_enc not in self.rows_of:
+            self.rows_of[it.y_enc] = group.key_rows(y, it.powers)
+        return self.rows_of[it.y_enc]
 
     def prefix(self, y_enc: bytes) -> Any:
         prefix = self.prefixes.get(y_enc)
@@ -323,6 +337,7 @@ def _bisect(
     p: Any,
     z_bits: int,
     rand: Any,
+    cards: _Cards,
 ) -> None:
     stack = [ready]
     while stack:
@@ -333,7 +348,7 @@ def _bisect(
             for i, _, _ in part:
                 out[i] = verify_strict(group, items[i])
             continue
-        if _batch_equation(group, items, part, p, z_bits, rand):
+        if _batch_equation(group, items, part, p, z_bits, rand, cards):
             for i, _, _ in part:
                 out[i] = True
             continue
@@ -349,24 +364,45 @@ def _batch_equation(
     p: Any,
     z_bits: int,
     rand: Any,
+    cards: _Cards,
 ) -> bool:
-    """prod A_i^z_i == g^(sum z_i r_i) * prod_Y Y^(sum z_i b_i), fresh z_i."""
+    """prod A_i^z_i == g^(sum z_i r_i) * prod_Y Y^(sum z_i b_i), fresh z_i.
+
+    A card whose ``Y`` the bank stored with its powers ``Y^(2^(32 j))`` enters the
+    right side as those eight bases, its exponent cut into eight 32-bit words: for
+    100 cards in a chunk of 512 payments, about 10 multiplications a payment where
+    the 256-bit exponents cost 16 (the bases are the bank's own data, like ``Y``:
+    were they wrong, the equation would fail and bisection end in the strict rule)."""
     q = group.q
     zs = [rand(z_bits) + 1 for _ in part]  # uniform in [1, 2^64]
     g_exp = 0
     y_exp: dict[bytes, int] = {}
-    y_val: dict[bytes, Any] = {}
+    y_item: dict[bytes, tuple[Item, Any]] = {}
     for (i, _, y), z in zip(part, zs, strict=True):
-        c = items[i].cert
+        it = items[i]
+        c = it.cert
         g_exp += z * c.r
-        key = items[i].y_enc
-        y_exp[key] = y_exp.get(key, 0) + z * c.b
-        y_val[key] = y
+        y_exp[it.y_enc] = y_exp.get(it.y_enc, 0) + z * c.b
+        y_item[it.y_enc] = (it, y)
     left = multi_pow([a for _, a, _ in part], zs, p)
     right = group.g_table.pow(g_exp % q)
-    keys = list(y_exp)
-    right = right * multi_pow([y_val[k] for k in keys], [y_exp[k] % q for k in keys], p) % p
+    words: tuple[list[Any], list[int]] = ([], [])  # bases and 32-bit exponents
+    whole: tuple[list[Any], list[int]] = ([], [])  # bases and 256-bit exponents
+    for key, e in y_exp.items():
+        it, y = y_item[key]
+        e %= q
+        rows = cards.rows(group, it, y)
+        if rows is None:
+            whole[0].append(y)
+            whole[1].append(e)
+            continue
+        words[0].extend(rows)
+        words[1].extend(e >> (COMB_SPAN * j) & _WORD for j in range(COMB_ROWS))
+    right = right * multi_pow(*words, p) % p * multi_pow(*whole, p) % p
     return bool(left == right)
+
+
+_WORD: Final = (1 << COMB_SPAN) - 1
 
 
 def verify_batch_secp256k1(

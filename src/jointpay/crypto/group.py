@@ -540,6 +540,15 @@ class ModpGroup(Group):
         else than seven residues in ``(1, p)``. The bytes are the bank's own, stored
         beside the certificate whose key it validated (like ``known``): their
         relation to ``y`` is not checked again (that would cost what the comb saves)."""
+        rows = self.key_rows(y.native, powers)
+        return None if rows is None else Comb(rows, self._p)
+
+    def key_rows(self, y: Any, powers: bytes) -> list[Any] | None:
+        """``[y, y^(2^32), ..., y^(2^224)]`` from ``y`` (a number: an element's
+        ``native``) and its :meth:`key_powers`: a
+        :class:`Comb`'s rows, or the bases that stand for ``y`` in a
+        multi-exponentiation with its exponent cut into eight 32-bit words; None as in
+        :meth:`comb`."""
         n = self.element_len
         if len(powers) != (COMB_ROWS - 1) * n:
             return None
@@ -548,7 +557,7 @@ class ModpGroup(Group):
         ]
         if not all(1 < v < self._p for v in values):
             return None
-        return Comb([gmpy2.mpz(y.native), *values], self._p)
+        return [gmpy2.mpz(y), *values]
 
     def decode(self, data: bytes, *, known: bool = False) -> Element:
         if not isinstance(data, bytes) or len(data) != self.element_len:
