@@ -302,21 +302,24 @@ def _signed(h: Home, batch: dict[str, Any], seq: int) -> dict[str, Any]:
 
 
 def _group_built(params: object) -> tuple[int, bool]:
+    """In a worker: whether the group's secure-cofactor test was made before (a cache
+    hit), and g's window table left unbuilt (the batch test does without it)."""
     from jointpay.crypto.batch import secure_cofactor
     from jointpay.crypto.group import ModpParams, modp_group
 
     assert isinstance(params, ModpParams)
     hits = secure_cofactor.cache_info().hits
-    built = modp_group(params)._g_table is not None
+    unbuilt = not modp_group(params).has_g_table
     secure_cofactor(params)
-    return os.getpid(), built and secure_cofactor.cache_info().hits > hits
+    return os.getpid(), unbuilt and secure_cofactor.cache_info().hits > hits
 
 
 def test_start_builds_the_groups_in_every_worker_before_any_deposit(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A server's workers come from forkserver and inherit nothing: start() has each one
-    validate the group and build its tables before the first deposit needs them."""
+    validate the group and make its secure-cofactor test before the first deposit
+    needs them."""
     group = get_group("modp-2048-256", "jointpay-secure-2048-256")
     assert isinstance(group, ModpGroup)
     monkeypatch.setattr(verify_pool.threading, "active_count", lambda: 2)  # as in a server
@@ -333,8 +336,9 @@ def test_start_builds_the_groups_in_every_worker_before_any_deposit(
 
 
 def test_a_forked_pool_inherits_the_groups_the_parent_built_for_it() -> None:
-    """By fork, the workers inherit the parent's tables and its secure-cofactor test
-    (0.17 s each): the parent builds them once, before forking, not every worker."""
+    """By fork, the workers inherit the parent's secure-cofactor test (0.17 s each):
+    the parent makes it once, before forking, not every worker. g's window table is
+    built by neither: one g^e a chunk costs less than the table."""
     from jointpay.crypto.batch import secure_cofactor
 
     group = get_group("modp-2048-256", "jointpay-secure-2048-256")
@@ -345,8 +349,8 @@ def test_a_forked_pool_inherits_the_groups_the_parent_built_for_it() -> None:
     try:
         assert threading.active_count() == 1  # the pool forks
         pool = verifier._get_pool()
-        assert group._g_table is not None
-        assert secure_cofactor.cache_info().currsize == 1  # built here, in the parent
+        assert not group.has_g_table
+        assert secure_cofactor.cache_info().currsize == 1  # made here, in the parent
         _, built = pool.submit(_group_built, group.params).result(timeout=60)
     finally:
         verifier.close()

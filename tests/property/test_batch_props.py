@@ -215,6 +215,12 @@ def test_stored_powers_stand_for_the_key_in_the_batch_equation(
         "one wrong": (powers[: 3 * n] + other + powers[4 * n :], False),
         "a zero row": (powers[: 6 * n] + bytes(n), True),  # refused like a short one
     }
+    kept, SECURE._g_table = SECURE._g_table, None  # as in a worker: no window table
+    try:
+        assert _batch_equation(SECURE, honest, ready, p, 64, secrets.randbits, _Cards(SECURE))
+        assert not SECURE.has_g_table  # g^e by one exponentiation, no table built for it
+    finally:
+        SECURE._g_table = kept
     real = batch_mod.verify_strict
     for name, (stored, passes) in cases.items():
         items = [it._replace(powers=stored) for it in honest]

@@ -385,7 +385,11 @@ def _batch_equation(
         y_exp[it.y_enc] = y_exp.get(it.y_enc, 0) + z * c.b
         y_item[it.y_enc] = (it, y)
     left = multi_pow([a for _, a, _ in part], zs, p)
-    right = group.g_table.pow(g_exp % q)
+    # one g^e a chunk: from the table if this process has it, else by exponentiation
+    # (0.6 ms, where building the table costs 28 ms: a worker of the secure group
+    # builds it only should strict verification need it)
+    g_exp %= q
+    right = group.g_table.pow(g_exp) if group.has_g_table else gmpy2.powmod(group.g, g_exp, p)
     words: tuple[list[Any], list[int]] = ([], [])  # bases and 32-bit exponents
     whole: tuple[list[Any], list[int]] = ([], [])  # bases and 256-bit exponents
     for key, e in y_exp.items():

@@ -501,6 +501,11 @@ class ModpGroup(Group):
         return self._g_comb is not None
 
     @property
+    def has_g_table(self) -> bool:
+        """Whether :attr:`g_table` is built already."""
+        return self._g_table is not None
+
+    @property
     def g_table(self) -> FixedBase:
         """A window table for ``g`` (w = 8, about 2 MB), built on first use: g^r for a
         public r in 32 multiplications instead of a full exponentiation."""
