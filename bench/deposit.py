@@ -667,7 +667,7 @@ def show_breakdown(r: dict[str, Any]) -> None:
     (the deposit's log line, :class:`jointpay.service.deposit.DepositTimes`), the
     merchant's side (its signature of the session, its check and record of the
     receipt), and the CPU of the depositing process (all its threads) and of the
-    pool's workers. While ``waiting`` is a small part of ``stream`` the main thread
+    pool's workers. While ``waiting`` is a small part of ``stream`` the depositing thread
     is the limit; while it is most of it, the workers are."""
     b = r["breakdown"]
     bank = b["bank_ms"]

@@ -128,10 +128,11 @@ class DepositTimes:
     ``session`` (its digest, signature and sequence checked), ``certs`` (the batch's
     CARD-CERTs recognised and its cards listed), ``stream`` (every chunk verified,
     checked and written; of it, ``locks``: the cards' rows locked and their balances
-    read, and ``waiting``: the main thread idle until the workers' answers came),
+    read, and ``waiting``: this thread idle until the workers' answers came),
     ``book`` (the posting), ``receipt`` (built and signed) and ``commit``; with the
-    main thread's CPU time. A deposit whose ``waiting`` is near zero is bound by the
-    main thread, one whose ``waiting`` is most of ``stream`` by the workers. The bank
+    CPU time of the thread that deposits (a server's request thread, or the main one).
+    A deposit whose ``waiting`` is near zero is bound by that thread, one whose
+    ``waiting`` is most of ``stream`` by the workers. The bank
     logs them (logger ``jointpay.deposit``, level INFO; operations.md), and
     ``bench/deposit.py`` prints them."""
 
@@ -155,23 +156,23 @@ class DepositTimes:
         self.phases[phase] = self.phases.get(phase, 0.0) + (time.perf_counter() - since) * 1e3
 
     def summary(self) -> dict[str, float]:
-        """The phases in the order they pass, their total and the main thread's CPU,
-        in milliseconds."""
+        """The phases in the order they pass, their total and the depositing thread's
+        CPU, in milliseconds."""
         total = sum(v for k, v in self.phases.items() if k not in _NESTED)
         cpu = (time.thread_time() - self._cpu) * 1e3
         out = {k: round(self.phases[k], 1) for k in _PHASES if k in self.phases}
-        return {**out, "total": round(total, 1), "main_thread_cpu": round(cpu, 1)}
+        return {**out, "total": round(total, 1), "thread_cpu": round(cpu, 1)}
 
     @staticmethod
     def text(figures: dict[str, float]) -> str:
         """``figures`` (:meth:`summary`) in words: ``session 20, certs 3, stream 795
-        (locks 16, waiting 323), ...; main thread CPU 299``, in ms."""
+        (locks 16, waiting 323), ...; thread CPU 299``, in ms."""
         parts: list[str] = []
         for k in _PHASES:
             if k in figures and k not in _NESTED:
                 inner = [f"{n} {figures[n]:.0f}" for n in _NESTED if k == "stream" and n in figures]
                 parts.append(f"{k} {figures[k]:.0f}" + (f" ({', '.join(inner)})" if inner else ""))
-        return f"{', '.join(parts)}; main thread CPU {figures['main_thread_cpu']:.0f}"
+        return f"{', '.join(parts)}; thread CPU {figures['thread_cpu']:.0f}"
 
 
 _PHASES = (
