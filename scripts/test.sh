@@ -80,10 +80,10 @@ run_pytest() {
 if [ "$#" -gt 0 ]; then
   run_pytest "$@"  # the tests asked for, in one process
 else
-  # Every test but the PC/SC ones on all cores (pytest-xdist: 15.5 minutes in one
-  # process on the ninth session's machine, 9.5 on two), then the PC/SC ones in one
-  # process: the machine has one virtual reader, and their card timeouts are not
-  # made for a machine busy with other tests.
+  # Every test but the PC/SC ones on all cores (pytest-xdist), then the PC/SC ones in
+  # one process: the machine has one virtual reader, and their card timeouts are not
+  # made for a machine busy with other tests. (On the ninth session's machine: 15.5
+  # minutes in one process, 8 on two cores plus 2 for the PC/SC tests.)
   run_pytest -n auto -m "not pcsc"
   run_pytest -m pcsc --cov-append
 fi

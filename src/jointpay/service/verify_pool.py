@@ -229,8 +229,9 @@ def _build_groups(groups: Sequence[ModpParams]) -> None:
     payment the comb of ``g`` that every payment's ``g^r`` rides on. Not ``g``'s
     window table: the batch test needs one ``g^e`` a chunk, and the cards' combs
     carry ``g^r``, so only strict verification (a payment without a usable hint, a
-    card without stored powers) uses it, and builds it on first use (28 ms, which
-    a deposit's first chunk used to wait for in the parent before the fork)."""
+    card without stored powers) and a card with many payments in a chunk (its own
+    window table, beside ``g``'s) use it, and a worker builds it on first use (28 ms,
+    which a deposit's first chunk used to wait for in the parent before the fork)."""
     for params in groups:
         group = modp_group(params)
         if secure_cofactor(params) is None:  # a primality test of h, cached
