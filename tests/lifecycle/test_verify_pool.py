@@ -456,8 +456,8 @@ def test_a_deposit_logs_where_its_time_went(
 ) -> None:
     """One INFO line a deposit on ``jointpay.deposit``, its phases also as the record's
     ``deposit_times``: they pass in order and add up to the total, the time spent
-    locking and waiting for the workers lies inside the stream, and nothing is logged
-    below INFO's threshold or for a retried session (it changes nothing)."""
+    locking and waiting for the workers lies inside the stream, and a retried session
+    (answered from its stored receipt) logs nothing."""
     monkeypatch.setattr(verify_pool, "CHUNK", 4)
     h, batch = _one_card_batch(tmp_path, "secp256k1", 10)
     with h.bank() as bank:
