@@ -169,9 +169,12 @@ class DepositTimes:
         (locks 16, waiting 323), ...; thread CPU 299``, in ms."""
         parts: list[str] = []
         for k in _PHASES:
-            if k in figures and k not in _NESTED:
-                inner = [f"{n} {figures[n]:.0f}" for n in _NESTED if k == "stream" and n in figures]
-                parts.append(f"{k} {figures[k]:.0f}" + (f" ({', '.join(inner)})" if inner else ""))
+            if k not in figures or k in _NESTED:
+                continue
+            parts.append(f"{k} {figures[k]:.0f}")
+            if k == "stream":  # the phases inside it, in brackets
+                inner = ", ".join(f"{n} {figures[n]:.0f}" for n in _NESTED if n in figures)
+                parts[-1] += f" ({inner})" if inner else ""
         return f"{', '.join(parts)}; thread CPU {figures['thread_cpu']:.0f}"
 
 
