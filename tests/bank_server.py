@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -22,14 +24,35 @@ def free_port() -> int:
 
 @contextmanager
 def bank_server(
-    home: Path, *, db_url: str | None = None, port: int | None = None, kind: str = "bank"
+    home: Path,
+    *,
+    db_url: str | None = None,
+    port: int | None = None,
+    kind: str = "bank",
+    args: Sequence[str] = (),
+    log: Path | None = None,
 ) -> Iterator[str]:
     """Serve the bank (or, with ``kind="clearing"``, the clearing house) of ``home``
-    (on ``db_url`` if given); yield its base URL."""
+    (on ``db_url`` if given, with more ``args`` to ``serve``, its standard error into
+    the file ``log`` if given); yield its base URL."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if db_url is not None:
         env["JOINTPAY_DB"] = db_url
     port = port or free_port()
+    with contextlib.ExitStack() as files:
+        err_to = subprocess.PIPE if log is None else files.enter_context(log.open("wb"))
+        yield from _served(home, port, kind, args, env, err_to, log)
+
+
+def _served(
+    home: Path,
+    port: int,
+    kind: str,
+    args: Sequence[str],
+    env: dict[str, str],
+    err_to: Any,
+    log: Path | None,
+) -> Iterator[str]:
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -41,9 +64,10 @@ def bank_server(
             "serve",
             "--port",
             str(port),
+            *args,
         ],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=err_to,
         env=env,
     )
     url = f"http://127.0.0.1:{port}"
@@ -59,7 +83,7 @@ def bank_server(
         else:
             raise AssertionError("the bank server did not answer in time")
         if proc.poll() is not None:
-            err = proc.stderr.read() if proc.stderr else b""
+            err = proc.stderr.read() if proc.stderr else log.read_bytes() if log else b""
             raise AssertionError(f"the bank server exited: {err.decode(errors='replace')}")
         yield url
     finally:

@@ -226,3 +226,46 @@ def test_credit_line_restored_on_line_and_rates_over_http(served: dict[str, Any]
         httpx.post(f"{url}/v1/admin/rates", json={"currency": "USD", "rate": "1"}).status_code
         == 401
     )
+
+
+def test_serve_log_level_info_says_where_each_deposit_went(tmp_path: Path) -> None:
+    """``bank serve --log-level info`` writes the deposit's timing line (operations.md,
+    "Where a deposit's time goes") to standard error; the default level (warning)
+    writes nothing there, and no line carries the admin token."""
+    home = tmp_path / "bank"
+    jp(home, "bank", "init", "--bank-id", "log-bank")
+    jp(home, "bank", "open-account", "--holder", "bob", "--balance", "50")
+    card = jp(
+        home, "bank", "issue-card", "--holder", "bob", "--pin-stdin", "--load", "20", stdin=PIN
+    )["card"]
+    jp(home, "bank", "open-merchant", "--name", "Kiosk")
+    logs = {}
+    for level in ("info", "warning"):
+        jp(
+            home,
+            "pay",
+            "--card",
+            card,
+            "--merchant",
+            "Kiosk",
+            "--amount",
+            "1.25",
+            "--pin-stdin",
+            stdin=PIN,
+        )
+        log = tmp_path / f"{level}.log"
+        with bank_server(home, args=["--log-level", level], log=log) as url:
+            dep = jp(home, "deposit", "--merchant", "Kiosk", "--bank", url)
+            assert (dep["accepted"], dep["rejected"]) == (1, 0)
+        logs[level] = log.read_text()
+    deposit_id = dep["deposit_id"]
+    first = deposit_id.rsplit(":", 1)[0] + ":1"
+    info = logs["info"]
+    line = next(x for x in info.splitlines() if " jointpay.deposit: " in x)
+    assert f"INFO jointpay.deposit: deposit {first}: 1 payments, 1 accepted, " in line
+    for phase in ("session ", "certs ", "stream ", "book ", "receipt ", "commit ", "thread CPU "):
+        assert phase in line
+    assert "Application startup complete" in info  # uvicorn's own lines follow the level
+    assert logs["warning"] == ""
+    token = (home / "admin.token").read_text().strip()
+    assert token not in info

@@ -21,6 +21,7 @@ from jointpay.api.server import (
     add_problem_handlers,
     admin_guard,
     load_admin_token,
+    log_to_stderr,
     read_json,
 )
 from jointpay.service.clearing import ClearingHouse
@@ -133,10 +134,15 @@ def create_clearing_app(house_factory: Callable[[], ClearingHouse], *, admin_tok
     return app
 
 
-def serve_clearing(home: Any, *, host: str, port: int, admin_token_file: Path | None) -> None:
+def serve_clearing(
+    home: Any, *, host: str, port: int, admin_token_file: Path | None, log_level: str = "warning"
+) -> None:
+    """``jointpay clearing serve``: uvicorn on the clearing house's app; ``log_level``
+    as in :func:`jointpay.api.server.log_to_stderr`."""
     import uvicorn
 
+    log_to_stderr(log_level)
     token = load_admin_token(home.root, admin_token_file)
     store = home.store()
     app = create_clearing_app(lambda: ClearingHouse(store, clock=home.clock), admin_token=token)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.run(app, host=host, port=port, log_level=log_level)

@@ -12,11 +12,13 @@ otherwise.
 import hashlib
 import hmac
 import json
+import logging
 import secrets
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, TextIO
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi import Path as PathParam
@@ -512,10 +514,35 @@ def load_admin_token(root: Path, admin_token_file: Path | None) -> str:
     return token_path.read_text(encoding="utf-8").strip()
 
 
-def serve(home: Any, *, host: str, port: int, admin_token_file: Path | None) -> None:
-    """``jointpay bank serve``: uvicorn on the app, bank from the home's database."""
+class _ServerLog(logging.StreamHandler[TextIO]):
+    """The handler :func:`log_to_stderr` installs (one a process)."""
+
+
+def log_to_stderr(level: str) -> None:
+    """A server's logging: jointpay's loggers at ``level`` (error, warning, info or
+    debug) on standard error, one timestamped line a record. At info the bank logs
+    where each deposit's time went (logger ``jointpay.deposit``, operations.md);
+    uvicorn's own lines follow the same level (its line per request on standard
+    output). No record carries a secret: the deposit's line names the deposit, its
+    counts and its phases' milliseconds."""
+    handler = _ServerLog(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("jointpay")
+    for old in [h for h in root.handlers if isinstance(h, _ServerLog)]:  # started again
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    root.propagate = False  # the server's own lines only once, whatever the root has
+
+
+def serve(
+    home: Any, *, host: str, port: int, admin_token_file: Path | None, log_level: str = "warning"
+) -> None:
+    """``jointpay bank serve``: uvicorn on the app, bank from the home's database;
+    ``log_level`` as in :func:`log_to_stderr`."""
     import uvicorn
 
+    log_to_stderr(log_level)
     token = load_admin_token(home.root, admin_token_file)
     store = home.store()
 
@@ -527,6 +554,6 @@ def serve(home: Any, *, host: str, port: int, admin_token_file: Path | None) -> 
     bank.verifier.start()  # with the bank's modp group built in every worker
     app = create_app(lambda: bank, admin_token=token)
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        uvicorn.run(app, host=host, port=port, log_level=log_level)
     finally:
         bank.close()

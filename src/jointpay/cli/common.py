@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +17,25 @@ HomeOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 AdminTokenFileOpt = Annotated[Path | None, typer.Option(help="file holding the admin credential")]
+
+
+class LogLevel(StrEnum):
+    """How much a server logs on standard error (``--log-level``)."""
+
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+    DEBUG = "debug"
+
+
+LogLevelOpt = Annotated[
+    LogLevel,
+    typer.Option(
+        "--log-level",
+        help="info: a line per request, and per deposit where its time went",
+        case_sensitive=False,
+    ),
+]
 
 
 def command_context(ctx: typer.Context, home: Path | None, as_json: bool) -> tuple[Home, Output]:

@@ -14,7 +14,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from jointpay.cli.common import AdminTokenFileOpt, HomeOpt, JsonOpt, hex_bytes
+from jointpay.cli.common import (
+    AdminTokenFileOpt,
+    HomeOpt,
+    JsonOpt,
+    LogLevel,
+    LogLevelOpt,
+    hex_bytes,
+)
 from jointpay.cli.common import command_context as _ctx
 from jointpay.cli.output import EXIT_REFUSED, answering, read_pin
 from jointpay.crypto.certs import check_ident
@@ -506,6 +513,7 @@ def bank_serve(
     host: str = "127.0.0.1",
     port: int = 8421,
     admin_token_file: AdminTokenFileOpt = None,
+    log_level: LogLevelOpt = LogLevel.WARNING,
     home: HomeOpt = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -514,7 +522,7 @@ def bank_serve(
     with answering(out):
         from jointpay.api.server import serve
 
-        serve(h, host=host, port=port, admin_token_file=admin_token_file)
+        serve(h, host=host, port=port, admin_token_file=admin_token_file, log_level=log_level.value)
 
 
 # --------------------------------------------------------------------------------------

@@ -12,7 +12,14 @@ from typing import Annotated
 import typer
 
 from jointpay.adapters.card_file import atomic_write
-from jointpay.cli.common import AdminTokenFileOpt, HomeOpt, JsonOpt, hex_bytes
+from jointpay.cli.common import (
+    AdminTokenFileOpt,
+    HomeOpt,
+    JsonOpt,
+    LogLevel,
+    LogLevelOpt,
+    hex_bytes,
+)
 from jointpay.cli.common import command_context as _ctx
 from jointpay.cli.output import answering
 from jointpay.crypto.certs import BankRole, SigningKey, check_ident, issue_bank_cert
@@ -243,6 +250,7 @@ def clearing_serve(
     host: str = "127.0.0.1",
     port: int = 8431,
     admin_token_file: AdminTokenFileOpt = None,
+    log_level: LogLevelOpt = LogLevel.WARNING,
     home: HomeOpt = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -251,4 +259,6 @@ def clearing_serve(
     with answering(out):
         from jointpay.api.clearing_server import serve_clearing
 
-        serve_clearing(h, host=host, port=port, admin_token_file=admin_token_file)
+        serve_clearing(
+            h, host=host, port=port, admin_token_file=admin_token_file, log_level=log_level.value
+        )
