@@ -30,15 +30,22 @@ def jp(home: Path, *args: str, stdin: str = "", code: int = 0) -> dict[str, Any]
     return dict(json.loads(run.stdout))
 
 
+def bank_card_and_shop(home: Path, bank_id: str, *, balance: str, load: str) -> str:
+    """A bank in ``home``: holder alice with ``balance``, a card loaded with ``load``
+    (PIN 2468), merchant Shop; returns the card's number."""
+    jp(home, "bank", "init", "--bank-id", bank_id)
+    jp(home, "bank", "open-account", "--holder", "alice", "--balance", balance)
+    card = jp(
+        home, "bank", "issue-card", "--holder", "alice", "--pin-stdin", "--load", load, stdin=PIN
+    )["card"]
+    jp(home, "bank", "open-merchant", "--name", "Shop")
+    return str(card)
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     home = tmp_path_factory.mktemp("bank")
-    jp(home, "bank", "init", "--bank-id", "http-bank")
-    jp(home, "bank", "open-account", "--holder", "alice", "--balance", "300")
-    card = jp(
-        home, "bank", "issue-card", "--holder", "alice", "--pin-stdin", "--load", "100", stdin=PIN
-    )["card"]
-    jp(home, "bank", "open-merchant", "--name", "Shop")
+    card = bank_card_and_shop(home, "http-bank", balance="300", load="100")
     with bank_server(home) as url:
         token = (home / "admin.token").read_text().strip()
         yield {"home": home, "card": card, "url": url, "token": token}
@@ -233,13 +240,8 @@ def test_serve_log_level_info_says_where_each_deposit_went(tmp_path: Path) -> No
     "Where a deposit's time goes") to standard error; the default level (warning)
     writes nothing there, and no line carries the admin token."""
     home = tmp_path / "bank"
-    jp(home, "bank", "init", "--bank-id", "log-bank")
-    jp(home, "bank", "open-account", "--holder", "bob", "--balance", "50")
-    card = jp(
-        home, "bank", "issue-card", "--holder", "bob", "--pin-stdin", "--load", "20", stdin=PIN
-    )["card"]
-    jp(home, "bank", "open-merchant", "--name", "Kiosk")
-    logs = {}
+    card = bank_card_and_shop(home, "log-bank", balance="50", load="20")
+    logs, ids = {}, {}
     for level in ("info", "warning"):
         jp(
             home,
@@ -247,7 +249,7 @@ def test_serve_log_level_info_says_where_each_deposit_went(tmp_path: Path) -> No
             "--card",
             card,
             "--merchant",
-            "Kiosk",
+            "Shop",
             "--amount",
             "1.25",
             "--pin-stdin",
@@ -255,14 +257,12 @@ def test_serve_log_level_info_says_where_each_deposit_went(tmp_path: Path) -> No
         )
         log = tmp_path / f"{level}.log"
         with bank_server(home, args=["--log-level", level], log=log) as url:
-            dep = jp(home, "deposit", "--merchant", "Kiosk", "--bank", url)
+            dep = jp(home, "deposit", "--merchant", "Shop", "--bank", url)
             assert (dep["accepted"], dep["rejected"]) == (1, 0)
-        logs[level] = log.read_text()
-    deposit_id = dep["deposit_id"]
-    first = deposit_id.rsplit(":", 1)[0] + ":1"
+        logs[level], ids[level] = log.read_text(), dep["deposit_id"]
     info = logs["info"]
     line = next(x for x in info.splitlines() if " jointpay.deposit: " in x)
-    assert f"INFO jointpay.deposit: deposit {first}: 1 payments, 1 accepted, " in line
+    assert f"INFO jointpay.deposit: deposit {ids['info']}: 1 payments, 1 accepted, " in line
     for phase in ("session ", "certs ", "stream ", "book ", "receipt ", "commit ", "thread CPU "):
         assert phase in line
     assert "Application startup complete" in info  # uvicorn's own lines follow the level
