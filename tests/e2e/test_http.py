@@ -42,6 +42,22 @@ def bank_card_and_shop(home: Path, bank_id: str, *, balance: str, load: str) -> 
     return str(card)
 
 
+def pay_at_shop(home: Path, card: str, amount: str) -> None:
+    """An offline payment of ``amount`` by ``card`` (PIN 2468) at merchant Shop."""
+    jp(
+        home,
+        "pay",
+        "--card",
+        card,
+        "--merchant",
+        "Shop",
+        "--amount",
+        amount,
+        "--pin-stdin",
+        stdin=PIN,
+    )
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     home = tmp_path_factory.mktemp("bank")
@@ -62,18 +78,7 @@ def test_parameters_openapi_and_health(served: dict[str, Any]) -> None:
 
 def test_deposit_and_withdraw_over_http(served: dict[str, Any]) -> None:
     home, card, url = served["home"], served["card"], served["url"]
-    jp(
-        home,
-        "pay",
-        "--card",
-        card,
-        "--merchant",
-        "Shop",
-        "--amount",
-        "7.50",
-        "--pin-stdin",
-        stdin=PIN,
-    )
+    pay_at_shop(home, card, "7.50")
     dep = jp(home, "deposit", "--merchant", "Shop", "--bank", url)
     assert (dep["accepted"], dep["rejected"]) == (1, 0)
     wd = jp(
@@ -243,18 +248,7 @@ def test_serve_log_level_info_says_where_each_deposit_went(tmp_path: Path) -> No
     card = bank_card_and_shop(home, "log-bank", balance="50", load="20")
     logs, ids = {}, {}
     for level in ("info", "warning"):
-        jp(
-            home,
-            "pay",
-            "--card",
-            card,
-            "--merchant",
-            "Shop",
-            "--amount",
-            "1.25",
-            "--pin-stdin",
-            stdin=PIN,
-        )
+        pay_at_shop(home, card, "1.25")
         log = tmp_path / f"{level}.log"
         with bank_server(home, args=["--log-level", level], log=log) as url:
             dep = jp(home, "deposit", "--merchant", "Shop", "--bank", url)
