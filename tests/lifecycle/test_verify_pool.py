@@ -485,3 +485,72 @@ def test_a_deposit_logs_where_its_time_went(
     assert text.startswith(f"deposit {receipt['deposit_id']}: 10 payments, 10 accepted, ")
     for part in ("session ", "stream ", "(locks ", ", waiting ", "commit ", "; thread CPU "):
         assert part in text
+
+
+def test_certificates_are_read_as_the_stream_reaches_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deposit reads its cards' stored certificates window by window, the first chunk
+    going to the workers before the last window is read; the answers are those of one
+    read of all. A forged certificate (a genuine one with another card's number written
+    in, in a later window) is refused as such, having locked only a card of the batch."""
+    from jointpay.crypto.certs import claimed_card
+    from jointpay.service import deposit as deposit_module
+    from jointpay.storage.sql import SqlUnitOfWork
+
+    h = Home(tmp_path, None, lambda: 1_800_000_000)
+    h.init_bank(suite="secp256k1", group=None, currency="EUR", bank_id="b")
+    with h.bank() as bank:
+        bank.open_account("a", 100_000)
+        cards = [
+            h.issue_card(
+                bank, holder="a", pin="2468", load=5_000, mode="cash", limit=0, user_key="card"
+            ).card_number
+            for _ in range(3)
+        ]
+        h.open_merchant(bank, "Shop")
+    for k, card in enumerate(cards):
+        for i in range(2):
+            h.pay(card, "Shop", 10 + 10 * k + i, "2468")
+    batch = h.export_batch("Shop")
+    genuine = bytes.fromhex(batch["cards"][-1]["cert"])
+    claim = claimed_card(genuine)
+    assert claim is not None
+    other = next(c for c in cards if c != claim[1])
+    forged = genuine.replace(claim[1].encode(), other.encode())
+    assert claimed_card(forged) == ("b", other)
+    batch["cards"].append({"cert": forged.hex(), "payments": batch["cards"][-1]["payments"]})
+
+    events: list[str] = []
+    real_get, real_submit = SqlUnitOfWork.get_certs, Verifier.submit
+
+    def get_certs(self: SqlUnitOfWork, ids: Any) -> Any:
+        events.append(f"read {len(ids)}")
+        return real_get(self, ids)
+
+    def submit(self: Verifier, *args: Any, **kwargs: Any) -> Any:
+        events.append("send")
+        return real_submit(self, *args, **kwargs)
+
+    monkeypatch.setattr(SqlUnitOfWork, "get_certs", get_certs)
+    monkeypatch.setattr(Verifier, "submit", submit)
+    got = []
+    for window, chunk in ((1, 2), (10_000, 512)):
+        monkeypatch.setattr(deposit_module, "CERT_WINDOW", window)
+        monkeypatch.setattr(verify_pool, "CHUNK", chunk)
+        events.clear()
+        with h.bank() as bank:
+            bank.verifier.workers = 1
+            bank.verifier.min_batch = 1
+            receipt = bank.deposit(_signed(h, batch, seq=len(got) + 1))
+            assert bank.audit().ok
+        answers = [r["reason"] or r["status"] for r in receipt["results"]]
+        got.append((answers, list(events)))
+    (answers, order), (again, order_all) = got
+    assert answers == ["accepted"] * 6 + ["bad_cert"] * 2
+    assert order.count("send") == 4
+    assert [e for e in order if e != "send"] == ["read 1"] * 4  # one window a card
+    assert order.index("send") < max(i for i, e in enumerate(order) if e != "send")
+    # the same payments again, their certificates read in one window: the same answers
+    assert again == ["duplicate"] * 6 + ["bad_cert"] * 2
+    assert [e for e in order_all if e != "send"] == ["read 3"]

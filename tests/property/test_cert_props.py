@@ -10,7 +10,7 @@ from functools import cache
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jointpay.crypto.certs import CardCert, CardMode, SigningKey, issue_card_cert
+from jointpay.crypto.certs import CardCert, CardMode, SigningKey, claimed_card, issue_card_cert
 from jointpay.crypto.errors import CryptoError
 from jointpay.crypto.group import get_group
 from jointpay.crypto.joint import Role, prove_possession
@@ -74,26 +74,20 @@ def test_an_issued_certificate_is_read_by_offsets_as_by_the_reader(data: bytes) 
     assert CardCert.decode(data, known=True) == fast
 
 
-@settings(max_examples=1500, deadline=None)
-@given(
-    _CERTS,
-    st.lists(
-        st.tuples(
-            st.sampled_from(["flip", "set", "cut", "insert", "delete"]),
-            # the identifiers and names come first: most edits land among them
-            st.integers(0, 100) | st.integers(0),
-            st.integers(1, 255) | st.sampled_from(b" !~/+0aZ\x7f"),
-        ),
-        min_size=1,
-        max_size=3,
+_EDITS = st.lists(
+    st.tuples(
+        st.sampled_from(["flip", "set", "cut", "insert", "delete"]),
+        # the identifiers and names come first: most edits land among them
+        st.integers(0, 100) | st.integers(0),
+        st.integers(1, 255) | st.sampled_from(b" !~/+0aZ\x7f"),
     ),
+    min_size=1,
+    max_size=3,
 )
-def test_a_mutated_certificate_gets_the_readers_answer(
-    data: bytes, edits: list[tuple[str, int, int]]
-) -> None:
-    """Bytes changed, cut short or grown: the reader by offsets gives up (and the
-    field-by-field reader judges) or gives exactly the field-by-field reader's
-    certificate; it never accepts what the reader refuses."""
+
+
+def mutate(data: bytes, edits: list[tuple[str, int, int]]) -> bytes:
+    """``data`` with bytes flipped, set, cut short, inserted or deleted."""
     b = bytearray(data)
     for kind, where, value in edits:
         i = where % (len(b) + 1)
@@ -107,7 +101,18 @@ def test_a_mutated_certificate_gets_the_readers_answer(
             b[i:i] = bytes([value])
         elif kind == "delete" and i < len(b):
             del b[i]
-    mutated = bytes(b)
+    return bytes(b)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_CERTS, _EDITS)
+def test_a_mutated_certificate_gets_the_readers_answer(
+    data: bytes, edits: list[tuple[str, int, int]]
+) -> None:
+    """Bytes changed, cut short or grown: the reader by offsets gives up (and the
+    field-by-field reader judges) or gives exactly the field-by-field reader's
+    certificate; it never accepts what the reader refuses."""
+    mutated = mutate(data, edits)
     fast = CardCert._decode_known(mutated, get_group)
     slow = read(mutated)
     if fast is not None:
@@ -146,3 +151,21 @@ def test_a_field_out_of_its_rules_is_refused_by_both(data: bytes, name: str, val
     assert fast == slow
     if slow is None:
         assert fast is None
+
+
+@settings(max_examples=800, deadline=None)
+@given(_CERTS, _EDITS)
+def test_a_certificate_claims_the_card_the_reader_finds(
+    data: bytes, edits: list[tuple[str, int, int]]
+) -> None:
+    """A deposit locks the cards its certificates claim (``claimed_card``) before it
+    judges them: every certificate the reader accepts, mutated or not, claims exactly
+    its own bank and card, so no card a valid certificate pays from goes unlocked; and
+    no bytes make the claim raise."""
+    assert claimed_card(data) == ("B1", "4000000000000002")
+    mutated = mutate(data, edits)
+    claim = claimed_card(mutated)
+    cert = read(mutated)
+    if cert is not None:
+        assert claim == (cert.bank_id, cert.card_number)
+    assert claimed_card(mutated[:20]) is None

@@ -18,6 +18,7 @@ from jointpay.crypto.certs import (
     check_card_number,
     check_currency,
     check_ident,
+    claimed_card,
     issue_bank_cert,
     issue_card_cert,
     mac,
@@ -146,6 +147,23 @@ def test_no_byte_flip_is_accepted_with_changed_content() -> None:
         except CryptoError:
             continue
         raise AssertionError(f"a flip at byte {i} was accepted")
+
+
+def test_a_certificate_claims_its_bank_and_card_from_its_bytes() -> None:
+    """What a deposit locks before it judges the certificate: the bank id and card
+    number at their offsets, or None where the bytes cannot hold them."""
+    data = card_cert().encode()
+    assert claimed_card(data) == ("test-bank", CARD)
+    assert claimed_card(b"") is None
+    assert claimed_card(b"\x02" + data[1:]) is None  # another version
+    head = 1 + 16
+    for n in range(head + 4 + len("test-bank") + 4 + len(CARD)):
+        assert claimed_card(data[:n]) is None  # cut inside either field
+    too_long = data[:head] + (65).to_bytes(4, "big") + b"b" * 65 + data[head + 13 :]
+    assert claimed_card(too_long) is None  # a bank id over its 64 bytes
+    not_text = bytearray(data)
+    not_text[head + 4] = 0xFF  # no UTF-8
+    assert claimed_card(bytes(not_text)) is None
 
 
 def _body(**over: object) -> bytes:

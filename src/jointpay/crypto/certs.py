@@ -527,6 +527,26 @@ def new_cert_id() -> bytes:
     return secrets.token_bytes(CERT_ID_LEN)
 
 
+def claimed_card(data: bytes) -> tuple[str, str] | None:
+    """The bank id and card number that a CARD-CERT's bytes claim, read at their offsets
+    and checked for nothing else, not even the signature: what a bank may lock before it
+    has judged the certificate (a deposit locks every card its batch names at once).
+    None if the bytes cannot hold them."""
+    if not data or data[0] != CERT_VERSION:
+        return None
+    pos, texts = 1 + CERT_ID_LEN, []
+    for limit in (64, 19):  # bank id, card number
+        n = int.from_bytes(data[pos : pos + 4], "big")
+        if pos + 4 + n > len(data) or n > limit:
+            return None
+        try:
+            texts.append(data[pos + 4 : pos + 4 + n].decode())
+        except UnicodeDecodeError:
+            return None
+        pos += 4 + n
+    return texts[0], texts[1]
+
+
 # --------------------------------------------------------------------------------------
 # MERCHANT-CERT
 # --------------------------------------------------------------------------------------

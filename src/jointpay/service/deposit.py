@@ -24,9 +24,9 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-from jointpay.crypto.certs import CERT_ID_LEN, CardCert, CardMode
+from jointpay.crypto.certs import CERT_ID_LEN, CardCert, CardMode, claimed_card
 from jointpay.crypto.errors import CryptoError
 from jointpay.crypto.schnorr import MAX_SER
 from jointpay.domain.money import RATE_SCALE, convert, format_amount
@@ -192,6 +192,11 @@ _PHASES = (
 _NESTED = ("locks", "waiting")
 
 
+CERT_WINDOW: Final = 256
+"""Cards whose stored certificates :meth:`DepositRun._read_certs` reads at least in one
+query (and a chunk's worth of payments)."""
+
+
 class DepositRun:
     """One deposit session's payments, checked and booked inside transaction ``tx``."""
 
@@ -241,7 +246,11 @@ class DepositRun:
         """Each decoded CardCert's bytes as received, by id (no re-encoding to compare)."""
         self.cards: dict[str, CardRecord] = {}
         self._own_certs: list[tuple[str, bytes]] = []
-        """(card number, cert id) of each of our CARD-CERTs in the batch."""
+        """(card number, cert id) that each CARD-CERT of the batch naming our bank
+        claims, judged or not: the cards locked at once (:meth:`_lock_cards`)."""
+        self._unread: dict[str, tuple[bytes, bytes]] = {}
+        """The batch's certificates whose stored records are not read yet, by their hex
+        text as received: (cert id, bytes) (:meth:`_read_certs`)."""
         self._stored: dict[str, CertRecord] = {}
         """The batch's certificates whose bytes are those we stored at issue, by their
         hex text as received."""
@@ -284,9 +293,9 @@ class DepositRun:
         return results
 
     def _run(self, verifier: verify_pool.Verifier, size: int) -> list[PaymentResult]:
-        self._read_own_certs()
-        self._prefetch_cards()
+        self._list_certs()
         self.times.mark("certs")
+        batch_cards = self.req.batch.cards
         results: list[PaymentResult] = []
         depth = max(1, verifier.workers) + 1  # chunks in flight: every worker busy
         inflight: deque[tuple[list[_Pending], Callable[[], list[Answer]]]] = deque()
@@ -301,7 +310,9 @@ class DepositRun:
                 self._settle(*inflight.popleft(), results, behind=True)
 
         label, head, malformed = "", unusable, False
-        for cert_raw, payments in self.req.batch.groups():
+        for index, (cert_raw, payments) in enumerate(self.req.batch.groups()):
+            if isinstance(cert_raw, str) and cert_raw in self._unread:
+                self._read_certs(batch_cards, index)
             cert: CardCert | str | None = None
             for ser, spec, b, r, hint in payments:
                 if cert is None:  # a group's CARD-CERT, judged at its first payment
@@ -465,33 +476,60 @@ class DepositRun:
                 raise error
 
     # -- pass 1: format ---------------------------------------------------------------
-    def _read_own_certs(self) -> None:
-        """The CARD-CERTs we issued, recognised by their stored bytes (one query).
+    def _list_certs(self) -> None:
+        """The batch's CARD-CERTs, hex-decoded once, and the cards those naming our bank
+        claim (:func:`claimed_card`), to be locked all at once (:meth:`_lock_cards`).
 
-        Bytes equal to the certificate we signed and stored at issue need neither our
-        signature checked again nor, on modp, their keys' subgroup tests (three
-        exponentiations a card): both were done before we stored them. They are
-        decoded when their first payment is met (:meth:`_cert`), while the
-        workers verify the chunks before it: a batch of ten thousand cards used to
-        wait 0.3 s for all of them before its first chunk went out. Anything else takes
-        the full path in :meth:`_cert`.
-        """
-        wanted: dict[bytes, list[tuple[str, bytes]]] = {}
+        Their stored records are read as the stream reaches them (:meth:`_read_certs`),
+        not here: a batch of ten thousand cards read them all, 3 KB a card on modp,
+        before its first chunk went to the workers (0.2 s with the database in the page
+        cache, 1 s without). A claim is only a claim: a certificate that turns out
+        forged or foreign locks a card it does not pay from, and is judged in
+        :meth:`_cert` like any other."""
+        own = self._own
         for card in self.req.batch.cards:
             raw = card.get("cert") if isinstance(card, dict) else None
-            if not isinstance(raw, str) or len(raw) > MAX_CERT_HEX:
+            if not isinstance(raw, str) or len(raw) > MAX_CERT_HEX or raw in self._unread:
                 continue
             try:
                 data = bytes.fromhex(raw)
             except ValueError:
                 continue
-            if len(data) > 1 + CERT_ID_LEN:
-                wanted.setdefault(data[1 : 1 + CERT_ID_LEN], []).append((raw, data))
-        if not wanted:
+            if len(data) <= 1 + CERT_ID_LEN:
+                continue
+            cert_id = data[1 : 1 + CERT_ID_LEN]
+            self._unread[raw] = (cert_id, data)
+            claim = claimed_card(data)
+            if claim is not None and claim[0] == own:
+                self._own_certs.append((claim[1], cert_id))
+
+    def _read_certs(self, cards: list[Any], start: int) -> None:
+        """The stored records of the certificates of ``cards[start:]``, in one query,
+        before their payments are sent to the workers: :data:`CERT_WINDOW` cards and a
+        chunk's worth of payments at least (a batch of 100 cards reads all at once).
+
+        Bytes equal to the certificate we signed and stored at issue need neither our
+        signature checked again nor, on modp, their keys' subgroup tests (three
+        exponentiations a card): both were done before we stored them (:meth:`_cert`
+        reads them back). Anything else takes the full path in :meth:`_cert`. The
+        records also say whom each certificate was issued to (:meth:`_issued_to`)."""
+        window: dict[bytes, list[tuple[str, bytes]]] = {}
+        count = 0
+        for seen, card in enumerate(cards[start:], 1):
+            raw = card.get("cert") if isinstance(card, dict) else None
+            entry = self._unread.pop(raw) if isinstance(raw, str) and raw in self._unread else None
+            if isinstance(raw, str) and entry is not None:
+                window.setdefault(entry[0], []).append((raw, entry[1]))
+            payments = card.get("payments") if isinstance(card, dict) else None
+            count += len(payments) if isinstance(payments, list) else 1
+            if count >= verify_pool.CHUNK and seen >= CERT_WINDOW:
+                break
+        if not window:
             return
-        self.issued = self.tx.get_certs(sorted(wanted))
-        for cert_id, candidates in wanted.items():
-            rec = self.issued.get(cert_id)
+        found = self.tx.get_certs(sorted(window))
+        self.issued.update(found)
+        for cert_id, candidates in window.items():
+            rec = found.get(cert_id)
             for raw, data in candidates:
                 if rec is not None and rec.encoded == data:
                     self._stored[raw] = rec
@@ -504,7 +542,7 @@ class DepositRun:
         if seen is not None:
             return seen
         rec = self._stored.get(raw)
-        if rec is not None:  # ours byte for byte (_read_own_certs compared): no hex decode
+        if rec is not None:  # ours byte for byte (_read_certs compared): no hex decode
             own = self._read_back(rec.encoded)
             if own is not None:
                 self._by_text[raw] = own
@@ -557,7 +595,7 @@ class DepositRun:
 
     def _read_back(self, data: bytes) -> CardCert | None:
         """A certificate we stored at issue, from its stored bytes (known: no signature
-        and no subgroup tests, see :meth:`_read_own_certs`); None should it not be ours
+        and no subgroup tests, see :meth:`_read_certs`); None should it not be ours
         after all (the full path then judges it)."""
         seen = self.bank.verified_certs
         cert = seen.get(data)  # read back in an earlier deposit of this process
@@ -575,22 +613,7 @@ class DepositRun:
         self._bytes[id(cert)] = data
         return cert
 
-    # -- before the payments: every card of the batch, locked in one sorted query ---------
-    def _prefetch_cards(self) -> None:
-        """Decode each card group's CARD-CERT once; :meth:`_lock_cards` then locks all
-        our cards at once (in card-number order, so concurrent deposits cannot
-        deadlock), with their issued certificates and the balances the checks use."""
-        own, stored = self._own, self._stored
-        for group in self.req.batch.cards:
-            raw = group.get("cert") if isinstance(group, dict) else None
-            rec = stored.get(raw) if isinstance(raw, str) else None
-            if rec is not None:  # ours as we stored it: decoded when its payments come
-                self._own_certs.append((rec.card_number, rec.cert_id))
-                continue
-            cert = self._cert(raw) if isinstance(group, dict) else "malformed"
-            if isinstance(cert, CardCert) and cert.bank_id == own:
-                self._own_certs.append((cert.card_number, cert.cert_id))
-
+    # -- every card of the batch, locked in one sorted query --------------------------------
     def _lock_cards(self) -> None:
         """Taken when the first chunk is settled, once the workers' answers for it are
         in, not before: the first chunks are parsed and verified meanwhile, also while
@@ -604,9 +627,6 @@ class DepositRun:
         certs, self._own_certs = self._own_certs, []
         self._locked = True
         self.cards = self.tx.lock_cards(sorted({number for number, _ in certs}))
-        missing = sorted({cert_id for _, cert_id in certs} - self.issued.keys())
-        if missing:
-            self.issued.update(self.tx.get_certs(missing))
         floats = sorted(
             {c.float_account for c in self.cards.values() if c.float_account}
             | {c.holder_account for c in self.cards.values() if c.mode == CardMode.CHEQUE.value}
