@@ -24,6 +24,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
+from itertools import islice
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from jointpay.crypto.certs import CERT_ID_LEN, CardCert, CardMode, claimed_card
@@ -515,7 +516,7 @@ class DepositRun:
         records also say whom each certificate was issued to (:meth:`_issued_to`)."""
         window: dict[bytes, list[tuple[str, bytes]]] = {}
         count = 0
-        for seen, card in enumerate(cards[start:], 1):
+        for seen, card in enumerate(islice(cards, start, None), 1):
             raw = card.get("cert") if isinstance(card, dict) else None
             entry = self._unread.pop(raw) if isinstance(raw, str) and raw in self._unread else None
             if isinstance(raw, str) and entry is not None:
