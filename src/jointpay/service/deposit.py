@@ -296,7 +296,6 @@ class DepositRun:
     def _run(self, verifier: verify_pool.Verifier, size: int) -> list[PaymentResult]:
         self._list_certs()
         self.times.mark("certs")
-        batch_cards = self.req.batch.cards
         results: list[PaymentResult] = []
         depth = max(1, verifier.workers) + 1  # chunks in flight: every worker busy
         inflight: deque[tuple[list[_Pending], Callable[[], list[Answer]]]] = deque()
@@ -313,7 +312,7 @@ class DepositRun:
         label, head, malformed = "", unusable, False
         for index, (cert_raw, payments) in enumerate(self.req.batch.groups()):
             if isinstance(cert_raw, str) and cert_raw in self._unread:
-                self._read_certs(batch_cards, index)
+                self._read_certs(index)
             cert: CardCert | str | None = None
             for ser, spec, b, r, hint in payments:
                 if cert is None:  # a group's CARD-CERT, judged at its first payment
@@ -504,10 +503,11 @@ class DepositRun:
             if claim is not None and claim[0] == own:
                 self._own_certs.append((claim[1], cert_id))
 
-    def _read_certs(self, cards: list[Any], start: int) -> None:
-        """The stored records of the certificates of ``cards[start:]``, in one query,
-        before their payments are sent to the workers: :data:`CERT_WINDOW` cards and a
-        chunk's worth of payments at least (a batch of 100 cards reads all at once).
+    def _read_certs(self, start: int) -> None:
+        """The stored records of the certificates of the batch's cards from ``start`` on,
+        in one query, before their payments are sent to the workers: :data:`CERT_WINDOW`
+        cards and a chunk's worth of payments at least (a batch of 100 cards reads all at
+        once).
 
         Bytes equal to the certificate we signed and stored at issue need neither our
         signature checked again nor, on modp, their keys' subgroup tests (three
@@ -516,11 +516,11 @@ class DepositRun:
         records also say whom each certificate was issued to (:meth:`_issued_to`)."""
         window: dict[bytes, list[tuple[str, bytes]]] = {}
         count = 0
-        for seen, card in enumerate(islice(cards, start, None), 1):
+        for seen, card in enumerate(islice(self.req.batch.cards, start, None), 1):
             raw = card.get("cert") if isinstance(card, dict) else None
-            entry = self._unread.pop(raw) if isinstance(raw, str) and raw in self._unread else None
-            if isinstance(raw, str) and entry is not None:
-                window.setdefault(entry[0], []).append((raw, entry[1]))
+            if isinstance(raw, str) and raw in self._unread:
+                cert_id, data = self._unread.pop(raw)
+                window.setdefault(cert_id, []).append((raw, data))
             payments = card.get("payments") if isinstance(card, dict) else None
             count += len(payments) if isinstance(payments, list) else 1
             if count >= verify_pool.CHUNK and seen >= CERT_WINDOW:
