@@ -164,6 +164,8 @@ def test_a_certificate_claims_its_bank_and_card_from_its_bytes() -> None:
     not_text = bytearray(data)
     not_text[head + 4] = 0xFF  # no UTF-8
     assert claimed_card(bytes(not_text)) is None
+    not_text[head + 4] = 0x07  # UTF-8, but a control character
+    assert claimed_card(bytes(not_text)) is None
 
 
 def _body(**over: object) -> bytes:

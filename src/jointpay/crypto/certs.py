@@ -402,14 +402,11 @@ class CardCert:
                 return None
             end = len(data) - ED25519_SIG_LEN
             cert_id, pos = data[1 : 1 + CERT_ID_LEN], 1 + CERT_ID_LEN
-            texts = []
-            for limit in (64, 19, 32, 64):  # bank id, card number, suite, group name
-                n = int.from_bytes(data[pos : pos + 4], "big")
-                texts.append(data[pos + 4 : pos + 4 + n].decode())
-                pos += 4 + n
-                if n > limit or not texts[-1].isprintable():
-                    return None
-            bank_id, card_number, suite, group_name = texts
+            # bank id, card number, suite, group name
+            named = _texts_at(data, pos, (64, 19, 32, 64))
+            if named is None:
+                return None
+            (bank_id, card_number, suite, group_name), pos = named
             check_ident(bank_id, "bank id")
             check_card_number(card_number)
             group = groups(suite, group_name or None)
@@ -440,14 +437,11 @@ class CardCert:
                 return None
             joint = group.decode(data[pos + 4 : pos + 4 + n], known=True)
             pos += 4 + n
-            texts = []
-            for limit in (3, 16):  # currency, mode
-                n = int.from_bytes(data[pos : pos + 4], "big")
-                texts.append(data[pos + 4 : pos + 4 + n].decode())
-                pos += 4 + n
-                if n > limit:
-                    return None
-            currency, mode = check_currency(texts[0]), CardMode(texts[1])
+            terms = _texts_at(data, pos, (3, 16))  # currency, mode
+            if terms is None:
+                return None
+            (currency_text, mode_text), pos = terms
+            currency, mode = check_currency(currency_text), CardMode(mode_text)
             not_before = int.from_bytes(data[pos : pos + 8], "big")
             not_after = int.from_bytes(data[pos + 8 : pos + 16], "big")
             max_amount = int.from_bytes(data[pos + 16 : pos + 24], "big")
@@ -534,17 +528,29 @@ def claimed_card(data: bytes) -> tuple[str, str] | None:
     None if the bytes cannot hold them."""
     if not data or data[0] != CERT_VERSION:
         return None
-    pos, texts = 1 + CERT_ID_LEN, []
-    for limit in (64, 19):  # bank id, card number
+    named = _texts_at(data, 1 + CERT_ID_LEN, (64, 19))  # bank id, card number
+    return None if named is None else (named[0][0], named[0][1])
+
+
+def _texts_at(data: bytes, pos: int, limits: tuple[int, ...]) -> tuple[list[str], int] | None:
+    """The length-prefixed texts at ``pos``, one for each of ``limits`` (its most
+    bytes), and the position after them; None if one runs past the end, is longer than
+    its limit, or is not printable UTF-8 (no field of a valid certificate is)."""
+    texts = []
+    for limit in limits:
         n = int.from_bytes(data[pos : pos + 4], "big")
-        if pos + 4 + n > len(data) or n > limit:
+        end = pos + 4 + n
+        if end > len(data) or n > limit:
             return None
         try:
-            texts.append(data[pos + 4 : pos + 4 + n].decode())
+            text = data[pos + 4 : end].decode()
         except UnicodeDecodeError:
             return None
-        pos += 4 + n
-    return texts[0], texts[1]
+        if not text.isprintable():
+            return None
+        texts.append(text)
+        pos = end
+    return texts, pos
 
 
 # --------------------------------------------------------------------------------------
