@@ -48,6 +48,7 @@ import json
 import multiprocessing
 import os
 import platform
+import re
 import secrets
 import shutil
 import socket
@@ -58,7 +59,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -341,36 +342,93 @@ def proc_kb(pid: int, field: str) -> int:
 
 
 @contextmanager
-def served(root: Path, db_url: str | None) -> Iterator[tuple[int, str]]:
-    """``jointpay bank serve`` on the bank in ``root`` as its own process: (pid, URL)."""
+def served(root: Path, db_url: str | None, log: Path | None = None) -> Iterator[tuple[int, str]]:
+    """``jointpay bank serve`` on the bank in ``root`` as its own process: (pid, URL).
+    With ``log``, the server runs at ``--log-level info`` and its standard error goes
+    there: one line a deposit, saying where its time went (:func:`server_deposits`)."""
     port = free_port()
     env = {**os.environ}
     env.pop("JOINTPAY_DB", None)
     if db_url:
         env["JOINTPAY_DB"] = db_url
     command = [sys.executable, "-m", "jointpay", "--home", str(root), "bank", "serve"]
-    proc = subprocess.Popen(
-        [*command, "--port", str(port)],
-        env=env,
-        stderr=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(400):
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.05)
-        yield proc.pid, base
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    if log is not None:
+        command += ["--log-level", "info"]
+    with ExitStack() as stack:
+        err = stack.enter_context(log.open("wb")) if log is not None else subprocess.DEVNULL
+        proc = subprocess.Popen(
+            [*command, "--port", str(port)], env=env, stderr=err, stdout=subprocess.DEVNULL
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(400):
+                try:
+                    if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.05)
+            yield proc.pid, base
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+_DEPOSIT_LINE = re.compile(
+    r"jointpay\.deposit: deposit (?P<id>\S+): (?P<n>\d+) payments, (?P<accepted>\d+) accepted, "
+    r"(?P<total>\d+) ms: (?P<phases>.*) ms$"
+)
+_PHASE = re.compile(r"([A-Za-z][A-Za-z ]*?) (\d+(?:\.\d+)?)(?=[,;) ]|$)")
+
+
+def server_deposits(log: Path) -> list[dict[str, Any]]:
+    """The deposits a server at ``--log-level info`` logged (operations.md, "Where a
+    deposit's time goes"): for each its id, payments, accepted, and the phases'
+    milliseconds as :meth:`DepositTimes.summary` names them (``thread CPU`` as
+    ``thread_cpu``)."""
+    out = []
+    for line in log.read_text(errors="replace").splitlines():
+        m = _DEPOSIT_LINE.search(line)
+        if m is None:
+            continue
+        phases = {k.lower().replace(" ", "_"): float(v) for k, v in _PHASE.findall(m["phases"])}
+        phases["total"] = float(m["total"])
+        out.append(
+            {"id": m["id"], "payments": int(m["n"]), "accepted": int(m["accepted"]), "ms": phases}
+        )
+    return out
+
+
+def tree_cpu(pid: int) -> tuple[float, float]:
+    """CPU seconds (user and system) used so far by process ``pid`` and, apart, by
+    its living descendants (a server's pool workers, and the forkserver that starts
+    them)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, cpu)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) "
+        stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    own = stats.get(pid, (0, 0.0))[1]
+    family, below = {pid}, 0.0
+    changed = True
+    while changed:
+        changed = False
+        for child, (parent, used) in stats.items():
+            if parent in family and child not in family:
+                family.add(child)
+                below += used
+                changed = True
+    return own, below
 
 
 def deposit_http(w: World, root: Path) -> dict[str, Any]:
-    with served(root, w.db_url) as (pid, base):
+    log = root / "serve.err"
+    with served(root, w.db_url, log) as (pid, base):
         receipts: dict[str, dict[str, Any]] = {}
         barrier = threading.Barrier(len(w.batches) + 1)
 
@@ -385,17 +443,27 @@ def deposit_http(w: World, root: Path) -> dict[str, Any]:
         threads = [threading.Thread(target=merchant, args=kv) for kv in w.batches.items()]
         for th in threads:
             th.start()
-        barrier.wait()
+        server0, workers0 = tree_cpu(pid)
+        barrier.wait()  # each merchant has made its client (an SSL context: CPU)
+        merchants0 = time.process_time()  # this process: the merchants' threads
         t = time.perf_counter()
         for th in threads:
             th.join()
         dt = time.perf_counter() - t
+        merchants1 = time.process_time()
+        server1, workers1 = tree_cpu(pid)
         hwm = proc_kb(pid, "VmHWM")
     return {
         "seconds": dt,
         "accepted": sum(int(r["accepted"]) for r in receipts.values()),
         "rejected": sum(int(r["rejected"]) for r in receipts.values()),
         "rss_mb": hwm / 1024,
+        "breakdown": {
+            "deposits": server_deposits(log),
+            "server_cpu_s": round(server1 - server0, 2),
+            "workers_cpu_s": round(workers1 - workers0, 2),
+            "merchants_cpu_s": round(merchants1 - merchants0, 2),
+        },
     }
 
 
@@ -432,6 +500,10 @@ def one(
             after = raw_rates(w.samples, all_cores=False)
             if got["accepted"] != n or got["rejected"]:
                 raise AssertionError(f"{suite}/{cards}/{n}: {got}")
+            if via == "http":  # the server said where each deposit's time went
+                logged = got["breakdown"]["deposits"]
+                if len(logged) != len(merchants) or sum(d["accepted"] for d in logged) != n:
+                    raise AssertionError(f"{suite}/{cards}/{n}: the server logged {logged}")
             if check:
                 verify_books(w, n)
     finally:
@@ -500,7 +572,8 @@ def main() -> None:
     ap.add_argument(
         "--breakdown",
         action="store_true",
-        help="after each in-process run, where its time went (also in --json, always)",
+        help="after each run, where its time went: the bank's phases and the CPU of each "
+        "process (over HTTP as the server logged them; also in --json, always)",
     )
     ap.add_argument("--smoke", action="store_true", help="tiny runs; checks results, not speed")
     ap.add_argument("--emit-batch", type=Path, metavar="FILE")
@@ -663,13 +736,29 @@ def show(r: dict[str, Any], label: str = "") -> None:
 
 
 def show_breakdown(r: dict[str, Any]) -> None:
-    """Where an in-process run's time went: the batch file's parse, the bank's phases
+    """Where a run's time went. In process: the batch file's parse, the bank's phases
     (the deposit's log line, :class:`jointpay.service.deposit.DepositTimes`), the
     merchant's side (its signature of the session, its check and record of the
     receipt), and the CPU of the depositing process (all its threads) and of the
-    pool's workers. While ``waiting`` is a small part of ``stream`` the depositing thread
-    is the limit; while it is most of it, the workers are."""
+    pool's workers. Over HTTP: the server's deposits as it logged them (the median of
+    each phase, and the longest), and the CPU of the server (all its threads), of its
+    workers, and of the merchants (this process's threads, which sign the sessions and
+    check the receipts on the same cores). While ``waiting`` is a small part of
+    ``stream`` the depositing thread is the limit; while it is most of it, the workers
+    are."""
     b = r["breakdown"]
+    if "deposits" in b:
+        deposits = [d["ms"] for d in b["deposits"]]
+        medians = {k: statistics.median(d.get(k, 0.0) for d in deposits) for k in deposits[0]}
+        print(
+            f"    server: {len(deposits)} deposits, each (medians) {medians['total']:.0f} ms: "
+            f"{DepositTimes.text(medians)} ms; the longest "
+            f"{max(d['total'] for d in deposits):.0f} ms; "
+            f"CPU: server {b['server_cpu_s']:.2f} s, workers {b['workers_cpu_s']:.2f} s, "
+            f"merchants {b['merchants_cpu_s']:.2f} s",
+            flush=True,
+        )
+        return
     bank = b["bank_ms"]
     merchant = r["seconds"] * 1e3 - b["batch_read_ms"] - bank.get("total", 0.0)
     print(
