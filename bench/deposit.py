@@ -398,12 +398,14 @@ def server_deposits(log: Path) -> list[dict[str, Any]]:
     return out
 
 
-def tree_cpu(pid: int) -> tuple[float, float]:
-    """CPU seconds (user and system) used so far by process ``pid`` and, apart, by
-    its living descendants (a server's pool workers, and the forkserver that starts
-    them)."""
+def tree_cpu(pid: int) -> tuple[float, float, float]:
+    """CPU seconds (user and system) used so far by process ``pid``; apart, by its
+    living descendants (a server's pool workers, and the forkserver that starts them);
+    and by the processes named ``postgres`` (the local PostgreSQL server's backends,
+    which share the cores: 0 when the bank is on SQLite)."""
     tick = os.sysconf("SC_CLK_TCK")
     stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, cpu)
+    postgres = 0.0
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -412,7 +414,10 @@ def tree_cpu(pid: int) -> tuple[float, float]:
         except OSError:  # gone meanwhile
             continue
         fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) "
-        stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+        used = (int(fields[11]) + int(fields[12])) / tick
+        stats[int(entry.name)] = (int(fields[1]), used)
+        if text[text.index("(") + 1 : text.rindex(")")] == "postgres":
+            postgres += used
     own = stats.get(pid, (0, 0.0))[1]
     family, below = {pid}, 0.0
     changed = True
@@ -423,7 +428,7 @@ def tree_cpu(pid: int) -> tuple[float, float]:
                 family.add(child)
                 below += used
                 changed = True
-    return own, below
+    return own, below, postgres
 
 
 def deposit_http(w: World, root: Path) -> dict[str, Any]:
@@ -443,7 +448,7 @@ def deposit_http(w: World, root: Path) -> dict[str, Any]:
         threads = [threading.Thread(target=merchant, args=kv) for kv in w.batches.items()]
         for th in threads:
             th.start()
-        server0, workers0 = tree_cpu(pid)
+        server0, workers0, postgres0 = tree_cpu(pid)
         barrier.wait()  # each merchant has made its client (an SSL context: CPU)
         merchants0 = time.process_time()  # this process: the merchants' threads
         t = time.perf_counter()
@@ -451,7 +456,7 @@ def deposit_http(w: World, root: Path) -> dict[str, Any]:
             th.join()
         dt = time.perf_counter() - t
         merchants1 = time.process_time()
-        server1, workers1 = tree_cpu(pid)
+        server1, workers1, postgres1 = tree_cpu(pid)
         hwm = proc_kb(pid, "VmHWM")
     return {
         "seconds": dt,
@@ -463,6 +468,7 @@ def deposit_http(w: World, root: Path) -> dict[str, Any]:
             "server_cpu_s": round(server1 - server0, 2),
             "workers_cpu_s": round(workers1 - workers0, 2),
             "merchants_cpu_s": round(merchants1 - merchants0, 2),
+            "postgres_cpu_s": round(postgres1 - postgres0, 2),
         },
     }
 
@@ -742,10 +748,10 @@ def show_breakdown(r: dict[str, Any]) -> None:
     receipt), and the CPU of the depositing process (all its threads) and of the
     pool's workers. Over HTTP: the server's deposits as it logged them (the median of
     each phase, and the longest), and the CPU of the server (all its threads), of its
-    workers, and of the merchants (this process's threads, which sign the sessions and
-    check the receipts on the same cores). While ``waiting`` is a small part of
-    ``stream`` the depositing thread is the limit; while it is most of it, the workers
-    are."""
+    workers, of the merchants (this process's threads, which sign the sessions and
+    check the receipts on the same cores) and, on PostgreSQL, of its backends. While
+    ``waiting`` is a small part of ``stream`` the depositing thread is the limit; while
+    it is most of it, the workers are."""
     b = r["breakdown"]
     if "deposits" in b:
         deposits = [d["ms"] for d in b["deposits"]]
@@ -755,7 +761,8 @@ def show_breakdown(r: dict[str, Any]) -> None:
             f"{DepositTimes.text(medians)} ms; the longest "
             f"{max(d['total'] for d in deposits):.0f} ms; "
             f"CPU: server {b['server_cpu_s']:.2f} s, workers {b['workers_cpu_s']:.2f} s, "
-            f"merchants {b['merchants_cpu_s']:.2f} s",
+            f"merchants {b['merchants_cpu_s']:.2f} s"
+            + (f", PostgreSQL {b['postgres_cpu_s']:.2f} s" if r["db"] == "postgres" else ""),
             flush=True,
         )
         return
