@@ -57,6 +57,8 @@ def test_overlapping_deposits_in_threads_restore_it_when_the_last_ends() -> None
 
 
 def _worker_state() -> tuple[bool, int]:
+    with gcpause.paused():  # a chunk's verification: what it keeps is not unfrozen
+        pass
     return gc.isenabled(), gc.get_freeze_count()
 
 
@@ -130,3 +132,55 @@ def test_a_server_never_without_a_deposit_still_collects_cycles(
 def _short_deposit() -> None:
     with gcpause.paused():
         pass
+
+
+def _in_generation(obj: object, generation: int) -> bool:
+    return any(o is obj for o in gc.get_objects(generation))
+
+
+def test_what_a_deposit_still_holds_skips_the_young_collections() -> None:
+    """The caller still holds the batch and the receipt when the pause ends: the
+    young collections would walk all of it, for nothing. It goes to the oldest
+    generation unwalked, where a full collection still finds cycles."""
+    gc.collect()  # a full collection just now
+    gone = threading.Event()
+    with gcpause.paused():
+        kept = [{"payment": i} for i in range(1000)]
+        cycle = _Cycle()
+        weakref.finalize(cycle, gone.set)
+        del cycle
+    assert gc.isenabled()
+    assert _in_generation(kept, 2)
+    assert not _in_generation(kept, 0) and not _in_generation(kept, 1)
+    gc.collect(1)
+    assert not gone.is_set()  # the young collections no longer see it
+    gc.collect(2)
+    assert gone.is_set()  # a full collection does
+
+
+def test_without_a_recent_full_collection_they_age_as_usual(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Objects moved straight to the oldest generation do not count towards the next
+    full collection: once none ran for UNSEEN_FOR seconds, they stay young."""
+    monkeypatch.setattr(gcpause, "UNSEEN_FOR", 0.0)
+    gc.collect()
+    with gcpause.paused():
+        kept = [{"payment": i} for i in range(1000)]
+    assert not _in_generation(kept, 2)  # young (or moved on by a young collection)
+
+
+def test_a_heap_the_application_froze_stays_frozen() -> None:
+    """An application that froze its heap (before forking its own workers, say) finds
+    it frozen after a deposit: the pause does not unfreeze it."""
+    gc.collect()
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        assert frozen > 1000
+        with gcpause.paused():
+            kept = [{"payment": i} for i in range(1000)]
+        assert gc.get_freeze_count() == frozen
+        assert not _in_generation(kept, 2)
+    finally:
+        gc.unfreeze()
