@@ -151,7 +151,8 @@ def test_what_a_deposit_still_holds_skips_the_young_collections() -> None:
         del cycle
     assert gc.isenabled()
     assert _in_generation(kept, 2)
-    assert not _in_generation(kept, 0) and not _in_generation(kept, 1)
+    assert not _in_generation(kept, 0)
+    assert not _in_generation(kept, 1)
     gc.collect(1)
     assert not gone.is_set()  # the young collections no longer see it
     gc.collect(2)
