@@ -1,6 +1,6 @@
 """The nightly deposit: payments per second against the raw verification limit.
 
-    python bench/deposit.py [--suite S ...] [--cards distinct|100 ...] [--sizes 100,1000]
+    python bench/deposit.py [--suite S,...] [--cards distinct,100] [--sizes 100,1000]
                             [--db sqlite,postgres] [--via inproc,http] [--json]
     python bench/deposit.py --smoke
     python bench/deposit.py --emit-batch FILE --home DIR --n N --suite S --cards distinct|100
@@ -567,10 +567,17 @@ def emit_batch(path: Path, home: Path, n: int, suite: str, cards: str) -> None:
     )
 
 
+def _listed(values: list[str] | None, default: list[str]) -> list[str]:
+    """An option's values, each of which may list several, comma-separated."""
+    return [v.strip() for value in values or [] for v in value.split(",") if v.strip()] or default
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--suite", action="append", choices=sorted(SUITES))
-    ap.add_argument("--cards", action="append", help="distinct, or a number of cards (100)")
+    ap.add_argument("--suite", action="append", help=f"one or more of {', '.join(sorted(SUITES))}")
+    ap.add_argument(
+        "--cards", action="append", help="distinct, or a number of cards (100); or both"
+    )
     ap.add_argument("--sizes", default="100,1000,10000", help="comma-separated batch sizes")
     ap.add_argument("--db", default="sqlite", help="sqlite,postgres")
     ap.add_argument("--via", default="inproc", help="inproc,http")
@@ -595,6 +602,23 @@ def main() -> None:
     args = ap.parse_args()
     if args.repeat < 1:
         ap.error("--repeat is at least 1")
+    # each list option takes comma-separated values, --suite and --cards also repeated
+    suites = _listed(args.suite, list(SUITES))
+    cards_modes = _listed(args.cards, ["distinct", "100"])
+    dbs, vias = _listed([args.db], []), _listed([args.via], [])
+    if bad := [x for x in suites if x not in SUITES]:
+        ap.error(f"unknown suite {bad[0]!r}: one of {', '.join(sorted(SUITES))}")
+    if bad := [x for x in cards_modes if x != "distinct" and not (x.isdigit() and int(x) > 0)]:
+        ap.error(f"--cards {bad[0]!r}: distinct, or a number of cards")
+    sizes = _listed([args.sizes], [])
+    if not sizes or not all(x.isdigit() and int(x) > 0 for x in sizes):
+        ap.error(f"--sizes {args.sizes!r}: batch sizes, comma-separated")
+    for name, given, allowed in (
+        ("--db", dbs, ("sqlite", "postgres")),
+        ("--via", vias, ("inproc", "http")),
+    ):
+        if not given or any(x not in allowed for x in given):
+            ap.error(f"{name} takes {' or '.join(allowed)}, or both comma-separated")
     if args.emit_batch:
         if args.home is None:
             ap.error("--emit-batch needs --home DIR")
@@ -602,8 +626,8 @@ def main() -> None:
             args.emit_batch,
             args.home,
             args.n,
-            (args.suite or ["secp256k1"])[0],
-            (args.cards or ["distinct"])[0],
+            _listed(args.suite, ["secp256k1"])[0],
+            _listed(args.cards, ["distinct"])[0],
         )
         return
     if args.smoke:
@@ -617,11 +641,10 @@ def main() -> None:
         results = []
         medians = []
         ratios = []
-        vias = args.via.split(",")
-        for suite in args.suite or list(SUITES):
-            for cards in args.cards or ["distinct", "100"]:
-                for n in (int(x) for x in args.sizes.split(",")):
-                    for db in args.db.split(","):
+        for suite in suites:
+            for cards in cards_modes:
+                for n in (int(x) for x in sizes):
+                    for db in dbs:
                         got = configuration(
                             suite, cards, n, db, vias, args.repeat, args.json, args.breakdown
                         )
