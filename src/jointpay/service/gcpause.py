@@ -67,7 +67,8 @@ class _Pauses:
         self.full_count = -1
         self.full_at = 0.0
         """The collector's count of full collections when last read, and when it was
-        seen to change (monotonic)."""
+        seen to change (monotonic; the first reading counts as a change, so a process
+        starts out as if it had just collected everything)."""
         self.depth = 0
         self.restore = False
         self.since = 0.0
