@@ -13,16 +13,16 @@ its own collections never walk the bank's heap.
 
 When the last pause ends, what it allocated and still holds would be the collector's
 young generation: its next collections walk all of it, while the caller still holds
-the batch and the receipt. With 10,000 cards that was a young collection of 41 ms and
-a middle one of 60 ms, in the terminal's record of the receipt, on the merchant's
-side. So the pause moves every object the collector tracks into its oldest generation
-(``gc.freeze`` then ``gc.unfreeze``, two list splices) before it turns the collector
-back on. Nothing is lost: the oldest generation is collected too, cycles included,
-only less often. Such objects do not count towards the next full collection, though,
-so this is done only while the collector has made a full collection within
-:data:`UNSEEN_FOR` seconds (else the objects age as they always did). It is not done
-where objects are frozen already: in a pool worker, or in an application that froze
-its heap before forking.
+the batch and the receipt. With 10,000 cards that was a young collection of 41 ms as
+the bank returned, then a middle one of 60 ms in the terminal's record of the receipt,
+on the merchant's side. So the pause moves every object the collector tracks into its
+oldest generation (``gc.freeze`` then ``gc.unfreeze``, two list splices) before it
+turns the collector back on. Nothing is lost: the oldest generation is collected too,
+cycles included, only less often. Such objects do not count towards the next full
+collection, though, so this is done only while the collector has made a full
+collection within :data:`UNSEEN_FOR` seconds (else the objects age as they always
+did). It is not done where objects are frozen already: in a pool worker, or in an
+application that froze its heap before forking.
 
 Process-wide and thread-safe: deposits run side by side in a server's threads, and the
 collector comes back on when the last of them ends, and only if it was on before the
