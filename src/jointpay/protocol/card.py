@@ -540,6 +540,8 @@ class CardApplet:
     # -- withdrawal (FIG. 10 steps 850-920) -------------------------------------------
     def _withdraw_request(self, cmd: Command) -> bytes:
         st = self.state
+        if cmd.p1 not in (0, AuthKind.SIGNATURE, AuthKind.MAC) or cmd.p2:
+            raise _Refuse(SW.WRONG_P1P2)  # P1: how the request is authenticated
         if st.phase != "active":
             raise _Refuse(SW.CONDITIONS)
         if not self._pin_ok:
@@ -717,7 +719,11 @@ class CardApplet:
         if group_params:  # a bank's own group: validate (p, q, g) before trusting them
             if group_name is None:
                 raise _Refuse(SW.WRONG_DATA, "group parameters need a group name")
-            modp_group(ModpParams.from_json(group_name, json.loads(group_params)))
+            try:
+                fields = json.loads(group_params)
+            except RecursionError:  # nested past the interpreter's limit: no group
+                raise _Refuse(SW.WRONG_DATA, "group parameters are not a JSON object") from None
+            modp_group(ModpParams.from_json(group_name, fields))
         else:
             get_group(suite, group_name)  # raises for an unknown group
         pin_key = self._random(32)

@@ -47,6 +47,9 @@ from jointpay.protocol.messages import TERMINAL_SPEC_TAG, AuthKind, PayCommand, 
 from jointpay.protocol.spec import Conversion, PaymentSpec
 
 SHORT_DATA: Final = 255
+MAX_ANSWER: Final = 65_536
+"""The most bytes a command's answer may gather through GET RESPONSE (61xx): an
+extended-length answer's worth, far above the largest a jointpay card gives."""
 
 
 class CardChannel(Protocol):
@@ -170,6 +173,8 @@ class CardClient:
         resp = self._send(Command(cla, ins, p1, p2, data, le if le else None))
         out = resp.data
         while resp.sw1 == 0x61:
+            if len(out) > MAX_ANSWER:  # a card (or reader) that never stops answering
+                raise DecodeError(f"{what}: the card's answer runs past {MAX_ANSWER} bytes")
             resp = self._send(Command(0x00, INS_GET_RESPONSE, 0, 0, b"", resp.sw2 or 256))
             out += resp.data
         if not resp.ok:

@@ -1,0 +1,120 @@
+"""The card's answers to malformed commands, and the terminal's to a card that misbehaves.
+
+Each case was found by reading the code against ISO 7816-4 and the applet's promise
+that :meth:`CardApplet.process` answers every input with a status word and never raises.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from jointpay.adapters.card_file import CardFile
+from jointpay.crypto.encoding import Writer
+from jointpay.home import Home
+from jointpay.protocol.apdu import SW, Command, Response
+from jointpay.protocol.card import (
+    AID,
+    INS_PERSONALISE,
+    INS_SELECT,
+    INS_VERIFY,
+    INS_WITHDRAW_REQ,
+    P_IDENTITY,
+)
+from jointpay.protocol.terminal import MAX_ANSWER, CardClient, PaymentDeclined, Terminal
+
+PIN = "2468"
+NOW = 1_800_000_000
+
+
+def sw(answer: bytes) -> int:
+    return Response.parse(answer).sw
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> tuple[Home, str]:
+    h = Home(tmp_path / "bank", "memory:", lambda: NOW)
+    h.init_bank(suite="secp256k1", group=None, currency="EUR", bank_id="bank-a")
+    with h.bank() as bank:
+        bank.open_account("alice", 100_000)
+        card = h.issue_card(
+            bank, holder="alice", pin=PIN, load=20_000, mode="cash", limit=0, user_key="card"
+        ).card_number
+        h.open_merchant(bank, "Shop")
+    return h, card
+
+
+@pytest.mark.parametrize(("p1", "p2"), [(3, 0), (0xFF, 0), (1, 0x77), (0, 1)])
+def test_withdraw_request_with_a_wrong_p1_or_p2_is_6a86_and_nothing_pending(
+    home: tuple[Home, str], p1: int, p2: int
+) -> None:
+    h, card = home
+    applet = h.card(card).applet()
+    assert sw(applet.process(Command(0x00, INS_SELECT, 0x04, 0x00, AID).encode())) == SW.OK
+    verify = Command(0x00, INS_VERIFY, 0x00, 0x80, PIN.encode())
+    assert sw(applet.process(verify.encode())) == SW.OK
+    body = (100).to_bytes(8, "big") + b"\x00"  # amount, renew
+    answer = applet.process(Command(0x80, INS_WITHDRAW_REQ, p1, p2, body).encode())
+    assert sw(answer) == SW.WRONG_P1P2
+    assert h.card(card).load().pending_withdrawal == b""
+    # the same request with P1 = 1 (a signature) and P2 = 0 is served
+    good = applet.process(Command(0x80, INS_WITHDRAW_REQ, 1, 0, body).encode())
+    assert sw(good) == SW.OK
+    assert h.card(card).load().pending_withdrawal != b""
+
+
+def test_personalise_with_group_parameters_nested_past_the_recursion_limit_is_6a80(
+    tmp_path: Path,
+) -> None:
+    card, applet = CardFile.blank(tmp_path / "blank.card")
+    assert sw(applet.process(Command(0x00, INS_SELECT, 0x04, 0x00, AID).encode())) == SW.OK
+    identity = (
+        Writer()
+        .text("4000000000000002")
+        .text("modp-2048-256")
+        .text("g1")
+        .text("[" * 2000)  # within the field's 2,048 characters, nested 2,000 deep
+        .text("EUR")
+        .text("cash")
+        .text("bank-a")
+        .raw(b"\x01" * 32)
+        .raw(b"\x02" * 32)
+        .text(PIN)
+        .text("")
+        .blob(b"")
+        .finish()
+    )
+    answer = applet.process(Command(0x80, INS_PERSONALISE, P_IDENTITY, 0, identity).encode())
+    assert sw(answer) == SW.WRONG_DATA
+    assert card.load().phase == "blank"
+
+
+class _Endless:
+    """A card (or a reader in the middle) that answers every command with 61 00 and
+    256 more bytes."""
+
+    extended_length = True
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def transmit(self, apdu: bytes) -> bytes:
+        self.sent += 1
+        assert self.sent < 10_000, "the terminal never stopped asking"
+        return b"\xaa" * 256 + b"\x61\x00"
+
+
+def test_a_card_that_never_stops_answering_is_declined_after_a_bounded_answer(
+    home: tuple[Home, str],
+) -> None:
+    h, _ = home
+    channel = _Endless()
+    with h.terminal("Shop") as (tf, store):
+        terminal = Terminal(tf.config(frozenset()), store)
+        with pytest.raises(PaymentDeclined) as caught:
+            terminal.read_card(CardClient(channel), NOW)
+    assert caught.value.code == "card_error"
+    assert "runs past" in str(caught.value)
+    # one command and as many GET RESPONSEs as fill the bound, not one more
+    assert channel.sent == MAX_ANSWER // 256 + 1
