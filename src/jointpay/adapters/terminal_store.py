@@ -18,11 +18,19 @@ from typing import Any, Final
 from jointpay.crypto.certs import SigningKey, VerifyKey
 from jointpay.crypto.group import ModpParams, resolver
 from jointpay.protocol.deposit import RETRYABLE_REASONS
-from jointpay.protocol.terminal import TakenPayment, TerminalConfig
+from jointpay.protocol.terminal import InFlight, TakenPayment, TerminalConfig
 from jointpay.storage.sqlite_blobs import register_identity_adapters
 
-SCHEMA_VERSION: Final = 1
-_SCHEMA: Final = """
+SCHEMA_VERSION: Final = 2
+_IN_FLIGHT: Final = """
+CREATE TABLE IF NOT EXISTS in_flight (
+    card_number TEXT PRIMARY KEY,
+    txn INTEGER NOT NULL,
+    ser TEXT NOT NULL,
+    card_cert BLOB NOT NULL
+)"""
+_SCHEMA: Final = (
+    """
 CREATE TABLE IF NOT EXISTS payments (
     card_number TEXT NOT NULL,
     ser TEXT NOT NULL,
@@ -47,6 +55,11 @@ CREATE INDEX IF NOT EXISTS payments_pending ON payments (deposit_id);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS hotlist (card_number TEXT PRIMARY KEY, version INTEGER NOT NULL);
 """
+    + _IN_FLIGHT
+)
+_UPGRADES: Final = {1: _IN_FLIGHT}
+"""What takes a store from version ``n`` to ``n + 1``: version 2 keeps the PAY in flight
+(:meth:`SqliteTerminalStore.begin_pay`)."""
 
 
 class TerminalStoreError(Exception):
@@ -67,15 +80,21 @@ class SqliteTerminalStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=30000")
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version == 0:
-            with self._tx():
+        with self._tx():  # one writer at a time: two terminals opening the file at once
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
                 for stmt in _SCHEMA.split(";"):
                     if stmt.strip():
                         self._db.execute(stmt)
+            elif version in _UPGRADES:
+                for step in range(version, SCHEMA_VERSION):
+                    self._db.execute(_UPGRADES[step])
+            elif version != SCHEMA_VERSION:
+                raise TerminalStoreError(
+                    f"{path}: schema version {version}, expected {SCHEMA_VERSION}"
+                )
+            if version != SCHEMA_VERSION:
                 self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        elif version != SCHEMA_VERSION:
-            raise TerminalStoreError(f"{path}: schema version {version}, expected {SCHEMA_VERSION}")
 
     def close(self) -> None:
         self._db.close()
@@ -91,8 +110,12 @@ class SqliteTerminalStore:
         return row is not None
 
     def add_payment(self, payment: TakenPayment) -> None:
+        """Keep a taken payment; the PAY in flight that it answers ends with it."""
         p = payment
         with self._tx():
+            self._db.execute(
+                "DELETE FROM in_flight WHERE card_number=? AND txn=?", (p.card_number, p.txn)
+            )
             self._db.execute(
                 "INSERT INTO payments (card_number, ser, cert_id, card_cert, suite, joint_key,"
                 " spec, b, r, hint, amount, currency, time, txn)"
@@ -114,6 +137,29 @@ class SqliteTerminalStore:
                     p.txn,
                 ),
             )
+
+    def begin_pay(self, flight: InFlight) -> None:
+        """Note a PAY about to be sent, before it is: should its answer be lost (the
+        card pulled, the terminal's power cut), the card's next reading here recovers
+        it (:meth:`Terminal.pay`). Durable like a taken payment."""
+        with self._tx():
+            self._db.execute(
+                "INSERT INTO in_flight (card_number, txn, ser, card_cert) VALUES (?,?,?,?)"
+                " ON CONFLICT(card_number) DO UPDATE SET txn=excluded.txn, ser=excluded.ser,"
+                " card_cert=excluded.card_cert",
+                (flight.card_number, flight.txn, _ser_key(flight.ser), flight.card_cert),
+            )
+
+    def in_flight(self, card_number: str) -> InFlight | None:
+        row = self._db.execute(
+            "SELECT txn, ser, card_cert FROM in_flight WHERE card_number=?", (card_number,)
+        ).fetchone()
+        return None if row is None else InFlight(card_number, int(row[0]), int(row[1]), row[2])
+
+    def end_pay(self, card_number: str) -> None:
+        """The PAY in flight for this card is settled: the card refused it, or never ran it."""
+        with self._tx():
+            self._db.execute("DELETE FROM in_flight WHERE card_number=?", (card_number,))
 
     def next_txn(self) -> int:
         return self._next("txn")

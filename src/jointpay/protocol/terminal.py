@@ -23,7 +23,7 @@ from jointpay.crypto.encoding import Reader, Writer
 from jointpay.crypto.errors import CryptoError, DecodeError, ExpiredCertificateError
 from jointpay.crypto.group import GroupResolver, get_group
 from jointpay.crypto.schnorr import PaymentCert, verify
-from jointpay.domain.money import convert
+from jointpay.domain.money import convert, format_amount
 from jointpay.protocol.apdu import SW, ApduFormatError, Command, Response, sw_text
 from jointpay.protocol.card import (
     AID,
@@ -295,6 +295,22 @@ class PaymentDeclined(Exception):
         self.code = code
 
 
+class EarlierPaymentRecovered(PaymentDeclined):
+    """The payment asked for was not made: the card had made this terminal's previous
+    payment, whose answer was lost, and that one is now taken (``payment``). Whether to
+    pay again is the merchant's and the holder's call, never the terminal's."""
+
+    def __init__(self, payment: TakenPayment) -> None:
+        super().__init__(
+            "earlier_payment_recovered",
+            f"the card had made the earlier payment here of "
+            f"{format_amount(payment.amount, payment.currency)} {payment.currency} (ser "
+            f"{payment.ser}) whose answer was lost; it is recovered and kept for deposit. "
+            "No new payment was made: pay again if this is another purchase",
+        )
+        self.payment = payment
+
+
 @dataclass(frozen=True, slots=True)
 class TakenPayment:
     """A verified payment the terminal holds until deposit (FIG. 8 step 570)."""
@@ -316,12 +332,28 @@ class TakenPayment:
     txn: int
 
 
+@dataclass(frozen=True, slots=True)
+class InFlight:
+    """A PAY sent to a card whose answer has not come back (yet): the payment it asks
+    for is the card's ``ser``, under the CARD-CERT ``card_cert`` it was read with."""
+
+    card_number: str
+    txn: int
+    ser: int
+    card_cert: bytes
+
+
 class TerminalStore(Protocol):
     """The merchant's own store of taken payments (not the bank's database)."""
 
     def has_payment(self, card_number: str, ser: int) -> bool: ...
-    def add_payment(self, payment: TakenPayment) -> None: ...
+    def add_payment(self, payment: TakenPayment) -> None:
+        """Also ends the card's :class:`InFlight` PAY of the same ``txn``, atomically."""
+
     def next_txn(self) -> int: ...
+    def begin_pay(self, flight: InFlight) -> None: ...
+    def in_flight(self, card_number: str) -> InFlight | None: ...
+    def end_pay(self, card_number: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -500,7 +532,13 @@ class Terminal:
         if not 0 < amount < 1 << 63:
             raise PaymentDeclined("bad_amount", "the amount must be positive")
         with card_declines():
-            return self._pay(client, amount, pin, now, service, details, card, conversion)
+            cert = card if card is not None else self.read_card(client, now)
+            flight = self.store.in_flight(cert.card_number)
+            if flight is not None:  # our last PAY to this card went unanswered
+                earlier = self._recover_flight(client, flight)
+                if earlier is not None:
+                    raise EarlierPaymentRecovered(earlier)
+            return self._pay(client, amount, pin, now, service, details, cert, conversion)
 
     def _pay(
         self,
@@ -510,10 +548,9 @@ class Terminal:
         now: int,
         service: str,
         details: bytes,
-        card: CardCert | None,
+        cert: CardCert,
         conversion: Conversion | None = None,
     ) -> TakenPayment:
-        cert = card if card is not None else self.read_card(client, now)
         if conversion is not None and (
             conversion.orig_currency == cert.currency
             or amount
@@ -567,10 +604,23 @@ class Terminal:
         sig = self.config.signing_key.sign(TERMINAL_SPEC_TAG, spec_bytes)
         client.verify_pin(pin())  # steps 450-490
         foreign = cert.bank_id != payee_bank  # the card checks our bank's BANK-CERT
-        resp = client.pay(
-            PayCommand(merchant_cert, spec_bytes, sig, self.config.bank_cert if foreign else b"")
+        command = PayCommand(
+            merchant_cert, spec_bytes, sig, self.config.bank_cert if foreign else b""
         )
-        return self._accept(cert, spec, spec_bytes, resp)
+        # noted before it is sent: if its answer is lost, the card may have paid
+        self.store.begin_pay(InFlight(cert.card_number, spec.txn, status.next_ser, cert.encode()))
+        try:
+            resp = client.pay(command)
+        except CardMute:
+            raise  # it may have paid: the card's next reading here finds out
+        except CardError:
+            self.store.end_pay(cert.card_number)  # its status word says it did not pay
+            raise
+        try:
+            return self._accept(cert, spec, spec_bytes, resp)  # ends the PAY in flight
+        except PaymentDeclined:
+            self.store.end_pay(cert.card_number)  # a signature that does not verify
+            raise
 
     def _restore_credit(self, client: CardClient, topup: int) -> None:
         """Carry the card's FIG. 10 request to the bank and its answer back; no money
@@ -596,21 +646,66 @@ class Terminal:
         client.withdraw_complete(ack)
 
     def recover(self, client: CardClient, now: int) -> TakenPayment | None:
-        """After a torn PAY: read the card's last payment back; keep it if it is ours."""
+        """After a torn PAY: read the card's last payment back; keep it if it is ours.
+
+        The PAY this terminal noted in flight for the card (:meth:`pay` notes each
+        before sending it) is recovered with the CARD-CERT it was made under, which a
+        renewal may have replaced on the card since. Without such a note, a last
+        payment to us that we do not hold is taken if it names the card's present
+        CARD-CERT (the bank refuses any other as ``bad_cert``)."""
         cert = self.read_card(client, now)
         with card_declines():
-            try:
-                spec_bytes, resp = client.last_payment()
-            except CardMute:
-                raise
-            except CardError:  # 6A88: the card never paid
-                return None
-            spec = PaymentSpec.decode(spec_bytes)
-        if not self.config.is_ours(spec.bank_id, spec.sid) or self.store.has_payment(
-            cert.card_number, resp.ser
+            flight = self.store.in_flight(cert.card_number)
+            if flight is not None:
+                return self._recover_flight(client, flight)
+            last = self._last_payment(client)
+        if last is None:
+            return None
+        spec, spec_bytes, resp = last
+        if (
+            not self.config.is_ours(spec.bank_id, spec.sid)
+            or spec.card_cert_id != cert.cert_id
+            or self.store.has_payment(cert.card_number, resp.ser)
         ):
             return None
         return self._accept(cert, spec, spec_bytes, resp)
+
+    def _recover_flight(self, client: CardClient, flight: InFlight) -> TakenPayment | None:
+        """The payment of a PAY in flight if the card made it (its last payment is that
+        very one: our ``txn`` and the ser the card was at), else None; either way the
+        PAY is no longer in flight. Should the card have paid elsewhere since, its last
+        payment is that other one and ours cannot be read back (the card keeps one)."""
+        last = self._last_payment(client)
+        if last is not None:
+            spec, spec_bytes, resp = last
+            if (
+                resp.ser == flight.ser
+                and spec.txn == flight.txn
+                and self.config.is_ours(spec.bank_id, spec.sid)
+                and not self.store.has_payment(flight.card_number, resp.ser)
+            ):
+                try:
+                    cert = CardCert.decode(flight.card_cert, self.config.groups)
+                except CryptoError:  # pragma: no cover - we decoded these bytes to pay
+                    cert = None
+                if cert is not None and spec.card_cert_id == cert.cert_id:
+                    try:
+                        return self._accept(cert, spec, spec_bytes, resp)  # ends the flight
+                    except PaymentDeclined:
+                        pass  # a signature that does not verify is no payment to keep
+        self.store.end_pay(flight.card_number)
+        return None
+
+    @staticmethod
+    def _last_payment(client: CardClient) -> tuple[PaymentSpec, bytes, PayResponse] | None:
+        """The card's last payment (GET DATA 0105); None if it never paid (6A88)."""
+        try:
+            spec_bytes, resp = client.last_payment()
+        except CardMute:
+            raise
+        except CardError:
+            return None
+        return PaymentSpec.decode(spec_bytes), spec_bytes, resp
 
     def _accept(
         self, cert: CardCert, spec: PaymentSpec, spec_bytes: bytes, resp: PayResponse
@@ -653,7 +748,7 @@ def card_declines() -> Iterator[None]:
     except CardMute as exc:
         raise PaymentDeclined(
             "card_removed",
-            f"{exc}; if the card was debited, reading it again recovers the payment",
+            f"{exc}; if the card paid, presenting it to this terminal again recovers the payment",
         ) from exc
     except (WrongPin, CardLocked) as exc:
         raise PaymentDeclined(*pin_refusal(exc)) from exc
