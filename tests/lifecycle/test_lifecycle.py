@@ -104,6 +104,36 @@ def test_clone_is_caught_and_hot_listed(world: dict[str, Any]) -> None:
     assert exc.value.code == "blacklisted"
 
 
+def test_a_breach_keeps_an_already_listed_cards_listing_time(world: dict[str, Any]) -> None:
+    """A clone's double spend found in a batch hot-lists its card; a card listed
+    earlier keeps its listing time, so the batch's later payments made after it are
+    refused (they were once credited: the breach moved the time to the deposit's)."""
+    h, clock, card = world["home"], world["clock"], world["alice"]
+    path = h.card(card).path
+    snapshot = path.read_bytes()
+    h.pay(card, "Cafe", 700, PIN)
+    with h.bank() as bank:
+        assert h.deposit("Cafe", bank)["accepted"] == 1
+    path.write_bytes(snapshot)  # the clone spends ser 0 again...
+    h.pay(card, "Shop", 900, PIN)
+    clock.now += 10
+    with h.bank() as bank:
+        bank.blacklist(card)  # ...the card is reported stolen...
+        listed = bank.card(card).blacklisted_at
+    clock.now += 10
+    h.pay(card, "Shop", 50, PIN)  # ...and pays once more, after the listing
+    clock.now += 10
+    with h.bank() as bank:
+        receipt = h.deposit("Shop", bank)
+        assert [(r["ser"], r["reason"]) for r in receipt["results"]] == [
+            (0, "duplicate"),
+            (1, "blacklisted"),
+        ]
+        assert receipt["accepted"] == 0
+        assert bank.card(card).blacklisted_at == listed
+        assert bank.audit().ok
+
+
 def test_refusals_change_nothing(world: dict[str, Any], tmp_path: Path) -> None:
     h, card = world["home"], world["alice"]
     h.pay(card, "Shop", 500, PIN)

@@ -877,9 +877,10 @@ class DepositRun:
             card.card_number, kind, _BREACH_TEXT[kind], canonical_json(evidence).decode(), self.now
         )
         entry = self.bank.hotlist_card(self.tx, card, kind, self.now)
-        self.cards[card.card_number] = replace(
-            card, status=CardStatus.BLACKLISTED, blacklisted_at=entry.added_at
-        )
+        if card.status is not _BLACKLISTED:  # listed before: payments since stay refused
+            self.cards[card.card_number] = replace(
+                card, status=CardStatus.BLACKLISTED, blacklisted_at=entry.added_at
+            )
 
     # -- booking (step 690) -----------------------------------------------------------
     def _book(self) -> None:
