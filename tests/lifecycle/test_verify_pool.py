@@ -554,3 +554,27 @@ def test_certificates_are_read_as_the_stream_reaches_them(
     # the same payments again, their certificates read in one window: the same answers
     assert again == ["duplicate"] * 6 + ["bad_cert"] * 2
     assert [e for e in order_all if e != "send"] == ["read 3"]
+
+
+def test_a_pool_whose_worker_died_is_replaced() -> None:
+    """A worker killed (the OOM killer, a crash in native code) breaks its pool for
+    good; the chunk it held fails, and the next chunk goes to a new pool."""
+    group = get_group("secp256k1")
+    x = SecretScalar(group.random_scalar())
+    y = group.public_key(x.reveal())
+    jobs = [job_for(group, y.encoded, sign(group, x, y, i, b"spec %d" % i)[0]) for i in range(4)]
+    verifier = Verifier(workers=1, min_batch=1)
+    try:
+        assert verifier.submit(verify_jobs, jobs, batch_size=4)() == [True] * 4
+        first = verifier._pool
+        assert first is not None
+        for pid in list(first._processes):  # the test kills the worker
+            os.kill(pid, 9)
+        deadline = time.monotonic() + 10
+        while not first._broken and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert first._broken  # the executor noticed
+        assert verifier.submit(verify_jobs, jobs, batch_size=4)() == [True] * 4
+        assert verifier._pool is not first
+    finally:
+        verifier.close()

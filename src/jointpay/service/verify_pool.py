@@ -25,6 +25,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import suppress
 from typing import Final, TypeVar
 
@@ -294,8 +295,23 @@ class Verifier:
         if self.workers == 0 or batch_size < self.min_batch:
             done = task(list(jobs))
             return lambda: done
-        future: Future[list[_R]] = self._get_pool().submit(task, list(jobs))
+        pool = self._get_pool()
+        try:
+            future: Future[list[_R]] = pool.submit(task, list(jobs))
+        except BrokenProcessPool:
+            # A worker died (the OOM killer, a crash in native code): the pool refuses
+            # all work from then on. The deposit it died under failed, rolled back; a
+            # new pool takes this one and the next.
+            self._drop(pool)
+            future = self._get_pool().submit(task, list(jobs))
         return future.result
+
+    def _drop(self, pool: ProcessPoolExecutor) -> None:
+        """Forget a broken pool (once, should several threads find it broken)."""
+        with self._lock:
+            if self._pool is pool:
+                self._pool = None
+        pool.shutdown(wait=False, cancel_futures=True)
 
     def _get_pool(self) -> ProcessPoolExecutor:
         with self._lock:
