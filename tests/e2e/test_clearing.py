@@ -512,3 +512,22 @@ def test_the_clearing_house_api_holds_its_openapi_contract(
     w = scheme
     token = (w["home"]["ch-1"] / "admin.token").read_text().strip()
     print(schemathesis_run(f"{w['url']['ch-1']}/openapi.json", token, tmp_path))
+
+
+def test_a_clearing_server_without_a_house_answers_503_as_it_declares(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from jointpay.api.clearing_server import create_clearing_app
+    from jointpay.service.clearing import ClearingHouse
+    from jointpay.storage import open_store
+
+    store = open_store(f"sqlite:///{tmp_path}/house.db")
+    app = create_clearing_app(
+        lambda: ClearingHouse(store, clock=lambda: 1_800_000_000), admin_token="t"
+    )
+    with TestClient(app, raise_server_exceptions=False) as client:
+        declared = client.get("/openapi.json").json()["paths"]
+        for path in ("/v1/clearing", "/v1/hotlist"):
+            r = client.get(path)
+            assert (r.status_code, r.json()["code"]) == (503, "no_clearing_house")
+            assert "503" in declared[path]["get"]["responses"]

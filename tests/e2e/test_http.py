@@ -119,6 +119,10 @@ def test_admin_needs_the_token_and_errors_are_problems(served: dict[str, Any]) -
     bad = httpx.post(f"{url}/v1/deposits", content=b"not json")
     assert bad.status_code == 400
     assert bad.json()["code"] == "malformed"
+    # an integer past the interpreter's 4,300 digits was a bare 500 (and four retries)
+    huge = httpx.post(f"{url}/v1/deposits", content=b'{"seq":' + b"1" * 4301 + b"}")
+    assert huge.status_code == 400
+    assert huge.json()["code"] == "malformed"
     bad_w = httpx.post(f"{url}/v1/withdrawals", json={"request": "zz"})
     assert bad_w.status_code == 400
     garbage = httpx.post(f"{url}/v1/withdrawals", json={"request": "00" * 10})

@@ -35,3 +35,12 @@ def test_a_deposit_with_a_malformed_identifier_is_a_batch_error(field: str) -> N
         parse_deposit({**deposit, field: "(bad"})
     with pytest.raises(BatchError):
         parse_batch({**batch, field: " bad"})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [b'{"seq": ' + b"1" * 4301 + b"}", b'{"seq": 1.5}', b'{"a": 1, "a": 2}', b"[" * 100_000],
+)
+def test_what_json_cannot_hold_as_the_protocol_reads_it_is_a_batch_error(text: bytes) -> None:
+    with pytest.raises(BatchError):
+        loads_strict(text)

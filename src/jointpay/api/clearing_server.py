@@ -10,24 +10,26 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
-from pydantic import BaseModel, Field
+from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
 from jointpay.api.server import (
     ADMIN_ERRORS,
     DEPOSIT_SCHEMA,
     SIGNED_BODY,
+    StrictBody,
     _problems,
     add_problem_handlers,
     admin_guard,
     load_admin_token,
     log_to_stderr,
     read_json,
+    strict_json,
 )
 from jointpay.service.clearing import ClearingHouse
 
 
-class MemberBody(BaseModel):
+class MemberBody(StrictBody):
     bank_cert: str = Field(pattern=r"^([0-9a-f]{2}){1,1024}$")
     url: str | None = Field(default=None, max_length=512)
 
@@ -114,7 +116,9 @@ def create_clearing_app(house_factory: Callable[[], ClearingHouse], *, admin_tok
         return dict(await run_in_threadpool(house.online_check, body))
 
     @app.post(
-        "/v1/admin/members", dependencies=[Depends(admin)], responses=_problems(*ADMIN_ERRORS)
+        "/v1/admin/members",
+        dependencies=[Depends(admin), Depends(strict_json)],
+        responses=_problems(*ADMIN_ERRORS, 413),
     )
     def add_member(body: MemberBody, house: House) -> dict[str, Any]:
         return house.add_member(body.bank_cert, body.url)

@@ -16,7 +16,8 @@ import logging
 import secrets
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Final, TextIO
 
@@ -24,11 +25,12 @@ from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from jointpay.domain.money import RATE_PATTERN, format_amount, parse_rate
-from jointpay.protocol.deposit import BatchError, canonical_json
+from jointpay.protocol.deposit import BatchError, canonical_json, loads_strict
 from jointpay.service.bank import Bank
 from jointpay.service.errors import Refused, ServiceError
 from jointpay.service.verify_pool import SERVER_MIN_POOL_BATCH
@@ -40,6 +42,7 @@ _STATUS = {
     "unknown_card": 404,
     "unknown_merchant": 404,
     "no_bank": 503,
+    "no_clearing_house": 503,
     "unauthorised": 401,
     "replay": 409,
     "in_flight": 409,
@@ -139,7 +142,15 @@ DEPOSIT_SCHEMA: Final = {
 }
 
 
-class WithdrawBody(BaseModel):
+class StrictBody(BaseModel):
+    """A typed request body read as the protocol reads JSON: an integer is a JSON
+    integer (not ``"100"``, ``100.0``, ``1e5`` or ``true``), no field is unknown (and
+    :func:`strict_json` refuses duplicate keys)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class WithdrawBody(StrictBody):
     request: str = Field(
         description="the card's withdrawal request, hex",
         min_length=2,
@@ -152,7 +163,7 @@ class WithdrawAnswer(BaseModel):
     ack: str = Field(description="the bank's acknowledgement, hex")
 
 
-class OnlineCheckBody(BaseModel):
+class OnlineCheckBody(StrictBody):
     card: str = Field(pattern=r"^[0-9]{8,19}$")
     amount: int = Field(ge=1, lt=1 << 63)
     issuer: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
@@ -167,17 +178,75 @@ SIGNED_MESSAGE: Final = {
 }
 
 
-async def read_json(request: Request, limit: int = 256 * 1024 * 1024) -> Any:
-    """The request's body as strict JSON (no floats, no duplicate keys), bounded."""
-    from jointpay.protocol.deposit import loads_strict
+INLINE_PARSE: Final = 1 << 20
+"""Bodies up to this size are parsed on the event loop; larger ones (a deposit of
+thousands of payments: 0.1 s for 10,000) in the thread pool, so that the server
+answers everyone else meanwhile."""
 
-    raw = await request.body()
-    if len(raw) > limit:
+
+async def read_json(request: Request, limit: int = 256 * 1024 * 1024) -> Any:
+    """The request's body as strict JSON (no floats, no duplicate keys), bounded: a
+    declared length above ``limit`` is refused before a byte is read, and a body
+    sent without one as soon as it passes ``limit``."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
         raise Problem(413, "too_large", f"the body is at most {limit} bytes")
+    parts, size = [], 0
+    async for part in request.stream():
+        size += len(part)
+        if size > limit:
+            raise Problem(413, "too_large", f"the body is at most {limit} bytes")
+        parts.append(part)
+    raw = b"".join(parts)
     try:
-        return loads_strict(raw)
+        if size <= INLINE_PARSE:
+            return loads_strict(raw)
+        return await run_in_threadpool(loads_strict, raw)
     except BatchError as exc:
         raise Problem(400, "malformed", str(exc)) from exc
+
+
+SMALL_BODY: Final = 64 * 1024
+"""The most bytes of a typed request body (a withdrawal, an admin request)."""
+
+
+async def strict_json(request: Request) -> None:
+    """The dependency of every endpoint with a typed body: its JSON read strictly
+    (:func:`loads_strict`: no duplicate keys, no floats), within :data:`SMALL_BODY`,
+    before the framework validates it against its model (:class:`StrictBody`)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > SMALL_BODY:
+        raise Problem(413, "too_large", f"the body is at most {SMALL_BODY} bytes")
+    raw = await request.body()  # kept by the request: the framework reads it again
+    if len(raw) > SMALL_BODY:
+        raise Problem(413, "too_large", f"the body is at most {SMALL_BODY} bytes")
+    try:
+        loads_strict(raw)
+    except BatchError as exc:
+        raise Problem(400, "malformed", str(exc)) from exc
+
+
+class KeyLocks:
+    """One lock per Idempotency-Key in use, so that two requests with the same key
+    run one after the other: the second then finds the first's answer."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: dict[str, tuple[threading.Lock, list[int]]] = {}
+
+    @contextmanager
+    def hold(self, key: str) -> Iterator[None]:
+        with self._lock:
+            lock, users = self._held.setdefault(key, (threading.Lock(), [0]))
+            users[0] += 1
+        try:
+            with lock:
+                yield
+        finally:
+            with self._lock:
+                users[0] -= 1
+                if not users[0]:
+                    del self._held[key]
 
 
 class OnlineCheckAnswer(BaseModel):
@@ -188,22 +257,22 @@ class OnlineCheckAnswer(BaseModel):
     """Credit cards: minor units the bank would restore the card's C_balance by now."""
 
 
-class AccountBody(BaseModel):
+class AccountBody(StrictBody):
     holder: str = Field(min_length=1, max_length=64)
     balance: int = Field(ge=0, lt=1 << 63, description="minor units")
 
 
-class MerchantBody(BaseModel):
+class MerchantBody(StrictBody):
     name: str = Field(min_length=1, max_length=64)
     public_key: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
-class BlacklistBody(BaseModel):
+class BlacklistBody(StrictBody):
     card: str = Field(pattern=r"^[0-9]{8,19}$")
-    reason: str = Field(default="reported", max_length=64)
+    reason: str = Field(default="reported", max_length=64, pattern=r"^[^\x00-\x1f\x7f]*$")
 
 
-class RateBody(BaseModel):
+class RateBody(StrictBody):
     currency: str = Field(pattern=r"^[A-Z]{3}$")
     rate: str = Field(pattern=RATE_PATTERN)
     """Units of the bank's currency per unit of ``currency`` (at most 6 decimals)."""
@@ -286,11 +355,17 @@ def create_app(bank_factory: Callable[[], Bank], *, admin_token: str) -> FastAPI
     IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)]
 
     add_problem_handlers(app)
+    key_locks = KeyLocks()
+    Strict = Depends(strict_json)
 
     def idempotent(bank: Bank, key: str | None, body: object, run: Callable[[], Any]) -> Any:
         """Run once per key: a retry returns the stored answer (exactly-once over HTTP)."""
         if key is None:
             return run()
+        with key_locks.hold(key):
+            return _idempotent(bank, key, body, run)
+
+    def _idempotent(bank: Bank, key: str, body: object, run: Callable[[], Any]) -> Any:
         digest = hashlib.sha256(canonical_json(body)).hexdigest()
         with bank.store.transaction() as tx:
             hit = tx.get_idempotent(key)
@@ -308,7 +383,8 @@ def create_app(bank_factory: Callable[[], Bank], *, admin_token: str) -> FastAPI
                 # orjson's bytes (a deposit's receipt: json.dumps was a tenth of its CPU)
                 tx.put_idempotent(key, digest, canonical_json(result).decode(), bank.clock())
         except Conflict:
-            pass  # a concurrent twin stored the same answer first: the use case was idempotent
+            pass  # another server process's twin stored its answer first (the use case is
+            # idempotent for deposits and withdrawals; see operations.md)
         return result
 
     @app.get("/health")
@@ -354,21 +430,26 @@ def create_app(bank_factory: Callable[[], Bank], *, admin_token: str) -> FastAPI
     )
     async def deposit(request: Request, bank: BankDep, key: IdemKey = None) -> dict[str, Any]:
         body = await read_json(request)
-        from starlette.concurrency import run_in_threadpool
-
         return dict(
             await run_in_threadpool(idempotent, bank, key, body, lambda: bank.deposit(body))
         )
 
     @app.get("/v1/deposits/{deposit_id}", responses=_problems(400, 404, 503))
-    def deposit_status(deposit_id: str, bank: BankDep) -> dict[str, Any]:
+    def deposit_status(
+        deposit_id: Annotated[str, PathParam(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,160}$")],
+        bank: BankDep,
+    ) -> dict[str, Any]:
         with bank.store.transaction() as tx:
             rec = tx.get_deposit(deposit_id)
         if rec is None:
             raise Problem(404, "not_found", f"no deposit {deposit_id}")
         return dict(json.loads(rec.receipt))
 
-    @app.post("/v1/withdrawals", responses=_problems(400, 404, 409, 422, 503))
+    @app.post(
+        "/v1/withdrawals",
+        dependencies=[Strict],
+        responses=_problems(400, 404, 409, 413, 422, 503),
+    )
     def withdraw(body: WithdrawBody, bank: BankDep, key: IdemKey = None) -> WithdrawAnswer:
         try:
             request = bytes.fromhex(body.request)
@@ -379,7 +460,9 @@ def create_app(bank_factory: Callable[[], Bank], *, admin_token: str) -> FastAPI
         )
         return WithdrawAnswer(ack=out["ack"])
 
-    @app.post("/v1/online-check", responses=_problems(400, 404, 422, 503))
+    @app.post(
+        "/v1/online-check", dependencies=[Strict], responses=_problems(400, 404, 413, 422, 503)
+    )
     def online_check(body: OnlineCheckBody, bank: BankDep) -> OnlineCheckAnswer:
         """FIG. 8's optional on-line clearance: the card's current C_balance and hot list."""
         return OnlineCheckAnswer(**bank.online_check(body.card, body.amount, body.issuer))
@@ -402,8 +485,6 @@ def create_app(bank_factory: Callable[[], Bank], *, admin_token: str) -> FastAPI
     )
     async def interbank_deposit(request: Request, bank: BankDep) -> dict[str, Any]:
         """A clearing house brings our cards' payments at other banks' merchants."""
-        from starlette.concurrency import run_in_threadpool
-
         body = await read_json(request)
         return dict(await run_in_threadpool(bank.interbank_deposit, body))
 
@@ -415,8 +496,6 @@ def create_app(bank_factory: Callable[[], Bank], *, admin_token: str) -> FastAPI
     async def interbank_relayed(request: Request, bank: BankDep) -> dict[str, Any]:
         """A clearing house relays one of our merchants' deposits, with its clearing of
         the other banks' cards in it; the answer is our signed receipt."""
-        from starlette.concurrency import run_in_threadpool
-
         body = await read_json(request)
         return dict(await run_in_threadpool(bank.interbank.relayed, body))
 
@@ -427,7 +506,8 @@ def create_app(bank_factory: Callable[[], Bank], *, admin_token: str) -> FastAPI
     )
     async def interbank_settlement(request: Request, bank: BankDep) -> dict[str, Any]:
         """A clearing house settles our net position with it."""
-        return bank.interbank_settlement(await read_json(request, 64 * 1024))
+        body = await read_json(request, SMALL_BODY)
+        return dict(await run_in_threadpool(bank.interbank_settlement, body))
 
     @app.post(
         "/v1/interbank/online-check",
@@ -436,7 +516,8 @@ def create_app(bank_factory: Callable[[], Bank], *, admin_token: str) -> FastAPI
     )
     async def interbank_online_check(request: Request, bank: BankDep) -> dict[str, Any]:
         """Another bank's terminal asks, through a house, whether our card may pay."""
-        return bank.interbank_online_check(await read_json(request, 64 * 1024))
+        body = await read_json(request, SMALL_BODY)
+        return dict(await run_in_threadpool(bank.interbank_online_check, body))
 
     @app.get("/v1/interbank/positions/{clearing_house}", responses=_problems(400, 503))
     def interbank_position(
@@ -448,7 +529,9 @@ def create_app(bank_factory: Callable[[], Bank], *, admin_token: str) -> FastAPI
 
     # -- admin ------------------------------------------------------------------------
     @app.post(
-        "/v1/admin/accounts", dependencies=[Depends(admin)], responses=_problems(*ADMIN_ERRORS)
+        "/v1/admin/accounts",
+        dependencies=[Depends(admin), Strict],
+        responses=_problems(*ADMIN_ERRORS, 413),
     )
     def open_account(body: AccountBody, bank: BankDep, key: IdemKey = None) -> dict[str, Any]:
         def run() -> dict[str, Any]:
@@ -458,7 +541,9 @@ def create_app(bank_factory: Callable[[], Bank], *, admin_token: str) -> FastAPI
         return dict(idempotent(bank, key, body.model_dump(), run))
 
     @app.post(
-        "/v1/admin/merchants", dependencies=[Depends(admin)], responses=_problems(*ADMIN_ERRORS)
+        "/v1/admin/merchants",
+        dependencies=[Depends(admin), Strict],
+        responses=_problems(*ADMIN_ERRORS, 413),
     )
     def open_merchant(body: MerchantBody, bank: BankDep, key: IdemKey = None) -> dict[str, Any]:
         def run() -> dict[str, Any]:
@@ -468,13 +553,19 @@ def create_app(bank_factory: Callable[[], Bank], *, admin_token: str) -> FastAPI
         return dict(idempotent(bank, key, body.model_dump(), run))
 
     @app.post(
-        "/v1/admin/blacklist", dependencies=[Depends(admin)], responses=_problems(*ADMIN_ERRORS)
+        "/v1/admin/blacklist",
+        dependencies=[Depends(admin), Strict],
+        responses=_problems(*ADMIN_ERRORS, 413),
     )
     def blacklist(body: BlacklistBody, bank: BankDep) -> dict[str, Any]:
         entry = bank.blacklist(body.card, body.reason)
         return {"card": body.card, "blacklisted": True, "version": entry.version}
 
-    @app.post("/v1/admin/rates", dependencies=[Depends(admin)], responses=_problems(*ADMIN_ERRORS))
+    @app.post(
+        "/v1/admin/rates",
+        dependencies=[Depends(admin), Strict],
+        responses=_problems(*ADMIN_ERRORS, 413),
+    )
     def set_rate(body: RateBody, bank: BankDep) -> dict[str, Any]:
         try:
             micro = parse_rate(body.rate)

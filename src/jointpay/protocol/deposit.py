@@ -117,9 +117,11 @@ def loads_strict(text: str | bytes) -> Any:
         return json.loads(
             text, parse_float=_no_floats, parse_constant=_no_floats, object_pairs_hook=pairs
         )
+    except BatchError:
+        raise
     except RecursionError as exc:
         raise BatchError("JSON nested too deeply") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an int of 4,301 digits
         raise BatchError(f"not valid JSON: {exc}") from exc
 
 
