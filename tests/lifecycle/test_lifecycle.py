@@ -134,6 +134,64 @@ def test_a_breach_keeps_an_already_listed_cards_listing_time(world: dict[str, An
         assert bank.audit().ok
 
 
+def test_a_withdrawal_racing_a_deposit_cannot_refuse_the_deposits_cheques(
+    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cheque is paid from the holder's account, which another card of the holder
+    can draw on. A withdrawal that lowered it between the deposit's check and its
+    posting made the posting refuse the whole deposit, every merchant's payment in it:
+    the deposit now holds the account from its check to its commit."""
+    from jointpay.service import deposit as deposit_module
+
+    h, alice = world["home"], world["alice"]
+    with h.bank() as bank:
+        cheque = h.issue_card(
+            bank, holder="bob", pin=PIN, load=0, mode="cheque", limit=0, user_key="card"
+        ).card_number
+        cash = h.issue_card(
+            bank, holder="bob", pin=PIN, load=0, mode="cash", limit=0, user_key="card"
+        ).card_number
+    h.pay(alice, "Shop", 1_000, PIN)
+    h.pay(cheque, "Shop", 6_000, PIN)  # bob's account holds 10,000
+    checked, release = threading.Event(), threading.Event()
+    book = deposit_module.DepositRun._book
+
+    def paused_book(run: deposit_module.DepositRun) -> None:
+        checked.set()  # every payment checked, nothing posted yet
+        release.wait(30)
+        book(run)
+
+    monkeypatch.setattr(deposit_module.DepositRun, "_book", paused_book)
+    outcome: dict[str, Any] = {}
+    with h.bank() as bank:
+
+        def deposit() -> None:
+            outcome["receipt"] = h.deposit("Shop", bank)
+
+        def withdraw() -> None:
+            try:
+                h.withdraw(cash, bank, pin=PIN, amount=8_000, renew=False)
+            except Refused as exc:
+                outcome["withdrawal"] = exc.code
+            else:
+                outcome["withdrawal"] = "done"
+
+        first = threading.Thread(target=deposit)
+        first.start()
+        assert checked.wait(30)
+        second = threading.Thread(target=withdraw)
+        second.start()
+        second.join(0.5)  # it waits for the deposit's hold on bob's account...
+        release.set()
+        first.join(30)
+        second.join(30)
+        statuses = {r["card"]: r["status"] for r in outcome["receipt"]["results"]}
+        assert statuses == {alice: "accepted", cheque: "accepted"}
+        assert outcome["withdrawal"] == "insufficient_funds"  # ...then finds 4,000 left
+        assert bank.account("holder:bob").balance == 4_000
+        assert bank.audit().ok
+
+
 def test_refusals_change_nothing(world: dict[str, Any], tmp_path: Path) -> None:
     h, card = world["home"], world["alice"]
     h.pay(card, "Shop", 500, PIN)

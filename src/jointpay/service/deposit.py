@@ -628,11 +628,16 @@ class DepositRun:
         claimed, self._claimed = self._claimed, set()
         self._locked = True
         self.cards = self.tx.lock_cards(sorted(claimed))
-        floats = sorted(
-            {c.float_account for c in self.cards.values() if c.float_account}
-            | {c.holder_account for c in self.cards.values() if c.mode == CardMode.CHEQUE.value}
-        )
+        cards = self.cards.values()
+        floats = sorted({c.float_account for c in cards if c.float_account})
+        # A cheque is paid from the holder's own account, which the card's lock does not
+        # cover: a withdrawal to another card of the holder could lower it before the
+        # posting, which would then refuse the whole deposit. Held until the commit
+        # (cards first, then accounts: the order every transaction takes them in).
+        holders = sorted({c.holder_account for c in cards if c.mode == CardMode.CHEQUE.value})
         self.available = self.tx.get_balances(floats)
+        if holders:
+            self.available.update(self.tx.get_balances(holders, lock=True))
         for card in self.cards.values():  # what each credit card was granted and has spent
             if card.mode == CardMode.CREDIT.value:
                 granted, spent = self.tx.card_totals(card.card_number)

@@ -107,9 +107,10 @@ class UnitOfWork(Protocol):
     def get_accounts(self, account_ids: Sequence[str]) -> dict[str, Account]:
         """The accounts among ``account_ids`` that exist (set-based, chunked)."""
 
-    def get_balances(self, account_ids: Sequence[str]) -> dict[str, int]:
+    def get_balances(self, account_ids: Sequence[str], *, lock: bool = False) -> dict[str, int]:
         """The balances of the accounts among ``account_ids`` that exist: what a deposit
-        needs of the floats of thousands of cards, without an :class:`Account` each."""
+        needs of the floats of thousands of cards, without an :class:`Account` each.
+        ``lock``: held until the transaction ends, as :meth:`lock_cards` holds cards."""
 
     def find_accounts(
         self, *, kind: str | None = None, owner: str | None = None

@@ -527,8 +527,8 @@ class SqlUnitOfWork:
         found = (_account(r) for r in self._rows_in(t.accounts, "id", account_ids))
         return {a.id: a for a in found}
 
-    def get_balances(self, account_ids: Sequence[str]) -> dict[str, int]:
-        rows = self._rows_in(t.accounts, "id", account_ids, columns=("id", "balance"))
+    def get_balances(self, account_ids: Sequence[str], *, lock: bool = False) -> dict[str, int]:
+        rows = self._rows_in(t.accounts, "id", account_ids, lock=lock, columns=("id", "balance"))
         return {acc_id: int(balance) for acc_id, balance in rows}
 
     def find_accounts(self, *, kind: str | None = None, owner: str | None = None) -> list[Account]:
