@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import pickle
 import secrets
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -584,3 +586,35 @@ def test_weighted_sum_refuses_bad_weights() -> None:
     for w in (-1, 1 << 72):
         with pytest.raises(ValueError, match="weights are in"):
             SECP.weighted_sum([p], [w])
+
+
+def test_a_groups_key_cache_is_safe_to_share_between_threads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A server's deposits decode keys in one group from several threads. With the
+    cache's look-up and its move to the front apart, a key evicted in between by
+    another thread raised KeyError out of ``decode`` (seen at once with a cache of one
+    and the interpreter switching threads every microsecond)."""
+    group = get_group("modp-2048-256")
+    keys = [group.g_pow(k).encoded for k in (2, 3)]
+    monkeypatch.setattr(type(group), "_CACHE_SIZE", 1)
+    errors: list[BaseException] = []
+
+    def decode_many(step: int) -> None:
+        try:
+            for n in range(1500):
+                assert group.decode(keys[(n * step) % 2]).encoded == keys[(n * step) % 2]
+        except BaseException as exc:  # collected for the assertion below
+            errors.append(exc)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=decode_many, args=(s,)) for s in (1, 2, 3, 5)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []

@@ -21,6 +21,7 @@ import functools
 import hashlib
 import json
 import struct
+import threading
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -485,6 +486,7 @@ class ModpGroup(Group):
         # verification. Keys repeat (a card signs many payments), so remember the ones
         # already checked. Only valid encodings are cached.
         self._valid: OrderedDict[bytes, Element] = OrderedDict()
+        self._valid_lock = threading.Lock()  # a server's deposits share the group
         self._g_table: FixedBase | None = None
         self._g_comb: GComb | None = None
 
@@ -574,19 +576,21 @@ class ModpGroup(Group):
             if not self._enc_one < data < self._enc_p:
                 raise InvalidElementError("element is not in (1, p)")
             return Element(self, None, data)  # parsed on first use (a deposit: mostly never)
-        hit = self._valid.get(data)
-        if hit is not None:
-            self._valid.move_to_end(data)
-            return hit
+        with self._valid_lock:
+            hit = self._valid.get(data)
+            if hit is not None:
+                self._valid.move_to_end(data)
+                return hit
         y = gmpy2.mpz(int.from_bytes(data, "big"))
         if not self._one < y < self._p:
             raise InvalidElementError("element is not in (1, p)")
         if gmpy2.powmod(y, self._q, self._p) != self._one:
             raise InvalidElementError("element is not in the order-q subgroup")
         element = Element(self, y, data)
-        self._valid[data] = element
-        if len(self._valid) > self._CACHE_SIZE:
-            self._valid.popitem(last=False)
+        with self._valid_lock:
+            self._valid[data] = element
+            while len(self._valid) > self._CACHE_SIZE:
+                self._valid.popitem(last=False)
         return element
 
     def g_pow_secret(self, k: int) -> Element:
