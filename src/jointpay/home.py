@@ -50,7 +50,13 @@ from jointpay.protocol.terminal import (
 )
 from jointpay.service.bank import Bank, Clock, IssuedCard, system_clock
 from jointpay.service.errors import BadInput, Refused, ServiceError
-from jointpay.service.flows import BankPort, DepositPort, WithdrawOutcome, withdraw_with_card
+from jointpay.service.flows import (
+    BankPort,
+    DepositPort,
+    WithdrawOutcome,
+    pending_request,
+    withdraw_with_card,
+)
 from jointpay.service.policy import Policy
 from jointpay.storage import open_store
 from jointpay.storage.base import Store, UnitOfWork
@@ -566,7 +572,12 @@ class Home:
                 if amount == "max":
                     if info.mode != "credit":
                         raise BadInput("bad_amount", "--amount max restores a credit card")
-                    amount = int(bank.online_check(info.card_number, 0).get("topup") or 0)
+                    pending = pending_request(client)
+                    amount = (  # a restore whose answer was lost is the one to complete
+                        pending.amount
+                        if pending is not None
+                        else int(bank.online_check(info.card_number, 0).get("topup") or 0)
+                    )
                     if not amount and not renew:
                         raise Refused("credit_limit", "the bank has no credit to restore now")
                 else:

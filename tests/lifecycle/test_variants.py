@@ -163,6 +163,90 @@ def test_credit_card_limit_settlement_interest_and_restore(world: dict[str, Any]
         assert bank.audit().ok
 
 
+def test_a_credit_restore_whose_answer_was_lost_is_completed_by_the_next_payment(
+    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bank applied a terminal's restore of a credit line, and its answer was lost:
+    the card keeps its request and pays nothing until it is completed. The card's next
+    payment on-line carries the same request again (the bank answers it with the same
+    acknowledgement); the holder's tools say what is pending, and complete it."""
+    from jointpay.cli.main import describe_card
+    from jointpay.protocol.terminal import OnlineUnavailable
+
+    h: Home = world["home"]
+    with h.bank() as bank:
+        bank.open_account("carol", 1_000)
+        n = h.issue_card(
+            bank, holder="carol", pin=PIN, load=0, mode="credit", limit=10_000, user_key="card"
+        ).card_number
+    h.pay(n, "Shop", 6_000, PIN)
+    with h.bank() as bank:
+        assert reasons(h.deposit("Shop", bank)) == [None]
+        bank.repay("carol", 6_000, ref="repay-1")
+        assert bank.online_check(n, 0)["topup"] == 6_000
+    real = home_module.online_restore
+
+    def answer_lost(bank: Any) -> Any:
+        restore = real(bank)
+
+        def carry(request: bytes) -> bytes:
+            restore(request)  # the bank applies it...
+            raise OnlineUnavailable("timed out")  # ...and its answer never comes back
+
+        return carry
+
+    monkeypatch.setattr(home_module, "online_restore", answer_lost)
+    with pytest.raises(PaymentDeclined) as lost:
+        h.pay(n, "Shop", 5_000, PIN)
+    assert lost.value.code == "bank_unreachable"
+    assert h.card(n).load().balance == 4_000
+    with h.card_client(n) as client:
+        shown = describe_card(client)
+    assert shown["pending_withdrawal"] == {"amount": "60.00 EUR", "renew": False, "seq": 2}
+    with h.bank() as bank, pytest.raises(Refused) as other:
+        h.withdraw(n, bank, pin=PIN, amount=100, renew=False)
+    assert other.value.code == "withdrawal_pending"
+    assert "60.00 EUR" in other.value.message
+    monkeypatch.setattr(home_module, "online_restore", real)
+    # the next payment completes the restore first, then pays
+    assert h.pay(n, "Shop", 5_000, PIN).amount == 5_000
+    assert h.card(n).load().balance == 5_000  # 4,000 + 6,000 restored - 5,000
+    with h.card_client(n) as client:
+        assert describe_card(client)["pending_withdrawal"] is None
+    with h.bank() as bank:
+        assert bank.online_check(n, 0)["topup"] == 0  # restored once, not twice
+        assert bank.audit().ok
+
+
+def test_withdraw_max_completes_a_restore_whose_answer_was_lost(
+    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h: Home = world["home"]
+    with h.bank() as bank:
+        bank.open_account("carol", 1_000)
+        n = h.issue_card(
+            bank, holder="carol", pin=PIN, load=0, mode="credit", limit=10_000, user_key="card"
+        ).card_number
+    h.pay(n, "Shop", 6_000, PIN)
+    with h.bank() as bank:
+        h.deposit("Shop", bank)
+        bank.repay("carol", 6_000, ref="repay-1")
+        real = bank.withdraw
+
+        def answer_lost(request: bytes) -> bytes:
+            real(request)
+            raise Refused("bank_unreachable", "timed out")
+
+        monkeypatch.setattr(bank, "withdraw", answer_lost)
+        with pytest.raises(Refused):
+            h.withdraw(n, bank, pin=PIN, amount="max", renew=False)
+        monkeypatch.setattr(bank, "withdraw", real)
+        assert bank.online_check(n, 0)["topup"] == 0  # the bank restored the line...
+        out = h.withdraw(n, bank, pin=PIN, amount="max", renew=False)  # ...the card now
+        assert out.balance == 10_000
+        assert bank.audit().ok
+
+
 # -- cheque cards -------------------------------------------------------------------------
 def test_cheques_debit_the_account_and_bounce(world: dict[str, Any]) -> None:
     h: Home = world["home"]

@@ -874,11 +874,18 @@ def card_show(
         with h.open_card(card, reader) as client:
             obj = describe_card(client)
         lock = "[red]LOCKED[/]" if obj["locked"] else f"{obj['pin_tries']} PIN tries left"
+        pending = obj["pending_withdrawal"]
+        waiting = (
+            f" A withdrawal of {pending['amount']}{' with renewal' if pending['renew'] else ''}"
+            " is pending (its answer was lost): run it again unchanged to complete it."
+            if pending
+            else ""
+        )
         out.done(
             obj,
             lambda c: c.print(
                 f"Card {obj['card']}: balance {obj['balance']} {obj['currency']}, {lock}, "
-                f"{obj['mode']}, next ser {obj['next_ser']}, seq {obj['seq']}."
+                f"{obj['mode']}, next ser {obj['next_ser']}, seq {obj['seq']}.{waiting}"
             ),
         )
 
@@ -913,6 +920,21 @@ def describe_card(client: Any) -> dict[str, Any]:
         "cert_id": cert.id_hex,
         "valid_until": cert.not_after,
         "withdrawal_pending": st.withdrawal_pending,
+        "pending_withdrawal": _pending(client, cert),
+    }
+
+
+def _pending(client: Any, cert: Any) -> dict[str, Any] | None:
+    """The withdrawal pending on the card (its answer was lost): what to run again."""
+    from jointpay.service.flows import describe_amount, pending_request
+
+    req = pending_request(client)
+    if req is None:
+        return None
+    return {
+        "amount": describe_amount(req.amount, cert),
+        "renew": req.renew,
+        "seq": req.seq,
     }
 
 

@@ -570,6 +570,8 @@ class Terminal:
         status = client.status()
         if status.locked:
             raise PaymentDeclined("locked", "the card is locked (too many wrong PINs)")
+        if status.withdrawal_pending:  # the card pays nothing until it is completed
+            status = self._finish_pending(client, cert)
         short = cert.mode.value != "cheque" and status.balance < amount
         restorable = cert.mode.value == "credit" and self.online is not None and self.online.restore
         if short and not restorable:
@@ -622,12 +624,32 @@ class Terminal:
             self.store.end_pay(cert.card_number)  # a signature that does not verify
             raise
 
+    def _finish_pending(self, client: CardClient, cert: CardCert) -> CardStatus:
+        """A withdrawal whose answer was lost is still pending on the card, which pays
+        nothing until it is completed. A credit card's restore (:meth:`_restore_credit`,
+        or the holder's own) is carried to the bank again, unchanged: the bank answers
+        a request it already applied with the same acknowledgement. Any other card's
+        holder completes it at the bank (``jointpay withdraw``)."""
+        restore = self.online.restore if self.online is not None else None
+        if cert.mode.value != "credit" or restore is None:
+            raise PaymentDeclined(
+                "withdrawal_pending",
+                "a withdrawal is pending on the card since its answer was lost: its holder "
+                "completes it (jointpay withdraw, unchanged; card show gives its amount) "
+                "before the card pays again",
+            )
+        self._carry_restore(client, client.pending_withdrawal())
+        return client.status()
+
     def _restore_credit(self, client: CardClient, topup: int) -> None:
         """Carry the card's FIG. 10 request to the bank and its answer back; no money
         moves (the bank raises the credit card's C_balance within its limit)."""
+        self._carry_restore(client, client.withdraw_request(topup, False, AuthKind.SIGNATURE))
+
+    def _carry_restore(self, client: CardClient, request: bytes) -> None:
+        """One FIG. 10 request to the bank (on-line) and its answer to the card."""
         if self.online is None or self.online.restore is None:  # pragma: no cover
             raise PaymentDeclined("insufficient_balance", "no bank to restore the credit line")
-        request = client.withdraw_request(topup, False, AuthKind.SIGNATURE)
         try:
             ack = self.online.restore(request)
         except OnlineRefused as exc:
@@ -641,7 +663,7 @@ class Terminal:
             raise PaymentDeclined(
                 "bank_unreachable",
                 f"the credit line's restore got no answer ({exc}); the card keeps its "
-                "request, and its next contact with the bank completes it",
+                "request, and its next payment on-line (or jointpay withdraw) completes it",
             ) from exc
         client.withdraw_complete(ack)
 

@@ -16,8 +16,9 @@ from typing import Any, Protocol
 from jointpay.crypto.certs import CardCert, VerifyKey
 from jointpay.crypto.errors import CryptoError, DecodeError
 from jointpay.crypto.group import Group
+from jointpay.domain.money import format_amount
 from jointpay.domain.records import HotlistEntry
-from jointpay.protocol.messages import AuthKind
+from jointpay.protocol.messages import AuthKind, WithdrawRequest
 from jointpay.protocol.terminal import (
     CardClient,
     CardError,
@@ -92,6 +93,15 @@ def withdraw_with_card(
         raise Refused("bad_cert", f"the card's certificate does not check: {exc}") from exc
     old_cert = cert.cert_id
     with _card_refusals("the withdrawal"):
+        pending = pending_request(client)
+    if pending is not None and (pending.amount, pending.renew) != (amount, renew):
+        raise Refused(
+            "withdrawal_pending",
+            f"a withdrawal of {describe_amount(pending.amount, cert)}"
+            f"{' with renewal' if pending.renew else ''} is pending on the card since its "
+            "answer was lost: run it again unchanged to complete it, then this one",
+        )
+    with _card_refusals("the withdrawal"):
         client.verify_pin(pin)  # step 850
         request = client.withdraw_request(amount, renew, auth)  # step 870
     try:
@@ -105,6 +115,20 @@ def withdraw_with_card(
         balance, seq = client.withdraw_complete(ack)  # step 920
         renewed = CardCert.decode(client.cert(), bank.resolve_group).cert_id != old_cert
     return WithdrawOutcome(cert.card_number, balance, seq, renewed, cert.currency)
+
+
+def pending_request(client: CardClient) -> WithdrawRequest | None:
+    """The withdrawal request pending on the card (its answer was lost), if any."""
+    if not client.status().withdrawal_pending:
+        return None
+    return WithdrawRequest.decode(client.pending_withdrawal())
+
+
+def describe_amount(amount: int, cert: CardCert) -> str:
+    """A withdrawal's amount as its holder reads it (a cheque card's are cheques)."""
+    if cert.mode.value == "cheque":
+        return f"{amount} cheques"
+    return f"{format_amount(amount, cert.currency)} {cert.currency}"
 
 
 @contextmanager
