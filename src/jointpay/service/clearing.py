@@ -343,7 +343,7 @@ class ClearingHouse:
             )
             listed = {(e.reason.split(":", 1)[0], e.card_number): e for e in tx.hotlist_since(0)}
         forward: dict[str, list[_Item]] = {}
-        seen: set[tuple[str, str, int]] = set()
+        seen: dict[tuple[str, str, int], bytes] = {}
         for it in items:
             issuer, card = it.cert.bank_id, it.cert.card_number
             key = (issuer, card, it.ser)
@@ -353,7 +353,7 @@ class ClearingHouse:
             assert out is not None
             if hot is not None and it.spec.time > hot.added_at:
                 out.update(status="rejected", reason="blacklisted")
-            elif key in seen:
+            elif seen.get(key) == it.spec_bytes:  # the same payment twice in one batch
                 out.update(status="rejected", reason="duplicate")
             elif rec is not None and rec.spec == it.spec_bytes:
                 # cleared before: the same acquirer asking again gets the same answer
@@ -364,7 +364,7 @@ class ClearingHouse:
                 )
             else:  # new, or the same ser over another spec: the issuer keeps the evidence
                 forward.setdefault(issuer, []).append(it)
-            seen.add(key)
+            seen.setdefault(key, it.spec_bytes)
         booked: list[tuple[_Item, str]] = []
         for issuer, its in forward.items():
             for it, status, reason in self._forward(members[issuer], acq, ref, sid, its):

@@ -271,7 +271,8 @@ class DepositRun:
         self.fees = 0
         self._rates: RateTable | None = None
         self.ib_prior: dict[tuple[str, str, int], InterbankRecord] = {}
-        self.ib_seen: set[tuple[str, str, int]] = set()
+        self.ib_seen: dict[tuple[str, str, int], bytes] = {}
+        """This session's other banks' payments sent to be cleared: their specs."""
         self.foreign: list[tuple[int, _Parsed]] = []
         self.ib_records: list[InterbankRecord] = []
         self.ib_debits: dict[str, int] = {}
@@ -769,8 +770,13 @@ class DepositRun:
         if spec.sid != self.req.sid or spec.bank_id != self._own:
             return _rejected(label, ser, "wrong_merchant")
         key = (cert.bank_id, cert.card_number, ser)
-        if key in self.ib_seen or key in self.ib_prior:
+        earlier = self.ib_seen.get(key)
+        if earlier is None and key in self.ib_prior:
+            earlier = self.ib_prior[key].spec
+        if earlier == p.spec_bytes:  # the same payment again
             return _rejected(label, ser, "duplicate")
+        # The same ser over another spec is a clone's: it goes to its issuer all the
+        # same, which refuses it (duplicate) and keeps the evidence (double_spend).
         if spec.time < self._oldest:
             return _rejected(label, ser, "stale")
         if (
@@ -779,7 +785,7 @@ class DepositRun:
             or not self._rate_ok(spec)
         ):
             return _rejected(label, ser, "currency_mismatch")
-        self.ib_seen.add(key)
+        self.ib_seen.setdefault(key, p.spec_bytes)
         return PaymentResult(label, ser, "pending", None, spec.amount)
 
     def _clear_foreign(self, results: list[PaymentResult]) -> None:

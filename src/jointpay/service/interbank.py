@@ -300,16 +300,24 @@ class Interbank:
                 raise SchemeError("the clearing house answered for another session")
         except (Unreachable, ServiceError, SchemeError):
             return down
-        by_key = {(r.get("card"), r.get("ser")): r for r in results if isinstance(r, dict)}
-        out: list[Cleared] = []
-        for item in items:
-            r = by_key.get((item.card_number, item.ser))
-            if r is None:
+        # The house answers in the batch's order, which groups the items by CARD-CERT
+        # (sub_batch). By position, not by (card, ser): a clone's second spend of a ser
+        # has the same (card, ser) as the first, and another answer.
+        groups: dict[bytes, list[int]] = {}
+        for i, item in enumerate(items):
+            groups.setdefault(item.cert, []).append(i)
+        out: list[Cleared | None] = [None] * len(items)
+        for i, r in zip((i for idx in groups.values() for i in idx), results, strict=True):
+            item = items[i]
+            if not isinstance(r, dict) or (r.get("card"), r.get("ser")) != (
+                item.card_number,
+                item.ser,
+            ):
                 return down
             status = "accepted" if r.get("status") == "accepted" else "rejected"
             reason = None if status == "accepted" else str(r.get("reason") or "rejected")
-            out.append(Cleared(status, reason, link.ch_id))
-        return out
+            out[i] = Cleared(status, reason, link.ch_id)
+        return [c for c in out if c is not None]
 
     # -- issuer: payments a clearing house brings ----------------------------------------
     def _sender(self, message: object) -> ClearingLink:
