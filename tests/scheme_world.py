@@ -46,8 +46,9 @@ class Member:
 class ViaHouse:
     """A merchant's deposit port at the clearing house (``deposit --clearing``)."""
 
-    def __init__(self, house: ClearingHouse, merchant_cert: bytes) -> None:
+    def __init__(self, house: ClearingHouse, bank_id: str, merchant_cert: bytes) -> None:
         self.house = house
+        self.bank_id = bank_id
         self.merchant_cert = merchant_cert
 
     def deposit(self, message: dict[str, Any]) -> dict[str, Any]:
@@ -112,6 +113,5 @@ def scheme(root: Path, policy_a: Policy | None = None, policy_b: Policy | None =
     ).card_number
     tf = ha.open_merchant(a, "Shop")
     ha.sync_hotlist("Shop", a)  # the terminal learns the scheme's member banks
-    return Scheme(
-        root, clock, ha, hb, a, b, house, card, ViaHouse(house, tf.merchant_cert), members
-    )
+    via = ViaHouse(house, "bank-a", tf.merchant_cert)
+    return Scheme(root, clock, ha, hb, a, b, house, card, via, members)

@@ -3,8 +3,10 @@ reached into, and the books of the three parties are audited after each case."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
+from jointpay.service.policy import DAY, Policy
 from scheme_world import Scheme, scheme
 from worlds import PIN
 
@@ -36,4 +38,42 @@ def test_a_foreign_clones_second_spend_reaches_its_issuer(tmp_path: Path) -> Non
     again = w.ha.deposit("Shop", w.a, batch)
     assert [(r["status"], r["reason"]) for r in again["results"]] == [("rejected", "duplicate")]
     assert [a.kind for a in w.b.alerts()] == ["double_spend"]
+    assert w.audits_ok()
+
+
+def _statuses(receipt: dict[str, object]) -> list[tuple[object, object]]:
+    return [(r["status"], r["reason"]) for r in receipt["results"]]  # type: ignore[attr-defined,index]
+
+
+def test_a_deposit_through_the_house_is_judged_by_the_merchants_bank_before_it_is_cleared(
+    tmp_path: Path,
+) -> None:
+    """bank-a keeps payments 30 days, bank-b 90. A 40-day-old payment deposited through
+    the house is stale at bank-a: it must never reach bank-b. The house used to clear
+    it first: bank-b debited the card, the house owed bank-a, and bank-a refused it."""
+    w = scheme(tmp_path, policy_a=Policy(deposit_window=30 * DAY))
+    w.ha.pay(w.card, "Shop", 1_000, PIN)
+    float_before = w.b.account(w.b.card(w.card).float_account).balance
+    w.clock.now += 40 * DAY
+    receipt = w.ha.deposit("Shop", w.via_house)
+    assert _statuses(receipt) == [("rejected", "stale")]
+    assert w.b.account(w.b.card(w.card).float_account).balance == float_before
+    assert w.house.positions() == {"bank-a": 0, "bank-b": 0}
+    assert w.audits_ok()
+
+
+def test_a_relayed_batch_carrying_a_payment_twice_credits_it_once(tmp_path: Path) -> None:
+    """A hand-merged batch with one foreign payment twice: the first is credited, the
+    copy refused, through the house as directly (the house's answers for the two used
+    to be keyed by (card, ser), the second overwriting the first: both refused at
+    bank-a, while bank-b and the house had booked the first)."""
+    w = scheme(tmp_path)
+    w.ha.pay(w.card, "Shop", 1_000, PIN)
+    batch = w.ha.export_batch("Shop")
+    payments = batch["cards"][0]["payments"]
+    payments.append(copy.deepcopy(payments[0]))
+    receipt = w.ha.deposit("Shop", w.via_house, batch)
+    assert _statuses(receipt) == [("accepted", None), ("rejected", "duplicate")]
+    assert w.a.account(w.a.merchant("Shop").account_id).balance == 1_000
+    assert w.house.positions() == {"bank-a": 1_000, "bank-b": -1_000}
     assert w.audits_ok()

@@ -88,7 +88,7 @@ from jointpay.protocol.terminal import CardClient, CardError
 from jointpay.service import gcpause
 from jointpay.service.deposit import DepositRun, DepositTimes, VerifiedCerts, results_json
 from jointpay.service.errors import BadInput, Refused
-from jointpay.service.interbank import Cleared, Interbank
+from jointpay.service.interbank import Interbank
 from jointpay.service.policy import Policy
 from jointpay.service.rates import RATES_KEY, dump_table, load_table
 from jointpay.service.verify_pool import Verifier, modp_params
@@ -1014,14 +1014,11 @@ class Bank:
             raise Refused("bad_auth", "the withdrawal request is not authentic") from exc
 
     # -- FIG. 9: deposit --------------------------------------------------------------
-    def deposit(
-        self, message: object, *, relayed: dict[tuple[str, int], Cleared] | None = None
-    ) -> dict[str, Any]:
+    def deposit(self, message: object, *, via: str | None = None) -> dict[str, Any]:
         """Steps 620-710: verify the session, then every payment; credit; sign a receipt.
 
-        ``relayed``: the merchant deposited at a clearing house, which cleared the other
-        banks' cards already; these are its results by (card, ser)
-        (:meth:`Interbank.relayed`).
+        ``via``: the clearing house the merchant deposited at (:meth:`Interbank.relayed`),
+        through which the other banks' cards are cleared where it reaches their issuers.
         """
         times = DepositTimes()
         try:
@@ -1055,7 +1052,7 @@ class Bank:
             if abs(now - req.time) > self.policy.message_window:
                 raise Refused("stale_message", "the deposit message's timestamp is not fresh")
             times.mark("session")
-            results = DepositRun(self, tx, req, deposit_id, now, relayed=relayed, times=times).run()
+            results = DepositRun(self, tx, req, deposit_id, now, via=via, times=times).run()
             accepted = [r for r in results if r.status == "accepted"]
             receipt = sign_receipt(
                 self._key,

@@ -244,8 +244,7 @@ class ClearingHouse:
             batch = parse_batch(body.get("batch"))
             if batch.bank_id != acquirer.cert.bank_id:
                 raise SchemeError("the batch names another acquirer")
-        cleared = self._clear_payments(members, acquirer.cert.bank_id, ref, batch.sid, batch)
-        results = [r for r in cleared if r is not None]  # all of them: no `own` cards here
+        results = self._clear_payments(members, acquirer.cert.bank_id, ref, batch)
         return sign_body(
             self._key,
             CLEARED_TAG,
@@ -264,10 +263,14 @@ class ClearingHouse:
 
         ``body`` is ``{"deposit": <the merchant's signed deposit>, "merchant_cert": hex}``.
         The house checks the MERCHANT-CERT under the merchant's bank's BANK-CERT key and
-        the session's signature under it, pre-verifies every payment, clears the other
-        banks' cards with their issuers exactly as for :meth:`clear`, then hands the
-        merchant's own signed deposit and those results to the merchant's bank, which
-        checks its own cards, credits the merchant and signs the receipt returned here.
+        the session's signature under it, then hands the merchant's own signed deposit
+        to the merchant's bank. The bank runs it as if the merchant had come to it: it
+        judges every payment by its own rules first (sequence, time, currency, its
+        merchant) and has the other banks' cards it accepts cleared through this house
+        (:meth:`clear`), then credits the merchant and signs the receipt returned here.
+        (The house once cleared those cards before the bank judged them: a payment the
+        bank then refused, stale by its own deposit window say, had its card debited
+        and the house owing the bank for nothing.)
         """
         self._scheme()
         members = self.members()
@@ -292,7 +295,6 @@ class ClearingHouse:
             raise Refused("stale_message", "the deposit message's timestamp is not fresh")
         ref = f"relay:{req.sid}:{req.seq}"
         acq = acquirer.cert.bank_id
-        results = self._clear_payments(members, acq, ref, req.sid, req.batch, own=acq)
         relayed = sign_body(
             self._key,
             RELAY_TAG,
@@ -302,7 +304,6 @@ class ClearingHouse:
                 "acquirer": acq,
                 "ref": ref,
                 "deposit": message,
-                "results": [r for r in results if r is not None],
             },
         )
         try:
@@ -311,27 +312,15 @@ class ClearingHouse:
             raise Refused("bank_unreachable", f"bank {acq} did not answer: {exc}") from exc
 
     def _clear_payments(
-        self,
-        members: dict[str, Member],
-        acq: str,
-        ref: str,
-        sid: str,
-        batch: Batch,
-        *,
-        own: str | None = None,
-    ) -> list[dict[str, Any] | None]:
-        """Pre-verify, forward to the issuers and book; one result per payment.
-
-        With ``own`` (a relayed merchant deposit), the acquirer's own cards are left to
-        it: their results are None, and the payee's S_id must be ``sid``.
-        """
-        results: list[dict[str, Any] | None] = []
+        self, members: dict[str, Member], acq: str, ref: str, batch: Batch
+    ) -> list[dict[str, Any]]:
+        """Pre-verify, forward to the issuers and book; one result per payment."""
+        sid = batch.sid
+        results: list[dict[str, Any]] = []
         items: list[_Item] = []
         for raw in batch.payments():
-            checked = self._pre_verify(raw, members, acq, len(results), sid if own else None)
-            if isinstance(checked, _Item) and checked.cert.bank_id == own:
-                results.append(None)
-            elif isinstance(checked, _Item):
+            checked = self._pre_verify(raw, members, acq, len(results))
+            if isinstance(checked, _Item):
                 items.append(checked)
                 results.append({"card": checked.cert.card_number, "ser": checked.ser})
             else:
@@ -350,7 +339,6 @@ class ClearingHouse:
             hot = listed.get((issuer, card))
             rec = prior.get(key)
             out = results[it.pos]
-            assert out is not None
             if hot is not None and it.spec.time > hot.added_at:
                 out.update(status="rejected", reason="blacklisted")
             elif seen.get(key) == it.spec_bytes:  # the same payment twice in one batch
@@ -369,7 +357,6 @@ class ClearingHouse:
         for issuer, its in forward.items():
             for it, status, reason in self._forward(members[issuer], acq, ref, sid, its):
                 out = results[it.pos]
-                assert out is not None
                 out.update(status=status, reason=reason)
                 if status == "accepted":
                     booked.append((it, issuer))
@@ -378,7 +365,7 @@ class ClearingHouse:
         return results
 
     def _pre_verify(
-        self, raw: RawPayment, members: dict[str, Member], acq: str, pos: int, sid: str | None
+        self, raw: RawPayment, members: dict[str, Member], acq: str, pos: int
     ) -> _Item | dict[str, Any]:
         ser = raw.ser if isinstance(raw.ser, int) and not isinstance(raw.ser, bool) else None
         out: dict[str, Any] = {"card": "", "ser": ser, "status": "rejected"}
@@ -409,7 +396,7 @@ class ClearingHouse:
             verify(cert.group, cert.joint_key, pc)
         except CryptoError:
             return {**out, "reason": "bad_signature"}
-        if spec.bank_id != acq or (sid is not None and spec.sid != sid):
+        if spec.bank_id != acq:
             return {**out, "reason": "wrong_merchant"}
         return _Item(pos, cert, ser, spec_bytes, spec, pc)
 

@@ -46,7 +46,7 @@ from jointpay.protocol.deposit import MAX_CERT_HEX, DepositRequest, canonical_js
 from jointpay.protocol.spec import PaymentSpec
 from jointpay.service import verify_pool
 from jointpay.service.errors import Refused
-from jointpay.service.interbank import Candidate, Cleared
+from jointpay.service.interbank import Candidate
 from jointpay.service.rates import RATES_KEY, RateTable, load_table, rate_in
 from jointpay.service.verify_pool import (
     Answer,
@@ -210,7 +210,7 @@ class DepositRun:
         now: int,
         *,
         from_house: str | None = None,
-        relayed: dict[tuple[str, int], Cleared] | None = None,
+        via: str | None = None,
         times: DepositTimes | None = None,
     ) -> None:
         self.bank = bank
@@ -218,9 +218,9 @@ class DepositRun:
         self.from_house = from_house
         """Set when a clearing house brings our cards' payments at another bank's
         merchant (``req.bank_id`` is then that bank): no fee, credit the house."""
-        self.relayed = relayed
-        """Set when our merchant deposited at a clearing house: the house's results for
-        the other banks' cards, by (card, ser), which it cleared with their issuers."""
+        self.via = via
+        """Set when our merchant deposited at a clearing house: the house through which
+        the other banks' cards are cleared, where it reaches their issuers."""
         self._tx = tx
         self._writer: ThreadPoolExecutor | None = None
         """Writes each chunk's payment rows while the next chunk is checked (large
@@ -803,11 +803,7 @@ class DepositRun:
             )
             for _, p in self.foreign
         ]
-        if self.relayed is not None:  # the house cleared them before it relayed the deposit
-            missing = Cleared("rejected", "clearing_unavailable", "")
-            answers = [self.relayed.get((c.card_number, c.ser), missing) for c in candidates]
-        else:
-            answers = self.bank.interbank.clear(self.req.sid, self.deposit_id, candidates)
+        answers = self.bank.interbank.clear(self.req.sid, self.deposit_id, candidates, via=self.via)
         for (pos, p), answer in zip(self.foreign, answers, strict=True):
             label, amount = p.cert.card_number, p.spec.amount
             if answer.status != "accepted":

@@ -216,12 +216,14 @@ class Interbank:
         cert = self.directory().get(bank_id)
         return None if cert is None else cert.verify_key
 
-    def route(self, issuer: str) -> ClearingLink | None:
-        """The first of our clearing houses that has ``issuer`` as a member."""
+    def route(self, issuer: str, *, via: str | None = None) -> ClearingLink | None:
+        """The first of our clearing houses that has ``issuer`` as a member (house
+        ``via`` first, if it is one of ours)."""
         m = self.membership
         if m is None:
             return None
-        for link in m.clearing:
+        links = sorted(m.clearing, key=lambda link: link.ch_id != via)  # stable: via first
+        for link in links:
             try:
                 if issuer in self._house_members(link):
                     return link
@@ -259,12 +261,15 @@ class Interbank:
         return [seen[k] for k in sorted(seen)]
 
     # -- acquirer: forward foreign payments ---------------------------------------------
-    def clear(self, sid: str, ref: str, candidates: list[Candidate]) -> list[Cleared]:
-        """Clear each candidate through a house that reaches its issuer (same order)."""
+    def clear(
+        self, sid: str, ref: str, candidates: list[Candidate], *, via: str | None = None
+    ) -> list[Cleared]:
+        """Clear each candidate through a house that reaches its issuer (same order):
+        house ``via`` where it does (the house the merchant deposited at)."""
         out: list[Cleared | None] = [None] * len(candidates)
         by_link: dict[str, tuple[ClearingLink, list[int]]] = {}
         for i, c in enumerate(candidates):
-            link = self.route(c.issuer)
+            link = self.route(c.issuer, via=via)
             if link is None:
                 out[i] = Cleared("rejected", "unknown_card", "")
             else:
@@ -376,25 +381,15 @@ class Interbank:
 
     # -- acquirer: a merchant's deposit relayed by a house ------------------------------
     def relayed(self, message: object) -> dict[str, Any]:
-        """A house brings one of our merchants' deposits, with its clearing of the other
-        banks' cards: run the session as if the merchant had come to us, taking the
-        house's results for those cards; our own cards we check ourselves."""
+        """A house brings one of our merchants' deposits: run the session as if the
+        merchant had come to us (every rule of ours first), and clear the other banks'
+        cards we accept through that house where it reaches their issuers."""
         link = self._sender(message)
         with malformed("relayed deposit"):
             body = open_body(link.cert.verify_key, RELAY_TAG, message, RELAY_FORMAT)
             if field(body, "acquirer", str) != self.bank.bank_id:
                 raise SchemeError("the deposit is for another bank")
-            answers: dict[tuple[str, int], Cleared] = {}
-            for r in field(body, "results", list):
-                if not isinstance(r, dict):
-                    raise SchemeError("a result is not an object")
-                card, ser = field(r, "card", str), r.get("ser")
-                if not isinstance(ser, int) or isinstance(ser, bool):
-                    continue  # a payment too malformed to name: we reject it ourselves
-                ok = r.get("status") == "accepted"
-                reason = None if ok else str(r.get("reason") or "rejected")
-                answers[(card, ser)] = Cleared("accepted" if ok else "rejected", reason, link.ch_id)
-        return self.bank.deposit(body.get("deposit"), relayed=answers)
+        return self.bank.deposit(body.get("deposit"), via=link.ch_id)
 
     def online_check(self, message: object) -> dict[str, Any]:
         """A house asks, for another bank's terminal, whether our card may pay."""
