@@ -4,9 +4,11 @@ reached into, and the books of the three parties are audited after each case."""
 from __future__ import annotations
 
 import copy
+import threading
 from pathlib import Path
 
 from jointpay.service.policy import DAY, Policy
+from jointpay.service.scheme import Unreachable
 from scheme_world import Scheme, scheme
 from worlds import PIN
 
@@ -76,4 +78,44 @@ def test_a_relayed_batch_carrying_a_payment_twice_credits_it_once(tmp_path: Path
     assert _statuses(receipt) == [("accepted", None), ("rejected", "duplicate")]
     assert w.a.account(w.a.merchant("Shop").account_id).balance == 1_000
     assert w.house.positions() == {"bank-a": 1_000, "bank-b": -1_000}
+    assert w.audits_ok()
+
+
+def test_two_settlement_runs_at_once_lose_no_settlement(tmp_path: Path) -> None:
+    """Run 1 posts settlement S1 and hangs delivering it to bank-a (down); run 2 posts
+    S2 and fails to deliver either. Run 1 used to write back its own leftovers ([S1])
+    over the list run 2 had stored ([S1, S2]): S2 was never delivered, and bank-a's
+    books stayed off the house's. Each run now strikes out only what it delivered."""
+    w = scheme(tmp_path)
+    w.ha.pay(w.card, "Shop", 1_000, PIN)
+    w.ha.deposit("Shop", w.a)
+    members = dict(w.members)
+    hanging, release = threading.Event(), threading.Event()
+    calls: list[int] = []
+
+    class Down:
+        def interbank_settlement(self, message: object) -> dict[str, object]:
+            calls.append(1)
+            if len(calls) == 1:  # run 1: a slow time-out...
+                hanging.set()
+                release.wait(10)
+            raise Unreachable("bank-a is down")  # ...then a failure, as for run 2
+
+    w.house.connect = lambda bank_id, url: (  # type: ignore[method-assign]
+        Down() if bank_id == "bank-a" else members[bank_id]
+    )
+    runs: dict[int, dict[str, object]] = {}
+    first = threading.Thread(target=lambda: runs.__setitem__(1, w.house.settle()))
+    first.start()
+    assert hanging.wait(10)
+    w.ha.pay(w.card, "Shop", 700, PIN)  # more clearing meanwhile
+    w.ha.deposit("Shop", w.a)
+    runs[2] = w.house.settle()
+    release.set()
+    first.join(10)
+    assert runs[1]["undelivered"] == runs[2]["undelivered"] == ["bank-a"]
+    w.house.connect = lambda bank_id, url: members[bank_id]  # type: ignore[method-assign]
+    retry = w.house.settle()  # bank-a is back
+    assert (retry["delivered"], retry["undelivered"]) == (2, [])
+    assert w.a.interbank_position("ch-1")["balance"] == 0
     assert w.audits_ok()

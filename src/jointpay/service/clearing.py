@@ -628,8 +628,14 @@ class ClearingHouse:
                 done += 1
             except (Unreachable, ServiceError, SchemeError):
                 left.append(p)
+        delivered = {(p["bank_id"], p["settlement"]) for p in pending if p not in left}
         with self.store.transaction() as tx:
-            tx.config_set(PENDING_KEY, json.dumps(left, sort_keys=True))
+            # Strike out what this run delivered from the list as it is now: another run
+            # may have added a settlement meanwhile (writing back this run's leftovers
+            # lost it for good). A member books a settlement once, by its id.
+            now_pending = json.loads(tx.config_get(PENDING_KEY) or "[]")
+            keep = [p for p in now_pending if (p["bank_id"], p["settlement"]) not in delivered]
+            tx.config_set(PENDING_KEY, json.dumps(keep, sort_keys=True))
         return done, sorted({p["bank_id"] for p in left})
 
     def audit(self) -> dict[str, Any]:
