@@ -140,3 +140,34 @@ def test_two_requests_with_one_idempotency_key_in_flight_get_one_answer(
     assert answers[0] == answers[1]
     assert answers[0][0] == 200
     assert bank.account("holder:carol").balance == 500
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "code"),
+    [
+        (200, b"<html>a proxy's page</html>", "bad_answer"),
+        (422, b'["not", "a", "problem"]', "error"),
+        (422, b"not json", "error"),
+    ],
+)
+def test_the_client_turns_an_answer_that_is_no_json_object_into_a_service_error(
+    status: int, body: bytes, code: str
+) -> None:
+    """An answer a bank would never give (a proxy's page, a body cut short) is a
+    service error the caller handles (a clearing call: clearing_unavailable), never an
+    AttributeError or ValueError that reaches the merchant as a 500."""
+    import httpx
+
+    from jointpay.api.client import JsonHttp
+    from jointpay.service.errors import ServiceError
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, content=body)
+
+    client = JsonHttp("http://bank.invalid", transport=httpx.MockTransport(answer))
+    try:
+        with pytest.raises(ServiceError) as caught:
+            client._call("GET", "/v1/bank")
+    finally:
+        client.close()
+    assert caught.value.code == code

@@ -71,10 +71,17 @@ class JsonHttp:
                 delay *= 2
                 continue
             if resp.is_success:
-                return resp.json()
+                try:
+                    return resp.json()
+                except ValueError as exc:  # a proxy's page, a truncated body
+                    raise Refused(
+                        "bad_answer", f"the bank's answer is not JSON: {resp.text[:200]!r}"
+                    ) from exc
             proof: bytes | None = None
             try:
                 prob = resp.json()
+                if not isinstance(prob, dict):
+                    raise ValueError("a problem is a JSON object")
                 code, detail = str(prob.get("code", "error")), str(prob.get("detail", ""))
                 if isinstance(prob.get("proof"), str):
                     proof = bytes.fromhex(prob["proof"])
