@@ -578,3 +578,42 @@ def test_a_pool_whose_worker_died_is_replaced() -> None:
         assert verifier._pool is not first
     finally:
         verifier.close()
+
+
+def _deposit_seen(jobs: list[object], *, deposit: int | None = None) -> list[int | None]:
+    """A task for :meth:`Verifier.submit` that answers, per job, the deposit size it was
+    given (module-level: the pool pickles it by name)."""
+    return [deposit] * len(jobs)
+
+
+def test_submit_tells_the_task_the_deposits_size_in_process_and_in_the_pool(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The batch test's exponents widen with the whole deposit's size (CONTRACT section
+    2 bounds the error per deposit, not per chunk): ``batch_size`` reaches the task, in
+    a worker as in process, and through :func:`verify_jobs` the batch call."""
+    import jointpay.service.verify_pool as pool_mod
+
+    inline, pooled = Verifier(workers=0), Verifier(workers=1, min_batch=1)
+    try:
+        assert inline.submit(_deposit_seen, [1, 2], batch_size=70_000)() == [70_000] * 2
+        assert pooled.submit(_deposit_seen, [1, 2, 3], batch_size=9_000)() == [9_000] * 3
+    finally:
+        pooled.close()
+    group = get_group("secp256k1")
+    x = SecretScalar(group.random_scalar())
+    y = group.public_key(x.reveal())
+    jobs = []
+    for i in range(4):
+        cert, a = sign(group, x, y, i, b"spec %d" % i)
+        jobs.append(job_for(group, y.encoded, cert, a.encoded))
+    seen: list[int | None] = []
+    real = pool_mod.verify_batch_secp256k1
+
+    def spy(g: Any, items: Any, *, deposit: int | None = None) -> list[bool]:
+        seen.append(deposit)
+        return real(g, items, deposit=deposit)
+
+    monkeypatch.setattr(pool_mod, "verify_batch_secp256k1", spy)
+    assert inline.submit(verify_jobs, jobs, batch_size=100_000)() == [True] * 4
+    assert seen == [100_000]

@@ -9,9 +9,12 @@ batch test is weakest against: -1 and an element of order h.
 
 from __future__ import annotations
 
+import random
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
+from fractions import Fraction
+from functools import cache
 from typing import Any
 
 import gmpy2
@@ -20,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 
 from batch_cases import exponents_are_fresh, one_bad_among_ten_thousand_and_all_bad, plans
 from jointpay.crypto.batch import (
+    STRICT_BELOW,
     Item,
     _batch_equation,
     _Cards,
@@ -28,6 +32,7 @@ from jointpay.crypto.batch import (
     verify_batch,
     verify_strict,
     verify_with_card_tables,
+    z_widths,
 )
 from jointpay.crypto.errors import InvalidElementError
 from jointpay.crypto.group import ROOT_HINT_TAG, Comb, ModpGroup, get_group
@@ -336,6 +341,8 @@ def test_fast_paths_give_the_strict_answers(group: ModpGroup) -> None:
         stored = [it._replace(known=True, powers=powers[it.y_enc]) for it in items]
         assert verify_with_card_tables(group, stored, 10**9) == strict
         assert verify_batch(group, stored) == strict
+        # as a chunk of a large deposit: wider exponents, the same answers
+        assert verify_batch(group, items, deposit=200_000) == strict
 
     with _without_g_comb(group):  # g^r from the window table, beside each comb
         prop()
@@ -426,3 +433,120 @@ def test_random_exponents_come_from_the_csprng() -> None:
     card = Card(SECURE)
     items = [card.pay(i, b"x") for i in range(8)]
     exponents_are_fresh(items, lambda its, draw: verify_batch(SECURE, its, draw=draw))
+
+
+@cache
+def most_equations(s: int) -> int:
+    """The most batch equations a part of ``s`` payments can make: every one fails,
+    and the bisection of :func:`verify_batch` splits it into its floor and ceiling
+    halves down to parts below STRICT_BELOW, which are verified strictly."""
+    if s < STRICT_BELOW:
+        return 0
+    return 1 + most_equations(s // 2) + most_equations(s - s // 2)
+
+
+def deposit_error_bound(calls: list[int], n: int) -> Fraction:
+    """The union bound for a deposit of ``n`` payments verified by batch calls over
+    ``calls`` payments each: every equation each call can make, at its width."""
+    total = Fraction(0)
+    for m in calls:
+        widths = z_widths(m, n)
+        eqs = most_equations(m)
+        if eqs:
+            total += Fraction(1, 2**widths.first) + Fraction(eqs - 1, 2**widths.bisect)
+    return total
+
+
+def test_the_exponent_widths_bound_a_whole_deposit_at_2_to_the_minus_64() -> None:
+    """CONTRACT section 2 bounds the error per deposit. A deposit goes in chunks of 512,
+    each chunk in one batch call per group (or, for secp256k1, only some of its
+    payments); every equation a call can make has fresh exponents of its width, and
+    the sum of 2^-width over all of them stays at or below 2^-64, however the chunks
+    are cut."""
+    for s in range(1, 300):
+        assert most_equations(s) <= max(0, s // 2 - 1), s
+    assert most_equations(512) == 255  # a chunk all bad: 127 splits, 128 parts of 4
+    chunk = 512
+    # the widths of a full chunk's equation and of bisection, for a few deposit sizes
+    table = {n: tuple(z_widths(min(n, chunk), n)) for n in (100, 1_000, 10_000, 100_000)}
+    assert table == {100: (65, 71), 1_000: (66, 74), 10_000: (70, 78), 100_000: (73, 81)}
+    assert tuple(z_widths(chunk, 200_000)) == (74, 82)  # the largest batch a bank takes
+    assert tuple(z_widths(512)) == (65, 73)  # a direct caller: its items are the deposit
+    bound = Fraction(1, 2**64)
+    for n in (1, 4, 7, 100, 511, 512, 513, 1_000, 10_000, 100_000, 200_000):
+        chunks = [min(chunk, n - k) for k in range(0, n, chunk)]
+        cuts = {
+            "one call a chunk": chunks,
+            "two groups a chunk": [x for c in chunks for x in (c // 2, c - c // 2)],
+            "a group of 4 beside each chunk": [x for c in chunks for x in (c - 4, 4) if x],
+            "parts of 4": [4] * (n // 4),
+            "parts of 7": [7] * (n // 7),
+        }
+        for name, calls in cuts.items():
+            assert sum(calls) <= n, name
+            got = deposit_error_bound(calls, n)
+            assert got <= bound, (n, name, float(got / bound))
+    # the reviewer's deposit: 200,000 payments in groups of two valid and two invalid
+    # ones, whose errors cancel, so that every chunk bisects down to its parts of 4;
+    # with 64-bit exponents everywhere its bound was 2^-48
+    calls = [chunk] * 390 + [200_000 - 390 * chunk]
+    assert Fraction(sum(most_equations(m) for m in calls), 2**64) > Fraction(1, 2**48)
+    assert deposit_error_bound(calls, 200_000) <= bound
+    with pytest.raises(ValueError, match="beyond the batch test"):
+        z_widths(1, 2**63 + 1)
+    assert max(z_widths(1, 2**63)) == 128
+
+
+def test_the_bisection_makes_no_more_equations_than_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The count :func:`most_equations` gives is the real bisection's: a batch of
+    forgeries (each passes the one-by-one checks and fails every equation) makes exactly
+    that many equations."""
+    import jointpay.crypto.batch as batch_mod
+
+    card = Card(SECURE)
+    forged = [card.pay(i, b"f %d" % i, delta=order_h_element(SECURE)) for i in range(37)]
+    sizes: list[int] = []
+    real = batch_mod._batch_equation
+
+    def counted(*args: Any) -> bool:
+        sizes.append(len(args[2]))
+        return real(*args)
+
+    monkeypatch.setattr(batch_mod, "_batch_equation", counted)
+    for s in (4, 5, 7, 8, 13, 37):
+        sizes.clear()
+        assert verify_batch(SECURE, forged[:s]) == [False] * s
+        assert len(sizes) == most_equations(s), s
+        assert min(sizes) >= STRICT_BELOW
+
+
+def test_a_bisected_batch_draws_the_wider_exponents() -> None:
+    """One bad payment among 16 in a chunk of a 100,000-payment deposit: the first
+    equation draws 17 exponents of 65 + ceil(log2(100,000 / 17)) = 78 bits, every
+    equation of the bisection 64 + ceil(log2(100,000)) = 81 bits. The seeded ``draw``
+    only replays the case; production draws from the CSPRNG."""
+    card = Card(SECURE)
+    items = [card.pay(i, b"w %d" % i, rooted=True) for i in range(16)]
+    evil = card.pay(99, b"evil", delta=order_h_element(SECURE), rooted=True)
+    items.insert(5, evil)
+    rng = random.Random(20261130)
+    widths: list[int] = []
+
+    def draw(bits: int) -> int:
+        widths.append(bits)
+        return rng.getrandbits(bits)
+
+    want = [True] * 5 + [False] + [True] * 11
+    assert verify_batch(SECURE, items, deposit=100_000, draw=draw) == want
+    assert z_widths(17, 100_000) == (78, 81)
+    assert widths[:17] == [78] * 17
+    assert len(widths) > 17  # it bisected
+    assert set(widths[17:]) == {81}
+    widths.clear()
+    assert verify_batch(SECURE, items, draw=draw) == want  # alone: 17 is the deposit
+    assert widths[:17] == [65] * 17
+    assert set(widths[17:]) == {64 + 5}
+    # the top of [1, 2^w] needs w + 1 bits: the equation takes it
+    assert verify_batch(SECURE, items[:4], draw=lambda bits: (1 << bits) - 1) == [True] * 4

@@ -8,12 +8,21 @@ hint that hashes right but is off by any point it likes.
 
 from __future__ import annotations
 
+import random
+import secrets
+
 import pytest
 from coincurve import PublicKey
 from hypothesis import HealthCheck, given, settings
 
 from batch_cases import exponents_are_fresh, one_bad_among_ten_thousand_and_all_bad, plans
-from jointpay.crypto.batch import Item, verify_batch_secp256k1, verify_strict
+from jointpay.crypto.batch import (
+    Item,
+    _weighted_sum,
+    verify_batch_secp256k1,
+    verify_strict,
+    z_widths,
+)
 from jointpay.crypto.group import Secp256k1Group, get_group
 from jointpay.crypto.schnorr import PAYMENT_TAG, PaymentCert, SecretScalar, challenge, sign
 from jointpay.service.verify_pool import SECP_BATCH_MIN, job_for, verify_jobs
@@ -173,6 +182,9 @@ def test_batched_cards_give_the_strict_answers() -> None:
         assert verify_batch_secp256k1(SECP, items) == strict
         jobs = [job_for(SECP, it.y_enc, it.cert, it.hint, it.known) for it in items]
         assert verify_jobs(jobs) == strict
+        # as a chunk of a large deposit: exponents above weighted_sum's 72 bits
+        assert verify_batch_secp256k1(SECP, items, deposit=200_000) == strict
+        assert verify_jobs(jobs, deposit=200_000) == strict
 
     prop()
 
@@ -255,17 +267,76 @@ def test_verify_jobs_takes_the_batch_only_where_cards_repeat(
     batched: list[int] = []
     real = pool.verify_batch_secp256k1
 
-    def spy(group: Secp256k1Group, its: list[Item]) -> list[bool]:
+    deposits: list[int | None] = []
+
+    def spy(group: Secp256k1Group, its: list[Item], *, deposit: int | None = None) -> list[bool]:
         batched.append(len(its))
-        return real(group, its)
+        deposits.append(deposit)
+        return real(group, its, deposit=deposit)
 
     monkeypatch.setattr(pool, "verify_batch_secp256k1", spy)
     jobs = [job_for(SECP, it.y_enc, it.cert, it.hint, it.known) for it in items]
     assert verify_jobs(jobs) == [True] * len(items)
     assert batched == [len(items) if per_card >= SECP_BATCH_MIN else 0]
+    assert deposits == [len(items)]  # no deposit given: these jobs are the deposit
+    assert verify_jobs(jobs, deposit=50_000) == [True] * len(items)
+    assert deposits[1:] == [50_000]
 
 
 def test_random_exponents_come_from_the_csprng() -> None:
     card = Card()
     items = [card.pay(i, b"x") for i in range(8)]
     exponents_are_fresh(items, lambda its, draw: verify_batch_secp256k1(SECP, its, draw=draw))
+
+
+def test_a_bisected_batch_draws_the_wider_exponents() -> None:
+    """A forgery among 12 payments in a chunk of a 100,000-payment deposit: the first
+    equation draws 78-bit exponents, the bisection's 81-bit ones, above the 72 bits
+    :meth:`Secp256k1Group.weighted_sum` takes in one call. The seeded ``draw`` only
+    replays the case; production draws from the CSPRNG."""
+    card = Card()
+    items = [card.pay(i, b"w %d" % i) for i in range(11)]
+    items.insert(7, card.forge(99, b"evil", uncompressed=True))
+    rng = random.Random(20261130)
+    widths: list[int] = []
+
+    def draw(bits: int) -> int:
+        widths.append(bits)
+        return rng.getrandbits(bits)
+
+    want = [True] * 7 + [False] + [True] * 4
+    assert verify_batch_secp256k1(SECP, items, deposit=100_000, draw=draw) == want
+    first, bisect = z_widths(12, 100_000)
+    assert (first, bisect) == (65 + 14, 81)
+    assert widths[:12] == [first] * 12
+    assert len(widths) > 12
+    assert set(widths[12:]) == {bisect}
+    widths.clear()
+    assert verify_batch_secp256k1(SECP, items, draw=draw) == want  # alone: 12 is the deposit
+    assert widths[:12] == [65] * 12
+    assert set(widths[12:]) == {64 + 4}
+    # near the widest exponents a deposit can have (2^126 each, for 2^63 payments)
+    top = verify_batch_secp256k1(SECP, items[:4], deposit=2**63, draw=lambda b: (1 << b) - 1)
+    assert top == [True] * 4
+
+
+def test_wide_weights_are_summed_exactly() -> None:
+    """Weights above 2^72 are cut at bit 64 (``_weighted_sum``); the result is the sum
+    of the multiples, also where the high parts cancel to the point at infinity."""
+    pts = [PublicKey(point(SECP.random_scalar())) for _ in range(9)]
+    weights = [secrets.randbits(secrets.choice([8, 64, 72, 73, 81, 128, 129])) + 1 for _ in pts]
+    weights[0] = 1 << 128
+    weights[1] = (1 << 72) - 1
+    want = SECP.point_sum(
+        [p.multiply((w % SECP.q).to_bytes(32, "big")) for p, w in zip(pts, weights, strict=True)]
+    )
+    assert _weighted_sum(SECP, pts, weights) == want
+    minus = PublicKey(bytes([5 - pts[0].format()[0]]) + pts[0].format()[1:])
+    wide = (1 << 80) + 5
+    assert _weighted_sum(SECP, [pts[0], minus], [wide, wide]) is None
+    assert _weighted_sum(SECP, [pts[0], minus, pts[0]], [wide, wide, 2]) == SECP.point_sum(
+        [pts[0], pts[0]]
+    )
+    assert _weighted_sum(SECP, [pts[0], minus], [1 << 80, 3]) == SECP.point_sum(
+        [pts[0].multiply(((1 << 80) - 3).to_bytes(32, "big"))]
+    )

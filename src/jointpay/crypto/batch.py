@@ -16,19 +16,23 @@ the square of a root the hint carries; so ``A`` lies in the subgroup of order qh
 which has no element of small order). With
 ``d_i = A_i / (g^r_i Y_i^b_i)`` in that subgroup, the batch equation
 ``prod A_i^z_i = g^(sum z_i r_i) prod_Y Y^(sum z_i b_i)`` says ``prod d_i^z_i = 1``; for
-fresh uniform ``z_i`` in [1, 2^64] it holds while some ``d_i != 1`` with probability at
-most 2^-64, because every non-trivial ``d_i`` has order q, h or qh, all above 2^64.
-So a passing batch has ``A_i = g^r_i Y_i^b_i`` for every i, which with the hash check
-is the strict rule. On the RFC 5114 group (p - 1)/q has small factors and a hint with
-a small-order component would pass with probability 1/d (Boyd and Pavlovski, 2000):
-there, and for payments without a usable hint, every payment is verified strictly.
+fresh uniform ``z_i`` in [1, 2^w] it holds while some ``d_i != 1`` with probability at
+most 2^-w, because every non-trivial ``d_i`` has order q, h or qh, all above 2^128
+(and w <= 128). So a passing equation has ``A_i = g^r_i Y_i^b_i`` for every i, which
+with the hash check is the strict rule. A deposit evaluates many equations (one per
+chunk and kind, more under bisection), and CONTRACT section 2 bounds the error per
+deposit, so w grows with the deposit's size (:func:`z_widths`): the union bound over
+every equation a deposit can evaluate is at most 2^-64. On the RFC 5114 group
+(p - 1)/q has small factors and a hint with a small-order component would pass with
+probability 1/d (Boyd and Pavlovski, 2000): there, and for payments without a usable
+hint, every payment is verified strictly.
 
 * :func:`verify_batch_secp256k1`, the same test on secp256k1, for cards with several
   payments in one batch. The group has prime order n and no cofactor, so the test is
-  exact as it is: a nonzero ``d_i = A_i - (r_i·G + b_i·Y_i)`` has order n > 2^64. The
-  sum of the ``z_i·A_i`` costs about 24 point additions a payment (a bucket method,
-  :meth:`Secp256k1Group.weighted_sum`; a third of a verification), and each card one
-  ``r·G + b·Y``.
+  exact as it is: a nonzero ``d_i = A_i - (r_i·G + b_i·Y_i)`` has order n > 2^128. The
+  sum of the ``z_i·A_i`` costs about 0.75 point additions a payment per 2 bits of z_i
+  (24 for 64 bits; a bucket method, :meth:`Secp256k1Group.weighted_sum`; a third of a
+  verification), and each card one ``r·G + b·Y``.
 
 A failing batch is split in halves until the bad payments are found; small pieces
 are verified strictly, so every payment gets the strict rule's answer.
@@ -67,8 +71,12 @@ from jointpay.crypto.schnorr import (
     verify,
 )
 
-Z_BITS: Final = 64
-"""Bits of each random batch exponent: a bad batch passes with probability <= 2^-64."""
+SOUNDNESS_BITS: Final = 64
+"""CONTRACT section 2: a deposit's accepted set is the strict rule's except with
+probability at most 2^-64 (:func:`z_widths` shares that among its equations)."""
+Z_BITS_MAX: Final = 128
+"""The widest random exponent :func:`z_widths` gives (deposits of up to 2^63
+payments); :func:`secure_cofactor` asks q and h to be above 2^128."""
 STRICT_BELOW: Final = 4
 """Pieces this small (after bisection) are verified payment by payment."""
 G_COMB_MIN: Final = 1024
@@ -78,13 +86,53 @@ comb (:attr:`ModpGroup.g_comb`) if the group has none yet."""
 
 @lru_cache(maxsize=32)
 def secure_cofactor(params: ModpParams) -> int | None:
-    """``h`` if p = 2qh + 1 with h a prime above 2^64 (the only elements of small order
-    are then 1 and -1); None otherwise (the batch test is not used on such groups)."""
+    """``h`` if p = 2qh + 1 with q and h primes above 2^128 (the only elements of small
+    order are then 1 and -1, and every other element's order exceeds 2^w for any width
+    w of :func:`z_widths`); None otherwise (the batch test is not used on such groups)."""
     p, q = params.p, params.q
     h = (p - 1) // (2 * q)  # exact: q is an odd prime dividing the even p - 1
-    if h.bit_length() <= Z_BITS or h == q or not shipped_or_probable_prime(h):
+    too_small = min(h, q).bit_length() <= Z_BITS_MAX
+    if too_small or h == q or not shipped_or_probable_prime(h):
         return None
     return h
+
+
+class ZWidths(NamedTuple):
+    """Bits of the random exponents of one batch call (:func:`z_widths`)."""
+
+    first: int
+    """For the call's first equation, over all its batched payments."""
+    bisect: int
+    """For every equation made while bisecting a failed one."""
+
+
+def z_widths(items: int, deposit: int | None = None) -> ZWidths:
+    """The exponent widths for a batch call over ``items`` payments out of a deposit of
+    ``deposit`` payments in all (default: the call is the whole deposit), such that the
+    deposit is wrongly accepted with probability at most 2^-64 (CONTRACT section 2).
+
+    An equation over z uniform in [1, 2^w] passes with some payment invalid with
+    probability at most 2^-w, fresh z each time, so the deposit's error is at most the
+    sum of 2^-w over the equations it can evaluate (the union bound). With n the
+    deposit's size, n >= sum of the calls' ``items`` m:
+
+    * each call's first equation gets ``65 + ceil(log2(n / m))`` bits, at most
+      ``2^-65 · m / n``; the calls' m add up to at most n, so their firsts to at most
+      2^-65, however a deposit is cut into chunks and a chunk into groups;
+    * a part of s >= STRICT_BELOW payments makes at most s/2 - 1 equations, bisection
+      included (true for 4 to 7, whose halves make at most one; above, by induction
+      over the halves), so a call's bisection makes fewer than m/2 and the deposit's
+      fewer than n/2, each with ``64 + ceil(log2(n))`` bits: at most 2^-65 together.
+
+    For a deposit of 100,000 in chunks of 512: 73 bits for a full chunk's equation, 81
+    while bisecting."""
+    m = max(items, 1)
+    n = max(m, deposit or 0)
+    first = SOUNDNESS_BITS + 1 + ((n - 1) // m).bit_length()  # 2^k >= ceil(n / m)
+    bisect = SOUNDNESS_BITS + (n - 1).bit_length()  # 2^k >= n
+    if max(first, bisect) > Z_BITS_MAX:
+        raise ValueError(f"a deposit of {n} payments is beyond the batch test's exponents")
+    return ZWidths(first, bisect)
 
 
 def multi_pow(bases: Sequence[Any], exps: Sequence[int], p: Any) -> Any:
@@ -223,15 +271,19 @@ def verify_strict(group: Group, item: Item) -> bool:
 
 
 def verify_batch(
-    group: ModpGroup, items: Sequence[Item], *, z_bits: int = Z_BITS, draw: Any = None
+    group: ModpGroup, items: Sequence[Item], *, deposit: int | None = None, draw: Any = None
 ) -> list[bool]:
     """The strict rule's answer for every item, using the batch test where it is exact.
 
+    ``deposit``: the number of payments in the deposit these items are part of (each
+    payment of it in at most one call); the exponents' widths follow from it and from
+    ``len(items)`` (:func:`z_widths`). Left out, the items are the whole deposit.
     ``draw(bits)`` gives the random exponents (the OS CSPRNG by default; tests pass a
     seeded one only to replay a case, never in production).
     """
     if secure_cofactor(group.params) is None:
         return [verify_strict(group, it) for it in items]
+    widths = z_widths(len(items), deposit)
     rand = draw if draw is not None else secrets.randbits
     out: list[bool | None] = [None] * len(items)
     ready: list[tuple[int, Any, Any]] = []  # (index, A, Y) that passed the single checks
@@ -246,7 +298,7 @@ def verify_batch(
             out[i] = False  # the certificate breaks a range rule: strict refuses it too
         else:
             ready.append((i, checked[0], checked[1]))
-    _bisect(group, items, ready, out, p, z_bits, rand, cards)
+    _bisect(group, items, ready, out, p, widths, rand, cards)
     return [bool(v) for v in out]
 
 
@@ -335,13 +387,13 @@ def _bisect(
     ready: list[tuple[int, Any, Any]],
     out: list[bool | None],
     p: Any,
-    z_bits: int,
+    widths: ZWidths,
     rand: Any,
     cards: _Cards,
 ) -> None:
-    stack = [ready]
+    stack = [(ready, widths.first)]
     while stack:
-        part = stack.pop()
+        part, z_bits = stack.pop()
         if not part:
             continue
         if len(part) < STRICT_BELOW:
@@ -353,8 +405,8 @@ def _bisect(
                 out[i] = True
             continue
         mid = len(part) // 2
-        stack.append(part[mid:])
-        stack.append(part[:mid])
+        stack.append((part[mid:], widths.bisect))
+        stack.append((part[:mid], widths.bisect))
 
 
 def _batch_equation(
@@ -374,7 +426,7 @@ def _batch_equation(
     the 256-bit exponents cost 16 (the bases are the bank's own data, like ``Y``:
     were they wrong, the equation would fail and bisection end in the strict rule)."""
     q = group.q
-    zs = [rand(z_bits) + 1 for _ in part]  # uniform in [1, 2^64]
+    zs = [rand(z_bits) + 1 for _ in part]  # uniform in [1, 2^z_bits]
     g_exp = 0
     y_exp: dict[bytes, int] = {}
     y_item: dict[bytes, tuple[Item, Any]] = {}
@@ -410,14 +462,16 @@ _WORD: Final = (1 << COMB_SPAN) - 1
 
 
 def verify_batch_secp256k1(
-    group: Secp256k1Group, items: Sequence[Item], *, z_bits: int = Z_BITS, draw: Any = None
+    group: Secp256k1Group, items: Sequence[Item], *, deposit: int | None = None, draw: Any = None
 ) -> list[bool]:
     """The strict rule's answer for every item, batching those with a usable hint.
 
     Worth it where cards repeat (the caller batches cards with several payments): each
-    card adds one ``r·G + b·Y`` to the equation, each payment about 24 point additions
-    (:meth:`Secp256k1Group.weighted_sum`).
+    card adds one ``r·G + b·Y`` to the equation, each payment about 0.75 point
+    additions per 2 bits of its exponent (:meth:`Secp256k1Group.weighted_sum`).
+    ``deposit`` and ``draw`` as for :func:`verify_batch`.
     """
+    widths = z_widths(len(items), deposit)
     rand = draw if draw is not None else secrets.randbits
     q = group.q
     out: list[bool | None] = [None] * len(items)
@@ -452,9 +506,9 @@ def verify_batch_secp256k1(
             continue
         hints[i] = point
         ready.append(i)
-    stack = [ready]
+    stack = [(ready, widths.first)]
     while stack:
-        part = stack.pop()
+        part, z_bits = stack.pop()
         if len(part) < STRICT_BELOW:
             for i in part:
                 out[i] = verify_strict(group, items[i])
@@ -463,8 +517,8 @@ def verify_batch_secp256k1(
                 out[i] = True
         else:
             mid = len(part) // 2
-            stack.append(part[mid:])
-            stack.append(part[:mid])
+            stack.append((part[mid:], widths.bisect))
+            stack.append((part[:mid], widths.bisect))
     return [bool(v) for v in out]
 
 
@@ -479,17 +533,35 @@ def _secp_equation(
 ) -> bool:
     """sum z_i·A_i == sum over cards of (sum z_i r_i)·G + (sum z_i b_i)·Y, fresh z_i."""
     q = group.q
-    zs = [rand(z_bits) + 1 for _ in part]  # uniform in [1, 2^64]
+    zs = [rand(z_bits) + 1 for _ in part]  # uniform in [1, 2^z_bits]
     sums: dict[bytes, list[int]] = {}
     for i, z in zip(part, zs, strict=True):
         it = items[i]
         acc = sums.setdefault(it.y_enc, [0, 0])
         acc[0] += z * it.cert.r
         acc[1] += z * it.cert.b
-    left = group.weighted_sum([hints[i] for i in part], zs)
+    left = _weighted_sum(group, [hints[i] for i in part], zs)
     right: list[Any] = []
     for y_enc, (r_sum, b_sum) in sums.items():
         term = group.combine(r_sum % q, keys[y_enc], b_sum % q)
         if term is not None:  # the identity adds nothing
             right.append(term.native)
     return left == group.point_sum(right)
+
+
+_WEIGHT_BITS: Final = 72
+""":meth:`Secp256k1Group.weighted_sum` takes weights in [0, 2^72)."""
+_LOW_BITS: Final = 64
+
+
+def _weighted_sum(group: Secp256k1Group, points: list[Any], weights: list[int]) -> bytes | None:
+    """:meth:`Secp256k1Group.weighted_sum` for weights of any width: wider ones are cut
+    at bit 64, ``sum w_i·P_i = sum (w_i mod 2^64)·P_i + 2^64·H`` with ``H`` the sum
+    over the high parts, so each point still costs 0.75 additions per 2 bits."""
+    if max(weights, default=0) < 1 << _WEIGHT_BITS:
+        return group.weighted_sum(points, weights)
+    high = _weighted_sum(group, points, [w >> _LOW_BITS for w in weights])
+    low = [w & ((1 << _LOW_BITS) - 1) for w in weights]
+    if high is None:  # the high parts sum to the point at infinity
+        return group.weighted_sum(points, low)
+    return group.weighted_sum([*points, group.native_of(high)], [*low, 1 << _LOW_BITS])

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import suppress
-from typing import Final, TypeVar
+from typing import Final, Protocol, TypeVar
 
 from jointpay.crypto.batch import (
     Item,
@@ -73,6 +73,14 @@ Answer = tuple[PaymentSpec, bytes, bytes, bytes, bool] | None
 _R = TypeVar("_R")
 _J = TypeVar("_J")
 
+
+class Task(Protocol[_J, _R]):
+    """What :meth:`Verifier.submit` runs: a module-level function (it is pickled by
+    name for the pool) of a chunk's jobs and the deposit's size."""
+
+    def __call__(self, jobs: list[_J], /, *, deposit: int | None = ...) -> list[_R]: ...
+
+
 CHUNK: Final = 512
 MIN_POOL_BATCH: Final = 2048
 SERVER_MIN_POOL_BATCH: Final = 256
@@ -103,7 +111,7 @@ def job_for(
     return (suite, params, y_enc, cert.ser, cert.spec, cert.b, cert.r, hint, known)
 
 
-def verify_jobs(jobs: Sequence[Job]) -> list[bool]:
+def verify_jobs(jobs: Sequence[Job], *, deposit: int | None = None) -> list[bool]:
     """Each job's answer under the strict rule (runs in a worker or in process).
 
     modp jobs on a secure group with the terminal's hints go through the exact batch
@@ -111,13 +119,22 @@ def verify_jobs(jobs: Sequence[Job]) -> list[bool]:
     payments gets a window table for its Y. secp256k1 cards with several hinted
     payments in the chunk go through the batch test too; the rest are verified one by
     one.
+
+    ``deposit``: the number of payments in the whole deposit these jobs are a chunk
+    of (:meth:`Verifier.submit` passes it); the batch test's exponents widen with it
+    so that the deposit, not each chunk, meets CONTRACT section 2's 2^-64
+    (:func:`jointpay.crypto.batch.z_widths`). Left out: these jobs are the deposit.
     """
-    return _verify_items([(job[1], _item(job)) for job in jobs])
+    return _verify_items([(job[1], _item(job)) for job in jobs], deposit)
 
 
-def _verify_items(entries: Sequence[tuple[ModpParams | None, Item]]) -> list[bool]:
+def _verify_items(
+    entries: Sequence[tuple[ModpParams | None, Item]], deposit: int | None = None
+) -> list[bool]:
     """:func:`verify_jobs` for payments already read: (modp parameters or None for
-    secp256k1, the payment)."""
+    secp256k1, the payment). Each batch call (one for secp256k1, one per secure modp
+    group) covers its own payments of the chunk, out of ``deposit`` in all."""
+    n = max(len(entries), deposit or 0)
     out: list[bool | None] = [None] * len(entries)
     modp: dict[ModpParams, list[int]] = {}
     secp: list[int] = []
@@ -136,7 +153,7 @@ def _verify_items(entries: Sequence[tuple[ModpParams | None, Item]]) -> list[boo
             if items[i].hint:
                 hinted[items[i].y_enc] = hinted.get(items[i].y_enc, 0) + 1
         batch = [i for i in secp if hinted.get(items[i].y_enc, 0) >= SECP_BATCH_MIN]
-        answers = verify_batch_secp256k1(group, [items[i] for i in batch])
+        answers = verify_batch_secp256k1(group, [items[i] for i in batch], deposit=n)
         for i, ok in zip(batch, answers, strict=True):
             out[i] = ok
         for i in secp:
@@ -146,7 +163,7 @@ def _verify_items(entries: Sequence[tuple[ModpParams | None, Item]]) -> list[boo
         modp_grp = modp_group(params)
         modp_items = [entries[i][1] for i in idx]
         if secure_cofactor(params) is not None:
-            answers = verify_batch(modp_grp, modp_items)
+            answers = verify_batch(modp_grp, modp_items, deposit=n)
         else:
             answers = verify_with_card_tables(modp_grp, modp_items, CARD_TABLE_MIN)
         for i, ok in zip(idx, answers, strict=True):
@@ -154,17 +171,17 @@ def _verify_items(entries: Sequence[tuple[ModpParams | None, Item]]) -> list[boo
     return [bool(v) for v in out]
 
 
-def parse_and_verify(jobs: Sequence[RawJob]) -> list[Answer]:
-    """Each payment parsed, then verified (:func:`verify_jobs`): runs in a worker or in
-    process. The same rules, in the same order, as a payment read on its own: ``spec``,
-    ``b`` and ``r`` must be hex strings, the spec must decode, then ``b`` and ``r``
-    must be 32-byte scalars in range; a hint that is no hex string of at most 1,024
-    characters is dropped (it is untrusted and optional)."""
+def parse_and_verify(jobs: Sequence[RawJob], *, deposit: int | None = None) -> list[Answer]:
+    """Each payment parsed, then verified (:func:`verify_jobs`, ``deposit`` as there):
+    runs in a worker or in process. The same rules, in the same order, as a payment
+    read on its own: ``spec``, ``b`` and ``r`` must be hex strings, the spec must
+    decode, then ``b`` and ``r`` must be 32-byte scalars in range; a hint that is no
+    hex string of at most 1,024 characters is dropped (it is untrusted and optional)."""
     with gcpause.paused():
-        return _parse_and_verify(jobs)
+        return _parse_and_verify(jobs, deposit)
 
 
-def _parse_and_verify(jobs: Sequence[RawJob]) -> list[Answer]:
+def _parse_and_verify(jobs: Sequence[RawJob], deposit: int | None) -> list[Answer]:
     parsed: list[tuple[PaymentSpec, bytes, bytes, bytes] | None] = []
     todo: list[tuple[ModpParams | None, Item]] = []
     where: list[int] = []
@@ -189,7 +206,7 @@ def _parse_and_verify(jobs: Sequence[RawJob]) -> list[Answer]:
         where.append(len(parsed))
         todo.append((modp_params(group), Item(y_enc, cert, hint_bytes, known, powers)))
         parsed.append((s, spec_bytes, b_bytes, r_bytes))
-    valid = dict(zip(where, _verify_items(todo), strict=True))
+    valid = dict(zip(where, _verify_items(todo, max(len(jobs), deposit or 0)), strict=True))
     return [None if p is None else (*p, valid.get(i, False)) for i, p in enumerate(parsed)]
 
 
@@ -288,22 +305,25 @@ class Verifier:
             done.result()
 
     def submit(
-        self, task: Callable[[list[_J]], list[_R]], jobs: Sequence[_J], *, batch_size: int
+        self, task: Task[_J, _R], jobs: Sequence[_J], *, batch_size: int
     ) -> Callable[[], list[_R]]:
-        """Start ``task(jobs)`` (:func:`parse_and_verify` or :func:`verify_jobs`, a
-        module-level function); call the result to wait for its answers."""
+        """Start ``task(jobs, deposit=batch_size)`` (:func:`parse_and_verify` or
+        :func:`verify_jobs`, a module-level function); call the result to wait for its
+        answers. ``batch_size`` is the number of payments in the whole deposit these
+        jobs are a chunk of: it decides where they run, and the width of the batch
+        test's exponents (:func:`jointpay.crypto.batch.z_widths`)."""
         if self.workers == 0 or batch_size < self.min_batch:
-            done = task(list(jobs))
+            done = task(list(jobs), deposit=batch_size)
             return lambda: done
         pool = self._get_pool()
         try:
-            future: Future[list[_R]] = pool.submit(task, list(jobs))
+            future: Future[list[_R]] = pool.submit(task, list(jobs), deposit=batch_size)
         except BrokenProcessPool:
             # A worker died (the OOM killer, a crash in native code): the pool refuses
             # all work from then on. The deposit it died under failed, rolled back; a
             # new pool takes this one and the next.
             self._drop(pool)
-            future = self._get_pool().submit(task, list(jobs))
+            future = self._get_pool().submit(task, list(jobs), deposit=batch_size)
         return future.result
 
     def _drop(self, pool: ProcessPoolExecutor) -> None:
