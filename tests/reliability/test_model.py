@@ -91,8 +91,8 @@ class Bankworld(RuleBasedStateMachine):
         if declined is not None:
             if card in self.synced[m]:
                 assert declined == "blacklisted"
-            elif card in self.lost_ack and amount <= self.card_balance[card]:
-                assert declined == "refused"  # a pending withdrawal blocks payments
+            elif card in self.lost_ack:  # a pending withdrawal blocks payments
+                assert declined == "withdrawal_pending", declined
             else:
                 assert declined == "insufficient_balance", declined
                 assert amount > self.card_balance[card]
