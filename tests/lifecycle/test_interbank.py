@@ -7,6 +7,8 @@ import copy
 import threading
 from pathlib import Path
 
+import pytest
+
 from jointpay.service.policy import DAY, Policy
 from jointpay.service.scheme import Unreachable
 from scheme_world import Scheme, scheme
@@ -118,4 +120,63 @@ def test_two_settlement_runs_at_once_lose_no_settlement(tmp_path: Path) -> None:
     retry = w.house.settle()  # bank-a is back
     assert (retry["delivered"], retry["undelivered"]) == (2, [])
     assert w.a.interbank_position("ch-1")["balance"] == 0
+    assert w.audits_ok()
+
+
+def test_other_banks_cards_are_cleared_before_the_deposit_holds_the_database(
+    tmp_path: Path,
+) -> None:
+    """The house answers over the network. While it did, the deposit's transaction
+    held the merchant's and the cards' locks, and on SQLite the whole database: every
+    other request of the bank waited (a hung house: 500s after the 30 s busy time-out).
+    Now the bank is free while the house works."""
+    w = scheme(tmp_path)
+    w.ha.pay(w.card, "Shop", 1_000, PIN)
+    real = w.house.clear
+    during: dict[str, object] = {}
+
+    def clear(message: object) -> dict[str, object]:
+        def write() -> None:
+            during["account"] = w.a.open_account("zed", 100).id
+
+        other = threading.Thread(target=write)
+        other.start()
+        other.join(5)  # a write of the bank's own, while the house works
+        during["free"] = not other.is_alive()
+        return real(message)
+
+    w.house.clear = clear  # type: ignore[method-assign]
+    receipt = w.ha.deposit("Shop", w.a)
+    assert _statuses(receipt) == [("accepted", None)]
+    assert during == {"free": True, "account": "holder:zed"}
+    assert w.audits_ok()
+
+
+def test_a_session_the_bank_refuses_clears_nothing(tmp_path: Path) -> None:
+    """The other banks' cards are cleared only for a session the bank takes: one
+    under a merchant key it does not know, or a sequence number used before, never
+    reaches the house."""
+    from jointpay.crypto.certs import SigningKey
+    from jointpay.protocol.deposit import make_deposit
+    from jointpay.service.errors import Refused
+
+    w = scheme(tmp_path)
+    w.ha.pay(w.card, "Shop", 1_000, PIN)
+    batch = w.ha.export_batch("Shop")
+    calls: list[object] = []
+    real = w.house.clear
+
+    def clear(message: object) -> dict[str, object]:
+        calls.append(message)
+        return real(message)
+
+    w.house.clear = clear  # type: ignore[method-assign]
+    sid = w.a.merchant("Shop").sid
+    forged = make_deposit(SigningKey.generate(sid), "bank-a", sid, 1, w.clock(), batch)
+    with pytest.raises(Refused) as refused:
+        w.a.deposit(forged)
+    assert refused.value.code == "bad_signature"
+    assert calls == []
+    assert _statuses(w.ha.deposit("Shop", w.a, batch)) == [("accepted", None)]
+    assert len(calls) == 1
     assert w.audits_ok()

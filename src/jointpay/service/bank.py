@@ -22,6 +22,7 @@ from jointpay.crypto.certs import (
     SigningKey,
     VerifyKey,
     check_ident,
+    claimed_card,
     issue_card_cert,
     mac,
     new_cert_id,
@@ -69,6 +70,7 @@ from jointpay.protocol.card import (
 )
 from jointpay.protocol.deposit import (
     BatchError,
+    DepositRequest,
     canonical_json,
     parse_deposit,
     sign_receipt,
@@ -86,7 +88,13 @@ from jointpay.protocol.messages import (
 )
 from jointpay.protocol.terminal import CardClient, CardError
 from jointpay.service import gcpause
-from jointpay.service.deposit import DepositRun, DepositTimes, VerifiedCerts, results_json
+from jointpay.service.deposit import (
+    ClearedFirst,
+    DepositRun,
+    DepositTimes,
+    VerifiedCerts,
+    results_json,
+)
 from jointpay.service.errors import BadInput, Refused
 from jointpay.service.interbank import Interbank
 from jointpay.service.policy import Policy
@@ -1030,29 +1038,19 @@ class Bank:
                 "wrong_bank", f"this deposit is for bank {req.bank_id!r}, not {self.bank_id!r}"
             )
         now = self.clock()
+        deposit_id = f"{req.sid}:{req.seq}"
+        # Other banks' cards are cleared before the transaction opens: the houses answer
+        # over the network, and a transaction waiting for them held the merchant's and
+        # the cards' locks (on SQLite, the whole database) for as long as they took.
+        cleared = self._clear_first(req, deposit_id, now, via)
         with gcpause.paused(), self.store.transaction() as tx:
-            try:
-                merchant = tx.lock_merchant(req.sid)
-            except NotFound as exc:
-                raise Refused("unknown_merchant", f"no service provider {req.sid}") from exc
-            try:
-                req.verify(VerifyKey(req.sid, merchant.public_key))
-            except CryptoError as exc:
-                raise Refused("bad_signature", "the deposit is not signed by the merchant") from exc
-            deposit_id = f"{req.sid}:{req.seq}"
-            prior = tx.get_deposit(deposit_id)
+            _, prior = self._session(tx, req, deposit_id, now, lock=True)
             if prior is not None:
-                if prior.batch_digest == req.batch_digest:
-                    return dict(json.loads(prior.receipt))  # a retried session: same answer
-                raise Refused("replay", f"deposit sequence {req.seq} was used before")
-            if req.seq <= merchant.last_seq:
-                raise Refused(
-                    "replay", f"deposit sequence {req.seq} is not after {merchant.last_seq}"
-                )
-            if abs(now - req.time) > self.policy.message_window:
-                raise Refused("stale_message", "the deposit message's timestamp is not fresh")
+                return prior  # a retried session: the same answer
             times.mark("session")
-            results = DepositRun(self, tx, req, deposit_id, now, via=via, times=times).run()
+            results = DepositRun(
+                self, tx, req, deposit_id, now, via=via, cleared=cleared, times=times
+            ).run()
             accepted = [r for r in results if r.status == "accepted"]
             receipt = sign_receipt(
                 self._key,
@@ -1095,6 +1093,58 @@ class Bank:
                 extra={"deposit_times": figures},
             )
         return receipt
+
+    def _session(
+        self, tx: UnitOfWork, req: DepositRequest, deposit_id: str, now: int, *, lock: bool
+    ) -> tuple[MerchantRecord, dict[str, Any] | None]:
+        """Step 620: the merchant, its signature on the session, the session's sequence
+        number and freshness; the receipt already given if this session was taken."""
+        try:
+            merchant = tx.lock_merchant(req.sid) if lock else tx.get_merchant(req.sid)
+        except NotFound as exc:
+            raise Refused("unknown_merchant", f"no service provider {req.sid}") from exc
+        try:
+            req.verify(VerifyKey(req.sid, merchant.public_key))
+        except CryptoError as exc:
+            raise Refused("bad_signature", "the deposit is not signed by the merchant") from exc
+        prior = tx.get_deposit(deposit_id)
+        if prior is not None:
+            if prior.batch_digest == req.batch_digest:
+                return merchant, dict(json.loads(prior.receipt))
+            raise Refused("replay", f"deposit sequence {req.seq} was used before")
+        if req.seq <= merchant.last_seq:
+            raise Refused("replay", f"deposit sequence {req.seq} is not after {merchant.last_seq}")
+        if abs(now - req.time) > self.policy.message_window:
+            raise Refused("stale_message", "the deposit message's timestamp is not fresh")
+        return merchant, None
+
+    def _clear_first(
+        self, req: DepositRequest, deposit_id: str, now: int, via: str | None
+    ) -> ClearedFirst | None:
+        """The other banks' payments of a deposit, judged by our rules and cleared
+        through the houses before the deposit's transaction opens; None if it has none.
+
+        The judging is the deposit's own (:class:`DepositRun` over the batch's groups
+        whose CARD-CERTs name another bank, in a transaction that writes nothing), after
+        the session is authenticated: a session we would refuse clears nothing. The
+        deposit then takes these answers (:meth:`DepositRun._clear_foreign`)."""
+        own = self.bank_id
+        groups = [g for g in req.batch.cards if _claims_another_bank(g, own)]
+        if not groups:
+            return None
+        sub = replace(
+            req,
+            batch=replace(req.batch, cards=groups, count=sum(len(g["payments"]) for g in groups)),
+        )
+        with self.store.transaction() as tx:
+            _, prior = self._session(tx, req, deposit_id, now, lock=False)
+            if prior is not None:
+                return None
+            plan = DepositRun(self, tx, sub, deposit_id, now, via=via, plan=True)
+            plan.run()
+        candidates = plan.planned
+        answers = self.interbank.clear(req.sid, deposit_id, candidates, via=via)
+        return ClearedFirst(candidates, answers)
 
     # -- credit: settlement run, repayments -----------------------------------------------
     def settle(self, until: int | None = None) -> dict[str, Any]:
@@ -1197,3 +1247,16 @@ class _Manufacturer:
             )
         finally:
             del share
+
+
+def _claims_another_bank(group: dict[str, Any], own: str) -> bool:
+    """Whether a batch's card group carries a CARD-CERT naming a bank other than ``own``
+    (read at its offsets: :func:`claimed_card`; a malformed one is ours to refuse)."""
+    raw = group.get("cert")
+    if not isinstance(raw, str):
+        return False
+    try:
+        claim = claimed_card(bytes.fromhex(raw))
+    except ValueError:
+        return False
+    return claim is not None and claim[0] != own

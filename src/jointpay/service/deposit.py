@@ -46,7 +46,7 @@ from jointpay.protocol.deposit import MAX_CERT_HEX, DepositRequest, canonical_js
 from jointpay.protocol.spec import PaymentSpec
 from jointpay.service import verify_pool
 from jointpay.service.errors import Refused
-from jointpay.service.interbank import Candidate
+from jointpay.service.interbank import Candidate, Cleared
 from jointpay.service.rates import RATES_KEY, RateTable, load_table, rate_in
 from jointpay.service.verify_pool import (
     Answer,
@@ -211,6 +211,8 @@ class DepositRun:
         *,
         from_house: str | None = None,
         via: str | None = None,
+        cleared: ClearedFirst | None = None,
+        plan: bool = False,
         times: DepositTimes | None = None,
     ) -> None:
         self.bank = bank
@@ -221,6 +223,13 @@ class DepositRun:
         self.via = via
         """Set when our merchant deposited at a clearing house: the house through which
         the other banks' cards are cleared, where it reaches their issuers."""
+        self.cleared = cleared
+        """The houses' answers for the other banks' payments, obtained before this
+        transaction opened (:meth:`Bank._clear_first`)."""
+        self.plan = plan
+        """Judge every payment, and keep the other banks' payments that pass our rules
+        in :attr:`planned` instead of clearing them; book nothing."""
+        self.planned: list[Candidate] = []
         self._tx = tx
         self._writer: ThreadPoolExecutor | None = None
         """Writes each chunk's payment rows while the next chunk is checked (large
@@ -352,6 +361,8 @@ class DepositRun:
         if self.foreign:
             self._clear_foreign(results)
             self.times.mark("clearing")
+        if self.plan:
+            return results
         self._book()
         self.times.mark("book")
         return results
@@ -803,7 +814,14 @@ class DepositRun:
             )
             for _, p in self.foreign
         ]
-        answers = self.bank.interbank.clear(self.req.sid, self.deposit_id, candidates, via=self.via)
+        if self.plan:
+            self.planned = candidates
+            return
+        answers = (
+            self.cleared.answers(candidates)
+            if self.cleared is not None
+            else self.bank.interbank.clear(self.req.sid, self.deposit_id, candidates, via=self.via)
+        )
         for (pos, p), answer in zip(self.foreign, answers, strict=True):
             label, amount = p.cert.card_number, p.spec.amount
             if answer.status != "accepted":
@@ -948,6 +966,24 @@ class DepositRun:
                 Account(acc, AccountKind.MERCHANT, self.bank.currency, sid, 0, self.now)
             )
         return acc
+
+
+class ClearedFirst:
+    """The houses' answers for a deposit's other banks' payments, obtained before the
+    deposit's transaction opened (:meth:`Bank._clear_first`), by the payment itself:
+    issuer, card, ser and spec (a clone's second spend of a ser is another payment)."""
+
+    def __init__(self, candidates: list[Candidate], answers: list[Cleared]) -> None:
+        self._by: dict[tuple[str, str, int, bytes], Cleared] = {}
+        for c, answer in zip(candidates, answers, strict=True):
+            self._by.setdefault((c.issuer, c.card_number, c.ser, c.spec), answer)
+
+    def answers(self, candidates: list[Candidate]) -> list[Cleared]:
+        """One answer per candidate; one that was not asked (judged otherwise before the
+        transaction: a rate changed in between) is clearing_unavailable, which the
+        terminal sends again with its next deposit."""
+        missing = Cleared("rejected", "clearing_unavailable", "")
+        return [self._by.get((c.issuer, c.card_number, c.ser, c.spec), missing) for c in candidates]
 
 
 def _rejected(card: str, ser: int | None, reason: str) -> PaymentResult:
