@@ -85,8 +85,11 @@ def test_deposit_and_withdraw_over_http(served: dict[str, Any]) -> None:
         home, "withdraw", "--card", card, "--amount", "5", "--pin-stdin", "--bank", url, stdin=PIN
     )
     assert (wd["balance"], wd["seq"]) == ("97.50", 2)
-    receipt = httpx.get(f"{url}/v1/deposits/{dep['deposit_id']}").json()
-    assert receipt["accepted"] == 1
+    receipt_url = f"{url}/v1/deposits/{dep['deposit_id']}"
+    outsider = httpx.get(receipt_url)  # a receipt names every card and amount
+    assert (outsider.status_code, outsider.json()["code"]) == (401, "unauthorised")
+    receipt = httpx.get(receipt_url, headers={"Authorization": f"Bearer {served['token']}"})
+    assert receipt.json()["accepted"] == 1
 
 
 def test_idempotency_keys(served: dict[str, Any]) -> None:

@@ -90,9 +90,9 @@ def test_identifiers_and_texts_are_checked_before_they_reach_the_database(
 ) -> None:
     bank, client, card = bank_app
     for bad in ("%00", "a%20b", "-1"):
-        r = client.get(f"/v1/deposits/{bad}")
+        r = client.get(f"/v1/deposits/{bad}", headers=ADMIN)
         assert (r.status_code, r.json()["code"]) == (400, "malformed"), bad
-    assert client.get("/v1/deposits/SP0000000001:1").status_code == 404
+    assert client.get("/v1/deposits/SP0000000001:1", headers=ADMIN).status_code == 404
     r = client.post("/v1/admin/blacklist", json={"card": card, "reason": "x\x00"}, headers=ADMIN)
     assert (r.status_code, r.json()["code"]) == (400, "malformed")
     assert bank.card(card).status.value == "active"

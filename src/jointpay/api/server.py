@@ -434,11 +434,18 @@ def create_app(bank_factory: Callable[[], Bank], *, admin_token: str) -> FastAPI
             await run_in_threadpool(idempotent, bank, key, body, lambda: bank.deposit(body))
         )
 
-    @app.get("/v1/deposits/{deposit_id}", responses=_problems(400, 404, 503))
+    @app.get(
+        "/v1/deposits/{deposit_id}",
+        dependencies=[Depends(admin)],
+        responses=_problems(400, 401, 404, 503),
+    )
     def deposit_status(
         deposit_id: Annotated[str, PathParam(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,160}$")],
         bank: BankDep,
     ) -> dict[str, Any]:
+        """A deposit's receipt, for the bank's operators: it names every card and amount
+        of the deposit, and its id (S_id:seq) is no secret. A merchant gets its receipt
+        again by sending its signed session again (a retried session: the same receipt)."""
         with bank.store.transaction() as tx:
             rec = tx.get_deposit(deposit_id)
         if rec is None:
