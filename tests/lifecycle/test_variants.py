@@ -163,6 +163,22 @@ def test_credit_card_limit_settlement_interest_and_restore(world: dict[str, Any]
         assert bank.audit().ok
 
 
+def _credit_card_owed_a_restore(h: Home) -> str:
+    """A credit card (limit 100.00) that spent 60.00, deposited and repaid: its bank
+    would restore its line by 60.00 at its next contact."""
+    with h.bank() as bank:
+        bank.open_account("carol", 1_000)
+        n = h.issue_card(
+            bank, holder="carol", pin=PIN, load=0, mode="credit", limit=10_000, user_key="card"
+        ).card_number
+    h.pay(n, "Shop", 6_000, PIN)
+    with h.bank() as bank:
+        assert reasons(h.deposit("Shop", bank)) == [None]
+        bank.repay("carol", 6_000, ref="repay-1")
+        assert bank.online_check(n, 0)["topup"] == 6_000
+    return n
+
+
 def test_a_credit_restore_whose_answer_was_lost_is_completed_by_the_next_payment(
     world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -174,16 +190,7 @@ def test_a_credit_restore_whose_answer_was_lost_is_completed_by_the_next_payment
     from jointpay.protocol.terminal import OnlineUnavailable
 
     h: Home = world["home"]
-    with h.bank() as bank:
-        bank.open_account("carol", 1_000)
-        n = h.issue_card(
-            bank, holder="carol", pin=PIN, load=0, mode="credit", limit=10_000, user_key="card"
-        ).card_number
-    h.pay(n, "Shop", 6_000, PIN)
-    with h.bank() as bank:
-        assert reasons(h.deposit("Shop", bank)) == [None]
-        bank.repay("carol", 6_000, ref="repay-1")
-        assert bank.online_check(n, 0)["topup"] == 6_000
+    n = _credit_card_owed_a_restore(h)
     real = home_module.online_restore
 
     def answer_lost(bank: Any) -> Any:
@@ -222,15 +229,8 @@ def test_withdraw_max_completes_a_restore_whose_answer_was_lost(
     world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     h: Home = world["home"]
+    n = _credit_card_owed_a_restore(h)
     with h.bank() as bank:
-        bank.open_account("carol", 1_000)
-        n = h.issue_card(
-            bank, holder="carol", pin=PIN, load=0, mode="credit", limit=10_000, user_key="card"
-        ).card_number
-    h.pay(n, "Shop", 6_000, PIN)
-    with h.bank() as bank:
-        h.deposit("Shop", bank)
-        bank.repay("carol", 6_000, ref="repay-1")
         real = bank.withdraw
 
         def answer_lost(request: bytes) -> bytes:
