@@ -18,6 +18,7 @@ from jointpay.crypto.errors import CryptoError, DecodeError
 from jointpay.crypto.group import Group
 from jointpay.domain.money import format_amount
 from jointpay.domain.records import HotlistEntry
+from jointpay.protocol.apdu import SW
 from jointpay.protocol.messages import AuthKind, WithdrawRequest
 from jointpay.protocol.terminal import (
     CardClient,
@@ -93,17 +94,21 @@ def withdraw_with_card(
         raise Refused("bad_cert", f"the card's certificate does not check: {exc}") from exc
     old_cert = cert.cert_id
     with _card_refusals("the withdrawal"):
-        pending = pending_request(client)
-    if pending is not None and (pending.amount, pending.renew) != (amount, renew):
-        raise Refused(
-            "withdrawal_pending",
-            f"a withdrawal of {describe_amount(pending.amount, cert)}"
-            f"{' with renewal' if pending.renew else ''} is pending on the card since its "
-            "answer was lost: run it again unchanged to complete it, then this one",
-        )
-    with _card_refusals("the withdrawal"):
         client.verify_pin(pin)  # step 850
-        request = client.withdraw_request(amount, renew, auth)  # step 870
+        try:
+            request = client.withdraw_request(amount, renew, auth)  # step 870
+        except CardError as exc:
+            # the card takes no other request while one is pending (its answer lost):
+            # say which, so that its holder can complete it
+            pending = pending_request(client) if exc.sw == SW.CONDITIONS else None
+            if pending is None:
+                raise
+            raise Refused(
+                "withdrawal_pending",
+                f"a withdrawal of {describe_amount(pending.amount, cert)}"
+                f"{' with renewal' if pending.renew else ''} is pending on the card since "
+                "its answer was lost: run it again unchanged to complete it, then this one",
+            ) from exc
     try:
         ack = bank.withdraw(request)  # steps 880-910
     except Refused as exc:
