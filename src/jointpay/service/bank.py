@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from jointpay.crypto.certs import (
+    CERT_ID_LEN,
     CardCert,
     CardMode,
     MerchantCert,
@@ -1129,7 +1130,9 @@ class Bank:
         the session is authenticated: a session we would refuse clears nothing. The
         deposit then takes these answers (:meth:`DepositRun._clear_foreign`)."""
         own = self.bank_id
-        groups = [g for g in req.batch.cards if _claims_another_bank(g, own)]
+        named = own.encode()
+        ours = (len(named).to_bytes(4, "big") + named).hex()  # our bank id as a cert has it
+        groups = [g for g in req.batch.cards if _claims_another_bank(g, own, ours)]
         if not groups:
             return None
         sub = replace(
@@ -1249,14 +1252,23 @@ class _Manufacturer:
             del share
 
 
-def _claims_another_bank(group: dict[str, Any], own: str) -> bool:
+def _claims_another_bank(group: dict[str, Any], own: str, ours: str) -> bool:
     """Whether a batch's card group carries a CARD-CERT naming a bank other than ``own``
-    (read at its offsets: :func:`claimed_card`; a malformed one is ours to refuse)."""
+    (read at its offsets: :func:`claimed_card`; a malformed one is ours to refuse).
+    ``ours``: our bank id's field as hex, which most certificates carry (a comparison
+    of text at its offset: reading all of a batch's 10,000 claims took 17 to 24 ms)."""
     raw = group.get("cert")
     if not isinstance(raw, str):
         return False
-    try:
-        claim = claimed_card(bytes.fromhex(raw))
+    if raw.startswith(ours, 2 * (1 + CERT_ID_LEN)):
+        return False
+    try:  # the two fields' bytes only
+        claim = claimed_card(bytes.fromhex(raw[: 2 * _CLAIM_BYTES]))
     except ValueError:
         return False
     return claim is not None and claim[0] != own
+
+
+_CLAIM_BYTES: Final = 1 + CERT_ID_LEN + 4 + 64 + 4 + 19
+"""A CARD-CERT's bytes up to its card number at the longest: version, id, bank id
+(at most 64 bytes) and card number (at most 19), each text with its 4-byte length."""
