@@ -366,7 +366,9 @@ class Home:
             client = stack.enter_context(self.open_card(card, reader))
             now = self.clock()
             terminal = Terminal(tf.config(store.hotlist()), store)
-            cert = terminal.read_card(client, now)
+            cert = terminal.read_card(client, now, hotlist=False)
+            if store.in_flight(cert.card_number) is None:  # else recovered first (pay)
+                terminal.check_hotlist(cert)
             credit = cert.mode.value == "credit"  # cleared on-line by default
             # a card of a bank we are registered with pays us there, and that bank clears
             reg = tf.registrations.get(cert.bank_id) if cert.bank_id != tf.bank_id else None

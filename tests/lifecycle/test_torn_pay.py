@@ -37,7 +37,7 @@ def world(tmp_path: Path) -> dict[str, Any]:
         ).card_number
         h.open_merchant(bank, "Shop")
         h.open_merchant(bank, "Cafe")
-    return {"home": h, "card": card}
+    return {"home": h, "card": card, "clock": clock}
 
 
 @pytest.fixture
@@ -163,6 +163,34 @@ def test_a_payment_recovered_after_a_renewal_keeps_the_certificate_it_was_made_u
     with h.bank() as bank:
         receipt = h.deposit("Shop", bank)
         assert [(r["ser"], r["status"]) for r in receipt["results"]] == [(0, "accepted")]
+
+
+def test_a_payment_torn_before_the_card_was_hot_listed_is_still_recovered(
+    world: dict[str, Any], cut: Callable[[bool], None]
+) -> None:
+    """The card is reported stolen after a PAY whose answer was lost, and the terminal
+    syncs its hot list. The card is refused from then on, but the payment it made
+    before its listing is still read back (the bank honours it); it used to stay
+    unread, the terminal refusing to read a hot-listed card at all."""
+    h, card, clock = world["home"], world["card"], world["clock"]
+    cut(True)
+    with pytest.raises(PaymentDeclined):
+        h.pay(card, "Shop", 1250, PIN)
+    clock.now += 10
+    with h.bank() as bank:
+        bank.blacklist(card)
+        assert h.sync_hotlist("Shop", bank) == 1
+    clock.now += 10
+    with pytest.raises(EarlierPaymentRecovered):
+        h.pay(card, "Shop", 1250, PIN)
+    assert _held(h, "Shop") == [(0, 1250)]
+    with pytest.raises(PaymentDeclined) as listed:
+        h.pay(card, "Shop", 1250, PIN)
+    assert listed.value.code == "blacklisted"
+    with h.bank() as bank:
+        receipt = h.deposit("Shop", bank)
+        assert [(r["ser"], r["status"]) for r in receipt["results"]] == [(0, "accepted")]
+        assert bank.audit().ok
 
 
 def test_a_store_of_the_first_schema_is_upgraded_in_place(tmp_path: Path) -> None:

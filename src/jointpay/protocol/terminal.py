@@ -480,8 +480,9 @@ class Terminal:
         self.store = store
         self.online = online
 
-    def read_card(self, client: CardClient, now: int) -> CardCert:
-        """Steps 400-420: select the card, read its CARD-CERT and check it."""
+    def read_card(self, client: CardClient, now: int, *, hotlist: bool = True) -> CardCert:
+        """Steps 400-420: select the card, read its CARD-CERT and check it; with
+        ``hotlist``, refuse a card on the hot list (:meth:`check_hotlist`)."""
         with card_declines():
             client.select()
             encoded = client.cert()
@@ -502,9 +503,14 @@ class Terminal:
             raise PaymentDeclined("expired", str(exc)) from exc
         except CryptoError as exc:
             raise PaymentDeclined("bad_cert", str(exc)) from exc
+        if hotlist:
+            self.check_hotlist(cert)
+        return cert
+
+    def check_hotlist(self, cert: CardCert) -> None:
+        """Refuse a card on the hot list as last synchronised."""
         if cert.card_number in self.config.hotlist:
             raise PaymentDeclined("blacklisted", f"card {cert.card_number} is on the hot list")
-        return cert
 
     def pay(
         self,
@@ -532,12 +538,15 @@ class Terminal:
         if not 0 < amount < 1 << 63:
             raise PaymentDeclined("bad_amount", "the amount must be positive")
         with card_declines():
-            cert = card if card is not None else self.read_card(client, now)
+            cert = card if card is not None else self.read_card(client, now, hotlist=False)
             flight = self.store.in_flight(cert.card_number)
             if flight is not None:  # our last PAY to this card went unanswered
+                # even if the card was hot-listed since: the bank honours a payment
+                # made before its listing
                 earlier = self._recover_flight(client, flight)
                 if earlier is not None:
                     raise EarlierPaymentRecovered(earlier)
+            self.check_hotlist(cert)
             return self._pay(client, amount, pin, now, service, details, cert, conversion)
 
     def _pay(
@@ -675,7 +684,7 @@ class Terminal:
         renewal may have replaced on the card since. Without such a note, a last
         payment to us that we do not hold is taken if it names the card's present
         CARD-CERT (the bank refuses any other as ``bad_cert``)."""
-        cert = self.read_card(client, now)
+        cert = self.read_card(client, now, hotlist=False)  # the bank judges the listing
         with card_declines():
             flight = self.store.in_flight(cert.card_number)
             if flight is not None:
