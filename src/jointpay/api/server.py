@@ -184,18 +184,27 @@ thousands of payments: 0.1 s for 10,000) in the thread pool, so that the server
 answers everyone else meanwhile."""
 
 
+def _too_large(limit: int) -> Problem:
+    return Problem(413, "too_large", f"the body is at most {limit} bytes")
+
+
+def _refuse_declared(request: Request, limit: int) -> None:
+    """Refuse, before a byte is read, a body whose declared length passes ``limit``."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+
+
 async def read_json(request: Request, limit: int = 256 * 1024 * 1024) -> Any:
     """The request's body as strict JSON (no floats, no duplicate keys), bounded: a
     declared length above ``limit`` is refused before a byte is read, and a body
     sent without one as soon as it passes ``limit``."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise Problem(413, "too_large", f"the body is at most {limit} bytes")
+    _refuse_declared(request, limit)
     parts, size = [], 0
     async for part in request.stream():
         size += len(part)
         if size > limit:
-            raise Problem(413, "too_large", f"the body is at most {limit} bytes")
+            raise _too_large(limit)
         parts.append(part)
     raw = b"".join(parts)
     try:
@@ -214,12 +223,10 @@ async def strict_json(request: Request) -> None:
     """The dependency of every endpoint with a typed body: its JSON read strictly
     (:func:`loads_strict`: no duplicate keys, no floats), within :data:`SMALL_BODY`,
     before the framework validates it against its model (:class:`StrictBody`)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > SMALL_BODY:
-        raise Problem(413, "too_large", f"the body is at most {SMALL_BODY} bytes")
+    _refuse_declared(request, SMALL_BODY)
     raw = await request.body()  # kept by the request: the framework reads it again
     if len(raw) > SMALL_BODY:
-        raise Problem(413, "too_large", f"the body is at most {SMALL_BODY} bytes")
+        raise _too_large(SMALL_BODY)
     try:
         loads_strict(raw)
     except BatchError as exc:

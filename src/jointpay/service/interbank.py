@@ -305,14 +305,11 @@ class Interbank:
                 raise SchemeError("the clearing house answered for another session")
         except (Unreachable, ServiceError, SchemeError):
             return down
-        # The house answers in the batch's order, which groups the items by CARD-CERT
-        # (sub_batch). By position, not by (card, ser): a clone's second spend of a ser
-        # has the same (card, ser) as the first, and another answer.
-        groups: dict[bytes, list[int]] = {}
-        for i, item in enumerate(items):
-            groups.setdefault(item.cert, []).append(i)
+        # The house answers in the batch's order (batch_order). By position, not by
+        # (card, ser): a clone's second spend of a ser has the same (card, ser) as the
+        # first, and another answer.
         out: list[Cleared | None] = [None] * len(items)
-        for i, r in zip((i for idx in groups.values() for i in idx), results, strict=True):
+        for i, r in zip(batch_order(items), results, strict=True):
             item = items[i]
             if not isinstance(r, dict) or (r.get("card"), r.get("ser")) != (
                 item.card_number,
@@ -510,10 +507,20 @@ class Interbank:
         return acc
 
 
+def batch_order(items: list[Candidate]) -> list[int]:
+    """The candidates' indices in the order :func:`sub_batch` carries them: grouped by
+    CARD-CERT, the groups in the order of their first candidate."""
+    groups: dict[bytes, list[int]] = {}
+    for i, c in enumerate(items):
+        groups.setdefault(c.cert, []).append(i)
+    return [i for idx in groups.values() for i in idx]
+
+
 def sub_batch(acquirer: str, sid: str, items: list[Candidate]) -> dict[str, Any]:
     """Candidates as a batch (grouped by CARD-CERT, each certificate once)."""
     groups: dict[bytes, dict[str, Any]] = {}
-    for c in items:
+    for i in batch_order(items):
+        c = items[i]
         g = groups.setdefault(c.cert, {"cert": c.cert.hex(), "payments": []})
         g["payments"].append({"ser": c.ser, "spec": c.spec.hex(), "b": c.b.hex(), "r": c.r.hex()})
     return {"format": BATCH_FORMAT, "bank_id": acquirer, "sid": sid, "cards": list(groups.values())}
