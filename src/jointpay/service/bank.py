@@ -1049,9 +1049,7 @@ class Bank:
             if prior is not None:
                 return prior  # a retried session: the same answer
             times.mark("session")
-            results = DepositRun(
-                self, tx, req, deposit_id, now, via=via, cleared=cleared, times=times
-            ).run()
+            results = DepositRun(self, tx, req, deposit_id, now, cleared=cleared, times=times).run()
             accepted = [r for r in results if r.status == "accepted"]
             receipt = sign_receipt(
                 self._key,
@@ -1143,7 +1141,7 @@ class Bank:
             _, prior = self._session(tx, req, deposit_id, now, lock=False)
             if prior is not None:
                 return None
-            plan = DepositRun(self, tx, sub, deposit_id, now, via=via, plan=True)
+            plan = DepositRun(self, tx, sub, deposit_id, now, plan=True)
             plan.run()
         candidates = plan.planned
         answers = self.interbank.clear(req.sid, deposit_id, candidates, via=via)

@@ -210,7 +210,6 @@ class DepositRun:
         now: int,
         *,
         from_house: str | None = None,
-        via: str | None = None,
         cleared: ClearedFirst | None = None,
         plan: bool = False,
         times: DepositTimes | None = None,
@@ -220,12 +219,10 @@ class DepositRun:
         self.from_house = from_house
         """Set when a clearing house brings our cards' payments at another bank's
         merchant (``req.bank_id`` is then that bank): no fee, credit the house."""
-        self.via = via
-        """Set when our merchant deposited at a clearing house: the house through which
-        the other banks' cards are cleared, where it reaches their issuers."""
         self.cleared = cleared
         """The houses' answers for the other banks' payments, obtained before this
-        transaction opened (:meth:`Bank._clear_first`)."""
+        transaction opened (:meth:`Bank._clear_first`): a deposit never waits for the
+        network while it holds its locks."""
         self.plan = plan
         """Judge every payment, and keep the other banks' payments that pass our rules
         in :attr:`planned` instead of clearing them; book nothing."""
@@ -817,11 +814,8 @@ class DepositRun:
         if self.plan:
             self.planned = candidates
             return
-        answers = (
-            self.cleared.answers(candidates)
-            if self.cleared is not None
-            else self.bank.interbank.clear(self.req.sid, self.deposit_id, candidates, via=self.via)
-        )
+        cleared = self.cleared if self.cleared is not None else ClearedFirst([], [])
+        answers = cleared.answers(candidates)  # one not cleared first: clearing_unavailable
         for (pos, p), answer in zip(self.foreign, answers, strict=True):
             label, amount = p.cert.card_number, p.spec.amount
             if answer.status != "accepted":
