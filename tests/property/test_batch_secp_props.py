@@ -18,7 +18,6 @@ from hypothesis import HealthCheck, given, settings
 from batch_cases import exponents_are_fresh, one_bad_among_ten_thousand_and_all_bad, plans
 from jointpay.crypto.batch import (
     Item,
-    _weighted_sum,
     verify_batch_secp256k1,
     verify_strict,
     z_widths,
@@ -182,7 +181,7 @@ def test_batched_cards_give_the_strict_answers() -> None:
         assert verify_batch_secp256k1(SECP, items) == strict
         jobs = [job_for(SECP, it.y_enc, it.cert, it.hint, it.known) for it in items]
         assert verify_jobs(jobs) == strict
-        # as a chunk of a large deposit: exponents above weighted_sum's 72 bits
+        # as a chunk of a large deposit: exponents above 72 bits
         assert verify_batch_secp256k1(SECP, items, deposit=200_000) == strict
         assert verify_jobs(jobs, deposit=200_000) == strict
 
@@ -291,8 +290,8 @@ def test_random_exponents_come_from_the_csprng() -> None:
 
 def test_a_bisected_batch_draws_the_wider_exponents() -> None:
     """A forgery among 12 payments in a chunk of a 100,000-payment deposit: the first
-    equation draws 78-bit exponents, the bisection's 81-bit ones, above the 72 bits
-    :meth:`Secp256k1Group.weighted_sum` takes in one call. The seeded ``draw`` only
+    equation draws 79-bit exponents, the bisection's 81-bit ones, wider than a chunk of
+    a small deposit draws. The seeded ``draw`` only
     replays the case; production draws from the CSPRNG."""
     card = Card()
     items = [card.pay(i, b"w %d" % i) for i in range(11)]
@@ -321,8 +320,8 @@ def test_a_bisected_batch_draws_the_wider_exponents() -> None:
 
 
 def test_wide_weights_are_summed_exactly() -> None:
-    """Weights above 2^72 are cut at bit 64 (``_weighted_sum``); the result is the sum
-    of the multiples, also where the high parts cancel to the point at infinity."""
+    """Weights of random widths up to 2^129 in one call: the result is the sum of the
+    multiples, also where wide weights cancel to the point at infinity."""
     pts = [PublicKey(point(SECP.random_scalar())) for _ in range(9)]
     weights = [secrets.randbits(secrets.choice([8, 64, 72, 73, 81, 128, 129])) + 1 for _ in pts]
     weights[0] = 1 << 128
@@ -330,13 +329,13 @@ def test_wide_weights_are_summed_exactly() -> None:
     want = SECP.point_sum(
         [p.multiply((w % SECP.q).to_bytes(32, "big")) for p, w in zip(pts, weights, strict=True)]
     )
-    assert _weighted_sum(SECP, pts, weights) == want
+    assert SECP.weighted_sum(pts, weights) == want
     minus = PublicKey(bytes([5 - pts[0].format()[0]]) + pts[0].format()[1:])
     wide = (1 << 80) + 5
-    assert _weighted_sum(SECP, [pts[0], minus], [wide, wide]) is None
-    assert _weighted_sum(SECP, [pts[0], minus, pts[0]], [wide, wide, 2]) == SECP.point_sum(
+    assert SECP.weighted_sum([pts[0], minus], [wide, wide]) is None
+    assert SECP.weighted_sum([pts[0], minus, pts[0]], [wide, wide, 2]) == SECP.point_sum(
         [pts[0], pts[0]]
     )
-    assert _weighted_sum(SECP, [pts[0], minus], [1 << 80, 3]) == SECP.point_sum(
+    assert SECP.weighted_sum([pts[0], minus], [1 << 80, 3]) == SECP.point_sum(
         [pts[0].multiply(((1 << 80) - 3).to_bytes(32, "big"))]
     )

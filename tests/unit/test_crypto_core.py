@@ -552,14 +552,17 @@ def test_hint_point_refuses_what_is_no_point() -> None:
 
 
 def _multiply(point: PublicKey, k: int) -> PublicKey | None:
+    k %= SECP.q  # coincurve takes a scalar below the group order
     return None if k == 0 else point.multiply(k.to_bytes(32, "big"))
 
 
-@pytest.mark.parametrize("n", [0, 1, 2, 7, 40])
+@pytest.mark.parametrize("n", [0, 1, 2, 7, 9, 11, 40])
 def test_weighted_sum_is_the_sum_of_the_multiples(n: int) -> None:
     points = [PublicKey.from_secret(SECP.random_scalar().to_bytes(32, "big")) for _ in range(n)]
-    # every weight shape: zero, one, each digit at the top, 64 bits, 2^64, just under 2^72
-    edge = [0, 1, 2, 3, 4, (1 << 64) - 1, 1 << 64, (1 << 72) - 1]
+    # every weight shape: zero, one, each digit at the top, 64 bits, 2^64, just under and
+    # at 2^72, an odd width, just under 2^256 (its bytes follow the widest weight)
+    edge = [0, 1, 2, 3, 4, (1 << 64) - 1, 1 << 64, (1 << 72) - 1, 1 << 72, (1 << 129) + 7]
+    edge += [(1 << 256) - 1]
     weights = [edge[i] if i < len(edge) else secrets.randbits(64) + 1 for i in range(n)]
     multiples = [
         m for m in (_multiply(p, w) for p, w in zip(points, weights, strict=True)) if m is not None
@@ -575,6 +578,9 @@ def test_weighted_sum_through_infinity() -> None:
     assert SECP.weighted_sum([p, minus], [5, 5]) is None
     assert SECP.weighted_sum([p, minus, p], [(1 << 64) - 1, (1 << 64) - 1, 2]) == two_p
     assert SECP.weighted_sum([p, p], [1, 1]) == two_p
+    wide = (1 << 80) + 5  # wide weights that cancel, and that leave 2P
+    assert SECP.weighted_sum([p, minus], [wide, wide]) is None
+    assert SECP.weighted_sum([p, minus, p], [wide, wide, 2]) == two_p
     assert SECP.point_sum([p, minus]) is None  # the right side's sum may be infinity too
     assert SECP.point_sum([p, minus, p]) == p.format()
 
@@ -583,7 +589,7 @@ def test_weighted_sum_refuses_bad_weights() -> None:
     p = PublicKey.from_secret((7).to_bytes(32, "big"))
     with pytest.raises(ValueError, match="one weight per point"):
         SECP.weighted_sum([p], [1, 2])
-    for w in (-1, 1 << 72):
+    for w in (-1, 1 << 256):
         with pytest.raises(ValueError, match="weights are in"):
             SECP.weighted_sum([p], [w])
 

@@ -540,28 +540,10 @@ def _secp_equation(
         acc = sums.setdefault(it.y_enc, [0, 0])
         acc[0] += z * it.cert.r
         acc[1] += z * it.cert.b
-    left = _weighted_sum(group, [hints[i] for i in part], zs)
+    left = group.weighted_sum([hints[i] for i in part], zs)
     right: list[Any] = []
     for y_enc, (r_sum, b_sum) in sums.items():
         term = group.combine(r_sum % q, keys[y_enc], b_sum % q)
         if term is not None:  # the identity adds nothing
             right.append(term.native)
     return left == group.point_sum(right)
-
-
-_WEIGHT_BITS: Final = 72
-""":meth:`Secp256k1Group.weighted_sum` takes weights in [0, 2^72)."""
-_LOW_BITS: Final = 64
-
-
-def _weighted_sum(group: Secp256k1Group, points: list[Any], weights: list[int]) -> bytes | None:
-    """:meth:`Secp256k1Group.weighted_sum` for weights of any width: wider ones are cut
-    at bit 64, ``sum w_i·P_i = sum (w_i mod 2^64)·P_i + 2^64·H`` with ``H`` the sum
-    over the high parts, so each point still costs 0.75 additions per 2 bits."""
-    if max(weights, default=0) < 1 << _WEIGHT_BITS:
-        return group.weighted_sum(points, weights)
-    high = _weighted_sum(group, points, [w >> _LOW_BITS for w in weights])
-    low = [w & ((1 << _LOW_BITS) - 1) for w in weights]
-    if high is None:  # the high parts sum to the point at infinity
-        return group.weighted_sum(points, low)
-    return group.weighted_sum([*points, group.native_of(high)], [*low, 1 << _LOW_BITS])

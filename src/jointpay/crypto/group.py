@@ -734,7 +734,7 @@ class Secp256k1Group(Group):
 
     @staticmethod
     def weighted_sum(points: Sequence[_CurvePoint], weights: Sequence[int]) -> bytes | None:
-        """The encoding of ``sum weights[i]·points[i]`` for public weights in [0, 2^72);
+        """The encoding of ``sum weights[i]·points[i]`` for public weights in [0, 2^256);
         None for the point at infinity.
 
         Variable time, for public data only (the batch test's hints and exponents). A
@@ -748,14 +748,15 @@ class Secp256k1Group(Group):
         """
         if len(points) != len(weights):
             raise ValueError("one weight per point")
-        if any(not 0 <= w < 1 << 72 for w in weights):
-            raise ValueError("weights are in [0, 2^72)")
+        if any(not 0 <= w < 1 << 256 for w in weights):
+            raise ValueError("weights are in [0, 2^256)")
         top = max(weights, default=0).bit_length()
+        width = (top + 7) // 8 or 1  # bytes of the widest weight
         # byte k of every weight, then digit m of that byte, selected by a C loop
-        digits = b"".join(w.to_bytes(9, "little") for w in weights)
+        digits = b"".join(w.to_bytes(width, "little") for w in weights)
         total: _CurvePoint | None = None
         for pos in reversed(range((top + 1) // 2)):
-            column = digits[pos // 4 :: 9]
+            column = digits[pos // 4 :: width]
             terms: list[_CurvePoint] = []
             for d in (1, 2, 3):
                 bucket = _sum_or_none(list(compress(points, column.translate(_DIGIT[pos % 4][d]))))
