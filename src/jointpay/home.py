@@ -36,7 +36,13 @@ from jointpay.crypto.errors import CryptoError
 from jointpay.crypto.fips186 import verify_bank_group
 from jointpay.domain.money import convert, parse_amount, parse_rate
 from jointpay.protocol.card import CardStateError
-from jointpay.protocol.deposit import build_batch, make_deposit, parse_batch, verify_receipt
+from jointpay.protocol.deposit import (
+    OnlineCheck,
+    build_batch,
+    make_deposit,
+    parse_batch,
+    verify_receipt,
+)
 from jointpay.protocol.messages import AuthKind
 from jointpay.protocol.spec import Conversion, PaymentSpec
 from jointpay.protocol.terminal import (
@@ -51,6 +57,7 @@ from jointpay.protocol.terminal import (
 from jointpay.service.bank import Bank, Clock, IssuedCard, system_clock
 from jointpay.service.errors import BadInput, Refused, ServiceError
 from jointpay.service.flows import (
+    MAX_RESTORE,
     BankPort,
     DepositPort,
     WithdrawOutcome,
@@ -395,8 +402,10 @@ class Home:
                 )
                 # another bank's card, with no account there: asked through a clearing house
                 foreign = cert.bank_id != tf.bank_id and reg is None
+                asked = tf.bank_id if reg is None else cert.bank_id
+                key = SigningKey.from_private_bytes(_sid_at(tf, asked), tf.signing_key)
                 terminal.online = OnlinePolicy(
-                    online_clearance(bank, cert.bank_id if foreign else None),
+                    online_clearance(bank, key, self.clock, cert.bank_id if foreign else None),
                     floor,
                     online_sample,
                     always=credit,
@@ -404,6 +413,25 @@ class Home:
                 )
             source = pin if callable(pin) else (lambda: pin)
             return terminal.pay(client, minor, source, now, card=cert, conversion=conversion)
+
+    def online_check(
+        self,
+        merchant: str,
+        card_number: str,
+        amount: int | str,
+        bank: BankPort,
+        issuer: str | None = None,
+    ) -> dict[str, Any]:
+        """FIG. 8's on-line check asked by the merchant's terminal with no card at hand
+        (``merchant check``): would ``amount`` clear on the card now? Signed with the
+        terminal's key, as a payment's check is."""
+        tf = self.terminal_file(merchant)
+        currency = str(bank.parameters()["currency"])
+        if isinstance(amount, str):
+            amount = parse_amount(amount, currency)
+        key = SigningKey.from_private_bytes(_sid_at(tf, bank.bank_id), tf.signing_key)
+        ask = OnlineCheck(bank.bank_id, key.owner, card_number, amount, issuer, self.clock())
+        return {**bank.online_check(ask.signed(key)), "currency": currency}
 
     def sync_hotlist(self, merchant: str, bank: BankPort) -> int:
         """Bring the terminal's hot list (and, in a scheme, its list of member banks and
@@ -563,8 +591,10 @@ class Home:
         """FIG. 10 from the holder's side; ``amount`` as in :meth:`pay`.
 
         For a credit card the exchange restores its usable limit (no money moves);
-        ``amount="max"`` asks the bank how far it would restore it now.
+        ``amount="max"`` restores it as far as the bank allows now, in one exchange
+        that the card signs (the bank tells no one else how far that is).
         """
+        up_to = False
         with self.open_card(card, reader) as client:
             if isinstance(amount, str):
                 client.select()
@@ -574,14 +604,15 @@ class Home:
                 if amount == "max":
                     if info.mode != "credit":
                         raise BadInput("bad_amount", "--amount max restores a credit card")
+                    # the card asks for a restore of up to any amount; the bank grants
+                    # what the limit allows, and the card takes what it grants. A
+                    # restore whose answer was lost is the one to complete.
                     pending = pending_request(client)
-                    amount = (  # a restore whose answer was lost is the one to complete
-                        pending.amount
+                    amount, up_to = (
+                        (pending.amount, pending.up_to)
                         if pending is not None
-                        else int(bank.online_check(info.card_number, 0).get("topup") or 0)
+                        else (MAX_RESTORE, True)
                     )
-                    if not amount and not renew:
-                        raise Refused("credit_limit", "the bank has no credit to restore now")
                 else:
                     amount = parse_amount(amount, info.currency, allow_zero=True)
             return withdraw_with_card(
@@ -591,6 +622,7 @@ class Home:
                 amount=amount,
                 renew=renew,
                 auth=auth,
+                up_to=up_to,
             )
 
 
@@ -622,14 +654,16 @@ def _payee_banks(tf: TerminalFile, store: SqliteTerminalStore) -> set[str]:
 
 
 def online_clearance(
-    bank: BankPort, issuer: str | None = None
+    bank: BankPort, key: SigningKey, clock: Callable[[], int], issuer: str | None = None
 ) -> Callable[[str, int], OnlineAnswer]:
-    """The terminal's on-line question, put to a bank (embedded or over HTTP); for
-    another bank's card (``issuer``), our bank asks it through a clearing house."""
+    """The terminal's on-line question, signed with the merchant's ``key`` (its owner
+    is our S_id at ``bank``) and put to that bank (embedded or over HTTP); for another
+    bank's card (``issuer``), our bank asks it through a clearing house."""
 
     def check(card_number: str, amount: int) -> OnlineAnswer:
+        ask = OnlineCheck(bank.bank_id, key.owner, card_number, amount, issuer, clock())
         try:
-            answer = bank.online_check(card_number, amount, issuer)
+            answer = bank.online_check(ask.signed(key))
         except ServiceError as exc:
             if exc.code == "bank_unreachable":
                 raise OnlineUnavailable(exc.message) from exc

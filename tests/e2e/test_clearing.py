@@ -428,11 +428,12 @@ def test_a_merchant_deposits_directly_at_a_clearing_house(scheme: dict[str, Any]
             stdin=PIN,
         )
     # On-line clearance of B's card at A's terminal goes A -> ch-1 -> B, signed each hop.
-    ask = {"card": cards["bo"], "issuer": "bank-b"}
-    yes = httpx.post(f"{w['url']['bank-a']}/v1/online-check", json={**ask, "amount": 4_000})
-    no = httpx.post(f"{w['url']['bank-a']}/v1/online-check", json={**ask, "amount": 4_001})
-    assert (yes.json()["approved"], no.json()["approved"]) == (True, False)
-    assert no.json()["reason"] == "insufficient_balance"  # B has seen no payment yet: 40.00
+    ask = ("merchant", "check", "--merchant", "Shop", "--card", cards["bo"])
+    ask += ("--issuer", "bank-b", "--bank", w["url"]["bank-a"])
+    yes = jp(ha, None, *ask, "--amount", "40.00")
+    no = jp(ha, None, *ask, "--amount", "40.01")
+    assert (yes["approved"], no["approved"]) == (True, False)
+    assert no["reason"] == "insufficient_balance"  # B has seen no payment yet: 40.00
     cleared = jp(
         ha,
         None,

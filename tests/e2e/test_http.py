@@ -143,13 +143,17 @@ def test_hotlist_sync_over_http(served: dict[str, Any]) -> None:
     assert r.status_code == 200
     assert jp(home, "merchant", "sync", "--merchant", "Shop", "--bank", url)["new_entries"] >= 1
     assert httpx.get(f"{url}/v1/hotlist?since=0").json()["entries"][0]["card"] == served["card"]
-    check = httpx.post(f"{url}/v1/online-check", json={"card": served["card"], "amount": 1})
-    assert check.json() == {
+    check = jp(home, "merchant", "check", "--merchant", "Shop", "--card", served["card"],
+               "--amount", "0.01", "--bank", url)  # fmt: skip
+    assert {k: check[k] for k in ("approved", "reason", "topup")} == {
         "approved": False,
         "reason": "blacklisted",
-        "available": None,
         "topup": 0,
     }
+    assert "available" not in check  # the bank answers the question, not the balance
+    # the question must come from one of the bank's merchants, signed
+    r = httpx.post(f"{url}/v1/online-check", json={"card": served["card"], "amount": 1})
+    assert (r.status_code, r.json()["code"]) == (400, "malformed")
 
 
 def test_online_clearance_over_http_and_with_the_bank_down(tmp_path: Path) -> None:

@@ -153,7 +153,7 @@ def test_credit_card_limit_settlement_interest_and_restore(world: dict[str, Any]
         assert bank.account("holder:carol").balance == 0
         # Paid in full: the card's line comes back at its next contact.
         bank.repay("carol", 8_273)
-        assert bank.online_check(n, 0)["topup"] == 10_000 - 940
+        assert bank.clearance(n, 0)["topup"] == 10_000 - 940
         out = h.withdraw(n, bank, pin=PIN, amount="max", renew=False)
         assert out.balance == 10_000
         assert bank.account("holder:carol").balance == 0  # no money moved
@@ -175,7 +175,7 @@ def _credit_card_owed_a_restore(h: Home) -> str:
     with h.bank() as bank:
         assert reasons(h.deposit("Shop", bank)) == [None]
         bank.repay("carol", 6_000, ref="repay-1")
-        assert bank.online_check(n, 0)["topup"] == 6_000
+        assert bank.clearance(n, 0)["topup"] == 6_000
     return n
 
 
@@ -209,7 +209,12 @@ def test_a_credit_restore_whose_answer_was_lost_is_completed_by_the_next_payment
     assert h.card(n).load().balance == 4_000
     with h.card_client(n) as client:
         shown = describe_card(client)
-    assert shown["pending_withdrawal"] == {"amount": "60.00 EUR", "renew": False, "seq": 2}
+    assert shown["pending_withdrawal"] == {
+        "amount": "60.00 EUR",
+        "up_to": False,
+        "renew": False,
+        "seq": 2,
+    }
     with h.bank() as bank, pytest.raises(Refused) as other:
         h.withdraw(n, bank, pin=PIN, amount=100, renew=False)
     assert other.value.code == "withdrawal_pending"
@@ -221,7 +226,7 @@ def test_a_credit_restore_whose_answer_was_lost_is_completed_by_the_next_payment
     with h.card_client(n) as client:
         assert describe_card(client)["pending_withdrawal"] is None
     with h.bank() as bank:
-        assert bank.online_check(n, 0)["topup"] == 0  # restored once, not twice
+        assert bank.clearance(n, 0)["topup"] == 0  # restored once, not twice
         assert bank.audit().ok
 
 
@@ -241,10 +246,39 @@ def test_withdraw_max_completes_a_restore_whose_answer_was_lost(
         with pytest.raises(Refused):
             h.withdraw(n, bank, pin=PIN, amount="max", renew=False)
         monkeypatch.setattr(bank, "withdraw", real)
-        assert bank.online_check(n, 0)["topup"] == 0  # the bank restored the line...
+        assert bank.clearance(n, 0)["topup"] == 0  # the bank restored the line...
+        with pytest.raises(Refused) as other:  # (another request waits for it)
+            h.withdraw(n, bank, pin=PIN, amount=100, renew=False)
+        assert other.value.code == "withdrawal_pending"
+        assert "a restore of the credit line (--amount max)" in other.value.message
         out = h.withdraw(n, bank, pin=PIN, amount="max", renew=False)  # ...the card now
         assert out.balance == 10_000
         assert bank.audit().ok
+
+
+def test_withdraw_max_is_one_exchange_the_card_signs(
+    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--amount max`` asks the bank for a restore of up to any amount (the request's
+    up-to flag, signed by the card after its PIN): the bank grants what the line allows
+    and the card takes that. No unauthenticated question about the card is asked; with
+    nothing to restore, the bank's signed refusal clears the card's request."""
+    h: Home = world["home"]
+    n = _credit_card_owed_a_restore(h)
+    with h.bank() as bank:
+        monkeypatch.setattr(bank, "clearance", None)  # never asked
+        monkeypatch.setattr(bank, "online_check", None)
+        out = h.withdraw(n, bank, pin=PIN, amount="max", renew=False)
+        assert (out.balance, out.seq) == (10_000, 2)  # 4,000 + the 6,000 granted
+        with pytest.raises(Refused) as none:
+            h.withdraw(n, bank, pin=PIN, amount="max", renew=False)
+        assert none.value.code == "credit_limit"
+        monkeypatch.undo()
+        assert bank.clearance(n, 0)["topup"] == 0
+        assert bank.audit().ok
+    status = h.card(n).load()
+    assert (status.balance, status.seq, status.pending_withdrawal) == (10_000, 3, b"")
+    assert h.pay(n, "Shop", 100, PIN).amount == 100  # nothing left pending on the card
 
 
 # -- cheque cards -------------------------------------------------------------------------

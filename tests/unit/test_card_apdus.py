@@ -6,11 +6,13 @@ that :meth:`CardApplet.process` answers every input with a status word and never
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from jointpay.adapters.card_file import CardFile
+from jointpay.crypto.certs import mac
 from jointpay.crypto.encoding import Writer
 from jointpay.home import Home
 from jointpay.protocol.apdu import SW, Command, Response
@@ -22,7 +24,9 @@ from jointpay.protocol.card import (
     INS_WITHDRAW_REQ,
     P_IDENTITY,
 )
+from jointpay.protocol.messages import WITHDRAW_REQUEST_TAG, AuthKind, WithdrawRequest
 from jointpay.protocol.terminal import MAX_ANSWER, CardClient, PaymentDeclined, Terminal
+from jointpay.service.errors import Refused
 
 PIN = "2468"
 NOW = 1_800_000_000
@@ -118,3 +122,37 @@ def test_a_card_that_never_stops_answering_is_declined_after_a_bounded_answer(
     assert "runs past" in str(caught.value)
     # one command and as many GET RESPONSEs as fill the bound, not one more
     assert channel.sent == MAX_ANSWER // 256 + 1
+
+
+@pytest.mark.parametrize("flags", [0x02, 0x03, 0x04, 0x80])
+def test_withdraw_request_flags_up_to_is_for_credit_cards_and_unknown_flags_are_6a80(
+    home: tuple[Home, str], flags: int
+) -> None:
+    """WITHDRAW REQUEST's flags byte: bit 0 renew, bit 1 up to (a credit card's restore
+    of at most the amount). A cash card refuses up to; every card refuses other bits."""
+    h, card = home
+    applet = h.card(card).applet()
+    assert sw(applet.process(Command(0x00, INS_SELECT, 0x04, 0x00, AID).encode())) == SW.OK
+    assert sw(applet.process(Command(0x00, INS_VERIFY, 0x00, 0x80, PIN.encode()).encode())) == SW.OK
+    body = (100).to_bytes(8, "big") + bytes([flags])
+    answer = applet.process(Command(0x80, INS_WITHDRAW_REQ, 1, 0, body).encode())
+    assert sw(answer) == SW.WRONG_DATA
+    assert h.card(card).load().pending_withdrawal == b""
+
+
+def test_the_bank_refuses_an_up_to_request_from_a_cash_card(home: tuple[Home, str]) -> None:
+    """Made by hand (a cash card will not sign one): the card's own signature over it,
+    yet the bank answers with its signed refusal, and no money moves."""
+    h, card = home
+    with h.card_client(card) as client, h.bank() as bank:
+        client.select()
+        client.verify_pin(PIN)
+        real = WithdrawRequest.decode(client.withdraw_request(100, False, AuthKind.MAC))
+        master = bank.card(card).master_key
+        forged = replace(real, up_to=True)
+        forged = replace(forged, auth=mac(master, WITHDRAW_REQUEST_TAG, forged.tbs()))
+        before = bank.account(bank.card(card).float_account).balance
+        with pytest.raises(Refused) as refused:
+            bank.withdraw(forged.encode())
+        assert refused.value.code == "bad_amount"
+        assert bank.account(bank.card(card).float_account).balance == before

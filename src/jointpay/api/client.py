@@ -238,8 +238,6 @@ class HttpBank(JsonHttp):
     def rates(self) -> dict[str, Any]:
         return dict(self._call("GET", "/v1/rates"))
 
-    def online_check(self, card: str, amount: int, issuer: str | None = None) -> dict[str, Any]:
-        body: dict[str, Any] = {"card": card, "amount": amount}
-        if issuer is not None:
-            body["issuer"] = issuer
-        return dict(self._call("POST", "/v1/online-check", json_body=body))
+    def online_check(self, message: dict[str, Any]) -> dict[str, Any]:
+        """A service provider's signed on-line check (:class:`OnlineCheck`)."""
+        return dict(self._call("POST", "/v1/online-check", json_body=message))

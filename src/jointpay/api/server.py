@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Final, TextIO
+from typing import Annotated, Any, Final, Literal, TextIO
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi import Path as PathParam
@@ -163,11 +163,23 @@ class WithdrawAnswer(BaseModel):
     ack: str = Field(description="the bank's acknowledgement, hex")
 
 
+_IDENT = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+
+
 class OnlineCheckBody(StrictBody):
+    """A service provider's on-line question about one card, signed with its key
+    (Ed25519 over the canonical JSON of the other fields, tag
+    ``jointpay/v1/online-check``; docs/protocol.md)."""
+
+    format: Literal["jointpay-online-check/1"]
+    bank_id: str = Field(pattern=_IDENT, description="this bank")
+    sid: str = Field(pattern=_IDENT, description="the asking service provider's S_id")
     card: str = Field(pattern=r"^[0-9]{8,19}$")
-    amount: int = Field(ge=1, lt=1 << 63)
-    issuer: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+    amount: int = Field(ge=1, lt=1 << 63, description="minor units of the card's currency")
+    issuer: str | None = Field(default=None, pattern=_IDENT)
     """The card's bank, when it is another bank of the scheme (asked through a house)."""
+    time: int = Field(ge=0, lt=1 << 63, description="seconds since the epoch, for freshness")
+    signature: str = Field(pattern=_HEX, max_length=256)
 
 
 SIGNED_MESSAGE: Final = {
@@ -259,7 +271,6 @@ class KeyLocks:
 class OnlineCheckAnswer(BaseModel):
     approved: bool
     reason: str | None
-    available: str | None
     topup: int = 0
     """Credit cards: minor units the bank would restore the card's C_balance by now."""
 
@@ -478,8 +489,9 @@ def create_app(bank_factory: Callable[[], Bank], *, admin_token: str) -> FastAPI
         "/v1/online-check", dependencies=[Strict], responses=_problems(400, 404, 413, 422, 503)
     )
     def online_check(body: OnlineCheckBody, bank: BankDep) -> OnlineCheckAnswer:
-        """FIG. 8's optional on-line clearance: the card's current C_balance and hot list."""
-        return OnlineCheckAnswer(**bank.online_check(body.card, body.amount, body.issuer))
+        """FIG. 8's optional on-line clearance, for our service providers: would the
+        amount clear on the card now (its record at the bank, the hot list)?"""
+        return OnlineCheckAnswer(**bank.online_check(body.model_dump()))
 
     # -- the scheme: what terminals need, what clearing houses send -------------------
     @app.get("/v1/scheme", responses=_problems(503))

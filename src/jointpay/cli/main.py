@@ -680,6 +680,43 @@ def merchant_add_bank(
         )
 
 
+@merchant_app.command("check")
+def merchant_check(
+    ctx: typer.Context,
+    merchant: Annotated[str, typer.Option()],
+    card: Annotated[str, typer.Option(help="The card number.")],
+    amount: Annotated[str, typer.Option(help="In the bank's currency, e.g. 12.50.")],
+    issuer: Annotated[
+        str | None,
+        typer.Option(help="The card's bank, when it is another bank of the scheme."),
+    ] = None,
+    bank_url: BankUrl = None,
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Ask the bank on-line whether the card may pay the amount now (FIG. 8's optional
+    clearance, signed with the terminal's key). The answer never gives the balance."""
+    h, out = _ctx(ctx, home, json_)
+    with answering(out):
+        port = _bank_port(bank_url)
+        with contextlib.ExitStack() as stack:
+            bank = port if port is not None else stack.enter_context(h.bank())
+            answer = h.online_check(merchant, card, amount, bank, issuer)
+        out.done(
+            {"merchant": merchant, "card": card, **answer},
+            lambda c: c.print(
+                f"Card {card}: "
+                + ("[green]approved[/]" if answer["approved"] else f"[red]{answer['reason']}[/]")
+                + (
+                    f" (its credit line can be restored by "
+                    f"{format_amount(answer['topup'], answer['currency'])} {answer['currency']})"
+                    if answer["topup"]
+                    else ""
+                )
+            ),
+        )
+
+
 @merchant_app.command("sync")
 def merchant_sync(
     ctx: typer.Context,
@@ -926,13 +963,16 @@ def describe_card(client: Any) -> dict[str, Any]:
 
 def _pending(client: Any, cert: Any) -> dict[str, Any] | None:
     """The withdrawal pending on the card (its answer was lost): what to run again."""
-    from jointpay.service.flows import describe_amount, pending_request
+    from jointpay.service.flows import MAX_RESTORE, describe_amount, pending_request
 
     req = pending_request(client)
     if req is None:
         return None
     return {
-        "amount": describe_amount(req.amount, cert),
+        "amount": "max"
+        if req.up_to and req.amount >= MAX_RESTORE
+        else describe_amount(req.amount, cert),
+        "up_to": req.up_to,
         "renew": req.renew,
         "seq": req.seq,
     }

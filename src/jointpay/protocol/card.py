@@ -35,7 +35,7 @@ CLA   INS   command
 80    CA    GET DATA, P1P2 = 0101 info, 0102 CARD-CERT, 0103 status,
             0105 last payment, 0106 pending withdrawal request
 80    50    PAY (MERCHANT-CERT, spec, terminal signature) → ser, b, r
-80    52    WITHDRAW REQUEST (amount, renew) → signed request
+80    52    WITHDRAW REQUEST (amount, flags: renew, up to) → signed request
 80    54    WITHDRAW COMPLETE (bank's acknowledgement) → balance, seq
 80    E0    PERSONALISE, P1 = 01 identity, 02 generate user share, 03 load user
             share, 04 finish user key, 05 put contribution secret, 06 put CARD-CERT
@@ -71,8 +71,10 @@ from jointpay.crypto.joint import Contribution, Role, combine_shares, prove_poss
 from jointpay.crypto.schnorr import PaymentCert, SecretScalar, sign
 from jointpay.protocol.apdu import SHORT_MAX, SW, ApduFormatError, Command, Response
 from jointpay.protocol.messages import (
+    RENEW,
     TERMINAL_SPEC_TAG,
     UNBLOCK_TAG,
+    UP_TO,
     WITHDRAW_ACK_TAG,
     WITHDRAW_REFUSAL_TAG,
     WITHDRAW_REQUEST_TAG,
@@ -547,14 +549,17 @@ class CardApplet:
         if not self._pin_ok:
             raise _Refuse(SW.SECURITY_STATUS, "PIN not verified")
         rd = Reader(cmd.data, "WITHDRAW REQUEST")
-        amount, renew = rd.u64("amount"), rd.u8("renew")
+        amount, flags = rd.u64("amount"), rd.u8("flags")
         kind = AuthKind(cmd.p1 or AuthKind.SIGNATURE)
         rd.finish()
-        if renew not in (0, 1) or amount >= 1 << 63:
+        if flags & ~(RENEW | UP_TO) or amount >= 1 << 63:
             raise _Refuse(SW.WRONG_DATA)
+        renew, up_to = bool(flags & RENEW), bool(flags & UP_TO)
+        if up_to and st.mode != CardMode.CREDIT.value:
+            raise _Refuse(SW.WRONG_DATA, "only a credit card's restore asks up to an amount")
         if st.pending_withdrawal:
             pending = WithdrawRequest.decode(st.pending_withdrawal)
-            if pending.amount == amount and pending.renew == bool(renew):
+            if (pending.amount, pending.renew, pending.up_to) == (amount, renew, up_to):
                 return st.pending_withdrawal  # a retry: the very same request again
             raise _Refuse(SW.CONDITIONS, "another withdrawal is pending")
         card_cert = CardCert.decode(st.cert, self._resolve)
@@ -565,8 +570,9 @@ class CardApplet:
             st.seq + 1,
             st.balance,
             amount,
-            bool(renew),
+            renew,
             kind,
+            up_to=up_to,
         )
         if kind is AuthKind.SIGNATURE:
             sig, _ = sign(
@@ -615,7 +621,7 @@ class CardApplet:
             ack.card_number != st.card_number
             or ack.seq != req.seq
             or ack.request_digest != req.digest
-            or ack.amount != req.amount
+            or (ack.amount > req.amount if req.up_to else ack.amount != req.amount)
         ):
             raise _Refuse(SW.DATA_INVALID, "acknowledgement answers another request")
         new_cert = st.cert

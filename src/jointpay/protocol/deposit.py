@@ -10,6 +10,9 @@
   value, such as digital signature"), signed with the merchant's key.
 * A **receipt** is the bank's signed answer: the batch digest (the patent's
   "checksum" receipt) and the status of every payment (step 710).
+* An **on-line check** (FIG. 8's optional clearance) is the merchant's signed
+  question about one card and amount, fresh by its timestamp: the bank answers
+  only its own service providers.
 
 Digests and signatures are over the canonical JSON of the object (keys sorted, no
 whitespace, integers and strings only; floats are refused on parse), so the JSON a
@@ -26,14 +29,16 @@ from typing import Any, Final
 
 import orjson
 
-from jointpay.crypto.certs import SigningKey, VerifyKey, check_ident
+from jointpay.crypto.certs import SigningKey, VerifyKey, check_card_number, check_ident
 from jointpay.crypto.errors import DecodeError, InvalidSignature
 from jointpay.protocol.terminal import TakenPayment
 
 BATCH_FORMAT: Final = "jointpay-batch/1"
 DEPOSIT_FORMAT: Final = "jointpay-deposit/1"
 RECEIPT_FORMAT: Final = "jointpay-receipt/1"
+ONLINE_CHECK_FORMAT: Final = "jointpay-online-check/1"
 DEPOSIT_TAG: Final = b"jointpay/v1/deposit"
+ONLINE_CHECK_TAG: Final = b"jointpay/v1/online-check"
 RECEIPT_TAG: Final = b"jointpay/v1/receipt"
 MAX_BATCH_PAYMENTS: Final = 200_000
 MAX_BATCH_CARDS: Final = 200_000
@@ -319,6 +324,75 @@ def parse_deposit(obj: object) -> DepositRequest:
     except ValueError as exc:
         raise BatchError("deposit: signature is not hex") from exc
     return DepositRequest(bank_id, sid, seq, time, batch, digest(raw_batch), sig)
+
+
+# --------------------------------------------------------------------------------------
+# on-line check (FIG. 8, optional)
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OnlineCheck:
+    """A service provider's signed question: would the bank clear ``amount`` on
+    ``card`` now? ``issuer`` names the card's bank when it is another bank of the
+    scheme (the merchant's bank asks it through a clearing house)."""
+
+    bank_id: str
+    sid: str
+    card: str
+    amount: int
+    issuer: str | None
+    time: int
+    signature: bytes = b""
+
+    def body(self) -> dict[str, Any]:
+        """The message without its signature, as signed (canonical JSON)."""
+        return {
+            "format": ONLINE_CHECK_FORMAT,
+            "bank_id": self.bank_id,
+            "sid": self.sid,
+            "card": self.card,
+            "amount": self.amount,
+            "issuer": self.issuer,
+            "time": self.time,
+        }
+
+    def signed(self, key: SigningKey) -> dict[str, Any]:
+        sig = key.sign(ONLINE_CHECK_TAG, canonical_json(self.body()))
+        return {**self.body(), "signature": sig.hex()}
+
+    def verify(self, merchant_key: VerifyKey) -> None:
+        merchant_key.verify(ONLINE_CHECK_TAG, canonical_json(self.body()), self.signature)
+
+
+def parse_online_check(obj: object) -> OnlineCheck:
+    """Check an on-line check's form (not its signature: the bank holds the key)."""
+    what = "online check"
+    if not isinstance(obj, dict):
+        raise BatchError("an online check is a JSON object")
+    if obj.get("format") != ONLINE_CHECK_FORMAT:
+        raise BatchError(f"not a jointpay online check (format must be {ONLINE_CHECK_FORMAT!r})")
+    known = {"format", "bank_id", "sid", "card", "amount", "issuer", "time", "signature"}
+    if unknown := sorted(set(obj) - known):
+        raise BatchError(f"{what}: unknown field {unknown[0]!r}")
+    bank_id = _ident(_field(obj, "bank_id", str, what), "bank id")
+    sid = _ident(_field(obj, "sid", str, what), "S_id")
+    try:
+        card = check_card_number(_field(obj, "card", str, what))
+    except DecodeError as exc:
+        raise BatchError(f"{what}: {exc}") from exc
+    amount = _field(obj, "amount", int, what)
+    time = _field(obj, "time", int, what)
+    if not 0 < amount < 1 << 63 or not 0 <= time < 1 << 63:
+        raise BatchError(f"{what}: amount or time out of range")
+    issuer = obj.get("issuer")
+    if issuer is not None:
+        issuer = _ident(_field(obj, "issuer", str, what), "issuer")
+    try:
+        sig = bytes.fromhex(_field(obj, "signature", str, what))
+    except ValueError as exc:
+        raise BatchError(f"{what}: signature is not hex") from exc
+    return OnlineCheck(bank_id, sid, card, amount, issuer, time, sig)
 
 
 # --------------------------------------------------------------------------------------

@@ -89,6 +89,18 @@ class AuthKind(IntEnum):
     """HMAC-SHA256 under the card's master key shared with the bank."""
 
 
+RENEW: Final = 0x01
+"""Withdrawal request flag: renew the CARD-CERT too."""
+UP_TO: Final = 0x02
+"""Withdrawal request flag: a credit restore of up to the amount (the bank grants what
+it can); only for credit cards."""
+
+
+def withdraw_flags(renew: bool, up_to: bool) -> int:
+    """The flags byte of a withdrawal request (and of WITHDRAW REQUEST's data)."""
+    return (RENEW if renew else 0) | (UP_TO if up_to else 0)
+
+
 @dataclass(frozen=True, slots=True)
 class WithdrawRequest:
     """FIG. 10 step 870: the card's authenticated withdrawal request."""
@@ -102,6 +114,9 @@ class WithdrawRequest:
     renew: bool
     auth_kind: AuthKind
     auth: bytes = b""
+    up_to: bool = False
+    """A credit card's restore of *up to* ``amount``: the bank grants what its limit
+    allows now, and its acknowledgement names the amount granted."""
 
     def tbs(self) -> bytes:
         return (
@@ -112,7 +127,7 @@ class WithdrawRequest:
             .u64(self.seq)
             .u64(self.balance)
             .u64(self.amount)
-            .u8(int(self.renew))
+            .u8(withdraw_flags(self.renew, self.up_to))
             .u8(int(self.auth_kind))
             .finish()
         )
@@ -131,19 +146,30 @@ class WithdrawRequest:
         card = check_card_number(rd.text("card number", max_len=19))
         cert_id = rd.raw(16, "cert id")
         seq, balance, amount = rd.u64("seq"), rd.u64("balance"), rd.u64("amount")
-        renew = rd.u8("renew")
+        flags = rd.u8("flags")
         kind = rd.u8("auth kind")
         auth = rd.blob("auth", max_len=64)
         rd.finish()
-        if renew not in (0, 1):
-            raise DecodeError("withdrawal request: renew flag is not 0 or 1")
+        if flags & ~(RENEW | UP_TO):
+            raise DecodeError(f"withdrawal request: unknown flags {flags:#04x}")
         try:
             auth_kind = AuthKind(kind)
         except ValueError as exc:
             raise DecodeError(f"withdrawal request: unknown auth kind {kind}") from exc
         if seq == 0:
             raise DecodeError("withdrawal request: seq starts at 1")
-        return cls(bank_id, card, cert_id, seq, balance, amount, bool(renew), auth_kind, auth)
+        return cls(
+            bank_id,
+            card,
+            cert_id,
+            seq,
+            balance,
+            amount,
+            bool(flags & RENEW),
+            auth_kind,
+            auth,
+            bool(flags & UP_TO),
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,7 +43,13 @@ from jointpay.protocol.card import (
     INS_WITHDRAW_REQ,
     payment_from_last,
 )
-from jointpay.protocol.messages import TERMINAL_SPEC_TAG, AuthKind, PayCommand, PayResponse
+from jointpay.protocol.messages import (
+    TERMINAL_SPEC_TAG,
+    AuthKind,
+    PayCommand,
+    PayResponse,
+    withdraw_flags,
+)
 from jointpay.protocol.spec import Conversion, PaymentSpec
 
 SHORT_DATA: Final = 255
@@ -254,8 +260,12 @@ class CardClient:
     def pay(self, body: PayCommand) -> PayResponse:
         return PayResponse.decode(self.command(0x80, INS_PAY, 0, 0, body.encode(), what="PAY"))
 
-    def withdraw_request(self, amount: int, renew: bool, auth: AuthKind) -> bytes:
-        data = Writer().u64(amount).u8(int(renew)).finish()
+    def withdraw_request(
+        self, amount: int, renew: bool, auth: AuthKind, up_to: bool = False
+    ) -> bytes:
+        """WITHDRAW REQUEST: the card's signed request (pending on it until answered);
+        ``up_to`` asks a credit card's restore of at most ``amount``."""
+        data = Writer().u64(amount).u8(withdraw_flags(renew, up_to)).finish()
         return self.command(0x80, INS_WITHDRAW_REQ, int(auth), 0, data, what="WITHDRAW REQUEST")
 
     def withdraw_complete(self, ack: bytes) -> tuple[int, int]:

@@ -74,6 +74,7 @@ from jointpay.protocol.deposit import (
     DepositRequest,
     canonical_json,
     parse_deposit,
+    parse_online_check,
     sign_receipt,
 )
 from jointpay.protocol.messages import (
@@ -747,16 +748,40 @@ class Bank:
     def interbank_online_check(self, message: object) -> dict[str, Any]:
         return self.interbank.online_check(message)
 
-    def online_check(
-        self, card_number: str, amount: int, issuer: str | None = None
-    ) -> dict[str, Any]:
-        """FIG. 8's optional on-line clearance, answered from the card's current record;
-        another bank's card is asked about through a clearing house."""
+    def online_check(self, message: object) -> dict[str, Any]:
+        """``POST /v1/online-check``: FIG. 8's optional on-line clearance, asked by one
+        of our service providers in a message it signs (:class:`OnlineCheck`), fresh
+        within the policy's message window. The answer says whether the amount would
+        clear now, and for a credit card how far its C_balance would be restored; it
+        never gives the card's balance."""
+        try:
+            ask = parse_online_check(message)
+        except BatchError as exc:
+            raise BadInput("malformed", str(exc)) from exc
+        if ask.bank_id != self.bank_id:
+            raise Refused("wrong_bank", f"the check is for bank {ask.bank_id!r}")
+        try:
+            with self.store.transaction() as tx:
+                merchant = tx.get_merchant(ask.sid)
+        except NotFound as exc:
+            raise Refused("unknown_merchant", f"no service provider {ask.sid}") from exc
+        try:
+            ask.verify(VerifyKey(ask.sid, merchant.public_key))
+        except CryptoError as exc:
+            raise Refused("bad_signature", "the check is not signed by the merchant") from exc
+        if abs(self.clock() - ask.time) > self.policy.message_window:
+            raise Refused("stale_message", "the check's timestamp is not fresh")
+        return self.clearance(ask.card, ask.amount, ask.issuer)
+
+    def clearance(self, card_number: str, amount: int, issuer: str | None = None) -> dict[str, Any]:
+        """Would ``amount`` clear on the card now (and a credit card's top-up)? From the
+        card's current record; another bank's card is asked about through a clearing
+        house. For the bank's own use: the merchants' question is :meth:`online_check`."""
         if issuer is not None and issuer != self.bank_id:
             return self.interbank.online_via_house(issuer, card_number, amount)
         card = self.card(card_number)
         if card.status is CardStatus.BLACKLISTED:
-            return {"approved": False, "reason": "blacklisted", "available": None, "topup": 0}
+            return {"approved": False, "reason": "blacklisted", "topup": 0}
         topup = 0
         if card.mode == CardMode.CHEQUE.value:
             available = self.account(card.holder_account).balance
@@ -767,12 +792,7 @@ class Bank:
         else:
             available = self.account(card.float_account).balance
         ok = amount <= available
-        return {
-            "approved": ok,
-            "reason": None if ok else "insufficient_balance",
-            "available": format_amount(available, self.currency),
-            "topup": topup,
-        }
+        return {"approved": ok, "reason": None if ok else "insufficient_balance", "topup": topup}
 
     def _credit_topup(
         self, tx: UnitOfWork, card: CardRecord, card_balance: int | None = None
@@ -860,8 +880,15 @@ class Bank:
                 self._check_withdraw_auth(card, cert, req)
                 # From here the request is the card's own: a refusal is signed and recorded.
                 float_acc = tx.get_account(card.float_account) if card.float_account else None
+                credit = card.mode == CardMode.CREDIT.value
+                room = self._credit_topup(tx, card, req.balance)[0] if credit else 0
+                amount = min(req.amount, room) if req.up_to and credit else req.amount
                 if card.status is CardStatus.BLACKLISTED:
                     refusal = ("blacklisted", "the card is on the hot list")
+                elif req.up_to and not credit:
+                    refusal = ("bad_amount", "only a credit card's restore asks up to an amount")
+                elif req.up_to and amount == 0 and not req.renew:
+                    refusal = ("credit_limit", "the bank has no credit to restore now")
                 elif req.amount == 0 and not req.renew:
                     refusal = ("bad_amount", "a withdrawal of zero must ask for renewal")
                 elif card.mode == CardMode.CHEQUE.value and req.amount > max(
@@ -872,10 +899,7 @@ class Bank:
                         if card.limit
                         else ("not_supported", "this cheque card carries no cheque count")
                     )
-                elif (
-                    card.mode == CardMode.CREDIT.value
-                    and req.amount > self._credit_topup(tx, card, req.balance)[0]
-                ):
+                elif credit and amount > room:
                     refusal = ("credit_limit", "the credit line cannot be restored by that much")
                 elif (
                     card.mode == CardMode.CASH.value
@@ -902,7 +926,7 @@ class Bank:
                 else:
                     cash = card.mode == CardMode.CASH.value
                     fee = self.policy.withdrawal_fee if req.amount and cash else 0
-                    return self._apply_withdrawal(tx, card, cert, req, fee, now)
+                    return self._apply_withdrawal(tx, card, cert, req, amount, fee, now)
         except InsufficientFunds:
             refusal = ("insufficient_funds", "the holder's account cannot fund this withdrawal")
         return self._refuse_withdrawal(req, refusal, alert, now)
@@ -946,15 +970,18 @@ class Bank:
         card: CardRecord,
         cert: CardCert,
         req: WithdrawRequest,
+        amount: int,
         fee: int,
         now: int,
     ) -> bytes:
-        if req.amount and card.mode == CardMode.CASH.value:
+        """Apply the request, for ``amount`` (the request's, or less for an up-to
+        restore), and return its acknowledgement, which names that amount."""
+        if amount and card.mode == CardMode.CASH.value:
             # cash: holder's account -> card float. A credit card's restored limit and a
             # cheque card's cheques are no money: nothing is posted for them.
             legs = [
-                Leg(card.holder_account, -(req.amount + fee)),
-                Leg(card.float_account, req.amount),
+                Leg(card.holder_account, -(amount + fee)),
+                Leg(card.float_account, amount),
             ]
             if fee:
                 legs.append(Leg(income_account(self.currency), fee))
@@ -978,11 +1005,11 @@ class Bank:
             ).signed(self._key)
             new_cert = renewed.encode()
             tx.add_cert(_cert_record(renewed, new_cert, now))
-        ack = WithdrawAck(card.card_number, req.seq, req.amount, req.digest, new_cert)
+        ack = WithdrawAck(card.card_number, req.seq, amount, req.digest, new_cert)
         ack = replace(ack, mac=mac(card.master_key, WITHDRAW_ACK_TAG, ack.tbs()))
         encoded = ack.encode()
         tx.add_withdrawal(
-            WithdrawalRecord(card.card_number, req.seq, req.digest, req.amount, fee, encoded, now)
+            WithdrawalRecord(card.card_number, req.seq, req.digest, amount, fee, encoded, now)
         )
         tx.update_card(
             replace(

@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from jointpay.crypto.certs import CardCert, VerifyKey
 from jointpay.crypto.errors import CryptoError, DecodeError
@@ -49,9 +49,7 @@ class BankPort(Protocol):
     def withdraw(self, request: bytes) -> bytes: ...
     def deposit(self, message: object) -> dict[str, Any]: ...
     def hotlist(self, since: int = 0) -> list[HotlistEntry]: ...
-    def online_check(
-        self, card_number: str, amount: int, issuer: str | None = None
-    ) -> dict[str, Any]: ...
+    def online_check(self, message: dict[str, Any]) -> dict[str, Any]: ...
     def scheme(self) -> dict[str, Any]: ...
     def scheme_hotlist(self) -> list[dict[str, Any]]: ...
     def rates(self) -> dict[str, Any]: ...
@@ -76,6 +74,7 @@ def withdraw_with_card(
     amount: int,
     renew: bool = False,
     auth: AuthKind = AuthKind.SIGNATURE,
+    up_to: bool = False,
 ) -> WithdrawOutcome:
     """FIG. 10 from step 800: read and check the CARD-CERT, PIN, request, ack, update.
 
@@ -96,7 +95,7 @@ def withdraw_with_card(
     with _card_refusals("the withdrawal"):
         client.verify_pin(pin)  # step 850
         try:
-            request = client.withdraw_request(amount, renew, auth)  # step 870
+            request = client.withdraw_request(amount, renew, auth, up_to)  # step 870
         except CardError as exc:
             # the card takes no other request while one is pending (its answer lost):
             # say which, so that its holder can complete it
@@ -105,8 +104,7 @@ def withdraw_with_card(
                 raise
             raise Refused(
                 "withdrawal_pending",
-                f"a withdrawal of {describe_amount(pending.amount, cert)}"
-                f"{' with renewal' if pending.renew else ''} is pending on the card since "
+                f"{describe_request(pending, cert)} is pending on the card since "
                 "its answer was lost: run it again unchanged to complete it, then this one",
             ) from exc
     try:
@@ -129,11 +127,27 @@ def pending_request(client: CardClient) -> WithdrawRequest | None:
     return WithdrawRequest.decode(client.pending_withdrawal())
 
 
+MAX_RESTORE: Final = (1 << 63) - 1
+"""The amount of ``withdraw --amount max``: a credit card's restore of up to this, that
+is as far as the bank allows (the request's ``up_to`` flag)."""
+
+
 def describe_amount(amount: int, cert: CardCert) -> str:
     """A withdrawal's amount as its holder reads it (a cheque card's are cheques)."""
     if cert.mode.value == "cheque":
         return f"{amount} cheques"
     return f"{format_amount(amount, cert.currency)} {cert.currency}"
+
+
+def describe_request(req: WithdrawRequest, cert: CardCert) -> str:
+    """A pending withdrawal request as its holder reads it."""
+    if not req.up_to:
+        what = f"a withdrawal of {describe_amount(req.amount, cert)}"
+    elif req.amount >= MAX_RESTORE:
+        what = "a restore of the credit line (--amount max)"
+    else:
+        what = f"a restore of up to {describe_amount(req.amount, cert)}"
+    return what + (" with renewal" if req.renew else "")
 
 
 @contextmanager

@@ -395,9 +395,9 @@ class Interbank:
             body = open_body(link.cert.verify_key, INTERBANK_TAG, message, "jointpay-online/1")
             card, amount = field(body, "card", str), field(body, "amount", int)
         try:
-            answer = self.bank.online_check(card, amount)
+            answer = self.bank.clearance(card, amount)
         except BadInput:
-            answer = {"approved": False, "reason": "unknown_card", "available": None, "topup": 0}
+            answer = {"approved": False, "reason": "unknown_card", "topup": 0}
         answer = {**answer, "topup": 0}  # a restore goes through the card's own bank
         return sign_body(
             self.bank.signing_key,
@@ -409,7 +409,7 @@ class Interbank:
         """Our terminal's on-line question about another bank's card, through a house."""
         link = self.route(issuer)
         if link is None:
-            return {"approved": False, "reason": "unknown_card", "available": None, "topup": 0}
+            return {"approved": False, "reason": "unknown_card", "topup": 0}
         bank = self.bank
         message = sign_body(
             bank.signing_key,
@@ -434,7 +434,6 @@ class Interbank:
         return {
             "approved": bool(body.get("approved")),
             "reason": body.get("reason"),
-            "available": body.get("available"),
             "topup": 0,
         }
 
