@@ -25,9 +25,12 @@ from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jointpay.domain.money import RATE_PATTERN, format_amount, parse_rate
 from jointpay.protocol.deposit import BatchError, canonical_json, loads_strict
@@ -202,12 +205,20 @@ def _too_large(limit: int) -> Problem:
 
 def _refuse_declared(request: Request, limit: int) -> None:
     """Refuse, before a byte is read, a body whose declared length passes ``limit``."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if _declared_above(request.headers, limit):
         raise _too_large(limit)
 
 
-async def read_json(request: Request, limit: int = 256 * 1024 * 1024) -> Any:
+def _declared_above(headers: Headers, limit: int) -> bool:
+    declared = headers.get("content-length", "")
+    return declared.isdigit() and int(declared) > limit
+
+
+LARGE_BODY: Final = 256 * 1024 * 1024
+"""The most bytes of any request body (a deposit of many thousands of payments)."""
+
+
+async def read_json(request: Request, limit: int = LARGE_BODY) -> Any:
     """The request's body as strict JSON (no floats, no duplicate keys), bounded: a
     declared length above ``limit`` is refused before a byte is read, and a body
     sent without one as soon as it passes ``limit``."""
@@ -233,16 +244,89 @@ SMALL_BODY: Final = 64 * 1024
 
 async def strict_json(request: Request) -> None:
     """The dependency of every endpoint with a typed body: its JSON read strictly
-    (:func:`loads_strict`: no duplicate keys, no floats), within :data:`SMALL_BODY`,
-    before the framework validates it against its model (:class:`StrictBody`)."""
-    _refuse_declared(request, SMALL_BODY)
-    raw = await request.body()  # kept by the request: the framework reads it again
-    if len(raw) > SMALL_BODY:
+    (:func:`loads_strict`: no duplicate keys, no floats) before the framework
+    validates it against its model (:class:`StrictBody`). The framework has read the
+    body already, within :data:`SMALL_BODY` (:class:`BodyLimit`)."""
+    raw = await request.body()  # the framework's copy: read once, within the bound
+    if len(raw) > SMALL_BODY:  # only an app built without BodyLimit gets here
         raise _too_large(SMALL_BODY)
     try:
         loads_strict(raw)
     except BatchError as exc:
         raise Problem(400, "malformed", str(exc)) from exc
+
+
+def body_limit(route: object) -> int:
+    """The most bytes of a request body for ``route`` (the one the router chose): a
+    typed body, which the framework reads whole before anything of ours runs,
+    :data:`SMALL_BODY`; any other (read by its endpoint, :func:`read_json`, within
+    its own bound) :data:`LARGE_BODY`."""
+    if isinstance(route, APIRoute) and route.body_field is not None:
+        return SMALL_BODY
+    return LARGE_BODY
+
+
+class _BodyTooLarge(Exception):
+    """Raised into the app by :class:`BodyLimit` when a body passes its bound."""
+
+
+class BodyLimit:
+    """Bounds every request body while it streams in, before the framework buffers
+    it (a pure ASGI middleware: it wraps ``receive``).
+
+    The bound is the route's (:func:`body_limit`), known at the first ``receive``:
+    the router has chosen the route before anything reads the body. A declared
+    length above it is refused before a byte is read; a body sent without one as
+    soon as the bytes received pass it. The refusal is raised into the app, which
+    stops reading and never runs the endpoint, and this middleware answers 413
+    ``too_large`` itself, the problem the app's own refusals are: whatever the app
+    then tries to answer (the framework turns a failed body read into a 400) is
+    dropped. A body passing its bound after the answer has started (no endpoint
+    here reads its body that late) leaves the app's exception to the server."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit: int | None = None
+        size = 0
+        refusal: Problem | None = None
+        started = False
+
+        async def bounded() -> Message:
+            nonlocal limit, size, refusal
+            if limit is None:  # the first receive: the router has chosen the route
+                limit = body_limit(scope.get("route"))
+                if _declared_above(Headers(scope=scope), limit):
+                    refusal = _too_large(limit)
+            if refusal is None:
+                message = await receive()
+                if message["type"] == "http.request":
+                    size += len(message.get("body", b""))
+                    if size > limit:
+                        refusal = _too_large(limit)
+                if refusal is None:
+                    return message
+            raise _BodyTooLarge
+
+        async def answer(message: Message) -> None:
+            nonlocal started
+            if refusal is not None and not started:
+                return  # the app's answer to the refusal: ours goes instead
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, bounded, answer)
+        except Exception:
+            if refusal is None or started:
+                raise
+            # else the refusal, as the app let it out: itself, in a group, or another error
+        if refusal is not None and not started:
+            await problem(refusal.status, refusal.code, refusal.detail)(scope, receive, send)
 
 
 class KeyLocks:
@@ -373,6 +457,7 @@ def create_app(bank_factory: Callable[[], Bank], *, admin_token: str) -> FastAPI
     IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)]
 
     add_problem_handlers(app)
+    app.add_middleware(BodyLimit)
     key_locks = KeyLocks()
     Strict = Depends(strict_json)
 
