@@ -8,6 +8,7 @@ product's own path, `Home.pay`, as a merchant would: the holder presents the car
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 from jointpay.adapters import card_file
 from jointpay.adapters.terminal_store import SqliteTerminalStore
 from jointpay.home import Home
-from jointpay.protocol.card import INS_PAY
+from jointpay.protocol.card import INS_PAY, PAYMENT_LOG, payment_from_last
 from jointpay.protocol.terminal import EarlierPaymentRecovered, PaymentDeclined
 from worlds import PIN, Clock
 
@@ -134,6 +135,57 @@ def test_a_card_that_paid_elsewhere_since_is_not_taken_for_our_payment(
     assert _held(h, "Shop") == [(1, 1250)]
     assert _held(h, "Cafe") == [(0, 400)]
     assert _balance(h, card) == LOAD - 1650
+
+
+def test_a_paid_pay_is_recovered_after_the_card_paid_elsewhere(
+    world: dict[str, Any], cut: Callable[[bool], None]
+) -> None:
+    """The card keeps its last 8 payments: Shop's torn PAY, then 7 at the Cafe, and
+    Shop still reads its own back by the ser it noted. One more and it is gone."""
+    h, card = world["home"], world["card"]
+    cut(True)  # the card paid Shop (ser 0); the answer was lost
+    with pytest.raises(PaymentDeclined):
+        h.pay(card, "Shop", 1250, PIN)
+    for i in range(PAYMENT_LOG - 1):
+        assert h.pay(card, "Cafe", 100, PIN).ser == 1 + i
+    with pytest.raises(EarlierPaymentRecovered) as again:
+        h.pay(card, "Shop", 1250, PIN)
+    assert (again.value.payment.ser, again.value.payment.amount) == (0, 1250)
+    assert _held(h, "Shop") == [(0, 1250)]
+    with h.bank() as bank:
+        receipt = h.deposit("Shop", bank)
+        assert [(r["ser"], r["status"]) for r in receipt["results"]] == [(0, "accepted")]
+
+
+def test_a_pay_torn_more_than_the_log_ago_cannot_be_read_back(
+    world: dict[str, Any], cut: Callable[[bool], None]
+) -> None:
+    h, card = world["home"], world["card"]
+    cut(True)
+    with pytest.raises(PaymentDeclined):
+        h.pay(card, "Shop", 1250, PIN)
+    for _ in range(PAYMENT_LOG):
+        h.pay(card, "Cafe", 100, PIN)
+    assert h.pay(card, "Shop", 300, PIN).ser == PAYMENT_LOG + 1  # a new payment
+    assert _held(h, "Shop") == [(PAYMENT_LOG + 1, 300)]
+    with h.terminal("Shop") as (_, store):
+        assert store.in_flight(card) is None
+
+
+def test_a_card_of_the_one_payment_format_is_read_with_its_last_payment(
+    world: dict[str, Any],
+) -> None:
+    """A card file written before the log existed has no ``earlier_payments``."""
+    h, card = world["home"], world["card"]
+    h.pay(card, "Cafe", 100, PIN)
+    path = h.card(card).path
+    state = json.loads(path.read_text())
+    del state["earlier_payments"]
+    path.write_text(json.dumps(state))
+    loaded = h.card(card).load()
+    assert (loaded.earlier_payments, payment_from_last(loaded.last_payment)[1].ser) == ((), 0)
+    assert h.pay(card, "Cafe", 100, PIN).ser == 1
+    assert len(h.card(card).load().earlier_payments) == 1
 
 
 def test_a_refused_pay_is_not_left_in_flight(world: dict[str, Any]) -> None:

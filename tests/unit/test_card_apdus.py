@@ -18,11 +18,13 @@ from jointpay.home import Home
 from jointpay.protocol.apdu import SW, Command, Response
 from jointpay.protocol.card import (
     AID,
+    INS_GET_DATA,
     INS_PERSONALISE,
     INS_SELECT,
     INS_VERIFY,
     INS_WITHDRAW_REQ,
     P_IDENTITY,
+    payment_from_last,
 )
 from jointpay.protocol.messages import WITHDRAW_REQUEST_TAG, AuthKind, WithdrawRequest
 from jointpay.protocol.terminal import MAX_ANSWER, CardClient, PaymentDeclined, Terminal
@@ -156,3 +158,25 @@ def test_the_bank_refuses_an_up_to_request_from_a_cash_card(home: tuple[Home, st
             bank.withdraw(forged.encode())
         assert refused.value.code == "bad_amount"
         assert bank.account(bank.card(card).float_account).balance == before
+
+
+def test_get_data_last_payment_by_ser(home: tuple[Home, str]) -> None:
+    """GET DATA 0105 with a ser as data: that payment if the card keeps it, else 6A88;
+    data of another length is 6700."""
+    h, card = home
+    for amount in (100, 200, 300):
+        h.pay(card, "Shop", amount, PIN)
+    applet = h.card(card).applet()
+    assert sw(applet.process(Command(0x00, INS_SELECT, 0x04, 0x00, AID).encode())) == SW.OK
+
+    def get(data: bytes) -> bytes:
+        return applet.process(Command(0x80, INS_GET_DATA, 0x01, 0x05, data).encode())
+
+    for ser in (0, 1, 2):
+        answer = Response.parse(get(ser.to_bytes(8, "big")))
+        assert answer.sw == SW.OK
+        assert payment_from_last(answer.data)[1].ser == ser
+    assert payment_from_last(Response.parse(get(b"")).data)[1].ser == 2  # the last
+    assert sw(get((3).to_bytes(8, "big"))) == SW.DATA_NOT_FOUND
+    for bad in (b"\x00", bytes(9)):
+        assert sw(get(bad)) == SW.WRONG_LENGTH

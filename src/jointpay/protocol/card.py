@@ -13,7 +13,8 @@ Durability rules, the ones a real purse follows:
   the new one, never a torn one;
 * a payment consumes its ``ser`` and debits the balance in the same write that
   records the PAYMENT-CERT it returns, so no ser is ever handed out twice and the
-  terminal can read the last payment back after a tear (GET DATA ``0105``);
+  terminal can read the payment back after a tear (GET DATA ``0105``: the card keeps
+  its last :data:`PAYMENT_LOG`);
 * the PIN try counter is decremented and written *before* the PIN is compared (as EMV
   cards do), so cutting the power during VERIFY cannot buy a free guess.
 
@@ -33,7 +34,8 @@ CLA   INS   command
 00    2C    RESET RETRY COUNTER: new PIN and the bank's master-key MAC
 00    C0    GET RESPONSE
 80    CA    GET DATA, P1P2 = 0101 info, 0102 CARD-CERT, 0103 status,
-            0105 last payment, 0106 pending withdrawal request
+            0105 last payment (data: a ser, that payment of the last 8),
+            0106 pending withdrawal request
 80    50    PAY (MERCHANT-CERT, spec, terminal signature) → ser, b, r
 80    52    WITHDRAW REQUEST (amount, flags: renew, up to) → signed request
 80    54    WITHDRAW COMPLETE (bank's acknowledgement) → balance, seq
@@ -92,6 +94,8 @@ AID: Final = bytes.fromhex("F04A4F494E5450415901")  # F0 "JOINTPAY" 01
 PIN_TRIES: Final = 3
 PIN_MIN, PIN_MAX = 4, 12
 STATE_VERSION: Final = 1
+PAYMENT_LOG: Final = 8
+"""How many of its last payments the card keeps (GET DATA 0105)."""
 _BYTES_FIELDS: Final = (
     "bank_key",
     "scheme_key",
@@ -167,6 +171,10 @@ class CardState:
     seq: int = 0
     next_ser: int = 0
     last_payment: bytes = b""
+    earlier_payments: tuple[bytes, ...] = ()
+    """The payments before the last, oldest first: with it, the card's log of its last
+    :data:`PAYMENT_LOG`, from which a terminal reads back a PAY whose answer it lost,
+    even after the card paid elsewhere."""
     pending_withdrawal: bytes = b""
     unblock_count: int = 0
     cheque_book: bool = False
@@ -186,6 +194,7 @@ class CardState:
         d["user_shares"] = [format(v, "x") for v in self.user_shares]
         d["user_secret"] = format(self.user_secret, "x")
         d["other_secrets"] = [[r, format(v, "x")] for r, v in self.other_secrets]
+        d["earlier_payments"] = [p.hex() for p in self.earlier_payments]
         return json.dumps(d, sort_keys=True)
 
     @classmethod
@@ -196,6 +205,8 @@ class CardState:
                 raise CardStateError("card state has an unknown version")
             d.setdefault("scheme_id", "")  # cards written before schemes existed
             d.setdefault("scheme_key", "")
+            d.setdefault("earlier_payments", [])  # cards written when they kept one
+            d["earlier_payments"] = tuple(bytes.fromhex(p) for p in d["earlier_payments"])
             for k in _BYTES_FIELDS:
                 d[k] = bytes.fromhex(d[k])
             d["user_shares"] = tuple(int(v, 16) for v in d["user_shares"])
@@ -431,10 +442,16 @@ class CardApplet:
                 .u8(int(bool(st.pending_withdrawal)))
                 .finish()
             )
-        if tag == DO_LAST_PAYMENT:
-            if not st.last_payment:
+        if tag == DO_LAST_PAYMENT:  # with a ser as data: that payment, if still logged
+            if cmd.data and len(cmd.data) != 8:
+                raise _Refuse(SW.WRONG_LENGTH)
+            logged = (*st.earlier_payments, st.last_payment) if st.last_payment else ()
+            if cmd.data:
+                ser = int.from_bytes(cmd.data, "big")
+                logged = tuple(p for p in logged if payment_from_last(p)[1].ser == ser)
+            if not logged:
                 raise _Refuse(SW.DATA_NOT_FOUND)
-            return st.last_payment
+            return logged[-1]
         if tag == DO_PENDING:
             if not st.pending_withdrawal:
                 raise _Refuse(SW.DATA_NOT_FOUND)
@@ -526,8 +543,15 @@ class CardApplet:
         )
         out = PayResponse(cert.ser, cert.b_bytes, cert.r_bytes).encode()
         last = Writer().blob(body.spec).raw(out).finish()
+        earlier = (*st.earlier_payments, st.last_payment) if st.last_payment else ()
         self._commit(
-            replace(st, next_ser=st.next_ser + 1, balance=st.balance - debit, last_payment=last)
+            replace(
+                st,
+                next_ser=st.next_ser + 1,
+                balance=st.balance - debit,
+                last_payment=last,
+                earlier_payments=earlier[-(PAYMENT_LOG - 1) :],
+            )
         )
         return out
 

@@ -238,13 +238,17 @@ class CardClient:
         rd.finish()
         return out
 
-    def last_payment(self) -> tuple[bytes, PayResponse]:
+    def last_payment(self, ser: int | None = None) -> tuple[bytes, PayResponse]:
+        """The card's last payment; with ``ser``, its payment of that ser if the card
+        still keeps it (of its last few). 6A88 if there is none."""
+        data = b"" if ser is None else ser.to_bytes(8, "big")
         return payment_from_last(
             self.command(
                 0x80,
                 INS_GET_DATA,
                 DO_LAST_PAYMENT >> 8,
                 DO_LAST_PAYMENT & 0xFF,
+                data,
                 what="GET DATA last",
             )
         )
@@ -712,11 +716,11 @@ class Terminal:
         return self._accept(cert, spec, spec_bytes, resp)
 
     def _recover_flight(self, client: CardClient, flight: InFlight) -> TakenPayment | None:
-        """The payment of a PAY in flight if the card made it (its last payment is that
-        very one: our ``txn`` and the ser the card was at), else None; either way the
-        PAY is no longer in flight. Should the card have paid elsewhere since, its last
-        payment is that other one and ours cannot be read back (the card keeps one)."""
-        last = self._last_payment(client)
+        """The payment of a PAY in flight if the card made it (its payment of the ser
+        it was at is that very one: our ``txn``), else None; either way the PAY is no
+        longer in flight. The card keeps its last few payments: should it have paid
+        more often than that elsewhere since, ours can no longer be read back."""
+        last = self._last_payment(client, flight.ser)
         if last is not None:
             spec, spec_bytes, resp = last
             if (
@@ -738,10 +742,13 @@ class Terminal:
         return None
 
     @staticmethod
-    def _last_payment(client: CardClient) -> tuple[PaymentSpec, bytes, PayResponse] | None:
-        """The card's last payment (GET DATA 0105); None if it never paid (6A88)."""
+    def _last_payment(
+        client: CardClient, ser: int | None = None
+    ) -> tuple[PaymentSpec, bytes, PayResponse] | None:
+        """The card's last payment, or its payment of ``ser`` (GET DATA 0105); None if
+        it has none such (6A88)."""
         try:
-            spec_bytes, resp = client.last_payment()
+            spec_bytes, resp = client.last_payment(ser)
         except CardMute:
             raise
         except CardError:
