@@ -339,3 +339,21 @@ def test_the_client_turns_an_answer_that_is_no_json_object_into_a_service_error(
     finally:
         client.close()
     assert caught.value.code == code
+
+
+def test_the_clearing_servers_typed_body_is_bounded_while_it_streams(tmp_path: Path) -> None:
+    """The clearing house's admin endpoint has a typed body too: the same bound."""
+    from jointpay.api.clearing_server import create_clearing_app
+    from jointpay.service.clearing import ClearingHouse
+    from jointpay.storage import open_store
+
+    store = open_store(f"sqlite:///{tmp_path}/house.db")
+    app = create_clearing_app(
+        lambda: ClearingHouse(store, clock=lambda: 1_800_000_000), admin_token=TOKEN
+    )
+    body = padded(b'{"bank_cert": "00"}', MANY)
+    sent = post_streamed(app, "/v1/admin/members", body, chunk=1024)
+    assert (sent.response.status_code, sent.response.json()) == (413, TOO_LARGE)
+    assert sent.pulled == SMALL_BODY // 1024 + 1, f"pulled {sent.pulled} KiB of {MANY >> 10}"
+    declared = post_streamed(app, "/v1/admin/members", body, declared=True)
+    assert (declared.response.status_code, declared.pulled) == (413, 0)

@@ -19,11 +19,11 @@ from jointpay.api.server import (
     SIGNED_BODY,
     StrictBody,
     _problems,
-    add_problem_handlers,
     admin_guard,
     load_admin_token,
     log_to_stderr,
     read_json,
+    serve_problems_and_bounds,
     strict_json,
 )
 from jointpay.service.clearing import ClearingHouse
@@ -51,7 +51,7 @@ def create_clearing_app(house_factory: Callable[[], ClearingHouse], *, admin_tok
     admin = admin_guard(admin_token)
 
     House = Annotated[ClearingHouse, Depends(get_house)]
-    add_problem_handlers(app)
+    serve_problems_and_bounds(app)
 
     @app.get("/health")
     def health() -> dict[str, str]:

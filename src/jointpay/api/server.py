@@ -329,6 +329,14 @@ class BodyLimit:
             await problem(refusal.status, refusal.code, refusal.detail)(scope, receive, send)
 
 
+def serve_problems_and_bounds(app: FastAPI) -> None:
+    """What every jointpay HTTP app has: its refusals as problems
+    (:func:`add_problem_handlers`) and its request bodies bounded while they stream
+    (:class:`BodyLimit`)."""
+    add_problem_handlers(app)
+    app.add_middleware(BodyLimit)
+
+
 class KeyLocks:
     """One lock per Idempotency-Key in use, so that two requests with the same key
     run one after the other: the second then finds the first's answer."""
@@ -456,8 +464,7 @@ def create_app(bank_factory: Callable[[], Bank], *, admin_token: str) -> FastAPI
     BankDep = Annotated[Bank, Depends(get_bank)]
     IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)]
 
-    add_problem_handlers(app)
-    app.add_middleware(BodyLimit)
+    serve_problems_and_bounds(app)
     key_locks = KeyLocks()
     Strict = Depends(strict_json)
 
