@@ -64,10 +64,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import gmpy2
-import httpx
 import psycopg
 
-from jointpay.api.client import HttpBank
+from jointpay.api.client import HttpBank, wait_until_serving
 from jointpay.crypto.certs import CardCert, CardMode, issue_card_cert, mac
 from jointpay.crypto.group import ModpGroup
 from jointpay.crypto.joint import Role, prove_possession
@@ -361,12 +360,8 @@ def served(root: Path, db_url: str | None, log: Path | None = None) -> Iterator[
         )
         base = f"http://127.0.0.1:{port}"
         try:
-            for _ in range(400):
-                try:
-                    if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.05)
+            if not wait_until_serving(base, alive=lambda: proc.poll() is None):
+                raise RuntimeError(f"jointpay bank serve did not start (exit {proc.poll()})")
             yield proc.pid, base
         finally:
             proc.terminate()

@@ -7,13 +7,12 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
+from jointpay.api.client import wait_until_serving
 
 
 def free_port() -> int:
@@ -72,15 +71,8 @@ def _served(
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(200):
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                if proc.poll() is not None:
-                    break
-                time.sleep(0.05)
-        else:
+        up = wait_until_serving(url, alive=lambda: proc.poll() is None, timeout=30)
+        if not up and proc.poll() is None:
             raise AssertionError("the bank server did not answer in time")
         if proc.poll() is not None:
             err = proc.stderr.read() if proc.stderr else log.read_bytes() if log else b""

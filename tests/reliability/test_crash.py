@@ -42,6 +42,7 @@ import httpx
 import pytest
 
 from bank_server import free_port
+from jointpay.api.client import wait_until_serving
 from jointpay.crypto.certs import SigningKey
 from jointpay.home import Home
 from jointpay.protocol.deposit import build_batch, canonical_json, make_deposit
@@ -84,14 +85,9 @@ class Server:
             stderr=subprocess.DEVNULL,
             env={**os.environ, "JOINTPAY_DB": self.db_url},
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.05)
-        raise AssertionError("the server did not come back")
+        proc = self.proc
+        if not wait_until_serving(self.url, alive=lambda: proc.poll() is None, timeout=30):
+            raise AssertionError("the server did not come back")
 
     def kill(self) -> None:
         assert self.proc is not None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -23,6 +24,25 @@ from jointpay.protocol.deposit import canonical_json
 from jointpay.service.errors import BadInput, Refused
 
 RETRIES = 4
+
+
+def wait_until_serving(
+    url: str, *, alive: Callable[[], bool] = lambda: True, timeout: float = 30.0
+) -> bool:
+    """Poll ``GET {url}/health`` until it answers 200 (True), or until the server's
+    process is gone (``alive`` says False) or ``timeout`` seconds have passed (False):
+    for whoever starts a ``bank serve`` or ``clearing serve`` and must wait for it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url.rstrip('/')}/health", timeout=1).status_code == 200:
+                return True
+        except httpx.TransportError:
+            pass
+        if not alive():
+            return False
+        time.sleep(0.05)
+    return False
 
 
 class JsonHttp:
