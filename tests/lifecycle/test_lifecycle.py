@@ -192,6 +192,75 @@ def test_a_withdrawal_racing_a_deposit_cannot_refuse_the_deposits_cheques(
         assert bank.audit().ok
 
 
+@pytest.mark.parametrize("other", ["withdrawal with a fee", "repayment from the account"])
+def test_a_deposit_with_a_cheque_and_the_holders_other_business_do_not_deadlock(
+    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch, other: str
+) -> None:
+    """The deposit holds the cheque holder's account from its checks to its commit.
+    Its posting then locked the accounts sorting before it (the bank's income, the
+    holder's credit card's float) while a withdrawal with a fee, or a repayment from
+    the holder's account, held those and waited for the holder's: PostgreSQL killed
+    one of the two as a deadlock. The deposit now locks all of them at once, sorted."""
+    from jointpay.service import deposit as deposit_module
+
+    h = world["home"]
+    with h.bank() as bank:
+        cheque = h.issue_card(
+            bank, holder="bob", pin=PIN, load=0, mode="cheque", limit=0, user_key="card"
+        ).card_number
+        if other == "withdrawal with a fee":
+            cash = h.issue_card(
+                bank, holder="bob", pin=PIN, load=1_000, mode="cash", limit=0, user_key="card"
+            ).card_number
+            bank.set_policy(payment_fee=5, withdrawal_fee=25)
+        else:
+            credit = h.issue_card(
+                bank, holder="bob", pin=PIN, load=0, mode="credit", limit=5_000, user_key="card"
+            ).card_number
+    h.pay(cheque, "Shop", 300, PIN)
+    if other != "withdrawal with a fee":
+        h.pay(credit, "Shop", 400, PIN)
+    checked, release = threading.Event(), threading.Event()
+    book = deposit_module.DepositRun._book
+
+    def paused_book(run: deposit_module.DepositRun) -> None:
+        checked.set()  # the cheque holder's account is held; nothing posted yet
+        release.wait(30)
+        book(run)
+
+    monkeypatch.setattr(deposit_module.DepositRun, "_book", paused_book)
+    outcome: dict[str, Any] = {}
+    with h.bank() as bank:
+
+        def deposit() -> None:
+            try:
+                outcome["deposit"] = [r["status"] for r in h.deposit("Shop", bank)["results"]]
+            except Exception as exc:
+                outcome["deposit"] = repr(exc)
+
+        def business() -> None:
+            try:
+                if other == "withdrawal with a fee":
+                    h.withdraw(cash, bank, pin=PIN, amount=100, renew=False)
+                else:
+                    bank.repay("bob", 100, ref="r-1", from_account=True)
+                outcome["other"] = "done"
+            except Exception as exc:
+                outcome["other"] = repr(exc)
+
+        first = threading.Thread(target=deposit)
+        first.start()
+        assert checked.wait(30)
+        second = threading.Thread(target=business)
+        second.start()
+        second.join(0.5)  # it takes what it can and waits for the rest
+        release.set()
+        first.join(30)
+        second.join(30)
+        assert outcome == {"deposit": ["accepted"] * (2 if other[0] == "r" else 1), "other": "done"}
+        assert bank.audit().ok
+
+
 def test_refusals_change_nothing(world: dict[str, Any], tmp_path: Path) -> None:
     h, card = world["home"], world["alice"]
     h.pay(card, "Shop", 500, PIN)

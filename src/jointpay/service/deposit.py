@@ -641,17 +641,35 @@ class DepositRun:
         floats = sorted({c.float_account for c in cards if c.float_account})
         # A cheque is paid from the holder's own account, which the card's lock does not
         # cover: a withdrawal to another card of the holder could lower it before the
-        # posting, which would then refuse the whole deposit. Held until the commit
-        # (cards first, then accounts: the order every transaction takes them in).
+        # posting, which would then refuse the whole deposit. So it is locked now, and
+        # held until the commit. With it, every account the posting can touch, in one
+        # sorted query: the posting locks its accounts in id order as every transfer
+        # does, and a holder's account held from here while the posting waited for an
+        # account that sorts before it (the bank's income, the float of the holder's
+        # credit card) deadlocked with a withdrawal or a repayment that holds that one
+        # and waits for the holder's (PostgreSQL).
         holders = sorted({c.holder_account for c in cards if c.mode == CardMode.CHEQUE.value})
-        self.available = self.tx.get_balances(floats)
         if holders:
-            self.available.update(self.tx.get_balances(holders, lock=True))
+            posting = {*floats, *holders, *self._other_posting_accounts()}
+            self.available = self.tx.get_balances(sorted(posting), lock=True)
+        else:
+            self.available = self.tx.get_balances(floats)
         for card in self.cards.values():  # what each credit card was granted and has spent
             if card.mode == CardMode.CREDIT.value:
                 granted, spent = self.tx.card_totals(card.card_number)
                 self.available[card.float_account] = granted - spent
         self.times.add("locks", since)
+
+    def _other_posting_accounts(self) -> set[str]:
+        """The accounts besides the cards' that this deposit's posting may credit (those
+        that exist yet): the merchant's, its clearing account, the bank's income."""
+        from jointpay.service.bank import clearing_account, income_account
+
+        accounts = {income_account(self.bank.currency)}
+        if not self.from_house:
+            merchant = self.tx.get_merchant(self.req.sid)
+            accounts |= {merchant.account_id, clearing_account(merchant.sid)}
+        return accounts
 
     # -- pass 3: the checks, in the contract's order ----------------------------------
     def _check(self, p: _Parsed) -> PaymentResult:
