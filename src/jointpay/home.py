@@ -75,8 +75,8 @@ class _Unclosed:
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    def transaction(self) -> AbstractContextManager[UnitOfWork]:
-        return self._store.transaction()
+    def transaction(self, *, snapshot: bool = False) -> AbstractContextManager[UnitOfWork]:
+        return self._store.transaction(snapshot=snapshot)
 
     def close(self) -> None:
         """The in-memory bank lives as long as its Home."""

@@ -1194,7 +1194,7 @@ class Bank:
         """Check every ledger invariant; report each violation in words."""
         from jointpay.service.audit import run_audit
 
-        with self.store.transaction() as tx:
+        with self.store.transaction(snapshot=True) as tx:  # one moment's books
             return run_audit(self, tx)
 
 

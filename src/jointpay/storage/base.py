@@ -245,7 +245,12 @@ class UnitOfWork(Protocol):
 class Store(Protocol):
     """A database. ``transaction()`` opens one unit of work."""
 
-    def transaction(self) -> AbstractContextManager[UnitOfWork]:
-        """Commit on normal exit, roll back on an exception (and re-raise it)."""
+    def transaction(self, *, snapshot: bool = False) -> AbstractContextManager[UnitOfWork]:
+        """Commit on normal exit, roll back on an exception (and re-raise it).
+
+        ``snapshot``: every read of the unit of work sees the database as of one
+        moment (PostgreSQL's REPEATABLE READ; a use case's default, READ COMMITTED,
+        gives each statement its own), for a reader of many tables such as the audit.
+        SQLite's and the memory store's transactions are snapshots already."""
 
     def close(self) -> None: ...

@@ -355,13 +355,13 @@ class MemoryStore:
         self._lock = threading.RLock()
 
     @contextmanager
-    def transaction(self) -> Iterator[MemoryUnitOfWork]:
-        with self._lock:
-            snapshot = copy.deepcopy(self._data)
+    def transaction(self, *, snapshot: bool = False) -> Iterator[MemoryUnitOfWork]:  # noqa: ARG002
+        with self._lock:  # one at a time: every transaction is a snapshot
+            before = copy.deepcopy(self._data)
             try:
                 yield MemoryUnitOfWork(self._data)
             except BaseException:
-                self._data.__dict__.update(snapshot.__dict__)
+                self._data.__dict__.update(before.__dict__)
                 raise
 
     def close(self) -> None:

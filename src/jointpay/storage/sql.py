@@ -155,9 +155,12 @@ class SqlStore:
                 self.faults.on_statement()
 
     @contextmanager
-    def transaction(self) -> Iterator[SqlUnitOfWork]:
+    def transaction(self, *, snapshot: bool = False) -> Iterator[SqlUnitOfWork]:
         checkpoints = self._checkpoints
-        with self.engine.begin() as conn:
+        connection = self.engine.connect()
+        if snapshot and self.dialect == "postgresql":
+            connection.execution_options(isolation_level="REPEATABLE READ")
+        with connection as conn, conn.begin():
             driver: Any = conn.connection.driver_connection if checkpoints else None
             before = driver.total_changes if driver is not None else 0
             yield SqlUnitOfWork(conn)
