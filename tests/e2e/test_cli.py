@@ -195,6 +195,27 @@ def test_bad_amounts_change_nothing(world: dict[str, Any], amount: str) -> None:
     assert ledger(home) == before
 
 
+def test_a_balance_past_64_bits_is_refused_and_changes_nothing(world: dict[str, Any]) -> None:
+    """The largest amount the parser takes, paid in from the bank's equity, which the
+    world's other accounts have made negative already: it would pass -(2^63 - 1),
+    which no balance column holds. A raw driver error (OverflowError on SQLite,
+    DataError on PostgreSQL) was a traceback; it is a refusal now."""
+    home = world["home"]
+    before = ledger(home)
+    out = jp(
+        home,
+        "bank",
+        "open-account",
+        "--holder",
+        "richer",
+        "--balance",
+        "92233720368547758.07",
+        code=1,
+    )
+    assert out["error"] == "amount_out_of_range"
+    assert ledger(home) == before
+
+
 @pytest.mark.parametrize(
     ("args", "stdin", "code", "error"),
     [

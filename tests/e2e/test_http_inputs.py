@@ -357,3 +357,15 @@ def test_the_clearing_servers_typed_body_is_bounded_while_it_streams(tmp_path: P
     assert sent.pulled == SMALL_BODY // 1024 + 1, f"pulled {sent.pulled} KiB of {MANY >> 10}"
     declared = post_streamed(app, "/v1/admin/members", body, declared=True)
     assert (declared.response.status_code, declared.pulled) == (413, 0)
+
+
+def test_a_balance_past_64_bits_is_a_422_problem_and_changes_nothing(
+    bank_app: tuple[Bank, TestClient, str],
+) -> None:
+    bank, client, _ = bank_app
+    r = client.post(
+        "/v1/admin/accounts", json={"holder": "rich", "balance": (1 << 63) - 1}, headers=ADMIN
+    )
+    assert (r.status_code, r.json()["code"]) == (422, "amount_out_of_range")
+    assert _no_account(bank, "rich")
+    assert bank.audit().ok

@@ -37,7 +37,7 @@ from jointpay.protocol.deposit import BatchError, canonical_json, loads_strict
 from jointpay.service.bank import Bank
 from jointpay.service.errors import Refused, ServiceError
 from jointpay.service.verify_pool import SERVER_MIN_POOL_BATCH
-from jointpay.storage.base import Conflict
+from jointpay.storage.base import BalanceOutOfRange, Conflict
 
 PROBLEM = "application/problem+json"
 _STATUS = {
@@ -401,6 +401,10 @@ def add_problem_handlers(app: FastAPI) -> None:
         default = 422 if isinstance(exc, Refused) else 400
         proof = exc.proof if isinstance(exc, Refused) else None
         return problem(_STATUS.get(exc.code, default), exc.code, exc.message, proof)
+
+    @app.exception_handler(BalanceOutOfRange)
+    async def _out_of_range(_: Request, exc: BalanceOutOfRange) -> JSONResponse:
+        return problem(422, "amount_out_of_range", str(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -23,7 +23,7 @@ from jointpay.domain.money import AmountError
 from jointpay.protocol.deposit import BatchError
 from jointpay.protocol.terminal import CardError, PaymentDeclined
 from jointpay.service.errors import BadInput, Refused
-from jointpay.storage.base import StorageError
+from jointpay.storage.base import BalanceOutOfRange, StorageError
 
 EXIT_OK, EXIT_REFUSED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -78,6 +78,8 @@ def answering(out: Output) -> Iterator[None]:
     except PcscError as exc:
         code = {NoCard: "no_card", UnknownReader: "unknown_reader"}.get(type(exc), "reader")
         out.fail(code, str(exc), EXIT_BAD_INPUT)
+    except BalanceOutOfRange as exc:
+        out.fail("amount_out_of_range", str(exc), EXIT_REFUSED)
     except StorageError as exc:
         out.fail("storage", str(exc), EXIT_REFUSED)
     except FileNotFoundError as exc:

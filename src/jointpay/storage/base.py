@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 from jointpay.domain.records import (
     Account,
@@ -90,6 +90,19 @@ class InsufficientFunds(StorageError):
         self.account_id = account_id
         self.balance = balance
         self.needed = needed
+
+
+class BalanceOutOfRange(StorageError):
+    """A transfer would take an account's balance past what a balance may hold
+    (±(2^63 − 1) minor units: the database's 64-bit integer)."""
+
+    def __init__(self, account_id: str, balance: int) -> None:
+        super().__init__(f"account {account_id} would hold {balance} minor units, past ±(2^63 - 1)")
+        self.account_id = account_id
+
+
+MAX_BALANCE: Final = (1 << 63) - 1
+"""The largest balance, either way, an account may hold (a 64-bit column)."""
 
 
 class UnitOfWork(Protocol):

@@ -28,7 +28,13 @@ from jointpay.domain.records import (
     Transfer,
     WithdrawalRecord,
 )
-from jointpay.storage.base import Conflict, InsufficientFunds, NotFound
+from jointpay.storage.base import (
+    MAX_BALANCE,
+    BalanceOutOfRange,
+    Conflict,
+    InsufficientFunds,
+    NotFound,
+)
 
 
 @dataclass
@@ -107,6 +113,8 @@ class MemoryUnitOfWork:
             acc = self._d.accounts[acc_id]
             if new < 0 and not acc.allow_negative:
                 raise InsufficientFunds(acc_id, acc.balance, acc.balance - new)
+            if not -MAX_BALANCE <= new <= MAX_BALANCE:
+                raise BalanceOutOfRange(acc_id, new)
         for acc_id, new in balances.items():
             self._d.accounts[acc_id] = replace(self._d.accounts[acc_id], balance=new)
         self._d.transfers[transfer.id] = transfer

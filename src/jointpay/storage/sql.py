@@ -50,7 +50,14 @@ from jointpay.domain.records import (
     WithdrawalRecord,
 )
 from jointpay.storage import tables as t
-from jointpay.storage.base import Conflict, FaultPlan, InsufficientFunds, NotFound
+from jointpay.storage.base import (
+    MAX_BALANCE,
+    BalanceOutOfRange,
+    Conflict,
+    FaultPlan,
+    InsufficientFunds,
+    NotFound,
+)
 from jointpay.storage.migrate import upgrade
 from jointpay.storage.sqlite_blobs import register_identity_adapters
 
@@ -566,6 +573,8 @@ class SqlUnitOfWork:
             if balance < 0 and not rows[acc_id][2]:
                 old = rows[acc_id][1]
                 raise InsufficientFunds(acc_id, old, old - balance)
+            if not -MAX_BALANCE <= balance <= MAX_BALANCE:
+                raise BalanceOutOfRange(acc_id, balance)
         self._insert(
             t.transfers,
             {
