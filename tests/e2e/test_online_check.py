@@ -117,3 +117,42 @@ def test_the_amount_is_a_positive_json_integer(world: dict[str, Any], amount: ob
 def test_an_unknown_field_is_refused(world: dict[str, Any]) -> None:
     status, answer = post(world, {**ask(world, 1), "available": True})
     assert (status, answer["code"]) == (400, "malformed")
+
+
+def test_issuer_may_be_left_out_or_null_as_long_as_the_signature_covers_what_was_sent(
+    world: dict[str, Any],
+) -> None:
+    """The signature covers the fields as sent: a client that leaves the optional
+    ``issuer`` out and one that sends it as null are both answered."""
+    from jointpay.protocol.deposit import ONLINE_CHECK_TAG, canonical_json
+
+    key: SigningKey = world["key"]
+    fields = {
+        "format": "jointpay-online-check/1",
+        "bank_id": "test-bank",
+        "sid": key.owner,
+        "card": world["card"],
+        "amount": 100,
+        "time": world["clock"](),
+    }
+    for body in (fields, {**fields, "issuer": None}):
+        signed = {**body, "signature": key.sign(ONLINE_CHECK_TAG, canonical_json(body)).hex()}
+        assert post(world, signed) == (200, {"approved": True, "reason": None, "topup": 0})
+    # a signature over one form does not pass for the other
+    null_signed = key.sign(ONLINE_CHECK_TAG, canonical_json({**fields, "issuer": None})).hex()
+    assert post(world, {**fields, "signature": null_signed})[1]["code"] == "bad_signature"
+
+
+def test_an_unknown_card_is_answered_as_the_issuer_answers_it(world: dict[str, Any]) -> None:
+    """Not a 404 for the bank's own card numbers and an answer for other banks' ones."""
+    assert post(world, ask(world, 1, card="4000000000000002")) == (
+        200,
+        {"approved": False, "reason": "unknown_card", "topup": 0},
+    )
+
+
+def test_a_question_is_fresh_for_the_policys_online_window(world: dict[str, Any]) -> None:
+    now = world["clock"]()
+    assert post(world, ask(world, 1, time=now - 300))[0] == 200
+    status, answer = post(world, ask(world, 1, time=now - 301))
+    assert (status, answer["code"]) == (422, "stale_message")

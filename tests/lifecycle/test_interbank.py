@@ -180,3 +180,89 @@ def test_a_session_the_bank_refuses_clears_nothing(tmp_path: Path) -> None:
     assert _statuses(w.ha.deposit("Shop", w.a, batch)) == [("accepted", None)]
     assert len(calls) == 1
     assert w.audits_ok()
+
+
+def _house_question(w: Scheme, **changes: object) -> dict[str, object]:
+    """bank-a's question to the house about bank-b's card, signed by bank-a."""
+    from jointpay.service.scheme import CLEAR_TAG, sign_body
+
+    body: dict[str, object] = {
+        "format": "jointpay-online/1",
+        "acquirer": "bank-a",
+        "clearing_house": "ch-1",
+        "issuer": "bank-b",
+        "merchant": "SP-test",
+        "card": w.card,
+        "amount": 1_000,
+        "time": w.clock(),
+    }
+    return sign_body(w.a.signing_key, CLEAR_TAG, {**body, **changes})
+
+
+def test_an_online_check_through_the_house_names_its_merchant_and_is_fresh(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """bank-a's merchant asks about bank-b's card: the house forwards the question with
+    the merchant's S_id, and bank-b logs whom it answered (yes-or-no answers bracket a
+    balance; the log is where such questioning shows). The hops refuse a question that
+    is stale, addressed to another house, or of an amount out of range; before, a
+    question captured once was answered for ever, at any amount."""
+    import logging
+
+    from jointpay.service.errors import BadInput, Refused
+
+    w = scheme(tmp_path)
+    tf = w.ha.terminal_file("Shop")
+    with caplog.at_level(logging.INFO, logger="jointpay.online"):
+        answer = w.ha.online_check("Shop", w.card, 20_000, w.a, issuer="bank-b")
+    assert (answer["approved"], answer["reason"]) == (True, None)
+    assert (
+        [r.getMessage() for r in caplog.records]
+        == [  # bank-b's, naming the asker
+            f"online check by bank-a/{tf.sid}: card ...{w.card[-4:]}, 20000: approved"
+        ]
+    )
+    fresh = w.house.online_check(_house_question(w))
+    assert fresh["approved"] is True
+    refusals = {
+        "stale": ({"time": w.clock() - 3_600}, Refused, "stale_message"),
+        "other house": ({"clearing_house": "ch-9"}, BadInput, "malformed"),
+        "negative": ({"amount": -5}, BadInput, "malformed"),
+        "too large": ({"amount": 1 << 80}, BadInput, "malformed"),
+        "no merchant": ({"merchant": 7}, BadInput, "malformed"),
+    }
+    for name, (change, kind, code) in refusals.items():
+        with pytest.raises(kind) as refused:
+            w.house.online_check(_house_question(w, **change))
+        assert refused.value.code == code, name
+
+
+def test_the_issuer_refuses_a_house_question_that_is_stale_or_for_another_bank(
+    tmp_path: Path,
+) -> None:
+    from jointpay.service.errors import BadInput, Refused
+    from jointpay.service.scheme import INTERBANK_TAG, sign_body
+
+    w = scheme(tmp_path)
+
+    def ask(**changes: object) -> dict[str, object]:
+        body: dict[str, object] = {
+            "format": "jointpay-online/1",
+            "clearing_house": "ch-1",
+            "acquirer": "bank-a",
+            "issuer": "bank-b",
+            "merchant": "SP-test",
+            "card": w.card,
+            "amount": 1_000,
+            "time": w.clock(),
+        }
+        return sign_body(w.house._key, INTERBANK_TAG, {**body, **changes})
+
+    assert w.b.interbank_online_check(ask())["approved"] is True
+    with pytest.raises(Refused) as stale:
+        w.b.interbank_online_check(ask(time=w.clock() - 3_600))
+    assert stale.value.code == "stale_message"
+    for change in ({"issuer": "bank-a"}, {"amount": 0}, {"amount": 1 << 63}):
+        with pytest.raises(BadInput) as bad:
+            w.b.interbank_online_check(ask(**change))
+        assert bad.value.code == "malformed", change

@@ -256,6 +256,37 @@ def test_withdraw_max_completes_a_restore_whose_answer_was_lost(
         assert bank.audit().ok
 
 
+def test_a_lost_refusal_of_a_pending_restore_does_not_decline_the_next_payment(
+    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A credit card at its full line: the holder's ``--amount max`` is refused
+    ``credit_limit``, and the refusal is lost on its way. The card's next payment
+    carries the pending request; the bank answers with its recorded refusal, the card
+    drops the request, and the payment goes on (it was declined, once, before)."""
+    h: Home = world["home"]
+    with h.bank() as bank:
+        bank.open_account("carol", 1_000)
+        n = h.issue_card(
+            bank, holder="carol", pin=PIN, load=0, mode="credit", limit=10_000, user_key="card"
+        ).card_number
+        real = bank.withdraw
+
+        def refusal_lost(request: bytes) -> bytes:
+            try:
+                return real(request)
+            except Refused as exc:
+                raise Refused("bank_unreachable", "connection reset") from exc
+
+        monkeypatch.setattr(bank, "withdraw", refusal_lost)
+        with pytest.raises(Refused) as lost:
+            h.withdraw(n, bank, pin=PIN, amount="max", renew=False)
+        assert lost.value.code == "bank_unreachable"
+    assert h.card(n).load().pending_withdrawal != b""
+    paid = h.pay(n, "Shop", 500, PIN)
+    assert (paid.amount, h.card(n).load().balance) == (500, 9_500)
+    assert h.card(n).load().pending_withdrawal == b""
+
+
 def test_withdraw_max_is_one_exchange_the_card_signs(
     world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

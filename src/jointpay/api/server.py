@@ -587,7 +587,8 @@ def create_app(bank_factory: Callable[[], Bank], *, admin_token: str) -> FastAPI
     def online_check(body: OnlineCheckBody, bank: BankDep) -> OnlineCheckAnswer:
         """FIG. 8's optional on-line clearance, for our service providers: would the
         amount clear on the card now (its record at the bank, the hot list)?"""
-        return OnlineCheckAnswer(**bank.online_check(body.model_dump()))
+        # the fields as sent (an absent issuer stays absent): the signature covers them
+        return OnlineCheckAnswer(**bank.online_check(body.model_dump(exclude_unset=True)))
 
     # -- the scheme: what terminals need, what clearing houses send -------------------
     @app.get("/v1/scheme", responses=_problems(503))

@@ -344,25 +344,32 @@ class OnlineCheck:
     issuer: str | None
     time: int
     signature: bytes = b""
+    tbs: bytes = b""
+    """The signed bytes of a parsed message: the canonical JSON of its fields as they
+    came, the signature's aside (``issuer`` absent, or null, as the signer sent it)."""
 
     def body(self) -> dict[str, Any]:
-        """The message without its signature, as signed (canonical JSON)."""
-        return {
+        """The message without its signature, as we sign it (no ``issuer`` for a card
+        of the asked bank)."""
+        body: dict[str, Any] = {
             "format": ONLINE_CHECK_FORMAT,
             "bank_id": self.bank_id,
             "sid": self.sid,
             "card": self.card,
             "amount": self.amount,
-            "issuer": self.issuer,
             "time": self.time,
         }
+        if self.issuer is not None:
+            body["issuer"] = self.issuer
+        return body
 
     def signed(self, key: SigningKey) -> dict[str, Any]:
         sig = key.sign(ONLINE_CHECK_TAG, canonical_json(self.body()))
         return {**self.body(), "signature": sig.hex()}
 
     def verify(self, merchant_key: VerifyKey) -> None:
-        merchant_key.verify(ONLINE_CHECK_TAG, canonical_json(self.body()), self.signature)
+        signed = self.tbs or canonical_json(self.body())
+        merchant_key.verify(ONLINE_CHECK_TAG, signed, self.signature)
 
 
 def parse_online_check(obj: object) -> OnlineCheck:
@@ -392,7 +399,8 @@ def parse_online_check(obj: object) -> OnlineCheck:
         sig = bytes.fromhex(_field(obj, "signature", str, what))
     except ValueError as exc:
         raise BatchError(f"{what}: signature is not hex") from exc
-    return OnlineCheck(bank_id, sid, card, amount, issuer, time, sig)
+    tbs = canonical_json({k: v for k, v in obj.items() if k != "signature"})
+    return OnlineCheck(bank_id, sid, card, amount, issuer, time, sig, tbs)
 
 
 # --------------------------------------------------------------------------------------

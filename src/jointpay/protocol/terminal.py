@@ -661,7 +661,16 @@ class Terminal:
                 "completes it (jointpay withdraw, unchanged; card show gives its amount) "
                 "before the card pays again",
             )
-        self._carry_restore(client, client.pending_withdrawal())
+        try:
+            self._carry_restore(client, client.pending_withdrawal())
+        except PaymentDeclined:
+            status = client.status()
+            if status.withdrawal_pending:
+                raise
+            # the bank's signed refusal of the pending request (its first answer, lost
+            # on the way, say a holder's --amount max with no credit to restore): the
+            # card dropped the request, and the payment goes on with what it holds
+            return status
         return client.status()
 
     def _restore_credit(self, client: CardClient, topup: int) -> None:

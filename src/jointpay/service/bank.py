@@ -114,6 +114,7 @@ Clock = Callable[[], int]
 CONFIG_KEY: Final = "bank"
 USER_KEY_SOURCES: Final = ("card", "holder", "manufacturer", "split")
 _deposit_log = logging.getLogger("jointpay.deposit")
+_online_log = logging.getLogger("jointpay.online")
 """One line a deposit at INFO: its phases' times (:class:`DepositTimes`), also as the
 record's ``deposit_times``."""
 
@@ -769,17 +770,45 @@ class Bank:
             ask.verify(VerifyKey(ask.sid, merchant.public_key))
         except CryptoError as exc:
             raise Refused("bad_signature", "the check is not signed by the merchant") from exc
-        if abs(self.clock() - ask.time) > self.policy.message_window:
+        if abs(self.clock() - ask.time) > self.policy.online_window:
             raise Refused("stale_message", "the check's timestamp is not fresh")
-        return self.clearance(ask.card, ask.amount, ask.issuer)
+        return self.clearance(ask.card, ask.amount, ask.issuer, asker=ask.sid)
 
-    def clearance(self, card_number: str, amount: int, issuer: str | None = None) -> dict[str, Any]:
+    def clearance(
+        self,
+        card_number: str,
+        amount: int,
+        issuer: str | None = None,
+        *,
+        asker: str | None = None,
+    ) -> dict[str, Any]:
         """Would ``amount`` clear on the card now (and a credit card's top-up)? From the
         card's current record; another bank's card is asked about through a clearing
-        house. For the bank's own use: the merchants' question is :meth:`online_check`."""
+        house. For the bank's own use: the merchants' question is :meth:`online_check`.
+
+        Each answer to a merchant (``asker``: its S_id; another bank's merchant's is
+        ``acquirer/S_id``) is logged: yes-or-no answers to many amounts bracket a
+        balance, and the log is where such questioning shows."""
         if issuer is not None and issuer != self.bank_id:
-            return self.interbank.online_via_house(issuer, card_number, amount)
-        card = self.card(card_number)
+            return self.interbank.online_via_house(issuer, card_number, amount, asker)
+        try:
+            card: CardRecord | None = self.card(card_number)
+        except BadInput:
+            card = None
+        answer = self._clearance(card, amount)
+        if asker is not None:
+            _online_log.info(
+                "online check by %s: card ...%s, %d: %s",
+                asker,
+                card_number[-4:],
+                amount,
+                answer["reason"] or "approved",
+            )
+        return answer
+
+    def _clearance(self, card: CardRecord | None, amount: int) -> dict[str, Any]:
+        if card is None:
+            return {"approved": False, "reason": "unknown_card", "topup": 0}
         if card.status is CardStatus.BLACKLISTED:
             return {"approved": False, "reason": "blacklisted", "topup": 0}
         topup = 0

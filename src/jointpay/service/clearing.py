@@ -502,8 +502,15 @@ class ClearingHouse:
         acq = self._member(members, message.get("acquirer") if isinstance(message, dict) else None)
         with malformed("online check"):
             body = open_body(acq.key, CLEAR_TAG, message, "jointpay-online/1")
+            if field(body, "clearing_house", str) != self.ch_id:
+                raise SchemeError("the question is for another clearing house")
             issuer = self._member(members, field(body, "issuer", str))
             card, amount = field(body, "card", str), field(body, "amount", int)
+            merchant, when = field(body, "merchant", str), field(body, "time", int)
+            if not 0 < amount < 1 << 63:
+                raise SchemeError(f"amount {amount} is out of range")
+        if abs(self.clock() - when) > RELAY_WINDOW:
+            raise Refused("stale_message", "the acquirer's question is not fresh")
         ask = sign_body(
             self._key,
             INTERBANK_TAG,
@@ -511,6 +518,8 @@ class ClearingHouse:
                 "format": "jointpay-online/1",
                 "clearing_house": self.ch_id,
                 "acquirer": acq.cert.bank_id,
+                "issuer": issuer.cert.bank_id,
+                "merchant": merchant,
                 "card": card,
                 "amount": amount,
                 "time": self.clock(),

@@ -389,15 +389,22 @@ class Interbank:
         return self.bank.deposit(body.get("deposit"), via=link.ch_id)
 
     def online_check(self, message: object) -> dict[str, Any]:
-        """A house asks, for another bank's terminal, whether our card may pay."""
+        """A house asks, for another bank's terminal, whether our card may pay: a
+        question for us, fresh, of a sound amount, naming the merchant who asks."""
+        bank = self.bank
         link = self._sender(message)
         with malformed("online check"):
             body = open_body(link.cert.verify_key, INTERBANK_TAG, message, "jointpay-online/1")
+            if field(body, "issuer", str) != bank.bank_id:
+                raise SchemeError("the question is for another bank")
             card, amount = field(body, "card", str), field(body, "amount", int)
-        try:
-            answer = self.bank.clearance(card, amount)
-        except BadInput:
-            answer = {"approved": False, "reason": "unknown_card", "topup": 0}
+            asker = f"{field(body, 'acquirer', str)}/{field(body, 'merchant', str)}"
+            when = field(body, "time", int)
+            if not 0 < amount < 1 << 63:
+                raise SchemeError(f"amount {amount} is out of range")
+        if abs(bank.clock() - when) > bank.policy.online_window:
+            raise Refused("stale_message", "the house's question is not fresh")
+        answer = bank.clearance(card, amount, asker=asker)
         answer = {**answer, "topup": 0}  # a restore goes through the card's own bank
         return sign_body(
             self.bank.signing_key,
@@ -405,8 +412,11 @@ class Interbank:
             {"format": "jointpay-online-answer/1", "card": card, "amount": amount, **answer},
         )
 
-    def online_via_house(self, issuer: str, card: str, amount: int) -> dict[str, Any]:
-        """Our terminal's on-line question about another bank's card, through a house."""
+    def online_via_house(
+        self, issuer: str, card: str, amount: int, asker: str | None = None
+    ) -> dict[str, Any]:
+        """Our terminal's on-line question about another bank's card, through a house;
+        ``asker`` is our merchant's S_id, which the issuer logs with its answer."""
         link = self.route(issuer)
         if link is None:
             return {"approved": False, "reason": "unknown_card", "topup": 0}
@@ -419,6 +429,7 @@ class Interbank:
                 "acquirer": bank.bank_id,
                 "clearing_house": link.ch_id,
                 "issuer": issuer,
+                "merchant": asker or "-",
                 "card": card,
                 "amount": amount,
                 "time": bank.clock(),

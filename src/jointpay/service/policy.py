@@ -20,6 +20,10 @@ class Policy:
     """How far in the future a payment or a deposit message may claim to be."""
     message_window: int = DAY
     """A deposit message whose timestamp is further from the bank's clock is refused."""
+    online_window: int = 300
+    """An on-line check (a merchant's, or a house's on another bank's behalf) whose
+    timestamp is further from the bank's clock is refused: it is answered at once, so
+    this is the clocks' skew, and how long a captured question may be asked again."""
     cert_validity: int = 2 * 365 * DAY
     renew_before: int = 60 * DAY
     """A withdrawal renews the CARD-CERT when it expires within this (FIG. 10 step 910)."""
