@@ -539,8 +539,11 @@ class Home:
         with self.terminal(merchant) as (tf, store):
             bank_id = bank.bank_id
             sid = _sid_at(tf, bank_id)
+            ours = None  # the receipt settles every payment sent: our own
             if batch is None:
                 batch = build_batch(bank_id, sid, _pending_for(tf, store, bank_id))
+            else:
+                ours = _held_as_sent(_pending_for(tf, store, bank_id), batch)
             parse_batch(batch)  # a malformed batch is bad input, whatever bank it names
             if batch.get("bank_id") != bank_id:
                 raise Refused(
@@ -556,7 +559,10 @@ class Home:
                 else tf.registrations[bank_id].bank_key
             )
             verify_receipt(VerifyKey(bank_id, bank_key), receipt)
-            store.record_results(str(receipt["deposit_id"]), receipt["results"])
+            results = receipt["results"]
+            if ours is not None:  # a file: its answers settle only the payments we hold
+                results = [r for r in results if (r.get("card"), r.get("ser")) in ours]
+            store.record_results(str(receipt["deposit_id"]), results)
             return receipt
 
     def deposit_everywhere(self, merchant: str, bank: DepositPort | None) -> list[dict[str, Any]]:
@@ -638,6 +644,30 @@ def _sid_at(tf: TerminalFile, bank_id: str) -> str:
 
 def _payee_bank(p: TakenPayment) -> str:
     return PaymentSpec.decode(p.spec).bank_id
+
+
+def _held_as_sent(pending: list[TakenPayment], batch: object) -> set[tuple[str, int]]:
+    """The (card, ser) of the pending payments that ``batch`` (a file) carries exactly
+    as this terminal took them: CARD-CERT, ser, spec, b and r (the hint aside).
+
+    A receipt's answer for (card, ser) is about the bytes that were sent. A file whose
+    copy of a payment was damaged or altered gets it rejected (``bad_signature``, say);
+    marking the terminal's own, sound copy rejected with it lost the merchant that
+    payment for good: only the terminal's copy can still be deposited."""
+    sent: set[tuple[object, ...]] = set()
+    groups = batch.get("cards") if isinstance(batch, dict) else None
+    for group in groups if isinstance(groups, list) else []:
+        if not isinstance(group, dict) or not isinstance(group.get("payments"), list):
+            continue
+        for p in group["payments"]:
+            if isinstance(p, dict):
+                row = (group.get("cert"), p.get("ser"), p.get("spec"), p.get("b"), p.get("r"))
+                sent.add(tuple(v.lower() if isinstance(v, str) else v for v in row))
+    return {
+        (p.card_number, p.ser)
+        for p in pending
+        if (p.card_cert.hex(), p.ser, p.spec.hex(), p.b.hex(), p.r.hex()) in sent
+    }
 
 
 def _pending_for(tf: TerminalFile, store: SqliteTerminalStore, bank_id: str) -> list[TakenPayment]:

@@ -288,6 +288,34 @@ def test_the_audit_reads_one_moment_of_the_books_while_the_bank_works(
     assert failed == []
 
 
+def test_a_damaged_batch_file_does_not_settle_the_terminals_sound_copy(
+    world: dict[str, Any],
+) -> None:
+    """A batch file whose copy of a payment was damaged gets that payment rejected, as
+    it should. The terminal used to mark its own sound copy rejected with it (the
+    receipt names (card, ser) only): the merchant could never deposit it again."""
+    h, card = world["home"], world["alice"]
+    h.pay(card, "Shop", 100, PIN)
+    h.pay(card, "Shop", 200, PIN)
+    batch = h.export_batch("Shop")
+    damaged = json.loads(json.dumps(batch))
+    r = damaged["cards"][0]["payments"][1]["r"]
+    damaged["cards"][0]["payments"][1]["r"] = r[:-2] + ("00" if r[-2:] != "00" else "01")
+    damaged["cards"][0]["payments"][0]["spec"] = batch["cards"][0]["payments"][0]["spec"].upper()
+    with h.bank() as bank:
+        receipt = h.deposit("Shop", bank, damaged)
+        assert [(r["ser"], r["status"], r["reason"]) for r in receipt["results"]] == [
+            (0, "accepted", None),
+            (1, "rejected", "bad_signature"),
+        ]
+        assert [p["ser"] for g in h.export_batch("Shop")["cards"] for p in g["payments"]] == [1]
+        again = h.deposit("Shop", bank)  # the terminal's own copy of ser 1
+        assert [(r["ser"], r["status"]) for r in again["results"]] == [(1, "accepted")]
+        assert bank.account(bank.merchant("Shop").account_id).balance == 300
+        assert bank.audit().ok
+    assert h.export_batch("Shop")["cards"] == []
+
+
 def test_refusals_change_nothing(world: dict[str, Any], tmp_path: Path) -> None:
     h, card = world["home"], world["alice"]
     h.pay(card, "Shop", 500, PIN)
