@@ -316,6 +316,21 @@ def test_a_damaged_batch_file_does_not_settle_the_terminals_sound_copy(
     assert h.export_batch("Shop")["cards"] == []
 
 
+def test_a_withdrawal_of_zero_without_renewal_is_refused_before_the_card_signs(
+    world: dict[str, Any],
+) -> None:
+    """It was refused by the bank, after the card had signed it: the card's seq and a
+    withdrawal record at the bank were spent on a request that could never pass."""
+    h, card = world["home"], world["alice"]
+    seq = h.card(card).load().seq
+    with h.bank() as bank:
+        with pytest.raises(BadInput) as zero:
+            h.withdraw(card, bank, pin=PIN, amount=0, renew=False)
+        assert zero.value.code == "bad_amount"
+        assert (h.card(card).load().seq, bank.card(card).seq) == (seq, seq)
+        assert h.withdraw(card, bank, pin=PIN, amount=0, renew=True).seq == seq + 1
+
+
 def test_refusals_change_nothing(world: dict[str, Any], tmp_path: Path) -> None:
     h, card = world["home"], world["alice"]
     h.pay(card, "Shop", 500, PIN)

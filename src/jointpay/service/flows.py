@@ -28,7 +28,7 @@ from jointpay.protocol.terminal import (
     WrongPin,
     pin_refusal,
 )
-from jointpay.service.errors import Refused
+from jointpay.service.errors import BadInput, Refused
 
 
 class DepositPort(Protocol):
@@ -83,6 +83,8 @@ def withdraw_with_card(
     amount sends the very same request, the bank answers with the same
     acknowledgement, and nothing moves twice.
     """
+    if amount == 0 and not renew and not up_to:  # before the card signs and spends a seq
+        raise BadInput("bad_amount", "a withdrawal of zero asks for renewal (--renew)")
     with _card_refusals("the withdrawal"):
         client.select()
         encoded = client.cert()
