@@ -19,6 +19,7 @@ from jointpay.crypto.certs import SigningKey, VerifyKey
 from jointpay.crypto.group import ModpParams, resolver
 from jointpay.protocol.deposit import RETRYABLE_REASONS
 from jointpay.protocol.terminal import InFlight, TakenPayment, TerminalConfig
+from jointpay.storage.files import create_private
 from jointpay.storage.sqlite_blobs import register_identity_adapters
 
 SCHEMA_VERSION: Final = 2
@@ -76,6 +77,7 @@ class SqliteTerminalStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         register_identity_adapters()  # a taken payment binds seven byte strings, a result NULLs
+        create_private(path)  # the terminal's payments and its deposit sequence
         self._db = sqlite3.connect(path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")

@@ -24,11 +24,12 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import psycopg
 from sqlalchemy import Engine, LargeBinary, create_engine, event, func, select, text, update
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy.engine import Connection, Row, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import NullPool, QueuePool
 
@@ -58,6 +59,7 @@ from jointpay.storage.base import (
     InsufficientFunds,
     NotFound,
 )
+from jointpay.storage.files import create_private
 from jointpay.storage.migrate import upgrade
 from jointpay.storage.sqlite_blobs import register_identity_adapters
 
@@ -95,6 +97,9 @@ def normalise_url(url: str) -> str:
 def make_engine(url: str, *, schema: str | None = None) -> Engine:
     url = normalise_url(url)
     if url.startswith("sqlite"):
+        database = make_url(url).database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            create_private(Path(database))  # the bank's keys live in it
         register_identity_adapters()  # payment rows bind four byte strings each
         # Connections are kept open between transactions (up to SQLITE_POOL_SIZE; past
         # that, each extra one is closed when its transaction ends). Closing the last
