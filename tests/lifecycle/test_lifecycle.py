@@ -331,6 +331,20 @@ def test_a_withdrawal_of_zero_without_renewal_is_refused_before_the_card_signs(
         assert h.withdraw(card, bank, pin=PIN, amount=0, renew=True).seq == seq + 1
 
 
+def test_the_receipt_says_what_the_merchant_is_credited_after_fees(
+    world: dict[str, Any],
+) -> None:
+    h, card = world["home"], world["alice"]
+    with h.bank() as bank:
+        bank.set_policy(payment_fee=5)
+    h.pay(card, "Shop", 100, PIN)
+    h.pay(card, "Shop", 200, PIN)
+    with h.bank() as bank:
+        receipt = h.deposit("Shop", bank)
+        assert (receipt["credited"], receipt["fees"], receipt["net"]) == ("3.00", "0.10", "2.90")
+        assert bank.account(bank.merchant("Shop").account_id).balance == 290
+
+
 def test_refusals_change_nothing(world: dict[str, Any], tmp_path: Path) -> None:
     h, card = world["home"], world["alice"]
     h.pay(card, "Shop", 500, PIN)

@@ -100,7 +100,7 @@ def test_a_paid_pay_whose_answer_was_lost_is_recovered_at_the_next_presentation(
             (0, "accepted"),
             (1, "accepted"),
         ]
-        assert receipt["credited"] == "15.50"
+        assert (receipt["credited"], receipt["fees"], receipt["net"]) == ("15.50", "0.00", "15.50")
         assert bank.audit().ok
 
 

@@ -1105,8 +1105,10 @@ class Bank:
             if prior is not None:
                 return prior  # a retried session: the same answer
             times.mark("session")
-            results = DepositRun(self, tx, req, deposit_id, now, cleared=cleared, times=times).run()
+            run = DepositRun(self, tx, req, deposit_id, now, cleared=cleared, times=times)
+            results = run.run()
             accepted = [r for r in results if r.status == "accepted"]
+            gross = sum(r.amount or 0 for r in accepted)
             receipt = sign_receipt(
                 self._key,
                 {
@@ -1118,7 +1120,9 @@ class Bank:
                     "time": now,
                     "accepted": len(accepted),
                     "rejected": len(results) - len(accepted),
-                    "credited": format_amount(sum(r.amount or 0 for r in accepted), self.currency),
+                    "credited": format_amount(gross, self.currency),
+                    "fees": format_amount(run.fees, self.currency),
+                    "net": format_amount(gross - run.fees, self.currency),
                     "currency": self.currency,
                     "results": results_json(results, self.currency),
                 },
