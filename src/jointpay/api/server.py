@@ -461,7 +461,9 @@ def create_app(bank_factory: Callable[[], Bank], *, admin_token: str) -> FastAPI
         with bank_lock:
             if "bank" not in bank_holder:
                 bank_holder["bank"] = bank_factory()
-            return bank_holder["bank"]
+            bank = bank_holder["bank"]
+        bank.refresh()  # a policy or a scheme membership changed by the CLI meanwhile
+        return bank
 
     admin = admin_guard(admin_token)
 

@@ -112,6 +112,8 @@ from jointpay.storage.base import (
 
 Clock = Callable[[], int]
 CONFIG_KEY: Final = "bank"
+CONFIG_MAX_AGE: Final = 2.0
+"""Seconds a long-lived bank may run on settings another process has changed since."""
 USER_KEY_SOURCES: Final = ("card", "holder", "manufacturer", "split")
 _deposit_log = logging.getLogger("jointpay.deposit")
 _online_log = logging.getLogger("jointpay.online")
@@ -247,6 +249,7 @@ class Bank:
         if raw is None:
             raise BadInput("no_bank", "no bank here: run `jointpay bank init` first")
         self.config = BankConfig.from_json(raw)
+        self._config_raw, self._config_read = raw, time.monotonic()
         own: dict[str, ModpParams] = {}
         if self.config.group_record is not None:
             rec = FipsGroup.from_json(self.config.group_record)
@@ -355,6 +358,22 @@ class Bank:
     @property
     def policy(self) -> Policy:
         return self.config.policy
+
+    def refresh(self, max_age: float | None = None) -> None:
+        """Take up, at most ``max_age`` seconds late, what another process changed in
+        the bank's settings: its policy (``bank policy --set``) and its membership of a
+        scheme (``bank join-scheme``, ``bank add-clearing``). A long-lived bank (the
+        server) calls this before each request, never inside a transaction."""
+        now = time.monotonic()
+        if now - self._config_read < (CONFIG_MAX_AGE if max_age is None else max_age):
+            return
+        self._config_read = now
+        with self.store.transaction() as tx:
+            raw = tx.config_get(CONFIG_KEY)
+        if raw is not None and raw != self._config_raw:
+            self._config_raw = raw
+            self.config = replace(self.config, policy=BankConfig.from_json(raw).policy)
+        self.interbank.reload()
 
     def parameters(self) -> dict[str, Any]:
         """What the bank publishes: identity, suite, group, key (authenticated channel)."""
@@ -859,7 +878,7 @@ class Bank:
             config = BankConfig.from_json(raw)
             config = replace(config, policy=replace(config.policy, **changes))
             tx.config_set(CONFIG_KEY, config.to_json())
-        self.config = config
+        self.config, self._config_raw = config, config.to_json()
         return config.policy
 
     def unblock_card(self, client: CardClient, new_pin: str) -> None:

@@ -121,10 +121,19 @@ class Interbank:
     def __init__(self, bank: Bank, connect: ClearingConnector = http_clearing) -> None:
         self.bank = bank
         self.connect = connect
-        with bank.store.transaction() as tx:
-            raw = tx.config_get(SCHEME_CONFIG_KEY)
-        self.membership: Membership | None = None if raw is None else Membership.from_json(raw)
+        self.membership: Membership | None = None
+        self._raw: str | None = None
         self._members: dict[str, tuple[float, dict[str, BankCert]]] = {}
+        self.reload()
+
+    def reload(self) -> None:
+        """Read our membership from the config again, if another process changed it."""
+        with self.bank.store.transaction() as tx:
+            raw = tx.config_get(SCHEME_CONFIG_KEY)
+        if raw != self._raw:
+            self._raw = raw
+            self.membership = None if raw is None else Membership.from_json(raw)
+            self._members.clear()
 
     # -- joining ----------------------------------------------------------------------
     def join(self, scheme_id: str, scheme_key: bytes, bank_cert: bytes) -> dict[str, Any]:
@@ -164,9 +173,10 @@ class Interbank:
         }
 
     def _save(self, membership: Membership) -> None:
+        raw = membership.to_json()
         with self.bank.store.transaction() as tx:
-            tx.config_set(SCHEME_CONFIG_KEY, membership.to_json())
-        self.membership = membership
+            tx.config_set(SCHEME_CONFIG_KEY, raw)
+        self.membership, self._raw = membership, raw
         self._members.clear()
 
     def _require(self) -> Membership:
