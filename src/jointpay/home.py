@@ -103,7 +103,17 @@ class Home:
         return cls(root or default_home(), os.environ.get("JOINTPAY_DB") or None, clock)
 
     # -- the bank -----------------------------------------------------------------------
-    def store(self) -> Store:
+    def store(self, *, create: bool = False) -> Store:
+        """The home's database: ``JOINTPAY_DB``, or SQLite ``bank.db`` in the home. Only
+        ``create`` (``bank init``, ``clearing init``) makes a missing SQLite one: a
+        command run on a mistyped home, or on a home whose bank is on PostgreSQL with
+        ``JOINTPAY_DB`` unset, is refused instead of leaving an empty database there."""
+        if self.db_url is None and not create and not (self.root / "bank.db").exists():
+            raise BadInput(
+                "no_bank",
+                f"no bank in {self.root}: run `jointpay bank init` first (a bank on "
+                "PostgreSQL: set JOINTPAY_DB)",
+            )
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         if self.db_url == "memory:":  # one in-memory bank per Home, kept across calls
             if self._memory is None:
@@ -133,7 +143,9 @@ class Home:
         policy: Policy | None = None,
         own_group: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        store = self.store()
+        self._refuse_a_home_of_another_bank()
+        fresh = self.db_url is None and not (self.root / "bank.db").exists()
+        store = self.store(create=True)
         try:
             bank = Bank.create(
                 store,
@@ -146,8 +158,27 @@ class Home:
                 clock=self.clock,
             )
             return bank.parameters()
+        except BaseException:
+            if fresh:  # a refused init leaves no database behind
+                store.close()
+                for name in ("bank.db", "bank.db-wal", "bank.db-shm"):
+                    (self.root / name).unlink(missing_ok=True)
+            raise
         finally:
             store.close()
+
+    def _refuse_a_home_of_another_bank(self) -> None:
+        """A home with cards or terminals and no SQLite bank holds another bank's: most
+        likely one on PostgreSQL, with ``JOINTPAY_DB`` unset in this shell."""
+        if self.db_url is not None or (self.root / "bank.db").exists():
+            return
+        held = [d for d in ("cards", "merchants") if any((self.root / d).glob("*"))]
+        if held:
+            raise BadInput(
+                "exists",
+                f"{self.root} holds {' and '.join(held)} but no bank.db: its bank is "
+                "elsewhere (JOINTPAY_DB unset?); use another home for a new bank",
+            )
 
     # -- cards --------------------------------------------------------------------------
     def card_path(self, number: str) -> Path:

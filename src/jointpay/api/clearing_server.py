@@ -146,7 +146,7 @@ def serve_clearing(
     import uvicorn
 
     log_to_stderr(log_level)
-    token = load_admin_token(home.root, admin_token_file)
     store = home.store()
+    token = load_admin_token(home.root, admin_token_file)
     app = create_clearing_app(lambda: ClearingHouse(store, clock=home.clock), admin_token=token)
     uvicorn.run(app, host=host, port=port, log_level=log_level)

@@ -759,12 +759,12 @@ def serve(
     import uvicorn
 
     log_to_stderr(log_level)
-    token = load_admin_token(home.root, admin_token_file)
     store = home.store()
 
     # The bank and its verification workers are ready before the first request (and
     # before /health answers): no deposit waits for keys, group checks or workers.
     bank = Bank(store, clock=home.clock)
+    token = load_admin_token(home.root, admin_token_file)  # once there is a bank
     # deposits share this process's interpreter lock: verify from small sizes on
     bank.verifier.min_batch = SERVER_MIN_POOL_BATCH
     bank.verifier.start()  # with the bank's modp group built in every worker

@@ -163,7 +163,7 @@ def clearing_init(
     """Create a clearing house: its key and its books (JOINTPAY_DB or SQLite in HOME)."""
     h, out = _ctx(ctx, home, json_)
     with answering(out):
-        store = h.store()
+        store = h.store(create=True)
         try:
             house = ClearingHouse.create(store, ch_id, currency, clock=h.clock)
             pub = house.verify_key.raw.hex()
