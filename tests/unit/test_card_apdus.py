@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from jointpay.adapters.card_file import CardFile
-from jointpay.crypto.certs import mac
+from jointpay.crypto.certs import SigningKey, mac
 from jointpay.crypto.encoding import Writer
 from jointpay.home import Home
 from jointpay.protocol.apdu import SW, Command, Response
@@ -26,7 +26,13 @@ from jointpay.protocol.card import (
     P_IDENTITY,
     payment_from_last,
 )
-from jointpay.protocol.messages import WITHDRAW_REQUEST_TAG, AuthKind, WithdrawRequest
+from jointpay.protocol.messages import (
+    LATEST,
+    WITHDRAW_REQUEST_TAG,
+    AuthKind,
+    WithdrawRequest,
+    payment_read,
+)
 from jointpay.protocol.terminal import MAX_ANSWER, CardClient, PaymentDeclined, Terminal
 from jointpay.service.errors import Refused
 
@@ -160,23 +166,42 @@ def test_the_bank_refuses_an_up_to_request_from_a_cash_card(home: tuple[Home, st
         assert bank.account(bank.card(card).float_account).balance == before
 
 
-def test_get_data_last_payment_by_ser(home: tuple[Home, str]) -> None:
-    """GET DATA 0105 with a ser as data: that payment if the card keeps it, else 6A88;
-    data of another length is 6700."""
+def test_get_data_0105_reads_a_payment_back_for_its_payee_only(home: tuple[Home, str]) -> None:
+    """GET DATA 0105 asks for a payment by ser (or the latest to the reader), signed
+    with the reader's merchant key: the card answers its payee with that payment of
+    its last 8, and anyone else with nothing. Anonymous reads (no data) are 6982;
+    another merchant, or a signature over another ser, 6982 or 6A88."""
     h, card = home
-    for amount in (100, 200, 300):
-        h.pay(card, "Shop", amount, PIN)
+    with h.bank() as bank:
+        h.open_merchant(bank, "Cafe")
+    for merchant, amount in (("Shop", 100), ("Cafe", 200), ("Shop", 300)):
+        h.pay(card, merchant, amount, PIN)
+    shop, cafe = h.terminal_file("Shop"), h.terminal_file("Cafe")
+    shop_key = SigningKey.from_private_bytes(shop.sid, shop.signing_key)
+    cafe_key = SigningKey.from_private_bytes(cafe.sid, cafe.signing_key)
     applet = h.card(card).applet()
     assert sw(applet.process(Command(0x00, INS_SELECT, 0x04, 0x00, AID).encode())) == SW.OK
 
-    def get(data: bytes) -> bytes:
-        return applet.process(Command(0x80, INS_GET_DATA, 0x01, 0x05, data).encode())
+    def get(data: bytes) -> Response:
+        raw = applet.process(Command(0x80, INS_GET_DATA, 0x01, 0x05, data).encode())
+        return Response.parse(raw)
 
-    for ser in (0, 1, 2):
-        answer = Response.parse(get(ser.to_bytes(8, "big")))
+    def read(ser: int, cert: bytes, key: SigningKey) -> Response:
+        return get(payment_read(card, ser, cert, b"", key))
+
+    def ser_of(answer: Response) -> int:
         assert answer.sw == SW.OK
-        assert payment_from_last(answer.data)[1].ser == ser
-    assert payment_from_last(Response.parse(get(b"")).data)[1].ser == 2  # the last
-    assert sw(get((3).to_bytes(8, "big"))) == SW.DATA_NOT_FOUND
-    for bad in (b"\x00", bytes(9)):
-        assert sw(get(bad)) == SW.WRONG_LENGTH
+        return payment_from_last(answer.data)[1].ser
+
+    assert [ser_of(read(s, shop.merchant_cert, shop_key)) for s in (0, 2)] == [0, 2]
+    assert ser_of(read(LATEST, shop.merchant_cert, shop_key)) == 2
+    assert ser_of(read(LATEST, cafe.merchant_cert, cafe_key)) == 1
+    assert read(1, shop.merchant_cert, shop_key).sw == SW.DATA_NOT_FOUND  # the Cafe's
+    assert read(0, cafe.merchant_cert, cafe_key).sw == SW.DATA_NOT_FOUND  # the Shop's
+    assert read(3, shop.merchant_cert, shop_key).sw == SW.DATA_NOT_FOUND  # none yet
+    assert get(b"").sw == SW.SECURITY_STATUS  # anonymous
+    # the Shop's certificate with the Cafe's key, and a signature over another ser
+    assert read(0, shop.merchant_cert, cafe_key).sw == SW.SECURITY_STATUS
+    other = payment_read(card, 2, shop.merchant_cert, b"", shop_key)
+    assert get((0).to_bytes(8, "big") + other[8:]).sw == SW.SECURITY_STATUS
+    assert get(bytes(9)).sw == SW.WRONG_DATA  # malformed

@@ -34,7 +34,7 @@ CLA   INS   command
 00    2C    RESET RETRY COUNTER: new PIN and the bank's master-key MAC
 00    C0    GET RESPONSE
 80    CA    GET DATA, P1P2 = 0101 info, 0102 CARD-CERT, 0103 status,
-            0105 last payment (data: a ser, that payment of the last 8),
+            0105 a payment of the last 8, read back by its payee (signed ser),
             0106 pending withdrawal request
 80    50    PAY (MERCHANT-CERT, spec, terminal signature) → ser, b, r
 80    52    WITHDRAW REQUEST (amount, flags: renew, up to) → signed request
@@ -73,6 +73,8 @@ from jointpay.crypto.joint import Contribution, Role, combine_shares, prove_poss
 from jointpay.crypto.schnorr import PaymentCert, SecretScalar, sign
 from jointpay.protocol.apdu import SHORT_MAX, SW, ApduFormatError, Command, Response
 from jointpay.protocol.messages import (
+    LATEST,
+    PAYMENT_READ_TAG,
     RENEW,
     TERMINAL_SPEC_TAG,
     UNBLOCK_TAG,
@@ -86,6 +88,7 @@ from jointpay.protocol.messages import (
     WithdrawAck,
     WithdrawRefusal,
     WithdrawRequest,
+    payment_read_message,
     unblock_message,
 )
 from jointpay.protocol.spec import PaymentSpec
@@ -442,16 +445,8 @@ class CardApplet:
                 .u8(int(bool(st.pending_withdrawal)))
                 .finish()
             )
-        if tag == DO_LAST_PAYMENT:  # with a ser as data: that payment, if still logged
-            if cmd.data and len(cmd.data) != 8:
-                raise _Refuse(SW.WRONG_LENGTH)
-            logged = (*st.earlier_payments, st.last_payment) if st.last_payment else ()
-            if cmd.data:
-                ser = int.from_bytes(cmd.data, "big")
-                logged = tuple(p for p in logged if payment_from_last(p)[1].ser == ser)
-            if not logged:
-                raise _Refuse(SW.DATA_NOT_FOUND)
-            return logged[-1]
+        if tag == DO_LAST_PAYMENT:
+            return self._read_payment(cmd.data)
         if tag == DO_PENDING:
             if not st.pending_withdrawal:
                 raise _Refuse(SW.DATA_NOT_FOUND)
@@ -478,14 +473,57 @@ class CardApplet:
     def _bank_key(self) -> VerifyKey:
         return VerifyKey(self.state.bank_id, self.state.bank_key)
 
-    def _merchant_bank_key(self, bank_id: str, body: PayCommand, at: int) -> VerifyKey:
+    def _read_payment(self, data: bytes) -> bytes:
+        """GET DATA 0105: one of the payments the card keeps, read back by its payee.
+
+        The data names a ser (:data:`LATEST` for the latest payment to the reader)
+        and carries the reader's MERCHANT-CERT (with our bank's BANK-CERT if it is
+        another scheme bank's merchant) and its signature over the card number and
+        the ser. The card answers with that payment only if it is made out to that
+        merchant, whose certificate was valid at the payment's time: a terminal reads
+        back its own payments after a tear, and a stranger's reader, or another
+        merchant's, learns nothing of where the card was used (6982 without a valid
+        signature, 6A88 if the card keeps no such payment)."""
+        st = self.state
+        if not data:
+            raise _Refuse(SW.SECURITY_STATUS, "a payment is read back by its payee")
+        rd = Reader(data, "payment read")
+        ser = rd.u64("ser")
+        merchant_cert = rd.blob("MERCHANT-CERT", max_len=4096)
+        bank_cert = rd.blob("BANK-CERT", max_len=4096)
+        sig = rd.blob("signature", max_len=64)
+        rd.finish()
+        try:
+            merchant = MerchantCert.decode(merchant_cert)
+            merchant.verify_key.verify(
+                PAYMENT_READ_TAG, payment_read_message(st.card_number, ser), sig
+            )
+        except CryptoError as exc:
+            raise _Refuse(SW.SECURITY_STATUS, f"reader not authenticated: {exc}") from exc
+        logged = (*st.earlier_payments, st.last_payment) if st.last_payment else ()
+        for entry in reversed(logged):  # the latest first
+            spec_bytes, resp = payment_from_last(entry)
+            if ser not in (LATEST, resp.ser):  # LATEST: any ser
+                continue
+            spec = PaymentSpec.decode(spec_bytes)
+            if (spec.bank_id, spec.sid) != (merchant.bank_id, merchant.sid):
+                continue
+            try:
+                key = self._merchant_bank_key(merchant.bank_id, bank_cert, spec.time)
+                merchant.verify(key, at=spec.time)
+            except CryptoError as exc:
+                raise _Refuse(SW.SECURITY_STATUS, f"reader not authenticated: {exc}") from exc
+            return entry
+        raise _Refuse(SW.DATA_NOT_FOUND)
+
+    def _merchant_bank_key(self, bank_id: str, bank_cert_bytes: bytes, at: int) -> VerifyKey:
         """Our bank's key, or another scheme bank's key from its BANK-CERT."""
         st = self.state
         if bank_id == st.bank_id:
             return self._bank_key()
         if not st.scheme_key:
             raise InvalidCertificateError(f"merchants of bank {bank_id!r} are not accepted")
-        bank_cert = BankCert.decode(body.bank_cert)
+        bank_cert = BankCert.decode(bank_cert_bytes)
         bank_cert.verify(VerifyKey(st.scheme_id, st.scheme_key), at=at, role=BankRole.BANK)
         if bank_cert.bank_id != bank_id:
             raise InvalidCertificateError("the BANK-CERT is for another bank")
@@ -510,7 +548,8 @@ class CardApplet:
             merchant = MerchantCert.decode(body.merchant_cert)
             spec = PaymentSpec.decode(body.spec)
             merchant.verify(
-                self._merchant_bank_key(merchant.bank_id, body, spec.time), at=spec.time
+                self._merchant_bank_key(merchant.bank_id, body.bank_cert, spec.time),
+                at=spec.time,
             )
             merchant.verify_key.verify(TERMINAL_SPEC_TAG, body.spec, body.terminal_sig)
         except CryptoError as exc:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final
 
-from jointpay.crypto.certs import check_card_number, check_ident
+from jointpay.crypto.certs import SigningKey, check_card_number, check_ident
 from jointpay.crypto.encoding import Reader, Writer
 from jointpay.crypto.errors import DecodeError
 
@@ -26,6 +26,9 @@ WITHDRAW_ACK_TAG: Final = b"jointpay/v1/withdraw-ack"
 WITHDRAW_REFUSAL_TAG: Final = b"jointpay/v1/withdraw-refusal"
 REFUSAL_MAGIC: Final = b"JWR1"
 UNBLOCK_TAG: Final = b"jointpay/v1/unblock"
+PAYMENT_READ_TAG: Final = b"jointpay/v1/payment-read"
+LATEST: Final = (1 << 64) - 1
+"""The ser of a payment read that asks for the card's latest payment to the reader."""
 MAX_CERT: Final = 8192
 
 
@@ -260,6 +263,21 @@ class WithdrawRefusal:
         mac = rd.blob("mac", max_len=32)
         rd.finish()
         return cls(card, seq, digest, reason, mac)
+
+
+def payment_read(
+    card_number: str, ser: int, merchant_cert: bytes, bank_cert: bytes, key: SigningKey
+) -> bytes:
+    """GET DATA 0105's data: a payee's request to read back the card's payment of
+    ``ser`` (:data:`LATEST`: its latest to this payee), signed with the payee's key
+    under ``jointpay/v1/payment-read`` over ``LP(card_number) u64 ser``;
+    ``bank_cert`` is our bank's BANK-CERT for another scheme bank's card, else empty."""
+    sig = key.sign(PAYMENT_READ_TAG, payment_read_message(card_number, ser))
+    return Writer().u64(ser).blob(merchant_cert).blob(bank_cert).blob(sig).finish()
+
+
+def payment_read_message(card_number: str, ser: int) -> bytes:
+    return Writer().text(card_number).u64(ser).finish()
 
 
 def unblock_message(card_number: str, challenge: bytes, new_pin: str) -> bytes:

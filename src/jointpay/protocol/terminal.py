@@ -44,10 +44,12 @@ from jointpay.protocol.card import (
     payment_from_last,
 )
 from jointpay.protocol.messages import (
+    LATEST,
     TERMINAL_SPEC_TAG,
     AuthKind,
     PayCommand,
     PayResponse,
+    payment_read,
     withdraw_flags,
 )
 from jointpay.protocol.spec import Conversion, PaymentSpec
@@ -238,18 +240,17 @@ class CardClient:
         rd.finish()
         return out
 
-    def last_payment(self, ser: int | None = None) -> tuple[bytes, PayResponse]:
-        """The card's last payment; with ``ser``, its payment of that ser if the card
-        still keeps it (of its last few). 6A88 if there is none."""
-        data = b"" if ser is None else ser.to_bytes(8, "big")
+    def read_payment(self, request: bytes) -> tuple[bytes, PayResponse]:
+        """GET DATA 0105: a payment the card keeps, asked for by its payee's signed
+        ``request`` (:func:`payment_read`); 6A88 if the card keeps no such payment."""
         return payment_from_last(
             self.command(
                 0x80,
                 INS_GET_DATA,
                 DO_LAST_PAYMENT >> 8,
                 DO_LAST_PAYMENT & 0xFF,
-                data,
-                what="GET DATA last",
+                request,
+                what="GET DATA payment",
             )
         )
 
@@ -700,19 +701,19 @@ class Terminal:
         client.withdraw_complete(ack)
 
     def recover(self, client: CardClient, now: int) -> TakenPayment | None:
-        """After a torn PAY: read the card's last payment back; keep it if it is ours.
+        """After a torn PAY: read the card's payment to us back; keep it if we lack it.
 
         The PAY this terminal noted in flight for the card (:meth:`pay` notes each
         before sending it) is recovered with the CARD-CERT it was made under, which a
-        renewal may have replaced on the card since. Without such a note, a last
-        payment to us that we do not hold is taken if it names the card's present
-        CARD-CERT (the bank refuses any other as ``bad_cert``)."""
+        renewal may have replaced on the card since. Without such a note, the card's
+        latest payment to us, if we do not hold it, is taken if it names the card's
+        present CARD-CERT (the bank refuses any other as ``bad_cert``)."""
         cert = self.read_card(client, now, hotlist=False)  # the bank judges the listing
         with card_declines():
             flight = self.store.in_flight(cert.card_number)
             if flight is not None:
                 return self._recover_flight(client, flight)
-            last = self._last_payment(client)
+            last = self._read_back(client, cert, LATEST)
         if last is None:
             return None
         spec, spec_bytes, resp = last
@@ -729,7 +730,12 @@ class Terminal:
         it was at is that very one: our ``txn``), else None; either way the PAY is no
         longer in flight. The card keeps its last few payments: should it have paid
         more often than that elsewhere since, ours can no longer be read back."""
-        last = self._last_payment(client, flight.ser)
+        try:
+            cert = CardCert.decode(flight.card_cert, self.config.groups)
+        except CryptoError:  # pragma: no cover - we decoded these bytes to pay
+            self.store.end_pay(flight.card_number)
+            return None
+        last = self._read_back(client, cert, flight.ser)
         if last is not None:
             spec, spec_bytes, resp = last
             if (
@@ -737,27 +743,31 @@ class Terminal:
                 and spec.txn == flight.txn
                 and self.config.is_ours(spec.bank_id, spec.sid)
                 and not self.store.has_payment(flight.card_number, resp.ser)
+                and spec.card_cert_id == cert.cert_id
             ):
                 try:
-                    cert = CardCert.decode(flight.card_cert, self.config.groups)
-                except CryptoError:  # pragma: no cover - we decoded these bytes to pay
-                    cert = None
-                if cert is not None and spec.card_cert_id == cert.cert_id:
-                    try:
-                        return self._accept(cert, spec, spec_bytes, resp)  # ends the flight
-                    except PaymentDeclined:
-                        pass  # a signature that does not verify is no payment to keep
+                    return self._accept(cert, spec, spec_bytes, resp)  # ends the flight
+                except PaymentDeclined:
+                    pass  # a signature that does not verify is no payment to keep
         self.store.end_pay(flight.card_number)
         return None
 
-    @staticmethod
-    def _last_payment(
-        client: CardClient, ser: int | None = None
+    def _read_back(
+        self, client: CardClient, cert: CardCert, ser: int
     ) -> tuple[PaymentSpec, bytes, PayResponse] | None:
-        """The card's last payment, or its payment of ``ser`` (GET DATA 0105); None if
-        it has none such (6A88)."""
+        """The card's payment of ``ser`` to us (:data:`LATEST`: its latest to us), read
+        back with our signed request (GET DATA 0105); None if it keeps none such."""
+        payee_bank, _, merchant_cert = self.config.payee(cert.bank_id)
+        foreign = cert.bank_id != payee_bank
+        request = payment_read(
+            cert.card_number,
+            ser,
+            merchant_cert,
+            self.config.bank_cert if foreign else b"",
+            self.config.signing_key,
+        )
         try:
-            spec_bytes, resp = client.last_payment(ser)
+            spec_bytes, resp = client.read_payment(request)
         except CardMute:
             raise
         except CardError:
