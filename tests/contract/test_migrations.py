@@ -50,7 +50,7 @@ def test_0004_keeps_every_payment_and_its_key(url: str) -> None:
     try:
         with store.transaction() as tx:
             version = tx.c.execute(text("SELECT version_num FROM alembic_version")).scalar()
-            assert version == "0005"
+            assert version == "0006"
             got = tx.existing_payments([("4000000000000002", ser) for ser in range(4)])
             assert sorted(ser for _, ser in got) == [0, 1, 2]
             assert [got[("4000000000000002", ser)].amount for ser in range(3)] == [100, 101, 102]

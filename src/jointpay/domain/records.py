@@ -156,6 +156,10 @@ class PaymentRecord(NamedTuple):
     r: bytes
     deposit_id: str
     accepted_at: int
+    fee: int = 0
+    """What the bank kept of ``amount`` when it credited the merchant (the payment fee,
+    plus the credit fee of a credit card); 0 for a payment a clearing house brought.
+    The audit checks the merchants and the bank's income against it (migration 0006)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +228,9 @@ class InterbankRecord:
     ref: str
     """The acquirer's deposit session that brought it."""
     accepted_at: int
+    fee: int = 0
+    """The acquirer's fee on it, kept of ``amount`` when it credited its merchant (0
+    in a clearing house's records)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -769,6 +769,7 @@ class DepositRun:
                 p.r,
                 self.deposit_id,
                 self.now,
+                fee,
             )
         )
         return PaymentResult(card.card_number, ser, "accepted", None, spec.amount)
@@ -857,6 +858,7 @@ class DepositRun:
                     p.spec_bytes,
                     self.deposit_id,
                     self.now,
+                    fee,
                 )
             )
             results[pos] = PaymentResult(label, p.ser, "accepted", None, amount)

@@ -391,6 +391,7 @@ def _payment(row: Row[Any]) -> PaymentRecord:
         bytes(row.r),
         row.deposit_id,
         int(row.accepted_at),
+        int(row.fee),
     )
 
 
@@ -408,12 +409,13 @@ def _interbank(row: Row[Any]) -> InterbankRecord:
         bytes(row.spec),
         row.ref,
         int(row.accepted_at),
+        int(row.fee),
     )
 
 
 _PAYMENT_COLUMNS = (
     "card_number", "ser", "cert_id", "sid", "amount", "currency", "spec", "b", "r",
-    "deposit_id", "accepted_at",
+    "deposit_id", "accepted_at", "fee",
 )  # fmt: skip
 """The payments table's columns, in the order the driver-level statements use."""
 
@@ -826,6 +828,7 @@ class SqlUnitOfWork:
                 p.r,
                 p.deposit_id,
                 p.accepted_at,
+                p.fee,
             )
             for p in payments
         ]

@@ -176,6 +176,9 @@ payments = Table(
     Column("r", LargeBinary, nullable=False),
     Column("deposit_id", String(96), nullable=False),
     Column("accepted_at", BigInteger, nullable=False),
+    # what the bank kept of the amount (migration 0006; rows before it: their deposit's
+    # fee income as the ledger booked it, spread over them)
+    Column("fee", BigInteger, nullable=False, server_default="0"),
     sqlite_with_rowid=False,  # stored by its key alone (migration 0004)
 )
 
@@ -231,6 +234,7 @@ interbank = Table(
     Column("spec", LargeBinary, nullable=False),
     Column("ref", String(160), nullable=False),
     Column("accepted_at", BigInteger, nullable=False),
+    Column("fee", BigInteger, nullable=False, server_default="0"),  # the acquirer's (0006)
 )
 
 hotlist = Table(
