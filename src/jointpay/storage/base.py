@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Final, NamedTuple, Protocol
 
 from jointpay.domain.records import (
     Account,
@@ -103,6 +103,31 @@ class BalanceOutOfRange(StorageError):
 
 MAX_BALANCE: Final = (1 << 63) - 1
 """The largest balance, either way, an account may hold (a 64-bit column)."""
+
+
+class Totals(NamedTuple):
+    """Payment rows counted, their amounts and their fees summed (the audit's sums)."""
+
+    rows: int
+    amount: int
+    fee: int
+
+
+class CardPayments(NamedTuple):
+    """A card's accepted payments as the audit sums them."""
+
+    rows: int
+    amount: int
+    top_ser: int
+
+
+class CardWithdrawals(NamedTuple):
+    """A card's recorded withdrawals (applied and refused) as the audit sums them."""
+
+    rows: int
+    top_seq: int
+    amount: int
+    fee: int
 
 
 class UnitOfWork(Protocol):
@@ -253,6 +278,42 @@ class UnitOfWork(Protocol):
         """Ids of transfers whose legs do not sum to zero (must be empty)."""
 
     def list_accounts(self) -> list[Account]: ...
+
+    # The audit's sums: each one query over a whole table, grouped in the database, so
+    # that the audit never loads the rows of a bank with millions of payments.
+    def audit_flows(self) -> dict[tuple[str, str | None], int]:
+        """Sum of entry amounts per (account id, kind of the entry's transfer); the kind
+        is None for entries whose transfer is missing."""
+
+    def audit_legs(self, transfer_kind: str, id_prefix: str) -> dict[str, dict[str, int]]:
+        """For each transfer of ``transfer_kind`` whose id starts with ``id_prefix``: the
+        sum of its legs per kind of account ("" for a leg on no account)."""
+
+    def audit_currency_mismatches(self) -> list[tuple[str, str]]:
+        """(transfer id, account id) of every entry whose currency is not its transfer's
+        or not its account's."""
+
+    def audit_payments_by_card(self) -> dict[str, CardPayments]:
+        """Each card's accepted payments: how many, their amounts, the highest ser."""
+
+    def audit_payments_by_deposit(self) -> dict[tuple[str, str], Totals]:
+        """The accepted payments per (deposit id, sid)."""
+
+    def audit_interbank_acquired(self, acquirer: str) -> dict[tuple[str, str, str], Totals]:
+        """The other banks' payments ``acquirer`` credited to its merchants, per
+        (deposit id, sid, clearing house)."""
+
+    def audit_withdrawals_by_card(self) -> dict[str, CardWithdrawals]:
+        """Each card's recorded withdrawals (FIG. 10 requests applied or refused)."""
+
+    def audit_deposit_rows(self) -> dict[str, tuple[str, int]]:
+        """Every deposit session recorded: its id, and its merchant and sequence number."""
+
+    def audit_spec_mismatches(self, bank_id: str, currency: str) -> list[tuple[str, int]]:
+        """(card number, ser) of every payment whose row disagrees with the signed spec
+        stored with it (its S_id, amount, currency or CARD-CERT id; for a payment made
+        at one of ``bank_id``'s merchants, the spec's bank id), or whose currency is not
+        ``currency``."""
 
 
 class Store(Protocol):

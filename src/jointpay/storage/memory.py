@@ -31,9 +31,12 @@ from jointpay.domain.records import (
 from jointpay.storage.base import (
     MAX_BALANCE,
     BalanceOutOfRange,
+    CardPayments,
+    CardWithdrawals,
     Conflict,
     InsufficientFunds,
     NotFound,
+    Totals,
 )
 
 
@@ -353,6 +356,103 @@ class MemoryUnitOfWork:
 
     def list_accounts(self) -> list[Account]:
         return list(self._d.accounts.values())
+
+    def audit_flows(self) -> dict[tuple[str, str | None], int]:
+        out: dict[tuple[str, str | None], int] = {}
+        for t in self._d.transfers.values():
+            for leg in t.legs:
+                key: tuple[str, str | None] = (leg.account_id, t.kind)
+                out[key] = out.get(key, 0) + leg.amount
+        return out
+
+    def audit_legs(self, transfer_kind: str, id_prefix: str) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for t in self._d.transfers.values():
+            if t.kind != transfer_kind or not t.id.startswith(id_prefix):
+                continue
+            sums = out.setdefault(t.id, {})
+            for leg in t.legs:
+                acc = self._d.accounts.get(leg.account_id)
+                kind = acc.kind.value if acc is not None else ""
+                sums[kind] = sums.get(kind, 0) + leg.amount
+        return out
+
+    def audit_currency_mismatches(self) -> list[tuple[str, str]]:
+        return [
+            (t.id, leg.account_id)
+            for t in sorted(self._d.transfers.values(), key=lambda t: t.id)
+            for leg in t.legs
+            if leg.account_id in self._d.accounts
+            and self._d.accounts[leg.account_id].currency != t.currency
+        ]
+
+    def audit_payments_by_card(self) -> dict[str, CardPayments]:
+        out: dict[str, CardPayments] = {}
+        for p in self._d.payments.values():
+            n, amount, top = out.get(p.card_number, CardPayments(0, 0, -1))
+            out[p.card_number] = CardPayments(n + 1, amount + p.amount, max(top, p.ser))
+        return out
+
+    def audit_payments_by_deposit(self) -> dict[tuple[str, str], Totals]:
+        out: dict[tuple[str, str], Totals] = {}
+        for p in self._d.payments.values():
+            n, amount, fee = out.get((p.deposit_id, p.sid), Totals(0, 0, 0))
+            out[(p.deposit_id, p.sid)] = Totals(n + 1, amount + p.amount, fee + p.fee)
+        return out
+
+    def audit_interbank_acquired(self, acquirer: str) -> dict[tuple[str, str, str], Totals]:
+        out: dict[tuple[str, str, str], Totals] = {}
+        for r in self._d.interbank.values():
+            if r.acquirer == acquirer:
+                key = (r.ref, r.sid, r.clearing_house)
+                n, amount, fee = out.get(key, Totals(0, 0, 0))
+                out[key] = Totals(n + 1, amount + r.amount, fee + r.fee)
+        return out
+
+    def audit_withdrawals_by_card(self) -> dict[str, CardWithdrawals]:
+        out: dict[str, CardWithdrawals] = {}
+        for w in self._d.withdrawals.values():
+            n, top, amount, fee = out.get(w.card_number, CardWithdrawals(0, 0, 0, 0))
+            out[w.card_number] = CardWithdrawals(
+                n + 1, max(top, w.seq), amount + w.amount, fee + w.fee
+            )
+        return out
+
+    def audit_deposit_rows(self) -> dict[str, tuple[str, int]]:
+        return {d.deposit_id: (d.sid, d.merchant_seq) for d in self._d.deposits.values()}
+
+    def audit_spec_mismatches(self, bank_id: str, currency: str) -> list[tuple[str, int]]:
+        bad = []
+        for p in self._d.payments.values():
+            got = _spec_fields(p.spec)
+            if (
+                got is None
+                or got[1:] != (p.sid, p.amount, p.currency, p.cert_id)
+                or p.currency != currency
+                or (not p.deposit_id.startswith("ib:") and got[0] != bank_id)
+            ):
+                bad.append((p.card_number, p.ser))
+        return sorted(bad)
+
+
+def _spec_fields(spec: bytes) -> tuple[str, str, int, str, bytes] | None:
+    """A spec's bank id, S_id, amount, currency and CARD-CERT id, read where the SQL
+    stores read them (``protocol/spec.py``'s layout), or None if it is too short."""
+    if spec[:4] != b"JPS1":
+        return None
+    bank, pos = _prefixed(spec, 4)
+    sid, pos = _prefixed(spec, pos)
+    amount = int.from_bytes(spec[pos : pos + 8], "big")
+    currency, pos = _prefixed(spec, pos + 8)
+    if pos + 32 > len(spec):
+        return None
+    return bank, sid, amount, currency, spec[pos + 16 : pos + 32]
+
+
+def _prefixed(data: bytes, pos: int) -> tuple[str, int]:
+    """The length-prefixed text at ``pos``, and where the next field starts."""
+    end = pos + 4 + int.from_bytes(data[pos : pos + 4], "big")
+    return data[pos + 4 : end].decode("latin-1"), end
 
 
 class MemoryStore:

@@ -28,7 +28,17 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import psycopg
-from sqlalchemy import Engine, LargeBinary, create_engine, event, func, select, text, update
+from sqlalchemy import (
+    Engine,
+    LargeBinary,
+    create_engine,
+    event,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import Connection, Row, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import NullPool, QueuePool
@@ -54,10 +64,13 @@ from jointpay.storage import tables as t
 from jointpay.storage.base import (
     MAX_BALANCE,
     BalanceOutOfRange,
+    CardPayments,
+    CardWithdrawals,
     Conflict,
     FaultPlan,
     InsufficientFunds,
     NotFound,
+    Totals,
 )
 from jointpay.storage.files import create_private
 from jointpay.storage.migrate import upgrade
@@ -412,6 +425,46 @@ def _interbank(row: Row[Any]) -> InterbankRecord:
         int(row.fee),
     )
 
+
+_SPEC_MISMATCHES_PG: Final = r"""
+SELECT card_number, ser FROM (
+  SELECT card_number, ser, spec, cert_id, currency, deposit_id,
+         CASE WHEN octet_length(spec) >= 8 THEN get_byte(spec, 7) ELSE 0 END AS lb,
+         int4send(octet_length(sid)) || convert_to(sid, 'UTF8') || int8send(amount)
+           || int4send(octet_length(currency)) || convert_to(currency, 'UTF8') AS body
+  FROM payments) p
+WHERE NOT (
+  substring(spec from 1 for 7) = '\x4a505331000000'::bytea
+  AND substring(spec from 9 + lb for octet_length(body)) = body
+  AND substring(spec from 9 + lb + octet_length(body) + 16 for 16) = cert_id
+  AND currency = :cur
+  AND (substring(deposit_id from 1 for 3) = 'ib:'
+       OR substring(spec from 5 for 4 + lb)
+          = int4send(octet_length(convert_to(:bank, 'UTF8'))) || convert_to(:bank, 'UTF8')))
+"""
+"""PostgreSQL: the payments whose row disagrees with their spec (``audit_spec_mismatches``)."""
+
+_SPEC_MISMATCHES_SQLITE: Final = """
+SELECT card_number, ser FROM (
+  SELECT card_number, ser, spec, sid, amount, currency, cert_id,
+         length(CAST(sid AS BLOB)) + length(CAST(currency AS BLOB)) AS ltexts,
+         CASE WHEN substr(deposit_id, 1, 3) = 'ib:'
+              THEN substr(spec, 9,
+                     (instr('0123456789ABCDEF', substr(hex(substr(spec, 8, 1)), 1, 1)) - 1) * 16
+                     + instr('0123456789ABCDEF', substr(hex(substr(spec, 8, 1)), 2, 1)) - 1)
+              ELSE CAST(:bank AS BLOB) END AS bank
+  FROM payments)
+WHERE NOT (
+  hex(substr(spec, 1, 24 + length(bank) + ltexts))
+    = printf('4A505331%08X%s%08X%s%016X%08X%s', length(bank), hex(bank),
+             length(CAST(sid AS BLOB)), hex(sid), amount,
+             length(CAST(currency AS BLOB)), hex(currency))
+  AND substr(spec, 41 + length(bank) + ltexts, 16) = cert_id
+  AND currency = :cur)
+"""
+"""SQLite, which has no functions of bytes: the spec's first fields in hex, against the
+row's values (and our bank's id, or for a payment a clearing house brought, the bank id
+the spec names) written as the spec writes them."""
 
 _PAYMENT_COLUMNS = (
     "card_number", "ser", "cert_id", "sid", "amount", "currency", "spec", "b", "r",
@@ -1156,3 +1209,97 @@ class SqlUnitOfWork:
 
     def list_accounts(self) -> list[Account]:
         return [_account(r) for r in self.c.execute(select(t.accounts).order_by(t.accounts.c.id))]
+
+    def audit_flows(self) -> dict[tuple[str, str | None], int]:
+        e, tr = t.entries.c, t.transfers.c
+        q = (
+            select(e.account_id, tr.kind, func.sum(e.amount))
+            .select_from(t.entries.outerjoin(t.transfers, tr.id == e.transfer_id))
+            .group_by(e.account_id, tr.kind)
+        )
+        return {(r[0], r[1]): int(r[2]) for r in self.c.execute(q)}
+
+    def audit_legs(self, transfer_kind: str, id_prefix: str) -> dict[str, dict[str, int]]:
+        e, tr, a = t.entries.c, t.transfers.c, t.accounts.c
+        q = (
+            select(e.transfer_id, a.kind, func.sum(e.amount))
+            .select_from(
+                t.entries.join(t.transfers, tr.id == e.transfer_id).outerjoin(
+                    t.accounts, a.id == e.account_id
+                )
+            )
+            .where(
+                tr.kind == transfer_kind,
+                func.substr(tr.id, 1, len(id_prefix)) == id_prefix,
+            )
+            .group_by(e.transfer_id, a.kind)
+        )
+        out: dict[str, dict[str, int]] = {}
+        for tid, kind, total in self.c.execute(q):
+            out.setdefault(tid, {})[kind or ""] = int(total)
+        return out
+
+    def audit_currency_mismatches(self) -> list[tuple[str, str]]:
+        e, tr, a = t.entries.c, t.transfers.c, t.accounts.c
+        q = (
+            select(e.transfer_id, e.account_id)
+            .select_from(
+                t.entries.join(t.transfers, tr.id == e.transfer_id).join(
+                    t.accounts, a.id == e.account_id
+                )
+            )
+            .where(or_(e.currency != tr.currency, e.currency != a.currency))
+            .order_by(e.transfer_id, e.leg)
+        )
+        return [(r[0], r[1]) for r in self.c.execute(q)]
+
+    def audit_payments_by_card(self) -> dict[str, CardPayments]:
+        p = t.payments.c
+        q = select(p.card_number, func.count(), func.sum(p.amount), func.max(p.ser)).group_by(
+            p.card_number
+        )
+        return {r[0]: CardPayments(int(r[1]), int(r[2]), int(r[3])) for r in self.c.execute(q)}
+
+    def audit_payments_by_deposit(self) -> dict[tuple[str, str], Totals]:
+        p = t.payments.c
+        q = select(p.deposit_id, p.sid, func.count(), func.sum(p.amount), func.sum(p.fee)).group_by(
+            p.deposit_id, p.sid
+        )
+        return {(r[0], r[1]): Totals(int(r[2]), int(r[3]), int(r[4])) for r in self.c.execute(q)}
+
+    def audit_interbank_acquired(self, acquirer: str) -> dict[tuple[str, str, str], Totals]:
+        i = t.interbank.c
+        q = (
+            select(
+                i.ref, i.sid, i.clearing_house, func.count(), func.sum(i.amount), func.sum(i.fee)
+            )
+            .where(i.acquirer == acquirer)
+            .group_by(i.ref, i.sid, i.clearing_house)
+        )
+        return {
+            (r[0], r[1], r[2]): Totals(int(r[3]), int(r[4]), int(r[5])) for r in self.c.execute(q)
+        }
+
+    def audit_withdrawals_by_card(self) -> dict[str, CardWithdrawals]:
+        w = t.withdrawals.c
+        q = select(
+            w.card_number, func.count(), func.max(w.seq), func.sum(w.amount), func.sum(w.fee)
+        ).group_by(w.card_number)
+        return {
+            r[0]: CardWithdrawals(int(r[1]), int(r[2]), int(r[3]), int(r[4]))
+            for r in self.c.execute(q)
+        }
+
+    def audit_deposit_rows(self) -> dict[str, tuple[str, int]]:
+        d = t.deposits.c
+        q = select(d.deposit_id, d.sid, d.merchant_seq)
+        return {r[0]: (r[1], int(r[2])) for r in self.c.execute(q)}
+
+    def audit_spec_mismatches(self, bank_id: str, currency: str) -> list[tuple[str, int]]:
+        """In the database, on the spec's bytes (``protocol/spec.py``'s layout): the bank
+        id after the magic (its length in the last byte of its prefix, as ids are at most
+        64 bytes), then the S_id, amount and currency exactly as the row's own values
+        encode, then time and txn (16 bytes), then the CARD-CERT id."""
+        sql = _SPEC_MISMATCHES_PG if self._pg else _SPEC_MISMATCHES_SQLITE
+        rows = self.c.execute(text(sql), {"bank": bank_id, "cur": currency})
+        return sorted((r[0], int(r[1])) for r in rows)
