@@ -417,3 +417,22 @@ def test_a_repayment_waits_for_a_deposit_of_the_holders_card_and_pays_its_debt(
         # before, B's debt was read as nothing and the 30.00 left over went to A
         assert (bank.account(f"card:{a}").balance, bank.account(f"card:{b}").balance) == (0, 0)
         assert bank.audit().ok
+
+
+def test_a_repayment_with_the_longest_holder_and_reference_is_booked_once(
+    world: dict[str, Any],
+) -> None:
+    """64 characters each made a transfer id of 135, past the column's 128: PostgreSQL
+    refused it with a raw DataError (SQLite does not check widths). Named by digest."""
+    from jointpay.service.errors import Refused
+
+    h: Home = world["home"]
+    holder, ref = "C" * 64, "R" * 64
+    [card] = _credit_cards(h, holder, 1)
+    _spend(h, card, 2_000)
+    with h.bank() as bank:
+        assert bank.repay(holder, 2_000, ref=ref)["owed"] == {card: "0.00"}
+        with pytest.raises(Refused) as again:
+            bank.repay(holder, 2_000, ref=ref)
+        assert again.value.code == "duplicate"
+        assert bank.account(f"card:{card}").balance == 0

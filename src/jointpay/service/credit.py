@@ -20,9 +20,10 @@ Each run is one unit of work: it commits whole or not at all.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from jointpay.crypto.certs import CardMode
 from jointpay.domain.money import format_amount
@@ -182,6 +183,21 @@ def _statement(bank: Bank, tx: UnitOfWork, card: CardRecord, end: int) -> Statem
     return st
 
 
+TRANSFER_ID_MAX: Final = 128
+"""The width of a transfer's id (``transfers.id`` in storage/tables.py)."""
+
+
+def _repay_id(holder: str, reference: str) -> str:
+    """A repayment's transfer id, the same for the same holder and reference (that is
+    what makes it idempotent). A holder and a reference of 64 characters each make
+    135, past the column's 128 (PostgreSQL refused it with a raw DataError; SQLite
+    does not check): such a pair is named by its digest instead."""
+    plain = f"repay:{holder}:{reference}"
+    if len(plain) <= TRANSFER_ID_MAX:
+        return plain
+    return "repay:#" + hashlib.sha256(f"{holder}\0{reference}".encode()).hexdigest()
+
+
 def repay(
     bank: Bank, holder: str, amount: int, *, ref: str | None = None, from_account: bool = False
 ) -> dict[str, Any]:
@@ -220,7 +236,7 @@ def repay(
         try:
             tx.post(
                 Transfer(
-                    f"repay:{holder}:{reference}",
+                    _repay_id(holder, reference),
                     REPAY_KIND,
                     bank.currency,
                     tuple(legs),
