@@ -62,7 +62,7 @@ def settle(bank: Bank, until: int | None = None) -> dict[str, Any]:
         # merchant held while it waited for them: PostgreSQL killed one of the two.)
         tx.get_balances([income_account(bank.currency)], lock=True)
         statements: list[StatementRecord] = []
-        cards = [c for c in tx.list_cards() if c.mode == CardMode.CREDIT.value]
+        cards = tx.list_cards(mode=CardMode.CREDIT.value)
         for card in sorted(cards, key=lambda c: c.float_account):
             st = _statement(bank, tx, card, end)
             if st is not None:
@@ -219,7 +219,7 @@ def repay(
     now = bank.clock()
     with bank.store.transaction() as tx:
         cards = sorted(
-            (c for c in tx.list_cards() if c.holder == holder and c.mode == CardMode.CREDIT.value),
+            tx.list_cards(holder=holder, mode=CardMode.CREDIT.value),
             key=lambda c: c.card_number,
         )
         if not cards:

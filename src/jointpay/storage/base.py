@@ -181,7 +181,8 @@ class UnitOfWork(Protocol):
     def raise_highest_sers(self, highest: dict[str, int]) -> None:
         """Set each card's highest ser seen in an accepted deposit (one statement)."""
 
-    def list_cards(self) -> list[CardRecord]: ...
+    def list_cards(self, *, holder: str | None = None, mode: str | None = None) -> list[CardRecord]:
+        """Every card, or a holder's, or those of one mode, by card number."""
 
     def add_cert(self, cert: CertRecord) -> None: ...
     def get_cert(self, cert_id: bytes) -> CertRecord: ...

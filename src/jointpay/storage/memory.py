@@ -156,8 +156,15 @@ class MemoryUnitOfWork:
             card = self.get_card(number)
             self._d.cards[number] = replace(card, highest_ser=max(top, card.highest_ser))
 
-    def list_cards(self) -> list[CardRecord]:
-        return list(self._d.cards.values())
+    def list_cards(self, *, holder: str | None = None, mode: str | None = None) -> list[CardRecord]:
+        return sorted(
+            (
+                c
+                for c in self._d.cards.values()
+                if (holder is None or c.holder == holder) and (mode is None or c.mode == mode)
+            ),
+            key=lambda c: c.card_number,
+        )
 
     def add_cert(self, cert: CertRecord) -> None:
         if cert.cert_id in self._d.certs:

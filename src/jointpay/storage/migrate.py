@@ -20,6 +20,15 @@ def alembic_config(connection: Connection) -> Config:
     return cfg
 
 
+def head() -> str:
+    """The newest schema's revision."""
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return str(ScriptDirectory.from_config(cfg).get_current_head())
+
+
 def upgrade(engine: Engine) -> None:
     """Bring the database to the newest schema (idempotent, safe across processes)."""
     with engine.begin() as conn:

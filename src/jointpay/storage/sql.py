@@ -761,8 +761,13 @@ class SqlUnitOfWork:
                 list(zip(tops, numbers, strict=True)),
             )
 
-    def list_cards(self) -> list[CardRecord]:
-        return [_card(r) for r in self.c.execute(select(t.cards).order_by(t.cards.c.card_number))]
+    def list_cards(self, *, holder: str | None = None, mode: str | None = None) -> list[CardRecord]:
+        q = select(t.cards).order_by(t.cards.c.card_number)
+        if holder is not None:
+            q = q.where(t.cards.c.holder == holder)
+        if mode is not None:
+            q = q.where(t.cards.c.mode == mode)
+        return [_card(r) for r in self.c.execute(q)]
 
     def add_cert(self, cert: CertRecord) -> None:
         self._insert(

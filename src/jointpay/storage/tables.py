@@ -135,6 +135,7 @@ cards = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("blacklisted_at", BigInteger, nullable=True),
     Column("current_cert_id", LargeBinary, nullable=False),
+    Index("cards_holder", "holder"),
 )
 
 certs = Table(
