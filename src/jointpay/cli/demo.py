@@ -17,13 +17,14 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from jointpay.cli.output import Output
+from jointpay.cli.output import Output, readable, styled
 from jointpay.domain.money import format_amount, parse_amount
 from jointpay.home import Home
 from jointpay.protocol.terminal import PaymentDeclined
 from jointpay.service.bank import Bank
-from jointpay.service.errors import Refused
+from jointpay.service.errors import BadInput, Refused
 
 
 class _Story:
@@ -32,13 +33,13 @@ class _Story:
         self.console: Console = out.console
         self.steps: list[dict[str, Any]] = []
 
-    def say(self, text: str) -> None:
+    def say(self, text: str | Text) -> None:
         if not self.out.as_json:
             self.console.print(text)
 
     def step(self, title: str, action: Callable[[], str]) -> bool:
         n = len(self.steps) + 1
-        self.say(f"\n[bold cyan]{n:2d}. {title}[/]")
+        self.say(styled("\n", (f"{n:2d}. {title}", "bold cyan")))
         try:
             detail = action()
             ok = True
@@ -46,7 +47,7 @@ class _Story:
             detail, ok = str(exc), False
         except (Refused, PaymentDeclined) as exc:
             detail, ok = f"unexpected refusal: {exc}", False
-        self.say(f"    {'[green]✓[/]' if ok else '[red]✗[/]'} {detail}")
+        self.say(styled("    ", ("✓", "green") if ok else ("✗", "red"), f" {detail}"))
         self.steps.append({"step": title, "ok": ok, "detail": detail})
         return ok
 
@@ -63,7 +64,11 @@ def _expect(cond: bool, message: str) -> None:
 def run_demo(out: Output, *, suite: str, home: Path | None) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="jointpay-demo-")) if home is None else home
     if home is not None and root.exists() and any(root.iterdir()):
-        raise Refused("exists", f"{root} is not empty; the demo needs a fresh home")
+        raise BadInput(
+            "exists",
+            f"{root} is not empty: the demo needs an empty folder (--home or JOINTPAY_HOME), "
+            "or neither for a temporary one",
+        )
     h = Home(root, None)
     story = _Story(out)
     try:
@@ -79,9 +84,12 @@ def _run(story: _Story, h: Home, suite: str) -> dict[str, Any]:
     fmt: Callable[[int], str] = lambda m: f"{format_amount(m, cur)} {cur}"  # noqa: E731
     st: dict[str, Any] = {}
     story.say(
-        f"[bold]jointpay demo[/] — a bank, cards and merchants in {h.root}\n"
-        f"Payments are signed by the card under the sum of two secrets: S_U, made "
-        f"on the card, and S_C, chosen by the bank. Nobody but the card knows both."
+        styled(
+            ("jointpay demo", "bold"),
+            f" — a bank, cards and merchants in {h.root}\n"
+            "Payments are signed by the card under the sum of two secrets: S_U, made "
+            "on the card, and S_C, chosen by the bank. Nobody but the card knows both.",
+        )
     )
 
     def init() -> str:
@@ -392,7 +400,7 @@ def _audit(story: _Story, bank: Bank) -> None:
     def audit() -> str:
         report = bank.audit()
         _expect(report.ok, "; ".join(report.violations))
-        return f"every invariant holds: {report.figures}"
+        return f"every invariant holds: {readable(report.figures)}"
 
     story.step("The auditor checks the books", audit)
 
@@ -412,7 +420,7 @@ def _finish(story: _Story, h: Home, st: dict[str, Any]) -> dict[str, Any]:
                     }
                 )
     except Exception as exc:
-        story.say(f"[red]cannot read the ledger: {exc}[/]")
+        story.say(styled((f"cannot read the ledger: {exc}", "red")))
         ok = False
     if not story.out.as_json:
         t = Table("account", "owner", "balance", title="The ledger")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
+import os
 import signal
 import sys
 import threading
@@ -16,14 +18,31 @@ from rich.table import Table
 
 from jointpay.cli.common import (
     AdminTokenFileOpt,
+    Group,
     HomeOpt,
     JsonOpt,
     LogLevel,
     LogLevelOpt,
+    check_listenable,
+    chosen_home,
+    click_errors,
     hex_bytes,
+    service_url,
 )
 from jointpay.cli.common import command_context as _ctx
-from jointpay.cli.output import EXIT_REFUSED, answering, read_pin
+from jointpay.cli.output import (
+    DEBUG_ENV,
+    EXIT_BAD_INPUT,
+    EXIT_REFUSED,
+    answering,
+    internal,
+    plural,
+    read_pin,
+    readable,
+    say_error,
+    serving,
+    styled,
+)
 from jointpay.crypto.certs import check_ident
 from jointpay.crypto.group import DEFAULT_MODP_GROUP, SUITE_SECP256K1, SUITES
 from jointpay.domain.money import format_amount, format_rate, parse_amount, parse_rate
@@ -34,13 +53,14 @@ from jointpay.service.errors import BadInput
 from jointpay.service.policy import Policy
 
 app = typer.Typer(
+    cls=Group,
     no_args_is_help=True,
     add_completion=False,
     help="Offline smart-card payments with joint Schnorr signatures.",
 )
-bank_app = typer.Typer(no_args_is_help=True, help="The bank: accounts, cards, audit.")
-merchant_app = typer.Typer(no_args_is_help=True, help="A service provider's terminal.")
-card_app = typer.Typer(no_args_is_help=True, help="What a card tells its holder.")
+bank_app = typer.Typer(cls=Group, no_args_is_help=True, help="The bank: accounts, cards, audit.")
+merchant_app = typer.Typer(cls=Group, no_args_is_help=True, help="A service provider's terminal.")
+card_app = typer.Typer(cls=Group, no_args_is_help=True, help="What a card tells its holder.")
 app.add_typer(bank_app, name="bank")
 app.add_typer(merchant_app, name="merchant")
 app.add_typer(card_app, name="card")
@@ -73,12 +93,15 @@ def main(ctx: typer.Context, home: HomeOpt = None, json_: JsonOpt = False) -> No
     ctx.obj = {"home": home, "json": json_}
 
 
+_DATABASE_URLS = ("sqlite:", "postgresql:", "postgres:", "postgresql+psycopg:", "memory:")
+
+
 def _bank_port(url: str | None) -> Any:
     """The bank a command talks to: embedded, or over HTTP with ``--bank URL``."""
-    if url:
+    if url is not None:
         from jointpay.api.client import HttpBank
 
-        return HttpBank(url)
+        return HttpBank(service_url(url, "--bank"))
     return None
 
 
@@ -142,9 +165,13 @@ def bank_init(
         out.done(
             params,
             lambda c: c.print(
-                f"Bank [bold]{params['bank_id']}[/] created in {h.root}: suite {params['suite']}"
-                + (f" ({params['group']})" if params["group"] else "")
-                + f", currency {currency}."
+                styled(
+                    "Bank ",
+                    (params["bank_id"], "bold"),
+                    f" created in {h.root}: suite {params['suite']}"
+                    + (f" ({params['group']})" if params["group"] else "")
+                    + f", currency {currency}.",
+                )
             ),
         )
 
@@ -164,7 +191,9 @@ def bank_open_account(
         amount = format_amount(acc.balance, acc.currency)
         out.done(
             {"account": acc.id, "holder": holder, "balance": amount, "currency": acc.currency},
-            lambda c: c.print(f"Account [bold]{acc.id}[/] opened with {amount} {acc.currency}."),
+            lambda c: c.print(
+                styled("Account ", (acc.id, "bold"), f" opened with {amount} {acc.currency}.")
+            ),
         )
 
 
@@ -185,7 +214,13 @@ def bank_issue_card(
         int | None,
         typer.Option(help="with --user-key holder/split: the key the holder picks (0-7)"),
     ] = None,
-    auth: Annotated[str, typer.Option(help="withdrawal auth: signature|mac")] = "signature",
+    auth: Annotated[
+        str,
+        typer.Option(
+            help="how the initial load (the card's first withdrawal) is authenticated: "
+            "signature|mac; each later withdrawal chooses with `withdraw --auth`"
+        ),
+    ] = "signature",
     home: HomeOpt = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -220,11 +255,23 @@ def bank_issue_card(
                 "currency": bank.currency,
                 "cert_id": issued.cert.id_hex,
                 "valid_until": issued.cert.not_after,
+                **({"cheques": issued.balance} if mode == "cheque" else {}),
             },
             lambda c: c.print(
-                f"Card [bold]{issued.card_number}[/] issued to {holder} "
-                f"({mode}, "
-                + (f"{bal} cheques)." if mode == "cheque" else f"balance {bal} {bank.currency}).")
+                styled(
+                    "Card ",
+                    (issued.card_number, "bold"),
+                    f" issued to {holder} ({mode}, "
+                    + (
+                        (
+                            f"a book of {plural(issued.balance, 'cheque')})."
+                            if issued.balance
+                            else "no cheque book: its holder's account limits its cheques)."
+                        )
+                        if mode == "cheque"
+                        else f"balance {bal} {bank.currency})."
+                    ),
+                )
             ),
         )
 
@@ -268,15 +315,19 @@ def bank_open_merchant(
             out.done(
                 {"merchant": name, "sid": record.sid, "bank_id": bank.bank_id, "cert": cert.hex()},
                 lambda c: c.print(
-                    f"Merchant [bold]{name}[/] opened: S_id {record.sid}. Give the terminal "
-                    f"its MERCHANT-CERT (`merchant add-bank --cert`):\n{cert.hex()}"
+                    styled(
+                        "Merchant ",
+                        (name, "bold"),
+                        f" opened: S_id {record.sid}. Give the terminal its MERCHANT-CERT "
+                        f"(`merchant add-bank --cert`):\n{cert.hex()}",
+                    )
                 ),
             )
             return
         tf = h.open_merchant(bank, name)
         out.done(
             {"merchant": name, "sid": tf.sid, "bank_id": tf.bank_id},
-            lambda c: c.print(f"Merchant [bold]{name}[/] opened: S_id {tf.sid}."),
+            lambda c: c.print(styled("Merchant ", (name, "bold"), f" opened: S_id {tf.sid}.")),
         )
 
 
@@ -484,7 +535,7 @@ def bank_backfill_key_powers(
         n = bank.backfill_key_powers()
         out.done(
             {"certificates": n},
-            lambda c: c.print(f"Stored the comb powers of {n} certificate(s)."),
+            lambda c: c.print(f"Stored the comb powers of {plural(n, 'certificate')}."),
         )
 
 
@@ -496,11 +547,15 @@ def bank_audit(ctx: typer.Context, home: HomeOpt = None, json_: JsonOpt = False)
         report = bank.audit()
 
         def human(c: Console) -> None:
-            c.print("[green]The books balance.[/]" if report.ok else "[red]Violations:[/]")
+            c.print(
+                styled(("The books balance.", "green"))
+                if report.ok
+                else styled(("Violations:", "red"))
+            )
             for v in report.violations:
                 c.print(f"  - {v}")
             for k, v in report.figures.items():
-                c.print(f"  {k}: {v}")
+                c.print(f"  {k}: {readable(v)}")
 
         out.done({"ok": report.ok, "violations": report.violations, **report.figures}, human)
         if not report.ok:
@@ -511,7 +566,7 @@ def bank_audit(ctx: typer.Context, home: HomeOpt = None, json_: JsonOpt = False)
 def bank_serve(
     ctx: typer.Context,
     host: str = "127.0.0.1",
-    port: int = 8421,
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8421,
     admin_token_file: AdminTokenFileOpt = None,
     log_level: LogLevelOpt = LogLevel.WARNING,
     home: HomeOpt = None,
@@ -522,12 +577,27 @@ def bank_serve(
     with answering(out):
         from jointpay.api.server import serve
 
-        serve(h, host=host, port=port, admin_token_file=admin_token_file, log_level=log_level.value)
+        check_listenable(host, port)
+        with serving(out):
+            serve(
+                h,
+                host=host,
+                port=port,
+                admin_token_file=admin_token_file,
+                log_level=log_level.value,
+            )
 
 
 # --------------------------------------------------------------------------------------
 # payment, deposit, withdrawal
 # --------------------------------------------------------------------------------------
+
+
+def _fraction(value: float) -> float:
+    """``--online-sample``: a fraction between 0 and 1 (not nan)."""
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise typer.BadParameter(f"is a fraction between 0 and 1, not {value}")
+    return value
 
 
 @app.command("pay")
@@ -544,7 +614,7 @@ def pay(
     ] = None,
     online_sample: Annotated[
         float,
-        typer.Option(help="and a random fraction of the others (0-1)", min=0.0, max=1.0),
+        typer.Option(help="and a random fraction of the others (0-1)", callback=_fraction),
     ] = 0.0,
     currency: Annotated[
         str | None,
@@ -568,6 +638,8 @@ def pay(
     """
     h, out = _ctx(ctx, home, json_)
     with answering(out):
+        if rate is not None and currency is None:
+            raise BadInput("bad_usage", "--rate converts a price in --currency: give both")
         tf = h.terminal_file(merchant)
         taken = h.pay(
             card,
@@ -583,6 +655,12 @@ def pay(
         )
         amt = format_amount(taken.amount, taken.currency)
         conv = PaymentSpec.decode(taken.spec).conversion
+        paid_in = (
+            ""
+            if conv is None
+            else f" (a price of {format_amount(conv.orig_amount, conv.orig_currency)} "
+            f"{conv.orig_currency} at {format_rate(conv.rate_micro)})"
+        )
         price = (
             {}
             if conv is None
@@ -611,8 +689,11 @@ def pay(
                 "time": taken.time,
             },
             lambda c: c.print(
-                f"Paid [bold]{amt} {taken.currency}[/] to {merchant} with card "
-                f"{taken.card_number} (ser {taken.ser})."
+                styled(
+                    "Paid ",
+                    (f"{amt} {taken.currency}", "bold"),
+                    f"{paid_in} to {merchant} with card {taken.card_number} (ser {taken.ser}).",
+                )
             ),
         )
 
@@ -669,13 +750,18 @@ def merchant_add_bank(
     h, out = _ctx(ctx, home, json_)
     with answering(out):
         raw = hex_bytes(cert, "the MERCHANT-CERT", "bad_cert")
+        if not bank_url.startswith(_DATABASE_URLS):  # an embedded bank's database, or
+            service_url(bank_url, "--bank")  # a service
         with h.connect(bank_url) as port:
             reg = h.add_bank(merchant, port, raw, bank_url)
         out.done(
             {"merchant": merchant, "bank_id": reg.bank_id, "sid": reg.sid},
             lambda c: c.print(
-                f"Merchant [bold]{merchant}[/] is registered with bank {reg.bank_id} "
-                f"(S_id {reg.sid})."
+                styled(
+                    "Merchant ",
+                    (merchant, "bold"),
+                    f" is registered with bank {reg.bank_id} (S_id {reg.sid}).",
+                )
             ),
         )
 
@@ -702,16 +788,20 @@ def merchant_check(
         with contextlib.ExitStack() as stack:
             bank = port if port is not None else stack.enter_context(h.bank())
             answer = h.online_check(merchant, card, amount, bank, issuer)
+        currency = str(answer["currency"])
+        topup = format_amount(int(answer.get("topup") or 0), currency)
+        approved = bool(answer["approved"])
         out.done(
             {"merchant": merchant, "card": card, **answer},
             lambda c: c.print(
-                f"Card {card}: "
-                + ("[green]approved[/]" if answer["approved"] else f"[red]{answer['reason']}[/]")
-                + (
-                    f" (its credit line can be restored by "
-                    f"{format_amount(answer['topup'], answer['currency'])} {answer['currency']})"
-                    if answer["topup"]
-                    else ""
+                styled(
+                    f"Card {card}: ",
+                    ("approved", "green")
+                    if approved
+                    else (f"declined ({answer['reason']})", "red"),
+                    f" (its credit line can be restored by {topup} {currency})"
+                    if answer.get("topup")
+                    else "",
                 )
             ),
         )
@@ -736,7 +826,7 @@ def merchant_sync(
                 n = h.sync_hotlist(merchant, bank)
         out.done(
             {"merchant": merchant, "new_entries": n},
-            lambda c: c.print(f"Hot list synchronised: {n} new entries."),
+            lambda c: c.print(f"Hot list synchronised: {plural(n, 'new entry', 'new entries')}."),
         )
 
 
@@ -761,6 +851,8 @@ def deposit(
     with answering(out):
         if clearing and bank_url:
             raise BadInput("bad_option", "give --bank or --clearing, not both")
+        if clearing is not None:
+            service_url(clearing, "--clearing")
         batch_obj = None
         if batch is not None:
             raw = batch.read_bytes() if str(batch) != "-" else sys.stdin.buffer.read()
@@ -813,7 +905,9 @@ def deposit(
                 )
             for r in results:
                 if r["status"] != "accepted":
-                    c.print(f"  card {r['card']} ser {r['ser']}: [red]{r['reason']}[/]")
+                    c.print(
+                        styled(f"  card {r['card']} ser {r['ser']}: ", (str(r["reason"]), "red"))
+                    )
 
         out.done(
             {
@@ -910,7 +1004,22 @@ def card_show(
     with answering(out):
         with h.open_card(card, reader) as client:
             obj = describe_card(client)
-        lock = "[red]LOCKED[/]" if obj["locked"] else f"{obj['pin_tries']} PIN tries left"
+        lock: str | tuple[str, str] = (
+            ("LOCKED", "red")
+            if obj["locked"]
+            else f"{plural(obj['pin_tries'], 'PIN try', 'PIN tries')} left"
+        )
+        if obj["mode"] == "cheque":  # C_balance counts cheques, not money
+            n = obj["cheques"]
+            value = (
+                f"{plural(n, 'cheque')} left"
+                if n
+                else "no cheques left (or no cheque book: its holder's account limits them)"
+            )
+        elif obj["mode"] == "credit":
+            value = f"credit line {obj['balance']} {obj['currency']}"
+        else:
+            value = f"balance {obj['balance']} {obj['currency']}"
         pending = obj["pending_withdrawal"]
         waiting = (
             f" A withdrawal of {pending['amount']}{' with renewal' if pending['renew'] else ''}"
@@ -921,8 +1030,11 @@ def card_show(
         out.done(
             obj,
             lambda c: c.print(
-                f"Card {obj['card']}: balance {obj['balance']} {obj['currency']}, {lock}, "
-                f"{obj['mode']}, next ser {obj['next_ser']}, seq {obj['seq']}.{waiting}"
+                styled(
+                    f"Card {obj['card']}: {value}, ",
+                    lock,
+                    f", {obj['mode']}, next ser {obj['next_ser']}, seq {obj['seq']}.{waiting}",
+                )
             ),
         )
 
@@ -941,7 +1053,10 @@ def describe_card(client: Any) -> dict[str, Any]:
         else {}
     )
     cert = CardCert.decode(client.cert(), resolver(own))
+    # a cheque card's C_balance counts cheques: its balance is that count, not money
+    cheques = {"cheques": st.balance} if info.mode == "cheque" else {}
     return {
+        **cheques,
         "card": info.card_number,
         "balance": (
             str(st.balance) if info.mode == "cheque" else format_amount(st.balance, info.currency)
@@ -1028,7 +1143,7 @@ def readers(ctx: typer.Context, home: HomeOpt = None, json_: JsonOpt = False) ->
                 c.print("No readers. Is pcscd running, with a reader driver loaded?")
             for r in found:
                 state = f"card present (ATR {r.atr.hex()})" if r.atr else "empty"
-                c.print(f"[bold]{r.name}[/]: {state}")
+                c.print(styled((r.name, "bold"), f": {state}"))
 
         out.done({"readers": rows}, human)
 
@@ -1040,21 +1155,77 @@ def demo(
     home: HomeOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """The whole lifecycle on a fresh embedded bank, told step by step."""
+    """The whole lifecycle on a fresh embedded bank, told step by step: in a temporary
+    folder, or in the empty one given by --home or JOINTPAY_HOME (kept afterwards)."""
     _, out = _ctx(ctx, home, json_)
     from jointpay.cli.demo import run_demo
 
     with answering(out):
-        result = run_demo(out, suite=suite, home=home)
+        result = run_demo(out, suite=suite, home=chosen_home(ctx, home))
         if not result["ok"]:
-            out.done(result)
+            failed = [s["step"] for s in result["steps"] if not s["ok"]]
+            out.done(
+                result,
+                lambda c: c.print(
+                    styled(("\nSteps that did not do what they should: ", "bold red"))
+                    + styled("; ".join(failed) or "none (the ledger could not be read)")
+                ),
+            )
             raise typer.Exit(EXIT_REFUSED)
-        out.done(result, lambda c: c.print("\n[bold green]Every step did what it should.[/]"))
+        out.done(
+            result,
+            lambda c: c.print(styled("\n", ("Every step did what it should.", "bold green"))),
+        )
 
 
 def run() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point.
+
+    Click's usage errors (a missing option, an unknown command, a value out of range)
+    keep Click's message on stderr and exit 2; with ``--json`` they also come as one
+    ``{"error": "bad_usage", ...}`` object on stdout. An error no command mapped is
+    ``internal`` (exit 1), its traceback shown only with JOINTPAY_DEBUG=1."""
+    args = sys.argv[1:]
+    as_json = "--json" in (args[: args.index("--")] if "--" in args else args)
+    try:
+        status = app(standalone_mode=False)
+    except click_errors.ClickException as exc:  # usage errors, and a file option unreadable
+        code = "bad_usage" if isinstance(exc, click_errors.UsageError) else "bad_input"
+        if type(exc).__name__ == "NoArgsIsHelpError":  # its help is on stdout already
+            message = "a command is missing (see --help)"
+        else:
+            message = exc.format_message()
+        _answer_error(as_json, code, message)
+        _show_click_error(exc)
+        sys.exit(EXIT_BAD_INPUT)
+    except typer.Abort:
+        _answer_error(as_json, "aborted", "aborted")
+        say_error("aborted", "aborted")
+        sys.exit(EXIT_REFUSED)
+    except Exception as exc:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        code, message, st = internal(exc)
+        _answer_error(as_json, code, message)
+        say_error(code, message)
+        sys.exit(st)
+    sys.exit(status if isinstance(status, int) else 0)
+
+
+def _answer_error(as_json: bool, code: str, message: str) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps({"error": code, "message": message}) + "\n")
+        sys.stdout.flush()
+
+
+def _show_click_error(exc: click_errors.ClickException) -> None:
+    """Click's message on stderr, as Typer shows it."""
+    try:
+        from typer import rich_utils
+
+        rich_utils.rich_format_error(exc)
+    except ImportError:  # pragma: no cover - rich is a dependency
+        exc.show()
 
 
 _scheme_commands()

@@ -10,26 +10,33 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 
 from jointpay.adapters.card_file import atomic_write
 from jointpay.cli.common import (
     AdminTokenFileOpt,
+    Group,
     HomeOpt,
     JsonOpt,
     LogLevel,
     LogLevelOpt,
+    check_listenable,
     hex_bytes,
+    service_url,
 )
 from jointpay.cli.common import command_context as _ctx
-from jointpay.cli.output import answering
+from jointpay.cli.output import EXIT_REFUSED, answering, plural, readable, serving, styled
 from jointpay.crypto.certs import BankRole, SigningKey, check_ident, issue_bank_cert
 from jointpay.crypto.errors import CryptoError
+from jointpay.domain.money import format_amount
 from jointpay.home import Home
 from jointpay.service.clearing import ClearingHouse
 from jointpay.service.errors import BadInput, Refused
 
-scheme_app = typer.Typer(no_args_is_help=True, help="The scheme root: certifies member banks.")
-clearing_app = typer.Typer(no_args_is_help=True, help="A clearing house between banks.")
+scheme_app = typer.Typer(
+    cls=Group, no_args_is_help=True, help="The scheme root: certifies member banks."
+)
+clearing_app = typer.Typer(cls=Group, no_args_is_help=True, help="A clearing house between banks.")
 
 YEAR = 365 * 86_400
 
@@ -136,7 +143,7 @@ def bank_add_clearing(
 
     h, out = _ctx(ctx, home, json_)
     with answering(out), h.bank() as bank:
-        port = HttpClearing(url)
+        port = HttpClearing(service_url(url, "--url"))
         try:
             got = bank.interbank.add_clearing(port, url)
         finally:
@@ -150,6 +157,14 @@ def bank_add_clearing(
 
 
 # -- the clearing house -----------------------------------------------------------------
+
+
+def _settled(bank: str, amount: str, cur: str) -> str:
+    """A position paid out: the house pays the member (positive), or the member pays
+    the house (negative)."""
+    if amount.startswith("-"):
+        return f"{bank} pays the house {amount[1:]} {cur}"
+    return f"the house pays {bank} {amount} {cur}"
 
 
 @clearing_app.command("init")
@@ -215,6 +230,8 @@ def clearing_add_member(
     """Admit a bank of the scheme (its BANK-CERT is checked against the root)."""
     h, out = _ctx(ctx, home, json_)
     with answering(out):
+        if url is not None:
+            service_url(url, "--url")
         with _house(h) as house:
             got = house.add_member(bank_cert, url)
         out.done(got, lambda c: c.print(f"{got['member']} clears through {got['clearing_house']}."))
@@ -227,19 +244,63 @@ def clearing_settle(ctx: typer.Context, home: HomeOpt = None, json_: JsonOpt = F
     with answering(out):
         with _house(h) as house:
             got = house.settle()
-        out.done(got, lambda c: c.print(json.dumps(got, indent=1, sort_keys=True)))
+            cur = house.currency
+        paid = {bank: format_amount(v, cur) for bank, v in got["paid"].items()}
+
+        def human(c: Console) -> None:
+            if got["settlement"] is None:
+                c.print("No open position to settle.")
+            else:
+                c.print(f"Settlement {got['settlement']} of {got['clearing_house']}:")
+            for bank, amount in paid.items():
+                c.print(f"  {_settled(bank, amount, cur)}")
+            c.print(f"Settlements delivered: {got['delivered']}.")
+            if got["undelivered"]:
+                c.print(
+                    styled(
+                        ("Not delivered (retried at the next run): ", "red"),
+                        ", ".join(got["undelivered"]),
+                    )
+                )
+
+        out.done({**got, "paid": paid, "currency": cur}, human)
 
 
 @clearing_app.command("audit")
 def clearing_audit(ctx: typer.Context, home: HomeOpt = None, json_: JsonOpt = False) -> None:
     """Check the house's books and that every member's books mirror them."""
-    from jointpay.cli.output import EXIT_REFUSED
-
     h, out = _ctx(ctx, home, json_)
     with answering(out):
         with _house(h) as house:
             got = house.audit()
-        out.done(got, lambda c: c.print(json.dumps(got, indent=1, sort_keys=True)))
+            cur = house.currency
+        shown = {
+            **got,
+            "cleared_amount": format_amount(got["cleared_amount"], cur),
+            "currency": cur,
+        }
+        positions = {b: format_amount(v, cur) for b, v in got["positions"].items()}
+        books = {
+            b: "no answer" if v is None else format_amount(v, cur)
+            for b, v in got["member_books"].items()
+        }
+
+        def human(c: Console) -> None:
+            c.print(
+                styled(("The house's books balance and every member mirrors them.", "green"))
+                if got["ok"]
+                else styled(("Violations:", "red"))
+            )
+            for v in got["violations"]:
+                c.print(f"  - {v}")
+            c.print(f"  positions ({cur}): {readable(positions)}")
+            c.print(f"  member books ({cur}): {readable(books)}")
+            c.print(
+                f"  cleared: {plural(got['cleared_payments'], 'payment')}, "
+                f"{shown['cleared_amount']} {cur}"
+            )
+
+        out.done(shown, human)
         if not got["ok"]:
             raise typer.Exit(EXIT_REFUSED)
 
@@ -248,7 +309,7 @@ def clearing_audit(ctx: typer.Context, home: HomeOpt = None, json_: JsonOpt = Fa
 def clearing_serve(
     ctx: typer.Context,
     host: str = "127.0.0.1",
-    port: int = 8431,
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8431,
     admin_token_file: AdminTokenFileOpt = None,
     log_level: LogLevelOpt = LogLevel.WARNING,
     home: HomeOpt = None,
@@ -259,6 +320,12 @@ def clearing_serve(
     with answering(out):
         from jointpay.api.clearing_server import serve_clearing
 
-        serve_clearing(
-            h, host=host, port=port, admin_token_file=admin_token_file, log_level=log_level.value
-        )
+        check_listenable(host, port)
+        with serving(out):
+            serve_clearing(
+                h,
+                host=host,
+                port=port,
+                admin_token_file=admin_token_file,
+                log_level=log_level.value,
+            )
