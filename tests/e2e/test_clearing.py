@@ -273,8 +273,8 @@ def test_a_card_of_bank_b_at_banks_a_and_c_is_credited_once(scheme: dict[str, An
             assert balance(w, b, "interbank:" + h) in (0, None)
     assert balance(w, "bank-a", "interbank:ch-1") == 0  # it was -30.00 before settlement
     assert jp(w["home"]["ch-1"], w["db"]["ch-1"], "clearing", "audit")["positions"] == {
-        "bank-a": 0,
-        "bank-b": 0,
+        "bank-a": "0.00",
+        "bank-b": "0.00",
     }
     for b in ("bank-a", "bank-b", "bank-c"):
         audit = jp(w["home"][b], w["db"][b], "bank", "audit")
@@ -431,7 +431,7 @@ def test_a_merchant_deposits_directly_at_a_clearing_house(scheme: dict[str, Any]
     ask = ("merchant", "check", "--merchant", "Shop", "--card", cards["bo"])
     ask += ("--issuer", "bank-b", "--bank", w["url"]["bank-a"])
     yes = jp(ha, None, *ask, "--amount", "40.00")
-    no = jp(ha, None, *ask, "--amount", "40.01")
+    no = jp(ha, None, *ask, "--amount", "40.01", code=1)  # declined: exit 1
     assert (yes["approved"], no["approved"]) == (True, False)
     assert no["reason"] == "insufficient_balance"  # B has seen no payment yet: 40.00
     cleared = jp(
@@ -481,7 +481,7 @@ def test_a_merchant_deposits_directly_at_a_clearing_house(scheme: dict[str, Any]
         assert b.account(b.card(cards["bo"]).float_account).balance == 1_900
     positions = jp(w["home"]["ch-1"], w["db"]["ch-1"], "clearing", "audit")
     assert positions["ok"], positions
-    assert positions["positions"]["bank-b"] == -2_100  # B owes the house what bo paid
+    assert positions["positions"]["bank-b"] == "-21.00"  # B owes the house what bo paid
 
     # The same payments again, in a new session through the house: nothing twice.
     again = jp(

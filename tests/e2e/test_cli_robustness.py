@@ -237,10 +237,10 @@ def test_the_json_error_survives_a_broken_stderr(world: dict[str, Any]) -> None:
     error(p, 2, "unknown_merchant")
 
 
-# -- 3. merchant check says what the bank answered ---------------------------------------
+# -- 3. merchant check: decimal strings, declined is exit 1 -----------------------------
 
 
-def test_merchant_check_says_approved_or_declined_and_the_top_up(tmp_path: Path) -> None:
+def test_merchant_check_amounts_and_exit_status(tmp_path: Path) -> None:
     home = tmp_path
     ok(home, "bank", "init")
     ok(home, "bank", "open-merchant", "--name", "Shop")
@@ -253,13 +253,17 @@ def test_merchant_check_says_approved_or_declined_and_the_top_up(tmp_path: Path)
     ok(home, "bank", "settle", "--paid", "carol", "60.00", "--ref", "t1")
     check = ("merchant", "check", "--merchant", "Shop", "--card", card, "--amount", "10")
     got = ok(home, *check)
-    assert (got["approved"], got["currency"]) == (True, "EUR")
+    assert (got["approved"], got["topup"], got["currency"]) == (True, "60.00", "EUR")
     human = run(home, *check)
     assert human.returncode == 0
-    assert "approved (its credit line can be restored by 60.00 EUR)" in human.stdout
+    assert "60.00 EUR" in human.stdout
     ok(home, "bank", "blacklist", "--card", card)
+    declined = answer(run(home, *check, "--json"), 1)
+    assert (declined["approved"], declined["reason"]) == (False, "blacklisted")
+    assert declined["topup"] == "0.00"
     human = run(home, *check)
-    assert "declined (blacklisted)" in human.stdout
+    assert human.returncode == 1
+    assert "blacklisted" in human.stdout
 
 
 # -- 4. the clearing house's amounts; readable audits ------------------------------------

@@ -144,11 +144,11 @@ def test_hotlist_sync_over_http(served: dict[str, Any]) -> None:
     assert jp(home, "merchant", "sync", "--merchant", "Shop", "--bank", url)["new_entries"] >= 1
     assert httpx.get(f"{url}/v1/hotlist?since=0").json()["entries"][0]["card"] == served["card"]
     check = jp(home, "merchant", "check", "--merchant", "Shop", "--card", served["card"],
-               "--amount", "0.01", "--bank", url)  # fmt: skip
+               "--amount", "0.01", "--bank", url, code=1)  # fmt: skip
     assert {k: check[k] for k in ("approved", "reason", "topup")} == {
         "approved": False,
         "reason": "blacklisted",
-        "topup": 0,
+        "topup": "0.00",
     }
     assert "available" not in check  # the bank answers the question, not the balance
     # the question must come from one of the bank's merchants, signed

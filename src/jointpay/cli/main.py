@@ -792,7 +792,7 @@ def merchant_check(
         topup = format_amount(int(answer.get("topup") or 0), currency)
         approved = bool(answer["approved"])
         out.done(
-            {"merchant": merchant, "card": card, **answer},
+            {"merchant": merchant, "card": card, **answer, "topup": topup},
             lambda c: c.print(
                 styled(
                     f"Card {card}: ",
@@ -805,6 +805,8 @@ def merchant_check(
                 )
             ),
         )
+        if not approved:  # like a declined payment
+            raise typer.Exit(EXIT_REFUSED)
 
 
 @merchant_app.command("sync")

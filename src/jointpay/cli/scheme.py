@@ -274,15 +274,16 @@ def clearing_audit(ctx: typer.Context, home: HomeOpt = None, json_: JsonOpt = Fa
         with _house(h) as house:
             got = house.audit()
             cur = house.currency
-        shown = {
-            **got,
-            "cleared_amount": format_amount(got["cleared_amount"], cur),
-            "currency": cur,
-        }
         positions = {b: format_amount(v, cur) for b, v in got["positions"].items()}
         books = {
-            b: "no answer" if v is None else format_amount(v, cur)
-            for b, v in got["member_books"].items()
+            b: None if v is None else format_amount(v, cur) for b, v in got["member_books"].items()
+        }
+        shown = {
+            **got,
+            "positions": positions,
+            "member_books": books,
+            "cleared_amount": format_amount(got["cleared_amount"], cur),
+            "currency": cur,
         }
 
         def human(c: Console) -> None:
@@ -294,7 +295,10 @@ def clearing_audit(ctx: typer.Context, home: HomeOpt = None, json_: JsonOpt = Fa
             for v in got["violations"]:
                 c.print(f"  - {v}")
             c.print(f"  positions ({cur}): {readable(positions)}")
-            c.print(f"  member books ({cur}): {readable(books)}")
+            c.print(
+                f"  member books ({cur}): "
+                + readable({b: v or "no answer" for b, v in books.items()})
+            )
             c.print(
                 f"  cleared: {plural(got['cleared_payments'], 'payment')}, "
                 f"{shown['cleared_amount']} {cur}"
