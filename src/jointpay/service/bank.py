@@ -780,15 +780,8 @@ class Bank:
             raise BadInput("malformed", str(exc)) from exc
         if ask.bank_id != self.bank_id:
             raise Refused("wrong_bank", f"the check is for bank {ask.bank_id!r}")
-        try:
-            with self.store.transaction() as tx:
-                merchant = tx.get_merchant(ask.sid)
-        except NotFound as exc:
-            raise Refused("unknown_merchant", f"no service provider {ask.sid}") from exc
-        try:
-            ask.verify(VerifyKey(ask.sid, merchant.public_key))
-        except CryptoError as exc:
-            raise Refused("bad_signature", "the check is not signed by the merchant") from exc
+        with self.store.transaction() as tx:
+            _signed_by_merchant(tx, ask.sid, ask.verify, "check")
         if abs(self.clock() - ask.time) > self.policy.online_window:
             raise Refused("stale_message", "the check's timestamp is not fresh")
         return self.clearance(ask.card, ask.amount, ask.issuer, asker=ask.sid)
@@ -1177,14 +1170,7 @@ class Bank:
     ) -> tuple[MerchantRecord, dict[str, Any] | None]:
         """Step 620: the merchant, its signature on the session, the session's sequence
         number and freshness; the receipt already given if this session was taken."""
-        try:
-            merchant = tx.lock_merchant(req.sid) if lock else tx.get_merchant(req.sid)
-        except NotFound as exc:
-            raise Refused("unknown_merchant", f"no service provider {req.sid}") from exc
-        try:
-            req.verify(VerifyKey(req.sid, merchant.public_key))
-        except CryptoError as exc:
-            raise Refused("bad_signature", "the deposit is not signed by the merchant") from exc
+        merchant = _signed_by_merchant(tx, req.sid, req.verify, "deposit", lock=lock)
         prior = tx.get_deposit(deposit_id)
         if prior is not None:
             if prior.batch_digest == req.batch_digest:
@@ -1248,6 +1234,27 @@ class Bank:
 
         with self.store.transaction(snapshot=True) as tx:  # one moment's books
             return run_audit(self, tx)
+
+
+def _signed_by_merchant(
+    tx: UnitOfWork,
+    sid: str,
+    verify: Callable[[VerifyKey], None],
+    what: str,
+    *,
+    lock: bool = False,
+) -> MerchantRecord:
+    """The service provider ``sid`` (row-locked if ``lock``), once ``verify`` accepted
+    its key for the message; else ``unknown_merchant`` or ``bad_signature``."""
+    try:
+        merchant = tx.lock_merchant(sid) if lock else tx.get_merchant(sid)
+    except NotFound as exc:
+        raise Refused("unknown_merchant", f"no service provider {sid}") from exc
+    try:
+        verify(VerifyKey(sid, merchant.public_key))
+    except CryptoError as exc:
+        raise Refused("bad_signature", f"the {what} is not signed by the merchant") from exc
+    return merchant
 
 
 def _answer_again(stored: bytes) -> bytes:
