@@ -1101,7 +1101,8 @@ class Bank:
         try:
             req = parse_deposit(message)
         except (BatchError, CryptoError) as exc:
-            raise BadInput("malformed", f"deposit: {exc}") from exc
+            text = str(exc)  # most of parse_deposit's say "deposit: ..." already
+            raise BadInput("malformed", text if "deposit" in text else f"deposit: {text}") from exc
         if req.bank_id != self.bank_id:
             raise Refused(
                 "wrong_bank", f"this deposit is for bank {req.bank_id!r}, not {self.bank_id!r}"
