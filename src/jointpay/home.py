@@ -685,20 +685,27 @@ def _held_as_sent(pending: list[TakenPayment], batch: object) -> set[tuple[str, 
     copy of a payment was damaged or altered gets it rejected (``bad_signature``, say);
     marking the terminal's own, sound copy rejected with it lost the merchant that
     payment for good: only the terminal's copy can still be deposited."""
-    sent: set[tuple[object, ...]] = set()
+    if not pending:
+        return set()  # a file of payments this terminal does not hold: nothing to settle
+    ours = {(p.ser, p.spec.hex()): p for p in pending}
+    certs = {p.card_cert: p.card_cert.hex() for p in pending}  # one hex a certificate
+    held: set[tuple[str, int]] = set()
     groups = batch.get("cards") if isinstance(batch, dict) else None
     for group in groups if isinstance(groups, list) else []:
         if not isinstance(group, dict) or not isinstance(group.get("payments"), list):
             continue
-        for p in group["payments"]:
-            if isinstance(p, dict):
-                row = (group.get("cert"), p.get("ser"), p.get("spec"), p.get("b"), p.get("r"))
-                sent.add(tuple(v.lower() if isinstance(v, str) else v for v in row))
-    return {
-        (p.card_number, p.ser)
-        for p in pending
-        if (p.card_cert.hex(), p.ser, p.spec.hex(), p.b.hex(), p.r.hex()) in sent
-    }
+        cert = str(group.get("cert")).lower()
+        for sent in group["payments"]:
+            spec = sent.get("spec") if isinstance(sent, dict) else None
+            p = ours.get((sent.get("ser"), spec.lower())) if isinstance(spec, str) else None
+            if (
+                p is not None
+                and cert == certs[p.card_cert]
+                and str(sent.get("b")).lower() == p.b.hex()
+                and str(sent.get("r")).lower() == p.r.hex()
+            ):
+                held.add((p.card_number, p.ser))
+    return held
 
 
 def _pending_for(tf: TerminalFile, store: SqliteTerminalStore, bank_id: str) -> list[TakenPayment]:
