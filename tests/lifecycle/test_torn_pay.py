@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 
 from jointpay.adapters import card_file
-from jointpay.adapters.terminal_store import SqliteTerminalStore
+from jointpay.adapters.terminal_store import SCHEMA_VERSION, SqliteTerminalStore
 from jointpay.home import Home
 from jointpay.protocol.card import INS_PAY, PAYMENT_LOG, payment_from_last
-from jointpay.protocol.terminal import EarlierPaymentRecovered, PaymentDeclined
+from jointpay.protocol.terminal import EarlierPaymentRecovered, InFlight, PaymentDeclined
 from worlds import PIN, Clock
 
 LOAD = 20_000
@@ -256,6 +256,52 @@ def test_a_store_of_the_first_schema_is_upgraded_in_place(tmp_path: Path) -> Non
     store = SqliteTerminalStore(path)
     try:
         assert store.in_flight("4000000000000002") is None
-        assert store._db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert store._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     finally:
         store.close()
+
+
+def test_a_store_of_the_second_schema_keeps_its_pay_in_flight(tmp_path: Path) -> None:
+    """Version 3 keeps the PAY's spec; a PAY noted by version 2 has none, and is
+    recovered as before (by ser, txn, payee and CARD-CERT)."""
+    path = tmp_path / "terminal.db"
+    SqliteTerminalStore(path).close()
+    db = sqlite3.connect(path)
+    db.execute("DROP TABLE in_flight")
+    db.execute(
+        "CREATE TABLE in_flight (card_number TEXT PRIMARY KEY, txn INTEGER NOT NULL,"
+        " ser TEXT NOT NULL, card_cert BLOB NOT NULL)"
+    )
+    db.execute(
+        "INSERT INTO in_flight VALUES ('4000000000000002', 7, '00000000000000000003', x'01')"
+    )
+    db.execute("PRAGMA user_version=2")
+    db.commit()
+    db.close()
+    store = SqliteTerminalStore(path)
+    try:
+        assert store.in_flight("4000000000000002") == InFlight(
+            "4000000000000002", 7, 3, b"\x01", b""
+        )
+        assert store._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    finally:
+        store.close()
+
+
+def test_a_payment_read_back_must_be_the_spec_the_pay_sent(
+    world: dict[str, Any], cut: Callable[[bool], None]
+) -> None:
+    """The card's payment of the noted ser and txn is taken only if it is the very
+    spec the PAY sent: a card whose secret was extracted could otherwise hand back a
+    smaller payment under the same ser and txn. (Here the note is altered instead.)"""
+    h, card = world["home"], world["card"]
+    cut(True)
+    with pytest.raises(PaymentDeclined):
+        h.pay(card, "Shop", 1250, PIN)
+    with h.terminal("Shop") as (_, store):
+        flight = store.in_flight(card)
+        assert flight is not None
+        assert flight.spec
+        store._db.execute("UPDATE in_flight SET spec = x'00' WHERE card_number = ?", (card,))
+    assert h.pay(card, "Shop", 300, PIN).ser == 1  # not taken for ours: a new payment
+    assert _held(h, "Shop") == [(1, 300)]

@@ -273,6 +273,44 @@ def test_a_payment_moved_to_another_merchant_is_caught(home: Home) -> None:
     ) in found
 
 
+def test_a_payment_moved_to_another_card_is_caught(home: Home) -> None:
+    """Alice's payment booked to bob's card, its float legs moved to match: the spec is
+    untouched, but the CARD-CERT it names is alice's, not bob's."""
+    s = deposit_with_fee(home)
+    sql(
+        home,
+        "UPDATE payments SET card_number = :bob"
+        " WHERE card_number = :alice AND ser = '00000000000000000001'",
+        bob=s["cheque"],
+        alice=s["cash"],
+    )
+    found = violations(home)
+    assert f"payment {s['cheque']}/1: its CARD-CERT is card {s['cash']}'s" in found
+
+
+@pytest.mark.parametrize("fee", [-10, 1_001])
+def test_a_recorded_fee_below_zero_or_above_its_payment_is_caught(home: Home, fee: int) -> None:
+    """With the ledger moved to match, a negative fee pays the merchant the bank's
+    money, and one above the payment takes more than the payment was."""
+    s = deposit_with_fee(home)
+    shift = fee - 5
+    sql(
+        home,
+        "UPDATE payments SET fee = :fee WHERE card_number = :n AND ser = '00000000000000000000'",
+        "UPDATE entries SET amount = amount - :shift WHERE transfer_id = :t AND account_id = :shop",
+        "UPDATE entries SET amount = amount + :shift WHERE transfer_id = :t"
+        " AND account_id = 'bank:income:EUR'",
+        "UPDATE accounts SET balance = balance - :shift WHERE id = :shop",
+        "UPDATE accounts SET balance = balance + :shift WHERE id = 'bank:income:EUR'",
+        fee=fee,
+        shift=shift,
+        n=s["cash"],
+        shop=s["shop"].account_id,
+        t=f"deposit:{s['deposit']}",
+    )
+    assert f"payments row {s['cash']}/0: fee {fee} outside [0, 1000]" in violations(home)
+
+
 # -- currencies ---------------------------------------------------------------------------
 def test_an_account_whose_currency_was_edited_is_caught(home: Home) -> None:
     s = deposit_with_fee(home)

@@ -22,7 +22,7 @@ from jointpay.protocol.terminal import InFlight, TakenPayment, TerminalConfig
 from jointpay.storage.files import create_private
 from jointpay.storage.sqlite_blobs import register_identity_adapters
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 _IN_FLIGHT: Final = """
 CREATE TABLE IF NOT EXISTS in_flight (
     card_number TEXT PRIMARY KEY,
@@ -58,9 +58,13 @@ CREATE TABLE IF NOT EXISTS hotlist (card_number TEXT PRIMARY KEY, version INTEGE
 """
     + _IN_FLIGHT
 )
-_UPGRADES: Final = {1: _IN_FLIGHT}
+_UPGRADES: Final = {
+    1: _IN_FLIGHT,
+    2: "ALTER TABLE in_flight ADD COLUMN spec BLOB NOT NULL DEFAULT X''",
+}
 """What takes a store from version ``n`` to ``n + 1``: version 2 keeps the PAY in flight
-(:meth:`SqliteTerminalStore.begin_pay`)."""
+(:meth:`SqliteTerminalStore.begin_pay`), version 3 its spec too (a PAY noted before
+has none, and is recovered without comparing it)."""
 
 
 class TerminalStoreError(Exception):
@@ -83,19 +87,20 @@ class SqliteTerminalStore:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=30000")
         with self._tx():  # one writer at a time: two terminals opening the file at once
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0:
+            found = version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:  # a new store: version 2's tables, then the upgrades
                 for stmt in _SCHEMA.split(";"):
                     if stmt.strip():
                         self._db.execute(stmt)
-            elif version in _UPGRADES:
+                version = 2
+            if version in _UPGRADES:
                 for step in range(version, SCHEMA_VERSION):
                     self._db.execute(_UPGRADES[step])
             elif version != SCHEMA_VERSION:
                 raise TerminalStoreError(
                     f"{path}: schema version {version}, expected {SCHEMA_VERSION}"
                 )
-            if version != SCHEMA_VERSION:
+            if found != SCHEMA_VERSION:
                 self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -146,17 +151,27 @@ class SqliteTerminalStore:
         it (:meth:`Terminal.pay`). Durable like a taken payment."""
         with self._tx():
             self._db.execute(
-                "INSERT INTO in_flight (card_number, txn, ser, card_cert) VALUES (?,?,?,?)"
-                " ON CONFLICT(card_number) DO UPDATE SET txn=excluded.txn, ser=excluded.ser,"
-                " card_cert=excluded.card_cert",
-                (flight.card_number, flight.txn, _ser_key(flight.ser), flight.card_cert),
+                "INSERT INTO in_flight (card_number, txn, ser, card_cert, spec)"
+                " VALUES (?,?,?,?,?) ON CONFLICT(card_number) DO UPDATE SET"
+                " txn=excluded.txn, ser=excluded.ser, card_cert=excluded.card_cert,"
+                " spec=excluded.spec",
+                (
+                    flight.card_number,
+                    flight.txn,
+                    _ser_key(flight.ser),
+                    flight.card_cert,
+                    flight.spec,
+                ),
             )
 
     def in_flight(self, card_number: str) -> InFlight | None:
         row = self._db.execute(
-            "SELECT txn, ser, card_cert FROM in_flight WHERE card_number=?", (card_number,)
+            "SELECT txn, ser, card_cert, spec FROM in_flight WHERE card_number=?",
+            (card_number,),
         ).fetchone()
-        return None if row is None else InFlight(card_number, int(row[0]), int(row[1]), row[2])
+        if row is None:
+            return None
+        return InFlight(card_number, int(row[0]), int(row[1]), row[2], bytes(row[3]))
 
     def end_pay(self, card_number: str) -> None:
         """The PAY in flight for this card is settled: the card refused it, or never ran it."""

@@ -356,6 +356,9 @@ class InFlight:
     txn: int
     ser: int
     card_cert: bytes
+    spec: bytes = b""
+    """The spec the PAY asks the card to sign (empty if noted before stores kept it):
+    the payment read back must be that very one, amount and all."""
 
 
 class TerminalStore(Protocol):
@@ -634,7 +637,9 @@ class Terminal:
             merchant_cert, spec_bytes, sig, self.config.bank_cert if foreign else b""
         )
         # noted before it is sent: if its answer is lost, the card may have paid
-        self.store.begin_pay(InFlight(cert.card_number, spec.txn, status.next_ser, cert.encode()))
+        self.store.begin_pay(
+            InFlight(cert.card_number, spec.txn, status.next_ser, cert.encode(), spec_bytes)
+        )
         try:
             resp = client.pay(command)
         except CardMute:
@@ -741,6 +746,7 @@ class Terminal:
             if (
                 resp.ser == flight.ser
                 and spec.txn == flight.txn
+                and (not flight.spec or spec_bytes == flight.spec)
                 and self.config.is_ours(spec.bank_id, spec.sid)
                 and not self.store.has_payment(flight.card_number, resp.ser)
                 and spec.card_cert_id == cert.cert_id

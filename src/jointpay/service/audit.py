@@ -183,6 +183,7 @@ class _Audit:
                     f"card {card.card_number}: highest recorded ser {card.highest_ser} but "
                     + ("no accepted payment" if top < 0 else f"its highest accepted is {top}")
                 )
+        v += self.tx.audit_row_misfits()
         for i, (n, ser) in enumerate(self.tx.audit_spec_mismatches(self.own, self.cur)):
             v.append(
                 f"payment {n}/{ser}: "

@@ -310,6 +310,12 @@ class UnitOfWork(Protocol):
     def audit_deposit_rows(self) -> dict[str, tuple[str, int]]:
         """Every deposit session recorded: its id, and its merchant and sequence number."""
 
+    def audit_row_misfits(self) -> list[str]:
+        """What no signed spec can say is wrong with a row, in words: a payment whose
+        CARD-CERT is not a certificate of its card (or none the bank stored), and a fee
+        below zero or above its payment (payments, other banks' payments) or below zero
+        (withdrawals)."""
+
     def audit_spec_mismatches(self, bank_id: str, currency: str) -> list[tuple[str, int]]:
         """(card number, ser) of every payment whose row disagrees with the signed spec
         stored with it (its S_id, amount, currency or CARD-CERT id; for a payment made

@@ -428,6 +428,35 @@ class MemoryUnitOfWork:
     def audit_deposit_rows(self) -> dict[str, tuple[str, int]]:
         return {d.deposit_id: (d.sid, d.merchant_seq) for d in self._d.deposits.values()}
 
+    def audit_row_misfits(self) -> list[str]:
+        out = []
+        for (n, ser), p in sorted(self._d.payments.items()):
+            cert = self._d.certs.get(p.cert_id)
+            if cert is None:
+                out.append(f"payment {n}/{ser}: its CARD-CERT is none the bank issued")
+            elif cert.card_number != n:
+                out.append(f"payment {n}/{ser}: its CARD-CERT is card {cert.card_number}'s")
+        for table, rows in (
+            ("payments", sorted((k, p.fee, p.amount) for k, p in self._d.payments.items())),
+            (
+                "interbank",
+                sorted(
+                    ((r.card_number, r.ser), r.fee, r.amount) for r in self._d.interbank.values()
+                ),
+            ),
+        ):
+            out += [
+                f"{table} row {n}/{ser}: fee {fee} outside [0, {amount}]"
+                for (n, ser), fee, amount in rows
+                if not 0 <= fee <= amount
+            ]
+        out += [
+            f"withdrawal {n}/{seq}: fee {w.fee} below zero"
+            for (n, seq), w in sorted(self._d.withdrawals.items())
+            if w.fee < 0
+        ]
+        return out
+
     def audit_spec_mismatches(self, bank_id: str, currency: str) -> list[tuple[str, int]]:
         bad = []
         for p in self._d.payments.values():

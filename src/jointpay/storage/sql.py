@@ -1300,6 +1300,41 @@ class SqlUnitOfWork:
         q = select(d.deposit_id, d.sid, d.merchant_seq)
         return {r[0]: (r[1], int(r[2])) for r in self.c.execute(q)}
 
+    def audit_row_misfits(self) -> list[str]:
+        out = [
+            f"payment {n}/{int(ser)}: "
+            + ("its CARD-CERT is none the bank issued" if owner is None else
+               f"its CARD-CERT is card {owner}'s")
+            for n, ser, owner in self.c.execute(
+                text(
+                    "SELECT p.card_number, p.ser, c.card_number FROM payments p"
+                    " LEFT JOIN certs c ON c.cert_id = p.cert_id"
+                    " WHERE c.cert_id IS NULL OR c.card_number <> p.card_number"
+                    " ORDER BY p.card_number, p.ser"
+                )
+            )
+        ]  # fmt: skip
+        for table, key in (("payments", "card_number"), ("interbank", "card_number")):
+            out += [
+                f"{table} row {n}/{int(ser)}: fee {fee} outside [0, {amount}]"
+                for n, ser, fee, amount in self.c.execute(
+                    text(
+                        f"SELECT {key}, ser, fee, amount FROM {table}"  # noqa: S608 - constants
+                        " WHERE fee < 0 OR fee > amount ORDER BY 1, 2"
+                    )
+                )
+            ]
+        out += [
+            f"withdrawal {n}/{int(seq)}: fee {fee} below zero"
+            for n, seq, fee in self.c.execute(
+                text(
+                    "SELECT card_number, seq, fee FROM withdrawals WHERE fee < 0"
+                    " ORDER BY card_number, seq"
+                )
+            )
+        ]
+        return out
+
     def audit_spec_mismatches(self, bank_id: str, currency: str) -> list[tuple[str, int]]:
         """In the database, on the spec's bytes (``protocol/spec.py``'s layout): the bank
         id after the magic (its length in the last byte of its prefix, as ids are at most
