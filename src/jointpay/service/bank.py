@@ -771,7 +771,7 @@ class Bank:
     def online_check(self, message: object) -> dict[str, Any]:
         """``POST /v1/online-check``: FIG. 8's optional on-line clearance, asked by one
         of our service providers in a message it signs (:class:`OnlineCheck`), fresh
-        within the policy's message window. The answer says whether the amount would
+        within the policy's ``online_window``. The answer says whether the amount would
         clear now, and for a credit card how far its C_balance would be restored; it
         never gives the card's balance."""
         try:
