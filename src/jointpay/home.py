@@ -696,8 +696,14 @@ def _held_as_sent(pending: list[TakenPayment], batch: object) -> set[tuple[str, 
             continue
         cert = str(group.get("cert")).lower()
         for sent in group["payments"]:
-            spec = sent.get("spec") if isinstance(sent, dict) else None
-            p = ours.get((sent.get("ser"), spec.lower())) if isinstance(spec, str) else None
+            if not isinstance(sent, dict):
+                continue  # the bank reports a malformed payment; it settles nothing here
+            ser, spec = sent.get("ser"), sent.get("spec")
+            p = (
+                ours.get((ser, spec.lower()))
+                if type(ser) is int and isinstance(spec, str)
+                else None
+            )
             if (
                 p is not None
                 and cert == certs[p.card_cert]

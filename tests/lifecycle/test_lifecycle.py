@@ -302,11 +302,13 @@ def test_a_damaged_batch_file_does_not_settle_the_terminals_sound_copy(
     r = damaged["cards"][0]["payments"][1]["r"]
     damaged["cards"][0]["payments"][1]["r"] = r[:-2] + ("00" if r[-2:] != "00" else "01")
     damaged["cards"][0]["payments"][0]["spec"] = batch["cards"][0]["payments"][0]["spec"].upper()
+    damaged["cards"][0]["payments"].append({"ser": [1], "spec": "00", "b": "00", "r": "00"})
     with h.bank() as bank:
         receipt = h.deposit("Shop", bank, damaged)
         assert [(r["ser"], r["status"], r["reason"]) for r in receipt["results"]] == [
             (0, "accepted", None),
             (1, "rejected", "bad_signature"),
+            (None, "rejected", "malformed"),
         ]
         assert [p["ser"] for g in h.export_batch("Shop")["cards"] for p in g["payments"]] == [1]
         again = h.deposit("Shop", bank)  # the terminal's own copy of ser 1
