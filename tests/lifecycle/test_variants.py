@@ -440,3 +440,32 @@ def test_a_merchant_registered_with_two_banks_sorts_its_payments_by_issuer(
     with h.bank() as bank_a, pytest.raises(Refused) as pinned:
         h.sync_hotlist("Shop", bank_a)
     assert pinned.value.code == "wrong_bank_key"
+
+
+@pytest.mark.parametrize(
+    ("changes", "said"),
+    [
+        ({"credit_fee_bp": 20_000}, "credit_fee_bp is at most 10000"),
+        ({"late_interest_bp": 10_001}, "late_interest_bp is at most 10000"),
+        ({"deposit_window": 0}, "deposit_window must be above zero"),
+        ({"online_window": 0}, "online_window must be above zero"),
+        ({"cert_validity": 1}, "renew_before must be below cert_validity"),
+        ({"rate_tolerance_ppm": 2_000_000}, "rate_tolerance_ppm is at most 1000000"),
+    ],
+)
+def test_an_unworkable_policy_is_refused_and_the_old_one_kept(
+    world: dict[str, Any], changes: dict[str, int], said: str
+) -> None:
+    """A fee above the whole amount, a window nothing fits in, certificates renewed at
+    every withdrawal: refused, as a policy value of the wrong type is."""
+    h: Home = world["home"]
+    with h.bank() as bank:
+        before = bank.policy
+        with pytest.raises(BadInput) as bad:
+            bank.set_policy(**changes)
+        assert bad.value.code == "bad_policy"
+        assert said in bad.value.message
+        assert bank.policy == before
+    with h.bank() as bank:
+        assert bank.policy == before
+        assert bank.set_policy(credit_fee_bp=10_000, credit_period=0).credit_fee_bp == 10_000

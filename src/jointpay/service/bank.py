@@ -286,6 +286,8 @@ class Bank:
         ``own_group`` is a FIPS 186-4 group record (:class:`FipsGroup` JSON) the bank
         uses instead of a shipped one; it is re-checked from its seed first.
         """
+        if policy is not None and (problems := policy.problems()):
+            raise BadInput("bad_policy", "; ".join(problems))
         try:
             if own_group is not None:
                 if suite != SUITE_MODP:
@@ -870,6 +872,8 @@ class Bank:
                 raise BadInput("no_bank", "no bank here")
             config = BankConfig.from_json(raw)
             config = replace(config, policy=replace(config.policy, **changes))
+            if problems := config.policy.problems():
+                raise BadInput("bad_policy", "; ".join(problems))
             tx.config_set(CONFIG_KEY, config.to_json())
         self.config, self._config_raw = config, config.to_json()
         return config.policy

@@ -63,6 +63,33 @@ class Policy:
     )
     """The fields that are money (minor units of the bank's currency)."""
 
+    RATES: ClassVar[tuple[str, ...]] = (
+        "credit_fee_bp",
+        "credit_interest_bp",
+        "late_interest_bp",
+    )
+    """The fields in basis points: a share of an amount, at most 10,000 (all of it)."""
+    SPANS: ClassVar[tuple[str, ...]] = (
+        "deposit_window",
+        "message_window",
+        "online_window",
+        "cert_validity",
+    )
+    """The fields in seconds that cannot be zero: a window nothing fits in, or a
+    certificate valid for no time (a ``credit_period`` of 0 bills at every run)."""
+
+    def problems(self) -> list[str]:
+        """What makes this policy unworkable, in words (empty if nothing)."""
+        out = [
+            f"{n} is at most 10000 (basis points)" for n in self.RATES if getattr(self, n) > 10_000
+        ]
+        out += [f"{n} must be above zero (seconds)" for n in self.SPANS if getattr(self, n) <= 0]
+        if self.renew_before >= self.cert_validity:
+            out.append("renew_before must be below cert_validity (every withdrawal would renew)")
+        if self.rate_tolerance_ppm > 1_000_000:
+            out.append("rate_tolerance_ppm is at most 1000000 (all of the rate)")
+        return out
+
     @staticmethod
     def basis_points(amount: int, bp: int) -> int:
         """``bp`` basis points of ``amount``, rounded up to the minor unit (never a float)."""
