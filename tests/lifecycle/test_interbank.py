@@ -266,3 +266,37 @@ def test_the_issuer_refuses_a_house_question_that_is_stale_or_for_another_bank(
         with pytest.raises(BadInput) as bad:
             w.b.interbank_online_check(ask(**change))
         assert bad.value.code == "malformed", change
+
+
+def test_a_pay_torn_before_the_terminal_registered_with_the_cards_bank_is_recovered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bank-a's Shop takes a PAY from bank-b's card as a merchant of the scheme; its
+    answer is lost; the Shop then opens an account at bank-b (`merchant add-bank`).
+    The card's next presentation must read the PAY back as it was made, with bank-a's
+    MERCHANT-CERT: with the one the card would pay today (bank-b's) the card said it
+    kept no such payment, and the terminal took a second payment."""
+    from jointpay.adapters import card_file
+    from jointpay.protocol.card import INS_PAY
+    from jointpay.protocol.terminal import EarlierPaymentRecovered, PaymentDeclined
+
+    w = scheme(tmp_path)
+    real = card_file.InProcessChannel.transmit
+    cut = {"armed": True}
+
+    def transmit(self: card_file.InProcessChannel, apdu: bytes) -> bytes:
+        if apdu[1] != INS_PAY or not cut.pop("armed", False):
+            return real(self, apdu)
+        real(self, apdu)  # the card pays; its answer is lost
+        raise ConnectionError("the card was pulled out")
+
+    monkeypatch.setattr(card_file.InProcessChannel, "transmit", transmit)
+    with pytest.raises(PaymentDeclined):
+        w.ha.pay(w.card, "Shop", 1_250, PIN)
+    key = bytes.fromhex(w.ha.merchant_key("Shop")["public_key"])
+    _, cert = w.b.open_merchant("Shop", key)
+    w.ha.add_bank("Shop", w.b, cert, f"sqlite:///{w.root}/b.db")
+    with pytest.raises(EarlierPaymentRecovered) as again:
+        w.ha.pay(w.card, "Shop", 1_250, PIN)
+    assert (again.value.payment.ser, again.value.payment.amount) == (0, 1_250)
+    assert w.hb.card(w.card).load().balance == 20_000 - 1_250  # paid once

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from jointpay.adapters.card_file import CardFile
-from jointpay.crypto.certs import SigningKey, mac
+from jointpay.crypto.certs import MerchantCert, SigningKey, mac
 from jointpay.crypto.encoding import Writer
 from jointpay.home import Home
 from jointpay.protocol.apdu import SW, Command, Response
@@ -205,3 +205,26 @@ def test_get_data_0105_reads_a_payment_back_for_its_payee_only(home: tuple[Home,
     other = payment_read(card, 2, shop.merchant_cert, b"", shop_key)
     assert get((0).to_bytes(8, "big") + other[8:]).sw == SW.SECURITY_STATUS
     assert get(bytes(9)).sw == SW.WRONG_DATA  # malformed
+
+
+def test_a_reader_with_a_self_made_merchant_cert_learns_nothing_of_the_log(
+    home: tuple[Home, str],
+) -> None:
+    """A MERCHANT-CERT naming a real merchant but issued by no bank, with the reader's
+    own key: 6982 whether or not the card paid that merchant. (The card used to check
+    the certificate's issuer only for a payment that matched it: 6982 for a merchant
+    it paid, 6A88 for another, which told where the card was used.)"""
+    h, card = home
+    with h.bank() as bank:
+        h.open_merchant(bank, "Cafe")
+    h.pay(card, "Shop", 100, PIN)
+    stranger = SigningKey.generate("stranger")
+    applet = h.card(card).applet()
+    assert sw(applet.process(Command(0x00, INS_SELECT, 0x04, 0x00, AID).encode())) == SW.OK
+    answers = []
+    for name in ("Shop", "Cafe"):
+        real = MerchantCert.decode(h.terminal_file(name).merchant_cert)
+        forged = replace(real, public_key=stranger.verify_key.raw).signed(stranger).encode()
+        data = payment_read(card, LATEST, forged, b"", stranger)
+        answers.append(sw(applet.process(Command(0x80, INS_GET_DATA, 0x01, 0x05, data).encode())))
+    assert answers == [SW.SECURITY_STATUS, SW.SECURITY_STATUS]

@@ -482,8 +482,12 @@ class CardApplet:
         the ser. The card answers with that payment only if it is made out to that
         merchant, whose certificate was valid at the payment's time: a terminal reads
         back its own payments after a tear, and a stranger's reader, or another
-        merchant's, learns nothing of where the card was used (6982 without a valid
-        signature, 6A88 if the card keeps no such payment)."""
+        merchant's, learns nothing of where the card was used. The reader is checked
+        first (6982: no valid signature, or a MERCHANT-CERT its bank did not issue),
+        before the card looks at what it keeps (6A88: no such payment to that
+        merchant), so that no answer depends on the log for a reader who is not a
+        merchant. A request carries no challenge: replayed to the same card, it gives
+        that merchant's own payment back, and nothing else."""
         st = self.state
         if not data:
             raise _Refuse(SW.SECURITY_STATUS, "a payment is read back by its payee")
@@ -493,11 +497,12 @@ class CardApplet:
         bank_cert = rd.blob("BANK-CERT", max_len=4096)
         sig = rd.blob("signature", max_len=64)
         rd.finish()
-        try:
+        try:  # the reader first, whatever the card keeps: no answer tells a stranger more
             merchant = MerchantCert.decode(merchant_cert)
             merchant.verify_key.verify(
                 PAYMENT_READ_TAG, payment_read_message(st.card_number, ser), sig
             )
+            merchant.verify(self._merchant_bank_key(merchant.bank_id, bank_cert, None))
         except CryptoError as exc:
             raise _Refuse(SW.SECURITY_STATUS, f"reader not authenticated: {exc}") from exc
         logged = (*st.earlier_payments, st.last_payment) if st.last_payment else ()
@@ -506,18 +511,15 @@ class CardApplet:
             if ser not in (LATEST, resp.ser):  # LATEST: any ser
                 continue
             spec = PaymentSpec.decode(spec_bytes)
-            if (spec.bank_id, spec.sid) != (merchant.bank_id, merchant.sid):
-                continue
-            try:
-                key = self._merchant_bank_key(merchant.bank_id, bank_cert, spec.time)
-                merchant.verify(key, at=spec.time)
-            except CryptoError as exc:
-                raise _Refuse(SW.SECURITY_STATUS, f"reader not authenticated: {exc}") from exc
-            return entry
+            if (spec.bank_id, spec.sid) == (merchant.bank_id, merchant.sid) and (
+                merchant.not_before <= spec.time < merchant.not_after
+            ):
+                return entry
         raise _Refuse(SW.DATA_NOT_FOUND)
 
-    def _merchant_bank_key(self, bank_id: str, bank_cert_bytes: bytes, at: int) -> VerifyKey:
-        """Our bank's key, or another scheme bank's key from its BANK-CERT."""
+    def _merchant_bank_key(self, bank_id: str, bank_cert_bytes: bytes, at: int | None) -> VerifyKey:
+        """Our bank's key, or another scheme bank's key from its BANK-CERT (valid at
+        ``at``; None: its signature only)."""
         st = self.state
         if bank_id == st.bank_id:
             return self._bank_key()

@@ -740,7 +740,11 @@ class Terminal:
         except CryptoError:  # pragma: no cover - we decoded these bytes to pay
             self.store.end_pay(flight.card_number)
             return None
-        last = self._read_back(client, cert, flight.ser)
+        try:  # the bank the PAY made the payment out to, by its own spec
+            payee = PaymentSpec.decode(flight.spec).bank_id if flight.spec else None
+        except DecodeError:  # a note that is no spec: read back as the card pays today
+            payee = None
+        last = self._read_back(client, cert, flight.ser, payee)
         if last is not None:
             spec, spec_bytes, resp = last
             if (
@@ -759,11 +763,22 @@ class Terminal:
         return None
 
     def _read_back(
-        self, client: CardClient, cert: CardCert, ser: int
+        self, client: CardClient, cert: CardCert, ser: int, payee_bank: str | None = None
     ) -> tuple[PaymentSpec, bytes, PayResponse] | None:
         """The card's payment of ``ser`` to us (:data:`LATEST`: its latest to us), read
-        back with our signed request (GET DATA 0105); None if it keeps none such."""
-        payee_bank, _, merchant_cert = self.config.payee(cert.bank_id)
+        back with our signed request (GET DATA 0105); None if it keeps none such.
+
+        ``payee_bank``: the bank the payment was made out to (the PAY's spec says),
+        whose MERCHANT-CERT asks for it; by default the one the card pays today (a
+        registration with the card's bank since the PAY changes that)."""
+        if payee_bank is None:
+            payee_bank, _, merchant_cert = self.config.payee(cert.bank_id)
+        elif payee_bank == self.config.bank_id:
+            merchant_cert = self.config.merchant_cert
+        elif payee_bank in self.config.registrations:
+            merchant_cert = self.config.registrations[payee_bank][1]
+        else:
+            return None  # made out to a bank we no longer hold an account with
         foreign = cert.bank_id != payee_bank
         request = payment_read(
             cert.card_number,
@@ -776,8 +791,15 @@ class Terminal:
             spec_bytes, resp = client.read_payment(request)
         except CardMute:
             raise
-        except CardError:
-            return None
+        except CardError as exc:
+            if exc.sw == SW.DATA_NOT_FOUND:
+                return None  # the card keeps no such payment to us
+            # our request refused: whether the card paid is unknown, so the PAY stays
+            # in flight, and this card pays here again only once that is settled
+            raise PaymentDeclined(
+                "recovery_failed",
+                f"the card would not read back its payment of ser {ser} to us ({exc})",
+            ) from exc
         return PaymentSpec.decode(spec_bytes), spec_bytes, resp
 
     def _accept(
