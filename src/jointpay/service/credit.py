@@ -36,12 +36,6 @@ if TYPE_CHECKING:
 
 REPAY_KIND = "repay"
 
-CREDIT_ACCOUNT_KINDS = ("deposit", "interest", REPAY_KIND)
-"""Every kind of transfer that moves a credit card's credit account: its payments
-deposited (here or through a clearing house), interest, repayments. A statement sees
-the account as of its period's end by taking back the entries of these kinds posted
-since (a new kind that moves credit accounts must be added here)."""
-
 
 def settle(bank: Bank, until: int | None = None) -> dict[str, Any]:
     """One settlement run up to ``until`` (now by default)."""
@@ -109,8 +103,10 @@ def _release_clearing(bank: Bank, tx: UnitOfWork, now: int) -> dict[str, int]:
 
 
 def _posted_since(tx: UnitOfWork, account_id: str, moment: int) -> int:
-    """What the entries posted to a credit account at ``moment`` or later add up to."""
-    return sum(tx.account_flow_since(account_id, moment - 1, k) for k in CREDIT_ACCOUNT_KINDS)
+    """What the entries posted to a credit account at ``moment`` or later add up to, of
+    every kind (a statement sees the account as of its period's end by taking them
+    back)."""
+    return tx.account_flow_since(account_id, moment - 1)
 
 
 def _statement(bank: Bank, tx: UnitOfWork, card: CardRecord, end: int) -> StatementRecord | None:
@@ -218,10 +214,7 @@ def repay(
         raise BadInput("bad_ref", "a reference is 1-64 printable characters")
     now = bank.clock()
     with bank.store.transaction() as tx:
-        cards = sorted(
-            tx.list_cards(holder=holder, mode=CardMode.CREDIT.value),
-            key=lambda c: c.card_number,
-        )
+        cards = tx.list_cards(holder=holder, mode=CardMode.CREDIT.value)  # by number
         if not cards:
             raise Refused("unknown_holder", f"holder {holder!r} has no credit card")
         source = holder_account(holder) if from_account else equity_account(bank.currency)

@@ -232,8 +232,9 @@ class UnitOfWork(Protocol):
     def card_payments_between(self, card_number: str, after: int, upto: int) -> list[PaymentRecord]:
         """The card's payments accepted in ``(after, upto]``, by ser."""
 
-    def account_flow_since(self, account_id: str, since: int, kind: str) -> int:
-        """Sum of the account's entries in transfers of ``kind`` posted after ``since``."""
+    def account_flow_since(self, account_id: str, since: int, kind: str | None = None) -> int:
+        """Sum of the account's entries in transfers of ``kind`` (None: of every kind)
+        posted after ``since``."""
 
     def add_statement(self, statement: StatementRecord) -> None:
         """Conflict if the card has a statement of that number."""

@@ -281,11 +281,11 @@ class MemoryUnitOfWork:
             key=lambda p: p.ser,
         )
 
-    def account_flow_since(self, account_id: str, since: int, kind: str) -> int:
+    def account_flow_since(self, account_id: str, since: int, kind: str | None = None) -> int:
         return sum(
             leg.amount
             for t in self._d.transfers.values()
-            if t.created_at > since and t.kind == kind
+            if t.created_at > since and kind in (None, t.kind)
             for leg in t.legs
             if leg.account_id == account_id
         )

@@ -1073,17 +1073,15 @@ class SqlUnitOfWork:
         )
         return [_payment(r) for r in rows]
 
-    def account_flow_since(self, account_id: str, since: int, kind: str) -> int:
-        total = self.c.execute(
+    def account_flow_since(self, account_id: str, since: int, kind: str | None = None) -> int:
+        q = (
             select(func.coalesce(func.sum(t.entries.c.amount), 0))
             .join(t.transfers, t.transfers.c.id == t.entries.c.transfer_id)
-            .where(
-                t.entries.c.account_id == account_id,
-                t.transfers.c.created_at > since,
-                t.transfers.c.kind == kind,
-            )
-        ).scalar_one()
-        return int(total)
+            .where(t.entries.c.account_id == account_id, t.transfers.c.created_at > since)
+        )
+        if kind is not None:
+            q = q.where(t.transfers.c.kind == kind)
+        return int(self.c.execute(q).scalar_one())
 
     def add_statement(self, statement: StatementRecord) -> None:
         self._insert(
