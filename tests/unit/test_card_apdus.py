@@ -18,6 +18,7 @@ from jointpay.home import Home
 from jointpay.protocol.apdu import SW, Command, Response
 from jointpay.protocol.card import (
     AID,
+    INS_CHALLENGE,
     INS_GET_DATA,
     INS_PERSONALISE,
     INS_SELECT,
@@ -182,12 +183,18 @@ def test_get_data_0105_reads_a_payment_back_for_its_payee_only(home: tuple[Home,
     applet = h.card(card).applet()
     assert sw(applet.process(Command(0x00, INS_SELECT, 0x04, 0x00, AID).encode())) == SW.OK
 
+    def challenge() -> bytes:
+        answer = Response.parse(applet.process(Command(0x00, INS_CHALLENGE, 0, 0, le=8).encode()))
+        assert answer.sw == SW.OK
+        assert len(answer.data) == 8
+        return answer.data
+
     def get(data: bytes) -> Response:
         raw = applet.process(Command(0x80, INS_GET_DATA, 0x01, 0x05, data).encode())
         return Response.parse(raw)
 
     def read(ser: int, cert: bytes, key: SigningKey) -> Response:
-        return get(payment_read(card, ser, cert, b"", key))
+        return get(payment_read(card, ser, challenge(), cert, b"", key))
 
     def ser_of(answer: Response) -> int:
         assert answer.sw == SW.OK
@@ -202,9 +209,43 @@ def test_get_data_0105_reads_a_payment_back_for_its_payee_only(home: tuple[Home,
     assert get(b"").sw == SW.SECURITY_STATUS  # anonymous
     # the Shop's certificate with the Cafe's key, and a signature over another ser
     assert read(0, shop.merchant_cert, cafe_key).sw == SW.SECURITY_STATUS
-    other = payment_read(card, 2, shop.merchant_cert, b"", shop_key)
+    other = payment_read(card, 2, challenge(), shop.merchant_cert, b"", shop_key)
     assert get((0).to_bytes(8, "big") + other[8:]).sw == SW.SECURITY_STATUS
+    challenge()
     assert get(bytes(9)).sw == SW.WRONG_DATA  # malformed
+
+
+def test_a_payment_read_is_good_once(home: tuple[Home, str]) -> None:
+    """GET DATA 0105's signature covers the card's challenge: without a GET CHALLENGE
+    first it is 6985, and a request captured on its way (answered or not) is refused
+    when replayed, on a new challenge or none. (It carried no challenge, and a replayed
+    request gave that merchant's payment to whoever sent it.)"""
+    h, card = home
+    h.pay(card, "Shop", 100, PIN)
+    shop = h.terminal_file("Shop")
+    shop_key = SigningKey.from_private_bytes(shop.sid, shop.signing_key)
+    applet = h.card(card).applet()
+    assert sw(applet.process(Command(0x00, INS_SELECT, 0x04, 0x00, AID).encode())) == SW.OK
+
+    def challenge() -> bytes:
+        return Response.parse(
+            applet.process(Command(0x00, INS_CHALLENGE, 0, 0, le=8).encode())
+        ).data
+
+    def get(data: bytes) -> int:
+        return sw(applet.process(Command(0x80, INS_GET_DATA, 0x01, 0x05, data).encode()))
+
+    unchallenged = payment_read(card, LATEST, bytes(8), shop.merchant_cert, b"", shop_key)
+    assert get(unchallenged) == SW.CONDITIONS
+    captured = payment_read(card, LATEST, challenge(), shop.merchant_cert, b"", shop_key)
+    assert get(captured) == SW.OK
+    assert get(captured) == SW.CONDITIONS  # its challenge is used up
+    challenge()
+    assert get(captured) == SW.SECURITY_STATUS  # a new challenge, not the one it signed
+    # a refused request uses its challenge up too
+    stale = payment_read(card, LATEST, challenge(), shop.merchant_cert, b"", shop_key)
+    assert get(stale[:-1]) == SW.WRONG_DATA
+    assert get(stale) == SW.CONDITIONS
 
 
 def test_a_reader_with_a_self_made_merchant_cert_learns_nothing_of_the_log(
@@ -225,6 +266,7 @@ def test_a_reader_with_a_self_made_merchant_cert_learns_nothing_of_the_log(
     for name in ("Shop", "Cafe"):
         real = MerchantCert.decode(h.terminal_file(name).merchant_cert)
         forged = replace(real, public_key=stranger.verify_key.raw).signed(stranger).encode()
-        data = payment_read(card, LATEST, forged, b"", stranger)
+        nonce = Response.parse(applet.process(Command(0x00, INS_CHALLENGE, 0, 0, le=8).encode()))
+        data = payment_read(card, LATEST, nonce.data, forged, b"", stranger)
         answers.append(sw(applet.process(Command(0x80, INS_GET_DATA, 0x01, 0x05, data).encode())))
     assert answers == [SW.SECURITY_STATUS, SW.SECURITY_STATUS]

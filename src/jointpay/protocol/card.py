@@ -486,11 +486,15 @@ class CardApplet:
         first (6982: no valid signature, or a MERCHANT-CERT its bank did not issue),
         before the card looks at what it keeps (6A88: no such payment to that
         merchant), so that no answer depends on the log for a reader who is not a
-        merchant. A request carries no challenge: replayed to the same card, it gives
-        that merchant's own payment back, and nothing else."""
+        merchant. The signature covers the card's challenge of the GET CHALLENGE just
+        before (6985 without one), which any GET DATA 0105 uses up, answered or not:
+        a request captured on its way is no good again."""
         st = self.state
+        challenge, self._challenge = self._challenge, None
         if not data:
             raise _Refuse(SW.SECURITY_STATUS, "a payment is read back by its payee")
+        if challenge is None:
+            raise _Refuse(SW.CONDITIONS, "GET CHALLENGE first")
         rd = Reader(data, "payment read")
         ser = rd.u64("ser")
         merchant_cert = rd.blob("MERCHANT-CERT", max_len=4096)
@@ -500,7 +504,7 @@ class CardApplet:
         try:  # the reader first, whatever the card keeps: no answer tells a stranger more
             merchant = MerchantCert.decode(merchant_cert)
             merchant.verify_key.verify(
-                PAYMENT_READ_TAG, payment_read_message(st.card_number, ser), sig
+                PAYMENT_READ_TAG, payment_read_message(st.card_number, ser, challenge), sig
             )
             merchant.verify(self._merchant_bank_key(merchant.bank_id, bank_cert, None))
         except CryptoError as exc:

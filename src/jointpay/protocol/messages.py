@@ -266,18 +266,27 @@ class WithdrawRefusal:
 
 
 def payment_read(
-    card_number: str, ser: int, merchant_cert: bytes, bank_cert: bytes, key: SigningKey
+    card_number: str,
+    ser: int,
+    challenge: bytes,
+    merchant_cert: bytes,
+    bank_cert: bytes,
+    key: SigningKey,
 ) -> bytes:
     """GET DATA 0105's data: a payee's request to read back the card's payment of
     ``ser`` (:data:`LATEST`: its latest to this payee), signed with the payee's key
-    under ``jointpay/v1/payment-read`` over ``LP(card_number) u64 ser``;
-    ``bank_cert`` is our bank's BANK-CERT for another scheme bank's card, else empty."""
-    sig = key.sign(PAYMENT_READ_TAG, payment_read_message(card_number, ser))
+    under ``jointpay/v1/payment-read`` over ``LP(card_number) u64 ser challenge(8)``,
+    where ``challenge`` is the card's answer to the GET CHALLENGE just before (the
+    request is good once, on that card, in that session); ``bank_cert`` is our bank's
+    BANK-CERT for another scheme bank's card, else empty."""
+    sig = key.sign(PAYMENT_READ_TAG, payment_read_message(card_number, ser, challenge))
     return Writer().u64(ser).blob(merchant_cert).blob(bank_cert).blob(sig).finish()
 
 
-def payment_read_message(card_number: str, ser: int) -> bytes:
-    return Writer().text(card_number).u64(ser).finish()
+def payment_read_message(card_number: str, ser: int, challenge: bytes) -> bytes:
+    if len(challenge) != 8:
+        raise ValueError("a card's challenge is 8 bytes")
+    return Writer().text(card_number).u64(ser).raw(challenge).finish()
 
 
 def unblock_message(card_number: str, challenge: bytes, new_pin: str) -> bytes:

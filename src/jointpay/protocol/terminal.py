@@ -290,7 +290,12 @@ class CardClient:
         return out
 
     def get_challenge(self) -> bytes:
-        return self.command(0x00, INS_CHALLENGE, 0, 0, le=8, what="GET CHALLENGE")
+        """GET CHALLENGE: the card's 8 random bytes, which the next command that needs
+        one (RESET RETRY COUNTER, GET DATA 0105) must cover."""
+        out = self.command(0x00, INS_CHALLENGE, 0, 0, le=8, what="GET CHALLENGE")
+        if len(out) != 8:
+            raise DecodeError(f"GET CHALLENGE: the card answered {len(out)} bytes, not 8")
+        return out
 
     def reset_retry_counter(self, new_pin: str, tag: bytes) -> None:
         data = Writer().text(new_pin).raw(tag).finish()
@@ -780,14 +785,15 @@ class Terminal:
         else:
             return None  # made out to a bank we no longer hold an account with
         foreign = cert.bank_id != payee_bank
-        request = payment_read(
-            cert.card_number,
-            ser,
-            merchant_cert,
-            self.config.bank_cert if foreign else b"",
-            self.config.signing_key,
-        )
         try:
+            request = payment_read(
+                cert.card_number,
+                ser,
+                client.get_challenge(),  # the request is good once, on this card
+                merchant_cert,
+                self.config.bank_cert if foreign else b"",
+                self.config.signing_key,
+            )
             spec_bytes, resp = client.read_payment(request)
         except CardMute:
             raise
