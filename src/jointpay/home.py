@@ -47,6 +47,7 @@ from jointpay.protocol.messages import AuthKind
 from jointpay.protocol.spec import Conversion, PaymentSpec
 from jointpay.protocol.terminal import (
     CardClient,
+    Clearance,
     OnlineAnswer,
     OnlinePolicy,
     OnlineRefused,
@@ -384,6 +385,7 @@ class Home:
         online_sample: float = 0.0,
         price_currency: str | None = None,
         rate: str | None = None,
+        cleared: Callable[[Clearance], None] | None = None,
     ) -> TakenPayment:
         """FIG. 8: one offline payment; no bank is contacted unless on-line clearance asks.
 
@@ -396,7 +398,8 @@ class Home:
         after the card is in). ``pin`` may be a callable, asked only when the card
         wants the PIN. With ``floor_limit`` or ``online_sample``, the terminal asks
         ``bank`` (the embedded bank if None) to clear payments above the floor limit
-        and a random fraction of the others.
+        and a random fraction of the others; ``cleared`` is told what it did for a
+        payment taken.
         """
         wants_online = floor_limit is not None or online_sample > 0
         with contextlib.ExitStack() as stack:
@@ -443,7 +446,10 @@ class Home:
                     restore=online_restore(bank) if credit and not foreign else None,
                 )
             source = pin if callable(pin) else (lambda: pin)
-            return terminal.pay(client, minor, source, now, card=cert, conversion=conversion)
+            taken = terminal.pay(client, minor, source, now, card=cert, conversion=conversion)
+            if cleared is not None:
+                cleared(terminal.clearance)
+            return taken
 
     def online_check(
         self,
@@ -735,8 +741,8 @@ def online_clearance(
     bank's card (``issuer``), our bank asks it through a clearing house."""
 
     def check(card_number: str, amount: int) -> OnlineAnswer:
-        ask = OnlineCheck(bank.bank_id, key.owner, card_number, amount, issuer, clock())
-        try:
+        try:  # a bank over HTTP is asked its id too: unreachable from there on
+            ask = OnlineCheck(bank.bank_id, key.owner, card_number, amount, issuer, clock())
             answer = bank.online_check(ask.signed(key))
         except ServiceError as exc:
             if exc.code == "bank_unreachable":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -28,6 +29,20 @@ def jp(home: Path, *args: str, stdin: str = "", code: int = 0) -> dict[str, Any]
     )
     assert run.returncode == code, (args, run.stdout, run.stderr)
     return dict(json.loads(run.stdout))
+
+
+def jp_text(home: Path, *args: str, stdin: str = "") -> str:
+    """What a successful command prints for a person (no --json)."""
+    run = subprocess.run(
+        [sys.executable, "-m", "jointpay", "--home", str(home), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    return run.stdout
 
 
 def bank_card_and_shop(home: Path, bank_id: str, *, balance: str, load: str) -> str:
@@ -157,7 +172,8 @@ def test_hotlist_sync_over_http(served: dict[str, Any]) -> None:
 
 
 def test_online_clearance_over_http_and_with_the_bank_down(tmp_path: Path) -> None:
-    """pay --floor-limit asks the bank at --bank; with the bank down it declines above."""
+    """pay --floor-limit asks the bank at --bank; with the bank down it declines above,
+    and takes a payment below offline. The answer says which (``online``)."""
     home = tmp_path
     jp(home, "bank", "init", "--bank-id", "online-bank")
     jp(home, "bank", "open-account", "--holder", "bob", "--balance", "300")
@@ -168,9 +184,13 @@ def test_online_clearance_over_http_and_with_the_bank_down(tmp_path: Path) -> No
     with bank_server(home) as url:
         pay = ("pay", "--card", card, "--merchant", "Kiosk", "--pin-stdin", "--bank", url)
         paid = jp(home, *pay, "--amount", "60.00", "--floor-limit", "50", stdin=PIN)
-        assert paid["amount"] == "60.00"
+        assert (paid["amount"], paid["online"]) == ("60.00", "approved")
         paid = jp(home, *pay, "--amount", "5.00", "--online-sample", "1", stdin=PIN)
-        assert paid["amount"] == "5.00"
+        assert (paid["amount"], paid["online"]) == ("5.00", "approved")
+        paid = jp(home, *pay, "--amount", "5.00", "--floor-limit", "50", stdin=PIN)
+        assert (paid["amount"], paid["online"]) == ("5.00", "not_asked")
+        text = jp_text(home, *pay, "--amount", "5.00", "--online-sample", "1", stdin=PIN)
+        assert text.strip().endswith("(ser 3), cleared on-line by the bank."), text
         # Hot-listed at the bank, not yet at the terminal: refused on-line above the limit.
         token = (home / "admin.token").read_text().strip()
         httpx.post(
@@ -186,7 +206,11 @@ def test_online_clearance_over_http_and_with_the_bank_down(tmp_path: Path) -> No
     out = jp(home, *dead, "--amount", "20.00", "--floor-limit", "10", stdin=PIN, code=1)
     assert out["error"] == "bank_unreachable"
     paid = jp(home, *dead, "--amount", "2.00", "--floor-limit", "10", stdin=PIN)
-    assert paid["amount"] == "2.00"
+    assert (paid["amount"], paid["online"]) == ("2.00", "not_asked")
+    paid = jp(home, *dead, "--amount", "2.00", "--online-sample", "1", stdin=PIN)
+    assert (paid["amount"], paid["online"]) == ("2.00", "unreachable")
+    text = jp_text(home, *dead, "--amount", "2.00", "--online-sample", "1", stdin=PIN)
+    assert text.strip().endswith(", offline: the bank could not be asked.")
 
 
 def test_a_refused_withdrawal_over_http_frees_the_card(served: dict[str, Any]) -> None:

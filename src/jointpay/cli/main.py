@@ -49,6 +49,7 @@ from jointpay.domain.money import format_amount, format_rate, parse_amount, pars
 from jointpay.protocol.deposit import loads_strict
 from jointpay.protocol.messages import AuthKind
 from jointpay.protocol.spec import PaymentSpec
+from jointpay.protocol.terminal import Clearance
 from jointpay.service.errors import BadInput
 from jointpay.service.policy import Policy
 
@@ -641,6 +642,7 @@ def pay(
         if rate is not None and currency is None:
             raise BadInput("bad_usage", "--rate converts a price in --currency: give both")
         tf = h.terminal_file(merchant)
+        clearance: list[Clearance] = []
         taken = h.pay(
             card,
             merchant,
@@ -652,7 +654,9 @@ def pay(
             online_sample=online_sample,
             price_currency=currency,
             rate=rate,
+            cleared=clearance.append,
         )
+        online = clearance[0].status if clearance else "not_asked"
         amt = format_amount(taken.amount, taken.currency)
         conv = PaymentSpec.decode(taken.spec).conversion
         paid_in = (
@@ -687,15 +691,24 @@ def pay(
                 "merchant": merchant,
                 "sid": tf.sid,
                 "time": taken.time,
+                "online": online,
             },
             lambda c: c.print(
                 styled(
                     "Paid ",
                     (f"{amt} {taken.currency}", "bold"),
-                    f"{paid_in} to {merchant} with card {taken.card_number} (ser {taken.ser}).",
+                    f"{paid_in} to {merchant} with card {taken.card_number} (ser {taken.ser})"
+                    f"{_CLEARED[online]}.",
                 )
             ),
         )
+
+
+_CLEARED: dict[str, str] = {
+    "not_asked": "",
+    "approved": ", cleared on-line by the bank",
+    "unreachable": ", offline: the bank could not be asked",
+}
 
 
 @merchant_app.command("export")

@@ -16,7 +16,7 @@ import secrets
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Final, Protocol
+from typing import Final, Literal, Protocol
 
 from jointpay.crypto.certs import CardCert, SigningKey, VerifyKey
 from jointpay.crypto.encoding import Reader, Writer
@@ -426,6 +426,21 @@ class OnlineAnswer:
     """For a credit card: how far the bank would restore its C_balance now."""
 
 
+@dataclass(frozen=True, slots=True)
+class Clearance:
+    """What FIG. 8's on-line clearance did for one payment: ``status`` is
+    ``not_asked`` (offline: at or below the floor limit and not sampled, or no on-line
+    policy), ``approved`` (the bank cleared it; ``answer`` says how), or
+    ``unreachable`` (asked, the bank could not be reached, and the payment, at or
+    below the floor limit, went on offline)."""
+
+    status: Literal["not_asked", "approved", "unreachable"]
+    answer: OnlineAnswer | None = None
+
+
+NOT_ASKED: Final = Clearance("not_asked")
+
+
 class OnlineUnavailable(Exception):
     """The bank could not be asked (network down, bank down)."""
 
@@ -466,16 +481,13 @@ class OnlinePolicy:
         if self.floor_limit is not None and self.floor_limit < 0:
             raise ValueError("the floor limit cannot be negative")
 
-    def clear(self, card_number: str, amount: int) -> OnlineAnswer | None:
-        """Ask the bank if this payment must be cleared; raise :class:`PaymentDeclined`.
-
-        Returns the bank's answer, or None if the bank was not asked (or could not be,
-        at or below the floor limit).
-        """
+    def clear(self, card_number: str, amount: int) -> Clearance:
+        """Ask the bank if this payment must be cleared; raise :class:`PaymentDeclined`
+        if it declines, or cannot be reached for a payment above the floor limit."""
         floor = self.floor_limit if self.floor_limit is not None else (0 if self.always else None)
         above = floor is not None and amount > floor
         if not above and not self.always and not (self.sample and self.draw() < self.sample):
-            return None
+            return NOT_ASKED
         try:
             answer = self.check(card_number, amount)
         except OnlineUnavailable as exc:
@@ -484,13 +496,13 @@ class OnlinePolicy:
                     "bank_unreachable",
                     f"above the floor limit the bank must clear the payment: {exc}",
                 ) from exc
-            return None
+            return Clearance("unreachable")
         if not answer.approved:
             raise PaymentDeclined(
                 "online_declined",
                 f"the bank declined the payment on-line ({answer.reason or 'no reason given'})",
             )
-        return answer
+        return Clearance("approved", answer)
 
 
 class Terminal:
@@ -502,6 +514,8 @@ class Terminal:
         self.config = config
         self.store = store
         self.online = online
+        self.clearance = NOT_ASKED
+        """What the on-line clearance did for the latest :meth:`pay`."""
 
     def read_card(self, client: CardClient, now: int, *, hotlist: bool = True) -> CardCert:
         """Steps 400-420: select the card, read its CARD-CERT and check it; with
@@ -558,6 +572,7 @@ class Terminal:
         card is read here. After SELECT a payment takes four command APDUs: GET DATA
         CARD-CERT, GET DATA status, VERIFY, PAY.
         """
+        self.clearance = NOT_ASKED
         if not 0 < amount < 1 << 63:
             raise PaymentDeclined("bad_amount", "the amount must be positive")
         with card_declines():
@@ -610,7 +625,8 @@ class Terminal:
             raise PaymentDeclined(
                 "insufficient_balance", "the card's balance does not cover the amount"
             )
-        answer = self.online.clear(cert.card_number, amount) if self.online else None
+        self.clearance = self.online.clear(cert.card_number, amount) if self.online else NOT_ASKED
+        answer = self.clearance.answer
         if short:  # a credit card: the bank restores its usable limit first (FIG. 10)
             if answer is None or status.balance + answer.topup < amount:
                 raise PaymentDeclined(
