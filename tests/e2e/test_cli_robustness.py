@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -360,3 +361,46 @@ def test_counts_are_pluralised(tmp_path: Path) -> None:
     assert "1 PIN try left" in run(home, "card", "show", "--card", card).stdout
     ok(home, "bank", "blacklist", "--card", card)
     assert "1 new entry." in run(home, "merchant", "sync", "--merchant", "M").stdout
+
+
+# -- times for people ----------------------------------------------------------------
+
+
+def test_settle_until_takes_iso_times_and_the_table_prints_due_dates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``bank settle --until`` takes Unix seconds or an ISO 8601 date/time (UTC unless
+    it names its offset), and its table shows each statement's due date as a date, not
+    as Unix seconds (it printed ``1802592000``)."""
+    import time
+
+    from typer.testing import CliRunner
+
+    from jointpay.cli.main import app
+
+    home = tmp_path
+    ok(home, "bank", "init", "--bank-id", "times-bank")
+    ok(home, "bank", "open-account", "--holder", "carol", "--balance", "0")
+    card = ok(home, "bank", "issue-card", "--holder", "carol", "--mode", "credit",
+              "--limit", "100", "--pin-stdin", stdin=PIN)["card"]  # fmt: skip
+    ok(home, "bank", "open-merchant", "--name", "Shop")
+    ok(home, "pay", "--card", card, "--merchant", "Shop", "--amount", "12.00", "--pin-stdin",
+       stdin=PIN)  # fmt: skip
+    ok(home, "deposit", "--merchant", "Shop")
+    # the future, and what is no time at all
+    for until, why in (("2999-01-01", "future"), ("yesterday", "ISO 8601"), ("-5", "ISO")):
+        assert why in error(run(home, "bank", "settle", "--until", until, "--json"), 2, "bad_time")
+    # before the card's first period ends, an ISO date and its Unix seconds agree: nothing
+    assert ok(home, "bank", "settle", "--until", "2020-01-01")["statements"] == []
+    assert ok(home, "bank", "settle", "--until", "1577836800")["statements"] == []
+
+    later = time.time() + 45 * 86_400  # the first period has ended
+    monkeypatch.setattr(time, "time", lambda: later)
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.delenv("JOINTPAY_DB", raising=False)
+    result = CliRunner().invoke(app, ["--home", str(home), "bank", "settle"])
+    assert result.exit_code == 0, result.output
+    [row] = [ln for ln in result.output.splitlines() if card in ln]
+    assert re.search(r"\b20\d\d-\d\d-\d\d \d\d:\d\d(:\d\d)? UTC\b", row), row
+    assert not re.search(r"\b\d{10}\b", row), row  # no Unix seconds
+    assert "12.00" in row

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -84,6 +85,24 @@ def hex_bytes(text: str, what: str, code: str = "malformed") -> bytes:
         return bytes.fromhex(text)
     except ValueError as exc:
         raise BadInput(code, f"{what} is not hex") from exc
+
+
+def unix_time(text: str, option: str) -> int:
+    """A moment given as Unix seconds (``1800000000``) or an ISO 8601 date or date
+    and time (``2026-11-30``, ``2026-11-30T23:59:59``, UTC unless it names its
+    offset: ``2026-12-01T00:00:00+01:00``); :class:`BadInput` ``bad_time`` else."""
+    text = text.strip()
+    if text.isdigit():
+        return int(text)
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise BadInput(
+            "bad_time", f"{option} is Unix seconds or an ISO 8601 date/time, not {text!r}"
+        ) from exc
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return int(t.timestamp())
 
 
 def service_url(text: str, option: str) -> str:

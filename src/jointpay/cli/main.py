@@ -28,6 +28,7 @@ from jointpay.cli.common import (
     click_errors,
     hex_bytes,
     service_url,
+    unix_time,
 )
 from jointpay.cli.common import command_context as _ctx
 from jointpay.cli.output import (
@@ -42,6 +43,7 @@ from jointpay.cli.output import (
     say_error,
     serving,
     styled,
+    when,
 )
 from jointpay.crypto.certs import check_ident
 from jointpay.crypto.group import DEFAULT_MODP_GROUP, SUITE_SECP256K1, SUITES
@@ -396,7 +398,11 @@ def bank_settle(
         bool, typer.Option("--from-account", help="take it from the holder's bank account")
     ] = False,
     until: Annotated[
-        int | None, typer.Option(help="end of the billing period, Unix time (default now)")
+        str | None,
+        typer.Option(
+            help="end of the billing period: Unix seconds or an ISO 8601 date/time, UTC "
+            "unless it names its offset (default now)"
+        ),
     ] = None,
     home: HomeOpt = None,
     json_: JsonOpt = False,
@@ -417,7 +423,7 @@ def bank_settle(
                 ),
             )
             return
-        run = bank.settle(until)
+        run = bank.settle(None if until is None else unix_time(until, "--until"))
 
         def human(c: Console) -> None:
             for sid, amount in run["released"].items():
@@ -431,7 +437,7 @@ def bank_settle(
                     st["interest"],
                     st["late_interest"],
                     st["balance_due"],
-                    str(st["due_at"]),
+                    when(st["due_at"]),
                 )
             c.print(t if run["statements"] else "No statement to draw up.")
 

@@ -19,6 +19,7 @@ import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 import typer
@@ -63,6 +64,13 @@ def styled(*parts: str | tuple[str, str]) -> Text:
 def plural(n: int, one: str, many: str | None = None) -> str:
     """``1 try``, ``2 tries``, ``0 entries``."""
     return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
+def when(unix: int) -> str:
+    """A Unix time for people: ``2026-12-01 10:22 UTC`` (seconds shown only when
+    there are any)."""
+    t = datetime.fromtimestamp(unix, tz=UTC)
+    return t.strftime("%Y-%m-%d %H:%M:%S UTC" if t.second else "%Y-%m-%d %H:%M UTC")
 
 
 def readable(value: Any) -> str:
