@@ -558,12 +558,16 @@ class Home:
                     raise Refused("wrong_bank_key", f"{url} holds another bank's key")
                 yield bank
 
-    def export_batch(self, merchant: str, bank_id: str | None = None) -> dict[str, Any]:
-        """The batch of pending payments for ``bank_id`` (our own bank by default)."""
+    def export_batch(
+        self, merchant: str, bank_id: str | None = None, *, since: int | None = None
+    ) -> dict[str, Any]:
+        """The batch of pending payments for ``bank_id`` (our own bank by default);
+        with ``since``, also those taken since then that were deposited already (to
+        deposit again at a bank restored from a backup)."""
         with self.terminal(merchant) as (tf, store):
             bank_id = bank_id or tf.bank_id
             sid = _sid_at(tf, bank_id)
-            return build_batch(bank_id, sid, _pending_for(tf, store, bank_id))
+            return build_batch(bank_id, sid, _pending_for(tf, store, bank_id, since))
 
     def deposit(
         self, merchant: str, bank: DepositPort, batch: dict[str, Any] | None = None
@@ -720,11 +724,15 @@ def _held_as_sent(pending: list[TakenPayment], batch: object) -> set[tuple[str, 
     return held
 
 
-def _pending_for(tf: TerminalFile, store: SqliteTerminalStore, bank_id: str) -> list[TakenPayment]:
-    """The pending payments made out to ``bank_id`` (all of them with one bank only)."""
+def _pending_for(
+    tf: TerminalFile, store: SqliteTerminalStore, bank_id: str, since: int | None = None
+) -> list[TakenPayment]:
+    """The pending payments made out to ``bank_id`` (all of them with one bank only);
+    with ``since``, and those taken since then that were deposited already."""
+    taken = store.pending(deposited_since=since)
     if not tf.registrations:
-        return list(store.pending()) if bank_id == tf.bank_id else []
-    return [p for p in store.pending() if _payee_bank(p) == bank_id]
+        return list(taken) if bank_id == tf.bank_id else []
+    return [p for p in taken if _payee_bank(p) == bank_id]
 
 
 def _payee_banks(tf: TerminalFile, store: SqliteTerminalStore) -> set[str]:

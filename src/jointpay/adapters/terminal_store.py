@@ -75,6 +75,12 @@ def _ser_key(ser: int) -> str:
     return f"{ser:020d}"  # full u64 range, ordered as text
 
 
+_PENDING: Final = (
+    "SELECT card_number, card_cert, cert_id, suite, joint_key, ser, spec, b, r, hint,"
+    " amount, currency, time, txn FROM payments WHERE deposit_id IS NULL"
+)
+
+
 class SqliteTerminalStore:
     """:class:`jointpay.protocol.terminal.TerminalStore` on a local SQLite file."""
 
@@ -195,11 +201,17 @@ class SqliteTerminalStore:
         return int(row[0])
 
     # -- deposit bookkeeping -----------------------------------------------------------
-    def pending(self) -> Iterator[TakenPayment]:
-        cur = self._db.execute(
-            "SELECT card_number, card_cert, cert_id, suite, joint_key, ser, spec, b, r, hint,"
-            " amount, currency, time, txn FROM payments WHERE deposit_id IS NULL"
-            " ORDER BY card_number, ser"
+    def pending(self, *, deposited_since: int | None = None) -> Iterator[TakenPayment]:
+        """The payments not yet deposited; with ``deposited_since`` (Unix seconds),
+        also those deposited already that were taken at or after it: a bank restored
+        from a backup has lost the deposits made after the backup, and takes each
+        payment sent again once (the others come back ``duplicate``)."""
+        cur = (
+            self._db.execute(_PENDING + " ORDER BY card_number, ser")
+            if deposited_since is None
+            else self._db.execute(
+                _PENDING + " OR time >= ? ORDER BY card_number, ser", (deposited_since,)
+            )
         )
         for row in cur:
             yield TakenPayment(

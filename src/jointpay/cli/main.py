@@ -725,13 +725,21 @@ def merchant_export(
         str | None,
         typer.Option(help="The payments made out to this bank (default: the terminal's own)."),
     ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="Also the payments taken since then (Unix seconds or ISO 8601) that were "
+            "deposited already: to deposit again at a bank restored from a backup."
+        ),
+    ] = None,
     home: HomeOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Write the merchant's not-yet-deposited payments as one batch (JSON) on stdout."""
     h, out = _ctx(ctx, home, json_)
     with answering(out):
-        batch = h.export_batch(merchant, for_bank)
+        moment = None if since is None else unix_time(since, "--since")
+        batch = h.export_batch(merchant, for_bank, since=moment)
         sys.stdout.write(json.dumps(batch, sort_keys=True) + "\n")
 
 

@@ -1,0 +1,96 @@
+"""A bank restored from a backup has lost the deposits made after it. The merchants'
+terminals still hold those payments, marked deposited: ``merchant export --since``
+gives them again, and the restored bank takes each once (operations.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+PIN = "2468\n"
+
+
+def jp(home: Path, *args: str, stdin: str = "", code: int = 0) -> dict[str, Any]:
+    run = subprocess.run(
+        [sys.executable, "-m", "jointpay", "--home", str(home), *args, "--json"],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={k: v for k, v in os.environ.items() if k not in ("JOINTPAY_HOME", "JOINTPAY_DB")},
+    )
+    assert run.returncode == code, (args, run.stdout, run.stderr)
+    return dict(json.loads(run.stdout))
+
+
+def export(home: Path, *args: str) -> dict[str, Any]:
+    run = subprocess.run(
+        [sys.executable, "-m", "jointpay", "--home", str(home), "merchant", "export",
+         "--merchant", "Shop", *args],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    return dict(json.loads(run.stdout))
+
+
+def payments(batch: dict[str, Any]) -> list[int]:
+    return sorted(p["ser"] for card in batch["cards"] for p in card["payments"])
+
+
+def statuses(receipt: dict[str, Any]) -> list[tuple[int, str]]:
+    return sorted((r["ser"], r["status"]) for r in receipt["results"])
+
+
+def test_payments_deposited_after_a_backup_are_deposited_again_once(tmp_path: Path) -> None:
+    home = tmp_path
+    jp(home, "bank", "init", "--bank-id", "restore-bank")
+    jp(home, "bank", "open-account", "--holder", "alice", "--balance", "500")
+    card = jp(home, "bank", "issue-card", "--holder", "alice", "--pin-stdin", "--load", "100",
+              stdin=PIN)["card"]  # fmt: skip
+    jp(home, "bank", "open-merchant", "--name", "Shop")
+    pay = ("pay", "--card", card, "--merchant", "Shop", "--pin-stdin")
+    start = int(time.time())
+    jp(home, *pay, "--amount", "10.00", stdin=PIN)
+    assert jp(home, "deposit", "--merchant", "Shop")["credited"] == "10.00"
+
+    db = home / "bank.db"
+    backup = tmp_path / "backup.db"
+    with sqlite3.connect(db) as live, sqlite3.connect(backup) as copy:
+        live.backup(copy)
+
+    jp(home, *pay, "--amount", "20.00", stdin=PIN)
+    assert jp(home, "deposit", "--merchant", "Shop")["credited"] == "20.00"
+    assert payments(export(home)) == []  # the terminal holds nothing pending
+
+    # the live database is lost; the backup comes back (no bank process running)
+    for extra in ("-wal", "-shm"):
+        Path(f"{db}{extra}").unlink(missing_ok=True)
+    backup.replace(db)
+
+    batch = export(home, "--since", str(start))
+    assert payments(batch) == [0, 1]
+    day = time.strftime("%Y-%m-%d", time.gmtime(start))  # an ISO date: that day's
+    assert export(home, "--since", day) == batch
+    assert payments(export(home, "--since", str(start + 3600))) == []  # none taken since
+    (home / "again.json").write_text(json.dumps(batch))
+    again = jp(home, "deposit", "--merchant", "Shop", "--batch", str(home / "again.json"),
+               code=1)  # fmt: skip  # exit 1: a payment came back rejected (duplicate)
+    assert statuses(again) == [(0, "rejected"), (1, "accepted")]
+    assert [r.get("reason") for r in sorted(again["results"], key=lambda r: r["ser"])] == [
+        "duplicate",
+        None,
+    ]
+    assert again["credited"] == "20.00"
+    assert jp(home, "bank", "audit")["ok"] is True
+    # sent a third time, the restored bank takes neither
+    third = jp(home, "deposit", "--merchant", "Shop", "--batch", str(home / "again.json"),
+               code=1)  # fmt: skip
+    assert statuses(third) == [(0, "rejected"), (1, "rejected")]
+    # and the terminal still holds nothing pending
+    assert payments(export(home)) == []
