@@ -37,7 +37,7 @@ from jointpay.domain.records import Account, AccountKind, InterbankRecord, Leg, 
 from jointpay.protocol.deposit import Batch, BatchError, RawPayment, parse_batch, parse_deposit
 from jointpay.protocol.spec import PaymentSpec
 from jointpay.service.errors import BadInput, Refused, ServiceError
-from jointpay.service.interbank import Candidate, sub_batch
+from jointpay.service.interbank import Candidate, batch_order, sub_batch
 from jointpay.service.scheme import (
     CLEAR_FORMAT,
     CLEAR_TAG,
@@ -404,6 +404,19 @@ class ClearingHouse:
         self, issuer: Member, acq: str, ref: str, sid: str, items: list[_Item]
     ) -> list[tuple[_Item, str, str | None]]:
         iid = issuer.cert.bank_id
+        candidates = [
+            Candidate(
+                it.cert.encode(),
+                iid,
+                it.cert.card_number,
+                it.ser,
+                it.spec_bytes,
+                it.pc.b_bytes,
+                it.pc.r_bytes,
+                it.spec.amount,
+            )
+            for it in items
+        ]
         message = sign_body(
             self._key,
             INTERBANK_TAG,
@@ -414,23 +427,7 @@ class ClearingHouse:
                 "acquirer": acq,
                 "ref": ref,
                 "time": self.clock(),
-                "batch": sub_batch(
-                    acq,
-                    sid,
-                    [
-                        Candidate(
-                            it.cert.encode(),
-                            iid,
-                            it.cert.card_number,
-                            it.ser,
-                            it.spec_bytes,
-                            it.pc.b_bytes,
-                            it.pc.r_bytes,
-                            it.spec.amount,
-                        )
-                        for it in items
-                    ],
-                ),
+                "batch": sub_batch(acq, sid, candidates),
             },
         )
         down: list[tuple[_Item, str, str | None]] = [
@@ -439,25 +436,29 @@ class ClearingHouse:
         try:
             answer = self.connect(iid, issuer.url).interbank_deposit(message)
             body = open_body(issuer.key, INTERBANK_RECEIPT_TAG, answer, INTERBANK_RECEIPT_FORMAT)
-            if body.get("ref") != ref:
+            results = field(body, "results", list)
+            if body.get("ref") != ref or len(results) != len(items):
                 raise SchemeError("the issuer answered for another session")
-            got = {
-                (r.get("card"), r.get("ser")): r
-                for r in field(body, "results", list)
-                if isinstance(r, dict)
-            }
         except (Unreachable, ServiceError, SchemeError):
             return down
-        out: list[tuple[_Item, str, str | None]] = []
-        for it in items:
-            r = got.get((it.cert.card_number, it.ser))
-            if r is None:
-                out.append((it, "rejected", "clearing_unavailable"))
-            elif r.get("status") == "accepted":
-                out.append((it, "accepted", None))
+        # The issuer answers in the sub-batch's order (batch_order). By position, not by
+        # (card, ser): a clone's two spends of a ser share it, and bank B takes the
+        # first and refuses the second; keyed by (card, ser), both got the refusal and
+        # the one B booked was never booked here.
+        out: list[tuple[_Item, str, str | None] | None] = [None] * len(items)
+        for i, r in zip(batch_order(candidates), results, strict=True):
+            it = items[i]
+            if not isinstance(r, dict) or r.get("ser") != it.ser:
+                return down
+            accepted = r.get("status") == "accepted"
+            # a refusal of the CARD-CERT itself names no card ("")
+            if r.get("card") != it.cert.card_number and (accepted or r.get("card") != ""):
+                return down
+            if accepted:
+                out[i] = (it, "accepted", None)
             else:
-                out.append((it, "rejected", str(r.get("reason") or "rejected")))
-        return out
+                out[i] = (it, "rejected", str(r.get("reason") or "rejected"))
+        return [o for o in out if o is not None]
 
     def _book(self, acq: str, ref: str, booked: list[tuple[_Item, str]]) -> None:
         """Record the accepted payments once and post the positions they create."""
