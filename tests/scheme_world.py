@@ -72,7 +72,14 @@ class Scheme:
         return self.a.audit().ok and self.b.audit().ok and bool(self.house.audit()["ok"])
 
 
-def scheme(root: Path, policy_a: Policy | None = None, policy_b: Policy | None = None) -> Scheme:
+def scheme(
+    root: Path,
+    policy_a: Policy | None = None,
+    policy_b: Policy | None = None,
+    *,
+    house_url: str | None = None,
+) -> Scheme:
+    """The world; ``house_url``: the house's database (a SQLite file by default)."""
     clock = Clock()
     ha = Home(root, f"sqlite:///{root}/a.db", clock)
     hb = Home(root, f"sqlite:///{root}/b.db", clock)
@@ -95,7 +102,8 @@ def scheme(root: Path, policy_a: Policy | None = None, policy_b: Policy | None =
     a.interbank.join("test-scheme", root_key.verify_key.raw, cert_a)
     b.interbank.join("test-scheme", root_key.verify_key.raw, cert_b)
     members = {"bank-a": Member(a), "bank-b": Member(b)}
-    house = ClearingHouse.create(open_store(f"sqlite:///{root}/ch.db"), "ch-1", "EUR", clock=clock)
+    house_store = open_store(house_url or f"sqlite:///{root}/ch.db")
+    house = ClearingHouse.create(house_store, "ch-1", "EUR", clock=clock)
     house.connect = lambda bank_id, url: members[bank_id]  # type: ignore[method-assign,assignment,return-value]
     house.join(
         "test-scheme",

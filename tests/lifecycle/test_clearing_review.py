@@ -3,9 +3,14 @@ case failed on the code before its fix): tests/scheme_world.py, every book audit
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+from jointpay.domain.records import Transfer
+from pg import fresh_database
 from scheme_world import Scheme, scheme
 from worlds import PIN
 
@@ -45,3 +50,61 @@ def test_a_clones_two_spends_in_one_batch_are_answered_each_by_the_house(
     assert w.house.positions() == {"bank-a": 1_000, "bank-b": -1_000}
     assert [a.kind for a in w.b.alerts()] == ["double_spend"]
     assert w.audits_ok()
+
+
+class _Paced:
+    """The house's store, its settlement postings held at a barrier: two runs that
+    both read the positions before either posts meet there (one that cannot get that
+    far, waiting for the other's lock, breaks it after a few seconds)."""
+
+    def __init__(self, store: Any, barrier: threading.Barrier) -> None:
+        self._store, self._barrier = store, barrier
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    @contextmanager
+    def transaction(self, **kw: Any) -> Iterator[Any]:
+        with self._store.transaction(**kw) as tx:
+            yield _PacedTx(tx, self._barrier)
+
+
+class _PacedTx:
+    def __init__(self, tx: Any, barrier: threading.Barrier) -> None:
+        self._tx, self._barrier = tx, barrier
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tx, name)
+
+    def post(self, transfer: Transfer) -> None:
+        if transfer.kind == "settlement":
+            with suppress(threading.BrokenBarrierError):
+                self._barrier.wait(3)
+        self._tx.post(transfer)
+
+
+def test_two_settlement_runs_at_once_pay_each_position_once(tmp_path: Path) -> None:
+    """`clearing settle` twice at once (a timer and an operator) on PostgreSQL: each run
+    read the members' positions without a lock and posted their opposite, so both paid
+    bank-a its 10.00 (and told it so twice) and left the house owing -10.00. The
+    positions are now read under the accounts' locks: the second run finds them at 0."""
+    with fresh_database() as url:
+        w = scheme(tmp_path, house_url=url)
+        w.ha.pay(w.card, "Shop", 1_000, PIN)
+        assert _statuses(w.ha.deposit("Shop", w.a)) == [("accepted", None)]
+        real = w.house.store
+        w.house.store = _Paced(real, threading.Barrier(2))  # type: ignore[assignment]
+        runs: list[dict[str, Any]] = []
+        threads = [threading.Thread(target=lambda: runs.append(w.house.settle())) for _ in "ab"]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        w.house.store = real
+        paid = sorted((r["paid"] for r in runs), key=len)
+        assert paid == [{}, {"bank-a": 1_000, "bank-b": -1_000}]
+        assert w.house.positions() == {"bank-a": 0, "bank-b": 0}
+        assert w.a.interbank_position("ch-1")["balance"] == 0
+        assert w.b.interbank_position("ch-1")["balance"] == 0
+        assert w.audits_ok()
+        real.close()

@@ -583,7 +583,12 @@ class ClearingHouse:
         now = self.clock()
         settlement: str | None = None
         with self.store.transaction() as tx:
-            open_ = {b: v for b, v in _positions(tx.list_accounts()).items() if v}
+            # Read under the position accounts' locks: a second run at once waits for
+            # this one to commit and finds them at zero. Read without (PostgreSQL), both
+            # runs paid every position, and the next run had to claw it back.
+            accounts = [a for a in tx.list_accounts() if _is_position(a)]
+            held = tx.get_balances(sorted(a.id for a in accounts), lock=True)
+            open_ = {a.owner: held[a.id] for a in accounts if held.get(a.id)}
             pending: list[dict[str, Any]] = json.loads(tx.config_get(PENDING_KEY) or "[]")
             if open_:
                 settlement = secrets.token_hex(8)
@@ -700,13 +705,14 @@ class ClearingHouse:
         }
 
 
+def _is_position(account: Account) -> bool:
+    """A member's position account (``bank:ID``)."""
+    return account.id.startswith("bank:") and account.kind is AccountKind.CLEARING
+
+
 def _positions(accounts: list[Account]) -> dict[str, int]:
     """The members' position accounts (``bank:ID``) by member."""
-    return {
-        a.owner: a.balance
-        for a in accounts
-        if a.id.startswith("bank:") and a.kind is AccountKind.CLEARING
-    }
+    return {a.owner: a.balance for a in accounts if _is_position(a)}
 
 
 def _account(acc: str, owner: str, currency: str, now: int) -> Account:
