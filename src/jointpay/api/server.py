@@ -50,6 +50,7 @@ _STATUS = {
     "replay": 409,
     "in_flight": 409,
     "idempotency_mismatch": 422,
+    "too_many_checks": 429,
 }
 
 
@@ -94,6 +95,7 @@ def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
         409: "replayed sequence number, or the same request in flight",
         413: "body too large",
         422: "refused by the protocol (the code says why)",
+        429: "too many on-line checks by this merchant about this card (too_many_checks)",
         503: "the bank is not set up",
     }
     return {
@@ -584,11 +586,15 @@ def create_app(bank_factory: Callable[[], Bank], *, admin_token: str) -> FastAPI
         return WithdrawAnswer(ack=out["ack"])
 
     @app.post(
-        "/v1/online-check", dependencies=[Strict], responses=_problems(400, 404, 413, 422, 503)
+        "/v1/online-check",
+        dependencies=[Strict],
+        responses=_problems(400, 404, 413, 422, 429, 503),
     )
     def online_check(body: OnlineCheckBody, bank: BankDep) -> OnlineCheckAnswer:
         """FIG. 8's optional on-line clearance, for our service providers: would the
-        amount clear on the card now (its record at the bank, the hot list)?"""
+        amount clear on the card now (its record at the bank, the hot list)? Past the
+        policy's ``online_checks`` by one merchant about one card within
+        ``online_checks_window``: 429 ``too_many_checks``."""
         # the fields as sent (an absent issuer stays absent): the signature covers them
         return OnlineCheckAnswer(**bank.online_check(body.model_dump(exclude_unset=True)))
 

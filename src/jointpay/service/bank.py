@@ -99,7 +99,7 @@ from jointpay.service.deposit import (
 )
 from jointpay.service.errors import BadInput, Refused
 from jointpay.service.interbank import Interbank
-from jointpay.service.policy import Policy
+from jointpay.service.policy import TOO_MANY_CHECKS, Policy
 from jointpay.service.rates import RATES_KEY, dump_table, load_table
 from jointpay.service.verify_pool import Verifier, modp_params
 from jointpay.storage.base import (
@@ -116,9 +116,11 @@ CONFIG_MAX_AGE: Final = 2.0
 """Seconds a long-lived bank may run on settings another process has changed since."""
 USER_KEY_SOURCES: Final = ("card", "holder", "manufacturer", "split")
 _deposit_log = logging.getLogger("jointpay.deposit")
-_online_log = logging.getLogger("jointpay.online")
 """One line a deposit at INFO: its phases' times (:class:`DepositTimes`), also as the
 record's ``deposit_times``."""
+_online_log = logging.getLogger("jointpay.online")
+"""One line an on-line check answered to a merchant at INFO; a refusal past the
+policy's limit at WARNING."""
 
 
 def system_clock() -> int:
@@ -775,7 +777,9 @@ class Bank:
         of our service providers in a message it signs (:class:`OnlineCheck`), fresh
         within the policy's ``online_window``. The answer says whether the amount would
         clear now, and for a credit card how far its C_balance would be restored; it
-        never gives the card's balance."""
+        never gives the card's balance. A merchant may ask about one card the policy's
+        ``online_checks`` times within ``online_checks_window``; past that it is
+        refused ``too_many_checks`` (:meth:`clearance`)."""
         try:
             ask = parse_online_check(message)
         except BatchError as exc:
@@ -795,16 +799,48 @@ class Bank:
         issuer: str | None = None,
         *,
         asker: str | None = None,
+        acquirer: str | None = None,
     ) -> dict[str, Any]:
         """Would ``amount`` clear on the card now (and a credit card's top-up)? From the
         card's current record; another bank's card is asked about through a clearing
         house. For the bank's own use: the merchants' question is :meth:`online_check`.
 
-        Each answer to a merchant (``asker``: its S_id; another bank's merchant's is
-        ``acquirer/S_id``) is logged: yes-or-no answers to many amounts bracket a
-        balance, and the log is where such questioning shows."""
+        A merchant's question (``asker``: its S_id; ``acquirer``: its bank, None for
+        ours) is counted first: yes-or-no answers to many amounts bracket a balance, so
+        past the policy's ``online_checks`` within ``online_checks_window`` by that
+        merchant about that card it is refused ``too_many_checks``, and nothing is
+        recorded. Every card number is counted alike, whether we issued it or not, so
+        the limit tells no one which card numbers are ours. Each answer is logged
+        (``jointpay.online``, INFO, the asker as ``S_id`` or ``acquirer/S_id``), and a
+        refusal at WARNING."""
         if issuer is not None and issuer != self.bank_id:
             return self.interbank.online_via_house(issuer, card_number, amount, asker)
+        who = asker if acquirer is None else f"{acquirer}/{asker}"
+        if asker is not None:
+            policy = self.policy
+            with self.store.transaction() as tx:
+                counted = tx.count_online_check(
+                    card_number,
+                    acquirer or self.bank_id,
+                    asker,
+                    self.clock(),
+                    window=policy.online_checks_window,
+                    limit=policy.online_checks,
+                )
+            if not counted:
+                _online_log.warning(
+                    "online check by %s: card ...%s, %d: too_many_checks (%d within %d s)",
+                    who,
+                    card_number[-4:],
+                    amount,
+                    policy.online_checks,
+                    policy.online_checks_window,
+                )
+                raise Refused(
+                    TOO_MANY_CHECKS,
+                    f"merchant {who} has asked about this card {policy.online_checks} "
+                    f"times within {policy.online_checks_window} s, the bank's limit",
+                )
         try:
             card: CardRecord | None = self.card(card_number)
         except BadInput:
@@ -813,7 +849,7 @@ class Bank:
         if asker is not None:
             _online_log.info(
                 "online check by %s: card ...%s, %d: %s",
-                asker,
+                who,
                 card_number[-4:],
                 amount,
                 answer["reason"] or "approved",

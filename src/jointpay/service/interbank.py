@@ -33,10 +33,18 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from jointpay.crypto.certs import BankCert, BankRole, VerifyKey
+from jointpay.crypto.certs import (
+    BankCert,
+    BankRole,
+    VerifyKey,
+    check_card_number,
+    check_ident,
+)
+from jointpay.crypto.errors import DecodeError
 from jointpay.domain.records import AccountKind, Leg, Transfer
 from jointpay.protocol.deposit import BATCH_FORMAT, parse_batch
 from jointpay.service.errors import BadInput, Refused, ServiceError
+from jointpay.service.policy import TOO_MANY_CHECKS
 from jointpay.service.scheme import (
     CLEAR_FORMAT,
     CLEAR_TAG,
@@ -408,13 +416,26 @@ class Interbank:
             if field(body, "issuer", str) != bank.bank_id:
                 raise SchemeError("the question is for another bank")
             card, amount = field(body, "card", str), field(body, "amount", int)
-            asker = f"{field(body, 'acquirer', str)}/{field(body, 'merchant', str)}"
+            acquirer, merchant = field(body, "acquirer", str), field(body, "merchant", str)
             when = field(body, "time", int)
             if not 0 < amount < 1 << 63:
                 raise SchemeError(f"amount {amount} is out of range")
+            try:  # what the question is counted under (the policy's online_checks)
+                check_card_number(card)
+                check_ident(acquirer, "acquirer")
+                if merchant != "-":  # "-": the acquirer's own question, no merchant's
+                    check_ident(merchant, "merchant")
+            except DecodeError as exc:
+                raise SchemeError(str(exc)) from exc
         if abs(bank.clock() - when) > bank.policy.online_window:
             raise Refused("stale_message", "the house's question is not fresh")
-        answer = bank.clearance(card, amount, asker=asker)
+        try:
+            answer = bank.clearance(card, amount, asker=merchant, acquirer=acquirer)
+        except Refused as exc:
+            if exc.code != TOO_MANY_CHECKS:
+                raise
+            # signed like any answer, so that the house carries it back as it is
+            answer = {"approved": False, "reason": TOO_MANY_CHECKS}
         answer = {**answer, "topup": 0}  # a restore goes through the card's own bank
         return sign_body(
             self.bank.signing_key,
@@ -452,6 +473,12 @@ class Interbank:
             raise Refused("bank_unreachable", f"the clearing house did not answer: {exc}") from exc
         if body.get("card") != card or body.get("amount") != amount:
             raise Refused("bank_unreachable", "the clearing house answered another question")
+        if body.get("reason") == TOO_MANY_CHECKS:
+            raise Refused(
+                TOO_MANY_CHECKS,
+                f"bank {issuer} refuses more on-line checks by merchant {asker or '-'} about "
+                "this card for now (its policy's limit)",
+            )
         return {
             "approved": bool(body.get("approved")),
             "reason": body.get("reason"),

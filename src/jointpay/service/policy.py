@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 DAY = 86_400
+TOO_MANY_CHECKS: Final = "too_many_checks"
+"""The refusal of a merchant's on-line check past the policy's ``online_checks``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +26,12 @@ class Policy:
     """An on-line check (a merchant's, or a house's on another bank's behalf) whose
     timestamp is further from the bank's clock is refused: it is answered at once, so
     this is the clocks' skew, and how long a captured question may be asked again."""
+    online_checks: int = 20
+    """How many on-line checks one merchant (its bank and S_id) may ask about one card
+    within ``online_checks_window``: yes or no to many amounts brackets a balance (about
+    40 questions find it), so past this the bank refuses ``too_many_checks``."""
+    online_checks_window: int = DAY
+    """The sliding window, in seconds, over which ``online_checks`` are counted."""
     cert_validity: int = 2 * 365 * DAY
     renew_before: int = 60 * DAY
     """A withdrawal renews the CARD-CERT when it expires within this (FIG. 10 step 910)."""
@@ -73,6 +81,7 @@ class Policy:
         "deposit_window",
         "message_window",
         "online_window",
+        "online_checks_window",
         "cert_validity",
     )
     """The fields in seconds that cannot be zero: a window nothing fits in, or a
@@ -84,6 +93,8 @@ class Policy:
             f"{n} is at most 10000 (basis points)" for n in self.RATES if getattr(self, n) > 10_000
         ]
         out += [f"{n} must be above zero (seconds)" for n in self.SPANS if getattr(self, n) <= 0]
+        if self.online_checks < 1:
+            out.append("online_checks must be at least 1 (no merchant could ask at all)")
         if self.renew_before >= self.cert_validity:
             out.append("renew_before must be below cert_validity (every withdrawal would renew)")
         if self.rate_tolerance_ppm > 1_000_000:

@@ -104,6 +104,11 @@ class BalanceOutOfRange(StorageError):
 MAX_BALANCE: Final = (1 << 63) - 1
 """The largest balance, either way, an account may hold (a 64-bit column)."""
 
+ONLINE_SWEEP: Final = 100
+"""How many expired on-line check rows of other merchants and cards one check deletes
+(:meth:`UnitOfWork.count_online_check`): more than it adds, so the rows of keys never
+asked again go too."""
+
 
 class Totals(NamedTuple):
     """Payment rows counted, their amounts and their fees summed (the audit's sums)."""
@@ -268,6 +273,19 @@ class UnitOfWork(Protocol):
         """``(request_hash, response)`` stored under ``key``, if any."""
 
     def put_idempotent(self, key: str, request_hash: str, response: str, at: int) -> None: ...
+
+    # -- on-line checks (the policy's limit per merchant and card) ------------------------
+    def count_online_check(
+        self, card_number: str, bank_id: str, sid: str, at: int, *, window: int, limit: int
+    ) -> bool:
+        """Record one on-line check asked at ``at`` by merchant ``sid`` of bank
+        ``bank_id`` about ``card_number``, unless that merchant asked ``limit`` about it
+        in the window ``(at - window, at]`` already: True if recorded, False (nothing
+        recorded) if not. The key (card, bank, S_id) is locked first, so two checks at
+        the limit cannot both be recorded (a PostgreSQL advisory lock; SQLite's and the
+        memory store's transactions hold the whole database). The key's rows older
+        than the window are deleted, and up to :data:`ONLINE_SWEEP` of anyone's, so the
+        table holds about the checks of one window."""
 
     # -- audit --------------------------------------------------------------------------
     def audit_entry_sums(self) -> dict[str, int]:

@@ -30,6 +30,7 @@ from jointpay.domain.records import (
 )
 from jointpay.storage.base import (
     MAX_BALANCE,
+    ONLINE_SWEEP,
     BalanceOutOfRange,
     CardPayments,
     CardWithdrawals,
@@ -56,6 +57,8 @@ class _Data:
     idempotency: dict[str, tuple[str, str]] = field(default_factory=dict)
     statements: dict[tuple[str, int], StatementRecord] = field(default_factory=dict)
     interbank: dict[tuple[str, str, int], InterbankRecord] = field(default_factory=dict)
+    online_checks: dict[tuple[str, str, str], dict[int, int]] = field(default_factory=dict)
+    """(card, bank, S_id) -> {second: checks asked in it}."""
 
 
 K = TypeVar("K")
@@ -344,6 +347,27 @@ class MemoryUnitOfWork:
         if key in self._d.idempotency:
             raise Conflict(f"idempotency key {key!r} is taken")
         self._d.idempotency[key] = (request_hash, response)
+
+    def count_online_check(
+        self, card_number: str, bank_id: str, sid: str, at: int, *, window: int, limit: int
+    ) -> bool:
+        cutoff = at - window
+        checks = self._d.online_checks
+        asked = {t: n for t, n in checks.get((card_number, bank_id, sid), {}).items() if t > cutoff}
+        if sum(asked.values()) >= limit:
+            return False
+        asked[at] = asked.get(at, 0) + 1
+        checks[(card_number, bank_id, sid)] = asked
+        swept = 0
+        for key in list(checks):
+            for t in sorted(checks[key]):
+                if t > cutoff or swept == ONLINE_SWEEP:
+                    break
+                del checks[key][t]
+                swept += 1
+            if not checks[key]:
+                del checks[key]
+        return True
 
     def audit_entry_sums(self) -> dict[str, int]:
         out: dict[str, int] = {}

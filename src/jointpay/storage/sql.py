@@ -19,6 +19,7 @@ Concurrency and exactly-once:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections.abc import Iterator, Sequence
@@ -32,11 +33,13 @@ from sqlalchemy import (
     Engine,
     LargeBinary,
     create_engine,
+    delete,
     event,
     func,
     or_,
     select,
     text,
+    tuple_,
     update,
 )
 from sqlalchemy.engine import Connection, Row, make_url
@@ -63,6 +66,7 @@ from jointpay.domain.records import (
 from jointpay.storage import tables as t
 from jointpay.storage.base import (
     MAX_BALANCE,
+    ONLINE_SWEEP,
     BalanceOutOfRange,
     CardPayments,
     CardWithdrawals,
@@ -85,6 +89,7 @@ own rule, turned off here, counts 1,000 pages of log; the store counts the rows 
 connections report changed, which it can read for nothing."""
 
 log = logging.getLogger(__name__)
+_ONLINE_LOCKS: Final = 0x6A70_6F63  # "jpoc": the advisory locks of on-line check keys
 
 
 T = TypeVar("T")
@@ -1182,6 +1187,50 @@ class SqlUnitOfWork:
             {"key": key, "request_hash": request_hash, "response": response, "created_at": at},
             f"idempotency key {key!r}",
         )
+
+    # -- on-line checks -----------------------------------------------------------------
+    def count_online_check(
+        self, card_number: str, bank_id: str, sid: str, at: int, *, window: int, limit: int
+    ) -> bool:
+        oc = t.online_checks
+        c = oc.c
+        key = (c.card_number == card_number) & (c.bank_id == bank_id) & (c.sid == sid)
+        if self._pg:
+            # READ COMMITTED: two checks counting at once would both see limit - 1 and
+            # both be recorded; the key's lock (held to the end of the transaction)
+            # makes the second count after the first committed. 32 bits of a hash of the
+            # key: two keys that share them only wait for each other.
+            digest = hashlib.blake2b(
+                "\0".join((card_number, bank_id, sid)).encode(), digest_size=4
+            ).digest()
+            self.c.execute(
+                text("SELECT pg_advisory_xact_lock(:space, :key)"),
+                {"space": _ONLINE_LOCKS, "key": int.from_bytes(digest, "big", signed=True)},
+            )
+        cutoff = at - window
+        asked = self.c.execute(
+            select(func.coalesce(func.sum(c.asks), 0)).where(key & (c.at > cutoff))
+        ).scalar_one()
+        if int(asked) >= limit:
+            return False
+        self.c.execute(delete(oc).where(key & (c.at <= cutoff)))
+        done = self.c.execute(update(oc).where(key & (c.at == at)).values(asks=c.asks + 1))
+        if done.rowcount == 0:
+            self.c.execute(
+                oc.insert(),
+                {"card_number": card_number, "bank_id": bank_id, "sid": sid, "at": at, "asks": 1},
+            )
+        # other keys' expired rows, a few at a time; rows another check is deleting
+        # are left to it (SKIP LOCKED, so that two sweeps never wait for each other)
+        old = (
+            select(c.card_number, c.bank_id, c.sid, c.at)
+            .where(c.at <= cutoff)
+            .order_by(c.at)
+            .limit(ONLINE_SWEEP)
+            .with_for_update(skip_locked=True)
+        )
+        self.c.execute(delete(oc).where(tuple_(c.card_number, c.bank_id, c.sid, c.at).in_(old)))
+        return True
 
     # -- audit ------------------------------------------------------------------------
     def audit_entry_sums(self) -> dict[str, int]:

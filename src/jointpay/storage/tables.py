@@ -267,3 +267,16 @@ idempotency = Table(
     Column("response", Text, nullable=False),
     Column("created_at", BigInteger, nullable=False),
 )
+
+online_checks = Table(
+    "online_checks",
+    metadata,
+    # the on-line checks one merchant (its bank and S_id) asked about one card, one row
+    # a second with how many it asked in it; rows older than the policy's window go
+    Column("card_number", String(19), primary_key=True),
+    Column("bank_id", String(64), primary_key=True),
+    Column("sid", String(64), primary_key=True),
+    Column("at", BigInteger, primary_key=True, autoincrement=False),
+    Column("asks", BigInteger, nullable=False),
+    Index("online_checks_at", "at"),
+)
