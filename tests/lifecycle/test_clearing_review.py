@@ -9,6 +9,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from jointpay.domain.records import Transfer
 from pg import fresh_database
 from scheme_world import Scheme, scheme
@@ -108,3 +110,65 @@ def test_two_settlement_runs_at_once_pay_each_position_once(tmp_path: Path) -> N
         assert w.b.interbank_position("ch-1")["balance"] == 0
         assert w.audits_ok()
         real.close()
+
+
+def _pay_in(w: Scheme, holder: str, amount: int) -> None:
+    """Cash paid in at bank-b's counter to the holder's account (a teller's posting)."""
+    from jointpay.domain.records import Leg
+    from jointpay.service.bank import equity_account, holder_account
+
+    with w.b.store.transaction() as tx:
+        tx.post(
+            Transfer(
+                f"counter:{holder}",
+                "cash_in",
+                "EUR",
+                (Leg(equity_account("EUR"), -amount), Leg(holder_account(holder), amount)),
+                "paid in at the counter",
+                w.clock(),
+            )
+        )
+
+
+def test_a_clearing_message_replayed_later_moves_no_money(tmp_path: Path) -> None:
+    """bank-a's message asking the house to clear a cheque of bank-b's card, and the
+    house's message forwarding it, both say when they were signed. The cheque bounced;
+    the holder's account was then funded. Either message played again an hour later
+    (captured on the wire) was taken as new: bank-b paid the cheque out of the holder's
+    account, the house booked it as owed to bank-a, and bank-a, which had asked for
+    nothing, credited nobody (clearing audit off). Both hops now refuse a message that
+    is not fresh (stale_message), and nothing moves."""
+    from jointpay.service.errors import Refused
+
+    w = scheme(tmp_path)
+    w.b.open_account("cy", 500)
+    cheque = w.hb.issue_card(
+        w.b, holder="cy", pin=PIN, load=0, mode="cheque", limit=0, user_key="card"
+    ).card_number
+    w.ha.pay(cheque, "Shop", 1_000, PIN)
+    to_house: list[dict[str, Any]] = []
+    to_issuer: list[dict[str, Any]] = []
+    clear, forward = w.house.clear, w.members["bank-b"].interbank_deposit
+
+    def seen_clear(message: dict[str, Any]) -> dict[str, Any]:
+        to_house.append(message)
+        return clear(message)
+
+    def seen_forward(message: dict[str, Any]) -> dict[str, Any]:
+        to_issuer.append(message)
+        return forward(message)
+
+    w.house.clear = seen_clear  # type: ignore[method-assign]
+    w.members["bank-b"].interbank_deposit = seen_forward  # type: ignore[method-assign]
+    assert _statuses(w.ha.deposit("Shop", w.a)) == [("rejected", "insufficient_funds")]
+    assert (len(to_house), len(to_issuer)) == (1, 1)
+    _pay_in(w, "cy", 5_000)
+    w.clock.now += 3_600
+    holder = w.b.account("holder:cy").balance
+    for replay in (lambda: clear(to_house[0]), lambda: forward(to_issuer[0])):
+        with pytest.raises(Refused) as refused:
+            replay()
+        assert refused.value.code == "stale_message"
+    assert w.b.account("holder:cy").balance == holder == 5_500
+    assert w.house.positions() == {"bank-a": 0, "bank-b": 0}
+    assert w.audits_ok()

@@ -47,6 +47,7 @@ from jointpay.service.scheme import (
     INTERBANK_RECEIPT_FORMAT,
     INTERBANK_RECEIPT_TAG,
     INTERBANK_TAG,
+    INTERBANK_WINDOW,
     POSITION_FORMAT,
     POSITION_TAG,
     RELAY_FORMAT,
@@ -241,9 +242,14 @@ class ClearingHouse:
             if field(body, "clearing_house", str) != self.ch_id:
                 raise SchemeError("the message is for another clearing house")
             ref = field(body, "ref", str)
+            when = field(body, "time", int)
             batch = parse_batch(body.get("batch"))
             if batch.bank_id != acquirer.cert.bank_id:
                 raise SchemeError("the batch names another acquirer")
+        if abs(self.clock() - when) > INTERBANK_WINDOW:
+            # played again later, its payments would be cleared for an acquirer that
+            # asked for nothing and books nothing (a bounced cheque paid since, say)
+            raise Refused("stale_message", "the acquirer's clearing message is not fresh")
         results = self._clear_payments(members, acquirer.cert.bank_id, ref, batch)
         return sign_body(
             self._key,

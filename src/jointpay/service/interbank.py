@@ -54,6 +54,7 @@ from jointpay.service.scheme import (
     INTERBANK_RECEIPT_FORMAT,
     INTERBANK_RECEIPT_TAG,
     INTERBANK_TAG,
+    INTERBANK_WINDOW,
     POSITION_FORMAT,
     POSITION_TAG,
     RELAY_FORMAT,
@@ -364,10 +365,15 @@ class Interbank:
                 raise SchemeError("the payments are for another issuer")
             acquirer = field(body, "acquirer", str)
             ref = field(body, "ref", str)
+            when = field(body, "time", int)
             batch = parse_batch(body.get("batch"))
             if batch.bank_id != acquirer:
                 raise SchemeError("the batch names another acquirer")
         now = bank.clock()
+        if abs(now - when) > INTERBANK_WINDOW:
+            # played again later, it would book payments the house does not (a bounced
+            # cheque paid since, say): the holder debited, nobody credited
+            raise Refused("stale_message", "the house's message is not fresh")
         req = DepositRequest(acquirer, batch.sid, 0, now, batch, digest(body["batch"]), b"")
         with gcpause.paused(), bank.store.transaction() as tx:
             run = DepositRun(

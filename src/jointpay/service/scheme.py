@@ -37,6 +37,12 @@ SETTLEMENT_FORMAT: Final = "jointpay-settlement/1"
 POSITION_FORMAT: Final = "jointpay-position/1"
 RELAY_FORMAT: Final = "jointpay-relay/1"
 
+INTERBANK_WINDOW: Final = 600
+"""How far the time a bank or a house signed a clearing message with may be from the
+receiver's clock (seconds): each hop signs its message as it sends it, so this is the
+clocks' skew and the network's delay, and how long a captured message could be
+played again."""
+
 CLEAR_TAG: Final = b"jointpay/v1/clear"
 CLEARED_TAG: Final = b"jointpay/v1/cleared"
 INTERBANK_TAG: Final = b"jointpay/v1/interbank"
