@@ -6,10 +6,7 @@ every book (the banks' and the houses') balances and mirrors the others."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -19,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+import cli_run
 from bank_server import bank_server, free_port, schemathesis_run
 from jointpay.crypto.certs import SigningKey
 from jointpay.home import Home
@@ -30,21 +28,7 @@ PIN = "2468\n"
 
 
 def jp(home: Path, db: str | None, *args: str, stdin: str = "", code: int = 0) -> dict[str, Any]:
-    env = {**os.environ}
-    env.pop("JOINTPAY_DB", None)
-    if db is not None:
-        env["JOINTPAY_DB"] = db
-    run = subprocess.run(
-        [sys.executable, "-m", "jointpay", "--home", str(home), *args, "--json"],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=env,
-    )
-    assert run.returncode == code, (args, run.stdout, run.stderr)
-    return dict(json.loads(run.stdout))
+    return cli_run.jp(home, *args, stdin=stdin, code=code, db=db)
 
 
 @pytest.fixture(scope="module")

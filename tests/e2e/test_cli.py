@@ -15,32 +15,9 @@ from typing import Any
 
 import pytest
 
+from cli_run import jp
+
 PIN = "2468\n"
-
-
-def jp(home: Path, *args: str, stdin: str = "", code: int | None = 0) -> dict[str, Any]:
-    """Run ``jointpay --home HOME ... --json``; check the exit status; parse stdout."""
-    run = subprocess.run(
-        [sys.executable, "-m", "jointpay", "--home", str(home), *args, "--json"],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    if code is not None:
-        assert run.returncode == code, (args, run.returncode, run.stdout, run.stderr)
-    lines = [ln for ln in run.stdout.splitlines() if ln.strip()]
-    assert len(lines) == 1, run.stdout  # exactly one JSON object on stdout
-    out = json.loads(lines[0])
-    assert isinstance(out, dict)
-    if run.returncode != 0 and "results" not in out:
-        assert set(out) == {"error", "message"}
-        assert out["message"]
-        assert run.stderr.strip()
-    if "results" in out:  # a deposit: exit 1 exactly when some payment was rejected
-        assert (run.returncode == 1) == (out["rejected"] > 0)
-    return out
 
 
 def ledger(home: Path) -> dict[str, Any]:

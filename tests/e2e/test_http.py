@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,35 +10,9 @@ import httpx
 import pytest
 
 from bank_server import bank_server
+from cli_run import jp, jp_text
 
 PIN = "2468\n"
-
-
-def jp(home: Path, *args: str, stdin: str = "", code: int = 0) -> dict[str, Any]:
-    run = subprocess.run(
-        [sys.executable, "-m", "jointpay", "--home", str(home), *args, "--json"],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert run.returncode == code, (args, run.stdout, run.stderr)
-    return dict(json.loads(run.stdout))
-
-
-def jp_text(home: Path, *args: str, stdin: str = "") -> str:
-    """What a successful command prints for a person (no --json)."""
-    run = subprocess.run(
-        [sys.executable, "-m", "jointpay", "--home", str(home), *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-    return run.stdout
 
 
 def bank_card_and_shop(home: Path, bank_id: str, *, balance: str, load: str) -> str:

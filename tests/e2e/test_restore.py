@@ -5,7 +5,6 @@ gives them again, and the restored bank takes each once (operations.md)."""
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
 import sys
@@ -13,21 +12,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cli_run import jp
+
 PIN = "2468\n"
-
-
-def jp(home: Path, *args: str, stdin: str = "", code: int = 0) -> dict[str, Any]:
-    run = subprocess.run(
-        [sys.executable, "-m", "jointpay", "--home", str(home), *args, "--json"],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={k: v for k, v in os.environ.items() if k not in ("JOINTPAY_HOME", "JOINTPAY_DB")},
-    )
-    assert run.returncode == code, (args, run.stdout, run.stderr)
-    return dict(json.loads(run.stdout))
 
 
 def export(home: Path, *args: str) -> dict[str, Any]:
