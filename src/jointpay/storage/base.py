@@ -341,6 +341,18 @@ class UnitOfWork(Protocol):
         at one of ``bank_id``'s merchants, the spec's bank id), or whose currency is not
         ``currency``."""
 
+    # The signature audit's pages: rows read ``limit`` at a time after the last one seen
+    # (by the table's key, so each page is one index range), never a whole table.
+    def audit_payments_after(
+        self, after: tuple[str, int] | None, limit: int
+    ) -> list[PaymentRecord]:
+        """Up to ``limit`` payments in (card number, ser) order, from the first after
+        ``after`` (None: from the first of all)."""
+
+    def audit_certs_after(self, after: bytes, limit: int) -> list[CertRecord]:
+        """Up to ``limit`` stored certificates in cert id order, from the first whose id
+        is above ``after`` (b"": from the first of all)."""
+
 
 class Store(Protocol):
     """A database. ``transaction()`` opens one unit of work."""

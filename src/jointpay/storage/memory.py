@@ -8,6 +8,7 @@ nothing behind, exactly like a database rollback.
 from __future__ import annotations
 
 import copy
+import heapq
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -493,6 +494,17 @@ class MemoryUnitOfWork:
             ):
                 bad.append((p.card_number, p.ser))
         return sorted(bad)
+
+    def audit_payments_after(
+        self, after: tuple[str, int] | None, limit: int
+    ) -> list[PaymentRecord]:
+        keys = self._d.payments.keys()
+        page = heapq.nsmallest(limit, keys if after is None else (k for k in keys if k > after))
+        return [self._d.payments[k] for k in page]
+
+    def audit_certs_after(self, after: bytes, limit: int) -> list[CertRecord]:
+        page = heapq.nsmallest(limit, (i for i in self._d.certs if i > after))
+        return [self._d.certs[i] for i in page]
 
 
 def _spec_fields(spec: bytes) -> tuple[str, str, int, str, bytes] | None:

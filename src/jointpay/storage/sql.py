@@ -1390,3 +1390,31 @@ class SqlUnitOfWork:
         sql = _SPEC_MISMATCHES_PG if self._pg else _SPEC_MISMATCHES_SQLITE
         rows = self.c.execute(text(sql), {"bank": bank_id, "cur": currency})
         return sorted((r[0], int(r[1])) for r in rows)
+
+    def audit_payments_after(
+        self, after: tuple[str, int] | None, limit: int
+    ) -> list[PaymentRecord]:
+        """A query written for the driver, its rows the driver's tuples (SQLAlchemy's
+        result processing cost 45 µs a row, more than half the row's verification on
+        secp256k1); from the card on, one range of the primary key's index."""
+        mark = "%s" if self._pg else "?"
+        where, params = "", list[str | int]([limit])
+        if after is not None:
+            card, ser = after
+            where = f" WHERE card_number >= {mark} AND (card_number > {mark} OR ser > {mark})"
+            params = [card, card, t.u64_text(ser), limit]
+        rows = self.c.exec_driver_sql(
+            f"SELECT {', '.join(_PAYMENT_COLUMNS)} FROM payments{where}"  # noqa: S608 - constants
+            f" ORDER BY card_number, ser LIMIT {mark}",
+            tuple(params),
+        )
+        return [
+            PaymentRecord(n, int(ser), bytes(cert), sid, amount, cur, bytes(spec),
+                          bytes(b), bytes(r), dep, at, fee)
+            for n, ser, cert, sid, amount, cur, spec, b, r, dep, at, fee in rows.cursor.fetchall()
+        ]  # fmt: skip
+
+    def audit_certs_after(self, after: bytes, limit: int) -> list[CertRecord]:
+        c = t.certs.c
+        q = select(t.certs).where(c.cert_id > after).order_by(c.cert_id).limit(limit)
+        return [_cert(r) for r in self.c.execute(q)]
