@@ -705,9 +705,16 @@ def create_app(bank_factory: Callable[[], Bank], *, admin_token: str) -> FastAPI
         bank.set_rate(body.currency, micro, body.effective_from)
         return bank.rates()
 
-    @app.get("/v1/admin/audit", dependencies=[Depends(admin)], responses=_problems(401, 503))
-    def audit(bank: BankDep) -> dict[str, Any]:
-        r = bank.audit()
+    @app.get("/v1/admin/audit", dependencies=[Depends(admin)], responses=_problems(400, 401, 503))
+    def audit(
+        bank: BankDep,
+        signatures: bool = False,
+        bank_key: Annotated[str | None, Query(pattern="^[0-9a-fA-F]{64}$")] = None,
+    ) -> dict[str, Any]:
+        """``bank audit``: the books; with ``signatures``, every signature too (under
+        ``bank_key``, hex, if given: the key the auditor holds)."""
+        key = None if bank_key is None else bytes.fromhex(bank_key)
+        r = bank.audit(signatures=signatures, bank_key=key)
         return {"ok": r.ok, "violations": r.violations, **r.figures}
 
     @app.get("/v1/admin/alerts", dependencies=[Depends(admin)], responses=_problems(401, 503))

@@ -547,11 +547,33 @@ def bank_backfill_key_powers(
 
 
 @bank_app.command("audit")
-def bank_audit(ctx: typer.Context, home: HomeOpt = None, json_: JsonOpt = False) -> None:
-    """Check every ledger invariant."""
+def bank_audit(
+    ctx: typer.Context,
+    signatures: Annotated[
+        bool,
+        typer.Option(
+            "--signatures",
+            help="also verify every certificate the bank signed and every accepted "
+            "payment's signature (a deposit's work again: minutes for a large bank)",
+        ),
+    ] = False,
+    bank_key: Annotated[
+        str | None,
+        typer.Option(
+            help="with --signatures: verify under this public key (hex, as `bank init` "
+            "published it) instead of the one in the database"
+        ),
+    ] = None,
+    home: HomeOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Check every ledger invariant (and, with --signatures, every signature)."""
     h, out = _ctx(ctx, home, json_)
     with answering(out), h.bank() as bank:
-        report = bank.audit()
+        if bank_key is not None and not signatures:
+            raise BadInput("bad_usage", "--bank-key goes with --signatures")
+        key = None if bank_key is None else hex_bytes(bank_key, "--bank-key", "bad_key")
+        report = bank.audit(signatures=signatures, bank_key=key)
 
         def human(c: Console) -> None:
             c.print(

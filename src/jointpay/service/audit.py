@@ -34,17 +34,42 @@ Invariants (docs/operations.md lists them):
 
 Every sum is taken in the database (:class:`~jointpay.storage.base.UnitOfWork`'s
 ``audit_*`` methods), never by loading the payment rows.
+
+With ``signatures`` (``bank audit --signatures``), in the same snapshot, the audit also
+verifies what the bank signed and what was signed to it (:class:`_Signatures`):
+
+10. every stored CARD-CERT bears the bank's signature, is stored under its own id and
+    validity for the card it names, with its key's comb powers, and says what its
+    card's record says (mode, currency, group, joint key); each card's current
+    CARD-CERT is one of them;
+11. every accepted payment's PAYMENT-CERT ``(ser, spec, b, r)`` verifies strictly
+    (CONTRACT section 2, the deposit's own path: :func:`verify_pool.parse_and_verify`)
+    under the joint key of the CARD-CERT it was accepted with, a certificate of its
+    own card, valid at the payment's time;
+12. every merchant's MERCHANT-CERT bears the bank's signature over the S_id and key
+    its deposits are checked with, and a scheme member's BANK-CERT is the scheme's
+    over the bank's own key.
+
+Both tables are read a page at a time, each page verified in the verification pool
+(:class:`~jointpay.service.verify_pool.Verifier`) while the next is read, so memory
+stays flat whatever the number of payments.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from typing import TYPE_CHECKING, Any
+from collections import defaultdict, deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
+from jointpay.crypto.certs import BankRole, CardCert, MerchantCert, VerifyKey
 from jointpay.crypto.errors import CryptoError
+from jointpay.crypto.group import GroupResolver, ModpGroup, ModpParams, resolver
 from jointpay.domain.money import format_amount
-from jointpay.domain.records import AccountKind, MerchantRecord
+from jointpay.domain.records import AccountKind, CardRecord, CertRecord, MerchantRecord
 from jointpay.protocol.spec import PaymentSpec
+from jointpay.service import verify_pool
+from jointpay.service.scheme import SCHEME_CONFIG_KEY, Membership
+from jointpay.service.verify_pool import Answer, JobHead, RawJob, modp_params, parse_and_verify
 from jointpay.storage.base import CardPayments, CardWithdrawals, Totals, UnitOfWork
 
 if TYPE_CHECKING:
@@ -73,16 +98,36 @@ _NO_PAYMENTS = CardPayments(0, 0, -1)
 _NO_WITHDRAWALS = CardWithdrawals(0, 0, 0, 0)
 
 
-def run_audit(bank: Bank, tx: UnitOfWork) -> AuditReport:
+SIGNATURE_PAGE: Final = verify_pool.CHUNK
+"""Payments, and certificates, read in one query and verified as one chunk by the
+signature audit."""
+CERT_CACHE: Final = 4096
+"""CARD-CERTs the signature audit keeps decoded while it walks the payments (in card
+order, so a card's few certificates are read once); past this it starts afresh."""
+
+
+def run_audit(
+    bank: Bank, tx: UnitOfWork, *, signatures: bool = False, bank_key: bytes | None = None
+) -> AuditReport:
+    """The audit of the books in ``tx``; with ``signatures``, of every signature too,
+    under the bank's key in the database or ``bank_key``, the one the auditor holds."""
     from jointpay.service.bank import AuditReport
 
-    return AuditReport(*_Audit(bank, tx).run())
+    return AuditReport(*_Audit(bank, tx, signatures=signatures, bank_key=bank_key).run())
 
 
 class _Audit:
     """One audit: the books read once (as sums), then each invariant checked."""
 
-    def __init__(self, bank: Bank, tx: UnitOfWork) -> None:
+    def __init__(
+        self,
+        bank: Bank,
+        tx: UnitOfWork,
+        *,
+        signatures: bool = False,
+        bank_key: bytes | None = None,
+    ) -> None:
+        self.signatures, self.bank_key = signatures, bank_key
         self.bank, self.tx = bank, tx
         self.cur, self.own = bank.currency, bank.bank_id
         self.violations: list[str] = []
@@ -114,6 +159,8 @@ class _Audit:
         self._income()
         self._houses()
         figures = self._figures(credit)
+        if self.signatures:
+            figures["signatures"] = _Signatures(self, self.bank_key).run()
         return not self.violations, self.violations, figures
 
     # -- 1-3: the ledger itself ----------------------------------------------------------
@@ -499,3 +546,344 @@ class _Audit:
                 if a.id.startswith("interbank:")
             },
         }
+
+
+# -- 10-12: the signatures -------------------------------------------------------------
+CardTerms = tuple[str, str, str, str | None, bytes]
+"""What a card's record says that its CARD-CERTs sign: mode, currency, suite, group
+name and joint key (encoded)."""
+
+CertJob = tuple[tuple[str, bytes, tuple[ModpParams, ...]], CertRecord, CardTerms | None]
+"""One stored CARD-CERT to check (:func:`check_card_certs`): (the bank's id, the key
+to verify under, its own modp groups), the stored record, and the terms of the card it
+is stored for (None: no such card). The first is one object shared by a chunk's jobs,
+so it is pickled once a chunk."""
+
+
+class CertVerdict(NamedTuple):
+    """A stored CARD-CERT's check: what is wrong with it, in words (empty: nothing),
+    whether the bank's signature holds (then its joint key may be trusted, as the bank
+    checked it before signing), and whether its stored comb powers are its key's."""
+
+    faults: tuple[str, ...]
+    signed: bool
+    powers_ok: bool
+
+
+def check_card_certs(jobs: list[CertJob], /, *, deposit: int | None = None) -> list[CertVerdict]:
+    """Each stored CARD-CERT checked against the bank's key, its record and its card's
+    record: runs in a verification worker or in process (``deposit`` is the pool's
+    parameter, and means nothing here)."""
+    del deposit
+    out = []
+    resolvers: dict[tuple[ModpParams, ...], GroupResolver] = {}
+    for (bank_id, raw_key, own), rec, terms in jobs:
+        resolve = resolvers.get(own)
+        if resolve is None:
+            resolve = resolvers[own] = resolver({p.name: p for p in own})
+        out.append(_check_card_cert(VerifyKey(bank_id, raw_key), resolve, rec, terms))
+    return out
+
+
+def _check_card_cert(
+    key: VerifyKey,
+    resolve: GroupResolver,
+    rec: CertRecord,
+    terms: CardTerms | None,
+) -> CertVerdict:
+    try:  # known: signed by the bank, its keys were checked before it signed
+        cert = CardCert.decode(rec.encoded, resolve, known=True)
+    except CryptoError as exc:
+        return CertVerdict((f"cannot be read ({exc})",), False, False)
+    faults = []
+    try:
+        cert.verify(key)
+        signed = True
+    except CryptoError as exc:
+        faults.append(f"does not verify under the bank's key {key.fingerprint} ({exc})")
+        signed = False
+    if cert.card_number != rec.card_number:
+        faults.append(f"names card {cert.card_number}")
+    if cert.cert_id != rec.cert_id:
+        faults.append(f"is certificate {cert.id_hex}")
+    if (cert.not_before, cert.not_after) != (rec.not_before, rec.not_after):
+        faults.append(
+            f"its stored validity [{rec.not_before}, {rec.not_after}) is not its signed "
+            f"[{cert.not_before}, {cert.not_after})"
+        )
+    group = cert.group
+    powers_ok = True
+    if rec.key_powers is not None:
+        want = group.key_powers(cert.joint_key) if isinstance(group, ModpGroup) else None
+        if rec.key_powers != want:
+            faults.append("its stored key powers are not its joint key's")
+            powers_ok = False
+    if terms is None:
+        faults.append("its card is no card of the bank")
+    elif cert.card_number == rec.card_number:  # (else the record is another card's)
+        signed_terms = (
+            cert.mode.value,
+            cert.currency,
+            cert.suite,
+            group.name,
+            cert.joint_key.encoded,
+        )
+        names = ("mode", "currency", "suite", "group", "joint key")
+        faults += [
+            f"its {what} is not the one its card's record says"
+            for what, mine, theirs in zip(names, signed_terms, terms, strict=True)
+            if mine != theirs
+        ]
+    return CertVerdict(tuple(faults), signed, powers_ok)
+
+
+class _Signed(NamedTuple):
+    """A CARD-CERT as the payments under it are verified: the workers' job head, the
+    card it names and its validity."""
+
+    head: JobHead
+    cert_id: bytes
+    card_number: str
+    not_before: int
+    not_after: int
+
+
+_Entry = tuple[str, int, _Signed | str]
+"""A payment of a chunk: card number, ser, and the CARD-CERT it is verified under (or
+why it is not verified)."""
+
+
+class _Signatures:
+    """The signature audit (10-12), adding its violations to ``audit``'s."""
+
+    def __init__(self, audit: _Audit, pinned: bytes | None) -> None:
+        self.audit = audit
+        self.bank, self.tx = audit.bank, audit.tx
+        self.own = audit.own
+        self.v = audit.violations
+        held = self.bank.verify_key
+        self.key = held
+        if pinned is not None and pinned != held.raw:
+            self.key = VerifyKey(self.own, pinned)
+            self.v.append(
+                f"the bank's key in the database is {held.fingerprint}, not the given "
+                f"{self.key.fingerprint}: every signature is verified under the given key"
+            )
+        params = modp_params(self.bank.group)
+        self.context = (self.own, self.key.raw, () if params is None else (params,))
+        self.verifier = self.bank.verifier
+        self.depth = max(1, self.verifier.workers) + 1
+        """Chunks in flight: every worker busy while the next page is read."""
+        self.unsigned: set[bytes] = set()
+        """Stored CARD-CERTs without the bank's signature (normally none)."""
+        self.bad_powers: set[bytes] = set()
+        """Stored CARD-CERTs whose comb powers are not their key's (normally none)."""
+
+    def run(self) -> dict[str, Any]:
+        merchants = self._merchant_certs()
+        bank_cert = self._bank_cert()
+        certs, cards = self._card_certs()
+        payments = self._payments()
+        return {
+            "bank_key": self.key.raw.hex(),
+            "card_certs": certs,
+            "cards": cards,
+            "payments": payments,
+            "merchant_certs": merchants,
+            "bank_cert": bank_cert,
+        }
+
+    # -- 12: MERCHANT-CERTs and the bank's BANK-CERT --------------------------------------
+    def _merchant_certs(self) -> int:
+        verified = 0
+        for m in self.tx.list_merchants():
+            try:
+                cert = MerchantCert.decode(m.cert)
+                cert.verify(self.key)
+            except CryptoError as exc:
+                self.v.append(f"merchant {m.sid}: its MERCHANT-CERT does not verify ({exc})")
+                continue
+            faults = []
+            if cert.sid != m.sid:
+                faults.append(f"names S_id {cert.sid}")
+            if cert.public_key != m.public_key:
+                faults.append("certifies another key than the one its deposits are checked with")
+            if faults:
+                self.v.append(f"merchant {m.sid}: its MERCHANT-CERT " + "; ".join(faults))
+            else:
+                verified += 1
+        return verified
+
+    def _bank_cert(self) -> str:
+        """How the bank's BANK-CERT fared: verified, failed, or none (the bank joined no
+        scheme)."""
+        raw = self.tx.config_get(SCHEME_CONFIG_KEY)
+        if raw is None:
+            return "none"
+        try:
+            m = Membership.from_json(raw)
+            m.own_cert.verify(m.scheme_key, role=BankRole.BANK)
+        except (CryptoError, ValueError, KeyError) as exc:
+            self.v.append(f"the bank's BANK-CERT does not verify under its scheme's key ({exc})")
+            return "failed"
+        if m.own_cert.bank_id != self.own or m.own_cert.public_key != self.key.raw:
+            self.v.append(
+                f"the bank's BANK-CERT certifies {m.own_cert.bank_id}'s key "
+                f"{VerifyKey(self.own, m.own_cert.public_key).fingerprint}, not this bank's "
+                f"{self.key.fingerprint}"
+            )
+            return "failed"
+        return "verified"
+
+    # -- 10: every stored CARD-CERT, a page at a time -------------------------------------
+    def _card_certs(self) -> tuple[int, int]:
+        """Returns how many certificates verified, and how many cards have only sound
+        certificates, their current one among them."""
+        cards = {c.card_number: c for c in self.audit.cards}
+        size = max(len(cards), 1)
+        verified = 0
+        current: set[str] = set()
+        faulty: set[str] = set()
+        inflight: deque[tuple[list[CertRecord], Callable[[], list[CertVerdict]]]] = deque()
+
+        def settle() -> None:
+            nonlocal verified
+            recs, answers = inflight.popleft()
+            for rec, verdict in zip(recs, answers(), strict=True):
+                if not verdict.signed:
+                    self.unsigned.add(rec.cert_id)
+                if not verdict.powers_ok:
+                    self.bad_powers.add(rec.cert_id)
+                if verdict.faults:
+                    faulty.add(rec.card_number)
+                    self.v.append(
+                        f"CARD-CERT {rec.cert_id.hex()} stored for card {rec.card_number}: "
+                        + "; ".join(verdict.faults)
+                    )
+                    continue
+                verified += 1
+                card = cards.get(rec.card_number)
+                if card is not None and card.current_cert_id == rec.cert_id:
+                    current.add(rec.card_number)
+
+        after = b""
+        while True:
+            page = self.tx.audit_certs_after(after, SIGNATURE_PAGE)
+            if page:
+                jobs: list[CertJob] = [
+                    (self.context, rec, _terms(cards.get(rec.card_number))) for rec in page
+                ]
+                inflight.append(
+                    (page, self.verifier.submit(check_card_certs, jobs, batch_size=size))
+                )
+                after = page[-1].cert_id
+            while inflight and (len(inflight) > self.depth or len(page) < SIGNATURE_PAGE):
+                settle()
+            if len(page) < SIGNATURE_PAGE:
+                break
+        for n, card in cards.items():
+            if n not in current and n not in faulty:
+                self.v.append(
+                    f"card {n}: its current CARD-CERT {card.current_cert_id.hex()} is not "
+                    "among the certificates stored for it"
+                )
+        return verified, len(current - faulty)
+
+    # -- 11: every accepted payment, a page at a time -------------------------------------
+    def _payments(self) -> int:
+        size = max(sum(p.rows for p in self.audit.payments.values()), 1)
+        verified = 0
+        certs: dict[bytes, _Signed | str] = {}
+        inflight: deque[tuple[list[_Entry], Callable[[], list[Answer]]]] = deque()
+
+        def settle() -> None:
+            nonlocal verified
+            entries, answers = inflight.popleft()
+            got = iter(answers())
+            for n, ser, signed in entries:
+                if isinstance(signed, str):
+                    self.v.append(f"payment {n}/{ser}: not verified: {signed}")
+                    continue
+                why = _payment_fault(next(got), signed)
+                if why is None:
+                    verified += 1
+                else:
+                    self.v.append(f"payment {n}/{ser}: {why}")
+
+        after: tuple[str, int] | None = None
+        while True:
+            page = self.tx.audit_payments_after(after, SIGNATURE_PAGE)
+            if page:
+                after = (page[-1].card_number, page[-1].ser)
+                if len(certs) > CERT_CACHE:
+                    certs.clear()
+                self._read_certs({p.cert_id for p in page} - certs.keys(), certs)
+                entries: list[_Entry] = []
+                jobs: list[RawJob] = []
+                for p in page:
+                    signed = certs[p.cert_id]
+                    if isinstance(signed, _Signed) and signed.card_number != p.card_number:
+                        signed = f"its CARD-CERT {p.cert_id.hex()} is card {signed.card_number}'s"
+                    entries.append((p.card_number, p.ser, signed))
+                    if isinstance(signed, _Signed):
+                        jobs.append((*signed.head, p.ser, p.spec.hex(), p.b.hex(), p.r.hex(), None))
+                inflight.append((entries, self._submit(jobs, size)))
+            while inflight and (len(inflight) > self.depth or len(page) < SIGNATURE_PAGE):
+                settle()
+            if len(page) < SIGNATURE_PAGE:
+                return verified
+
+    def _submit(self, jobs: list[RawJob], size: int) -> Callable[[], list[Answer]]:
+        if not jobs:
+            return lambda: []
+        return self.verifier.submit(parse_and_verify, jobs, batch_size=size)
+
+    def _read_certs(self, ids: set[bytes], into: dict[bytes, _Signed | str]) -> None:
+        """The CARD-CERTs ``ids`` as their payments are verified under them: one query,
+        each decoded once (its check, above, said whether the bank signed it)."""
+        found = self.tx.get_certs(sorted(ids)) if ids else {}
+        for cert_id in ids:
+            rec = found.get(cert_id)
+            if rec is None:
+                into[cert_id] = f"its CARD-CERT {cert_id.hex()} is not stored"
+                continue
+            if cert_id in self.unsigned:
+                into[cert_id] = f"its CARD-CERT {cert_id.hex()} does not bear the bank's signature"
+                continue
+            try:
+                cert = CardCert.decode(rec.encoded, self.bank.resolve_group, known=True)
+            except CryptoError:  # pragma: no cover - its check decoded it in this snapshot
+                into[cert_id] = f"its CARD-CERT {cert_id.hex()} cannot be read"
+                continue
+            group = cert.group
+            powers = b"" if cert_id in self.bad_powers else rec.key_powers or b""
+            head: JobHead = (group.suite, modp_params(group), cert.joint_key.encoded, True, powers)
+            into[cert_id] = _Signed(
+                head, cert.cert_id, cert.card_number, cert.not_before, cert.not_after
+            )
+
+
+def _terms(card: CardRecord | None) -> CardTerms | None:
+    if card is None:
+        return None
+    return (card.mode, card.currency, card.suite, card.group, card.joint_key)
+
+
+def _payment_fault(answer: Answer, signed: _Signed) -> str | None:
+    """What is wrong with a payment verified under ``signed``, in words; None if
+    nothing."""
+    if answer is None:
+        return "its PAYMENT-CERT cannot be read (its spec, b or r is malformed)"
+    spec, _, _, _, valid = answer
+    if not valid:
+        return f"its signature does not verify under its CARD-CERT {signed.cert_id.hex()}"
+    if spec.card_cert_id != signed.cert_id:
+        return (
+            f"its signed spec names CARD-CERT {spec.card_cert_id.hex()}, not {signed.cert_id.hex()}"
+        )
+    if not signed.not_before <= spec.time < signed.not_after:
+        return (
+            f"signed at {spec.time}, outside its CARD-CERT's validity "
+            f"[{signed.not_before}, {signed.not_after})"
+        )
+    return None

@@ -1269,12 +1269,23 @@ class Bank:
         return repay(self, holder, amount, ref=ref, from_account=from_account)
 
     # -- audit --------------------------------------------------------------------------
-    def audit(self) -> AuditReport:
-        """Check every ledger invariant; report each violation in words."""
+    def audit(self, *, signatures: bool = False, bank_key: bytes | None = None) -> AuditReport:
+        """Check every ledger invariant; report each violation in words.
+
+        ``signatures``: also verify, in the same snapshot, every stored CARD-CERT and
+        MERCHANT-CERT under the bank's key and every accepted payment's PAYMENT-CERT
+        under its CARD-CERT (``service/audit.py``, 10-12), under ``bank_key`` if given
+        (the public key the auditor holds from outside the database)."""
+        from jointpay.crypto.certs import ED25519_KEY_LEN
         from jointpay.service.audit import run_audit
 
+        if bank_key is not None:
+            if not signatures:
+                raise BadInput("bad_usage", "a bank key to verify under goes with signatures")
+            if len(bank_key) != ED25519_KEY_LEN:
+                raise BadInput("bad_key", "a bank key is a 32-byte Ed25519 public key")
         with self.store.transaction(snapshot=True) as tx:  # one moment's books
-            return run_audit(self, tx)
+            return run_audit(self, tx, signatures=signatures, bank_key=bank_key)
 
 
 def _signed_by_merchant(
