@@ -67,6 +67,8 @@ class Scheme:
     card: str
     via_house: ViaHouse
     members: dict[str, Member]
+    root_key: SigningKey
+    """The scheme's root (to certify another member)."""
 
     def audits_ok(self) -> bool:
         return self.a.audit().ok and self.b.audit().ok and bool(self.house.audit()["ok"])
@@ -122,4 +124,4 @@ def scheme(
     tf = ha.open_merchant(a, "Shop")
     ha.sync_hotlist("Shop", a)  # the terminal learns the scheme's member banks
     via = ViaHouse(house, "bank-a", tf.merchant_cert)
-    return Scheme(root, clock, ha, hb, a, b, house, card, via, members)
+    return Scheme(root, clock, ha, hb, a, b, house, card, via, members, root_key)

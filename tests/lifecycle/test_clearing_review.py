@@ -6,12 +6,21 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from jointpay.crypto.certs import BankRole, issue_bank_cert
 from jointpay.domain.records import Transfer
+from jointpay.protocol.spec import PaymentSpec
+from jointpay.service.clearing import ClearingHouse
+from jointpay.service.errors import BadInput, Refused
+from jointpay.service.interbank import Candidate
+from jointpay.service.policy import DAY
+from jointpay.service.scheme import ClearingLink
+from jointpay.storage import open_store
 from pg import fresh_database
 from scheme_world import Scheme, scheme
 from worlds import PIN
@@ -138,8 +147,6 @@ def test_a_clearing_message_replayed_later_moves_no_money(tmp_path: Path) -> Non
     account, the house booked it as owed to bank-a, and bank-a, which had asked for
     nothing, credited nobody (clearing audit off). Both hops now refuse a message that
     is not fresh (stale_message), and nothing moves."""
-    from jointpay.service.errors import Refused
-
     w = scheme(tmp_path)
     w.b.open_account("cy", 500)
     cheque = w.hb.issue_card(
@@ -172,3 +179,59 @@ def test_a_clearing_message_replayed_later_moves_no_money(tmp_path: Path) -> Non
     assert w.b.account("holder:cy").balance == holder == 5_500
     assert w.house.positions() == {"bank-a": 0, "bank-b": 0}
     assert w.audits_ok()
+
+
+def test_a_bank_does_not_clear_through_a_house_of_another_currency(tmp_path: Path) -> None:
+    """bank-a keeps EUR; a house of the scheme keeps USD. bank-a took it as one of its
+    houses, and the house booked bank-a's EUR cents as USD cents; its settlements, in
+    USD, bank-a then refused for ever (malformed), while the house had posted its
+    positions to zero. bank-a now refuses the house (currency_mismatch), and a house
+    refuses a payment that is not in its currency."""
+    w = scheme(tmp_path)
+    usd = ClearingHouse.create(
+        open_store(f"sqlite:///{tmp_path}/usd.db"), "ch-usd", "USD", clock=w.clock
+    )
+    cert = issue_bank_cert(
+        w.root_key,
+        bank_id="ch-usd",
+        public_key=usd.verify_key.raw,
+        role=BankRole.CLEARING,
+        not_before=w.clock() - 3600,
+        not_after=w.clock() + 365 * DAY,
+    )
+    usd.join("test-scheme", w.root_key.verify_key.raw, cert.encode())
+    for bank in (w.a, w.b):
+        membership = bank.interbank.membership
+        assert membership is not None
+        usd.add_member(membership.own_cert.encode().hex(), None)
+    usd.connect = lambda bank_id, url: w.members[bank_id]  # type: ignore[method-assign,assignment,return-value]
+    with pytest.raises(BadInput) as refused:
+        w.a.interbank.add_clearing(usd, "ch-usd")  # type: ignore[arg-type]
+    assert refused.value.code == "currency_mismatch"
+    assert w.a.interbank.members_of("ch-usd") == []  # not one of bank-a's houses
+    # banks that took it before (as they could) send it a payment: it is refused
+    for bank in (w.a, w.b):
+        m = bank.interbank.membership
+        assert m is not None
+        bank.interbank._save(replace(m, clearing=(*m.clearing, ClearingLink(cert, None))))
+    w.ha.pay(w.card, "Shop", 1_000, PIN)
+    batch = w.ha.export_batch("Shop")
+    group, pay = batch["cards"][0], batch["cards"][0]["payments"][0]
+    spec = bytes.fromhex(pay["spec"])
+    candidate = Candidate(
+        bytes.fromhex(group["cert"]),
+        "bank-b",
+        w.card,
+        pay["ser"],
+        spec,
+        bytes.fromhex(pay["b"]),
+        bytes.fromhex(pay["r"]),
+        PaymentSpec.decode(spec).amount,
+    )
+    w.a.interbank.connect = lambda link: usd  # type: ignore[assignment,return-value]
+    (answer,) = w.a.interbank._clear_at(
+        ClearingLink(cert, None), batch["sid"], "ref-1", [candidate]
+    )
+    assert (answer.status, answer.reason) == ("rejected", "currency_mismatch")
+    assert w.b.account(w.b.card(w.card).float_account).balance == 20_000
+    assert usd.positions() == {"bank-a": 0, "bank-b": 0}

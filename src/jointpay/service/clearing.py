@@ -404,6 +404,8 @@ class ClearingHouse:
             return {**out, "reason": "bad_signature"}
         if spec.bank_id != acq:
             return {**out, "reason": "wrong_merchant"}
+        if spec.currency != self.currency:  # our positions are in our currency
+            return {**out, "reason": "currency_mismatch"}
         return _Item(pos, cert, ser, spec_bytes, spec, pc)
 
     def _forward(

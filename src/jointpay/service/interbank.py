@@ -173,6 +173,14 @@ class Interbank:
             )
         except (SchemeError, ValueError) as exc:
             raise BadInput("bad_cert", f"the clearing house's certificate: {exc}") from exc
+        if params.get("currency") != self.bank.currency:
+            # its positions and settlements are in its currency: ours would be booked
+            # in it unconverted, and its settlements refused here for ever
+            raise BadInput(
+                "currency_mismatch",
+                f"clearing house {cert.bank_id} settles in {params.get('currency')!r}, "
+                f"this bank keeps {self.bank.currency}",
+            )
         links = tuple(c for c in m.clearing if c.ch_id != cert.bank_id)
         self._save(Membership(m.scheme_key, m.own_cert, (*links, ClearingLink(cert, url))))
         return {
