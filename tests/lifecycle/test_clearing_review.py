@@ -19,7 +19,7 @@ from jointpay.service.clearing import ClearingHouse
 from jointpay.service.errors import BadInput, Refused
 from jointpay.service.interbank import Candidate
 from jointpay.service.policy import DAY
-from jointpay.service.scheme import ClearingLink
+from jointpay.service.scheme import ClearingLink, Unreachable
 from jointpay.storage import open_store
 from pg import fresh_database
 from scheme_world import Scheme, scheme
@@ -235,3 +235,30 @@ def test_a_bank_does_not_clear_through_a_house_of_another_currency(tmp_path: Pat
     assert (answer.status, answer.reason) == ("rejected", "currency_mismatch")
     assert w.b.account(w.b.card(w.card).float_account).balance == 20_000
     assert usd.positions() == {"bank-a": 0, "bank-b": 0}
+
+
+def test_a_foreign_payment_is_not_refused_for_good_while_the_house_is_down(
+    tmp_path: Path,
+) -> None:
+    """bank-a knows bank-b's card (its CARD-CERT verified at an earlier deposit) and
+    its one house is down when the merchant deposits again, its copy of the house's
+    member list having expired. bank-a found no house to route the payment to and
+    refused it `unknown_card`, which the terminal takes as final: the card had paid,
+    the merchant never was. It is now `clearing_unavailable`: the terminal keeps it
+    and it is credited at the next deposit once the house answers."""
+    w = scheme(tmp_path)
+    w.ha.pay(w.card, "Shop", 1_000, PIN)
+    assert _statuses(w.ha.deposit("Shop", w.a)) == [("accepted", None)]
+    w.ha.pay(w.card, "Shop", 700, PIN)
+    connect = w.a.interbank.connect
+
+    def down(link: object) -> Any:
+        raise Unreachable("ch-1 is down")
+
+    w.a.interbank.connect = down
+    w.a.interbank._members.clear()  # the member list's DIRECTORY_TTL has passed
+    assert _statuses(w.ha.deposit("Shop", w.a)) == [("rejected", "clearing_unavailable")]
+    w.a.interbank.connect = connect  # the house is back
+    assert _statuses(w.ha.deposit("Shop", w.a)) == [("accepted", None)]
+    assert w.a.account(w.a.merchant("Shop").account_id).balance == 1_700
+    assert w.audits_ok()

@@ -246,17 +246,23 @@ class Interbank:
     def route(self, issuer: str, *, via: str | None = None) -> ClearingLink | None:
         """The first of our clearing houses that has ``issuer`` as a member (house
         ``via`` first, if it is one of ours)."""
+        return self._route(issuer, via)[0]
+
+    def _route(self, issuer: str, via: str | None) -> tuple[ClearingLink | None, bool]:
+        """:meth:`route`, and whether a house could not be asked for its members (so
+        that no route found need not mean that none of our houses reaches ``issuer``)."""
         m = self.membership
         if m is None:
-            return None
+            return None, False
         links = sorted(m.clearing, key=lambda link: link.ch_id != via)  # stable: via first
+        unreached = False
         for link in links:
             try:
                 if issuer in self._house_members(link):
-                    return link
+                    return link, False
             except (Unreachable, ServiceError):
-                continue
-        return None
+                unreached = True
+        return None, unreached
 
     def scheme_view(self) -> dict[str, Any]:
         """What a terminal needs to accept the scheme's cards and show our BANK-CERT."""
@@ -296,9 +302,12 @@ class Interbank:
         out: list[Cleared | None] = [None] * len(candidates)
         by_link: dict[str, tuple[ClearingLink, list[int]]] = {}
         for i, c in enumerate(candidates):
-            link = self.route(c.issuer, via=via)
+            link, unreached = self._route(c.issuer, via)
             if link is None:
-                out[i] = Cleared("rejected", "unknown_card", "")
+                # a house that did not answer may reach the issuer: not final (an
+                # unknown_card here the terminal dropped, and the merchant was never paid)
+                why = "clearing_unavailable" if unreached else "unknown_card"
+                out[i] = Cleared("rejected", why, "")
             else:
                 by_link.setdefault(link.ch_id, (link, []))[1].append(i)
         for link, idx in by_link.values():
