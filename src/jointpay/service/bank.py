@@ -103,6 +103,7 @@ from jointpay.service.policy import TOO_MANY_CHECKS, Policy
 from jointpay.service.rates import RATES_KEY, dump_table, load_table
 from jointpay.service.verify_pool import Verifier, modp_params
 from jointpay.storage.base import (
+    BalanceOutOfRange,
     Conflict,
     InsufficientFunds,
     NotFound,
@@ -1008,7 +1009,9 @@ class Bank:
                     cash = card.mode == CardMode.CASH.value
                     fee = self.policy.withdrawal_fee if req.amount and cash else 0
                     return self._apply_withdrawal(tx, card, cert, req, amount, fee, now)
-        except InsufficientFunds:
+        except (InsufficientFunds, BalanceOutOfRange):
+            # A float past 2^63 - 1 is one the holder's account cannot fund either (all
+            # of a holder's floats came out of it), and a store may find that first.
             refusal = ("insufficient_funds", "the holder's account cannot fund this withdrawal")
         return self._refuse_withdrawal(req, refusal, alert, now)
 
@@ -1066,7 +1069,7 @@ class Bank:
             ]
             if fee:
                 legs.append(Leg(income_account(self.currency), fee))
-            tx.post(  # InsufficientFunds here: refused (and recorded) by withdraw()
+            tx.post(  # InsufficientFunds (or a float out of range): refused by withdraw()
                 Transfer(
                     f"withdraw:{card.card_number}:{req.seq}",
                     "withdrawal",
