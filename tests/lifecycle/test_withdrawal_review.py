@@ -1,4 +1,5 @@
-"""Withdrawals (FIG. 10) at their edges, on every backend."""
+"""Withdrawals (FIG. 10) at their edges, on every backend: amounts no balance can hold,
+and a CARD-CERT renewed by a restore carried during a payment."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 import pytest
 
 from jointpay.home import Home
+from jointpay.protocol.spec import PaymentSpec
 from jointpay.service.errors import Refused
 from worlds import PIN
 
@@ -41,3 +43,70 @@ def test_a_withdrawal_no_balance_could_hold_is_refused_signed_and_frees_the_card
         assert bank.audit().ok
     assert h.pay(n, "Shop", 500, PIN).amount == 500
 
+
+def _credit_card_near_its_expiry(h: Home, clock: Any) -> str:
+    """A credit card (limit 100.00) that spent 60.00, deposited and repaid, whose
+    CARD-CERT expires within the renewal window: its next restore also renews it."""
+    with h.bank() as bank:
+        bank.open_account("carol", 1_000)
+        n = h.issue_card(
+            bank, holder="carol", pin=PIN, load=0, mode="credit", limit=10_000, user_key="card"
+        ).card_number
+    h.pay(n, "Shop", 6_000, PIN)
+    with h.bank() as bank:
+        assert [r["reason"] for r in h.deposit("Shop", bank)["results"]] == [None]
+        bank.repay("carol", 6_000, ref="repay-1")
+        validity, window = bank.policy.cert_validity, bank.policy.renew_before
+    clock.now += validity - window // 2
+    return n
+
+
+def test_a_restore_during_a_payment_that_renews_the_card_cert_still_pays(
+    world: dict[str, Any],
+) -> None:
+    """The merchant's terminal carries the credit card's restore, and the bank's
+    acknowledgement renews the CARD-CERT (it expires within ``renew_before``). The
+    terminal built the spec with the CARD-CERT it had read before, which the card no
+    longer holds: the card refused the PAY (6984) after its line was restored, and the
+    purchase was declined ``card_error``. The payment names the renewed certificate."""
+    h: Home = world["home"]
+    n = _credit_card_near_its_expiry(h, world["clock"])
+    old = h.card(n).load().cert
+    paid = h.pay(n, "Shop", 5_000, PIN)
+    state = h.card(n).load()
+    assert state.cert != old  # renewed by the restore
+    assert (paid.amount, state.balance, state.pending_withdrawal) == (5_000, 5_000, b"")
+    with h.bank() as bank:
+        assert PaymentSpec.decode(paid.spec).card_cert_id == bank.card(n).current_cert_id
+        assert [r["reason"] for r in h.deposit("Shop", bank)["results"]] == [None]
+        assert bank.audit().ok
+
+
+def test_a_pending_renewal_completed_by_a_payment_still_pays(
+    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The holder's restore with renewal was applied by the bank and its answer lost;
+    the card's next payment carries it (protocol.md, Withdrawal) and takes the renewed
+    CARD-CERT, and the payment is made under it."""
+    h: Home = world["home"]
+    n = _credit_card_near_its_expiry(h, world["clock"])
+    old = h.card(n).load().cert
+    with h.bank() as bank:
+        real = bank.withdraw
+
+        def answer_lost(request: bytes) -> bytes:
+            real(request)
+            raise Refused("bank_unreachable", "timed out")
+
+        monkeypatch.setattr(bank, "withdraw", answer_lost)
+        with pytest.raises(Refused):
+            h.withdraw(n, bank, pin=PIN, amount=6_000, renew=True)
+    assert h.card(n).load().pending_withdrawal != b""
+    paid = h.pay(n, "Shop", 500, PIN)
+    state = h.card(n).load()
+    assert state.cert != old
+    assert (paid.amount, state.balance, state.pending_withdrawal) == (500, 9_500, b"")
+    with h.bank() as bank:
+        assert PaymentSpec.decode(paid.spec).card_cert_id == bank.card(n).current_cert_id
+        assert [r["reason"] for r in h.deposit("Shop", bank)["results"]] == [None]
+        assert bank.audit().ok

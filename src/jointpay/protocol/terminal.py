@@ -49,6 +49,7 @@ from jointpay.protocol.messages import (
     AuthKind,
     PayCommand,
     PayResponse,
+    WithdrawAck,
     payment_read,
     withdraw_flags,
 )
@@ -523,6 +524,13 @@ class Terminal:
         with card_declines():
             client.select()
             encoded = client.cert()
+        cert = self._check_cert(encoded, now)
+        if hotlist:
+            self.check_hotlist(cert)
+        return cert
+
+    def _check_cert(self, encoded: bytes, now: int) -> CardCert:
+        """A CARD-CERT checked under its bank's key, valid at ``now``."""
         try:
             cert = CardCert.decode(encoded, self.config.groups)
         except CryptoError as exc:
@@ -540,8 +548,6 @@ class Terminal:
             raise PaymentDeclined("expired", str(exc)) from exc
         except CryptoError as exc:
             raise PaymentDeclined("bad_cert", str(exc)) from exc
-        if hotlist:
-            self.check_hotlist(cert)
         return cert
 
     def check_hotlist(self, cert: CardCert) -> None:
@@ -618,7 +624,7 @@ class Terminal:
         if status.locked:
             raise PaymentDeclined("locked", "the card is locked (too many wrong PINs)")
         if status.withdrawal_pending:  # the card pays nothing until it is completed
-            status = self._finish_pending(client, cert)
+            status, cert = self._finish_pending(client, cert, now)
         short = cert.mode.value != "cheque" and status.balance < amount
         restorable = cert.mode.value == "credit" and self.online is not None and self.online.restore
         if short and not restorable:
@@ -636,7 +642,9 @@ class Terminal:
             known = pin()
             pin = lambda: known  # noqa: E731 - the holder is asked once
             client.verify_pin(known)
-            self._restore_credit(client, answer.topup)
+            # the spec names the CARD-CERT the card holds: the one an acknowledgement
+            # renewed, if it did (the card refuses a spec for its old one, 6984)
+            cert = self._renewed(cert, self._restore_credit(client, answer.topup), now)
         payee_bank, sid, merchant_cert = self.config.payee(cert.bank_id)
         spec = PaymentSpec(
             payee_bank,
@@ -674,12 +682,15 @@ class Terminal:
             self.store.end_pay(cert.card_number)  # a signature that does not verify
             raise
 
-    def _finish_pending(self, client: CardClient, cert: CardCert) -> CardStatus:
+    def _finish_pending(
+        self, client: CardClient, cert: CardCert, now: int
+    ) -> tuple[CardStatus, CardCert]:
         """A withdrawal whose answer was lost is still pending on the card, which pays
         nothing until it is completed. A credit card's restore (:meth:`_restore_credit`,
         or the holder's own) is carried to the bank again, unchanged: the bank answers
         a request it already applied with the same acknowledgement. Any other card's
-        holder completes it at the bank (``jointpay withdraw``)."""
+        holder completes it at the bank (``jointpay withdraw``). Returns the card's
+        status and the CARD-CERT it holds then (renewed, if the acknowledgement did)."""
         restore = self.online.restore if self.online is not None else None
         if cert.mode.value != "credit" or restore is None:
             raise PaymentDeclined(
@@ -689,7 +700,7 @@ class Terminal:
                 "before the card pays again",
             )
         try:
-            self._carry_restore(client, client.pending_withdrawal())
+            renewed = self._carry_restore(client, client.pending_withdrawal())
         except PaymentDeclined:
             status = client.status()
             if status.withdrawal_pending:
@@ -697,16 +708,25 @@ class Terminal:
             # the bank's signed refusal of the pending request (its first answer, lost
             # on the way, say a holder's --amount max with no credit to restore): the
             # card dropped the request, and the payment goes on with what it holds
-            return status
-        return client.status()
+            return status, cert
+        return client.status(), self._renewed(cert, renewed, now)
 
-    def _restore_credit(self, client: CardClient, topup: int) -> None:
+    def _renewed(self, cert: CardCert, renewed: bytes, now: int) -> CardCert:
+        """The CARD-CERT the card holds after a restore: ``renewed`` (the one the
+        acknowledgement carried, checked as :meth:`read_card` checks), or ``cert``."""
+        return self._check_cert(renewed, now) if renewed else cert
+
+    def _restore_credit(self, client: CardClient, topup: int) -> bytes:
         """Carry the card's FIG. 10 request to the bank and its answer back; no money
-        moves (the bank raises the credit card's C_balance within its limit)."""
-        self._carry_restore(client, client.withdraw_request(topup, False, AuthKind.SIGNATURE))
+        moves (the bank raises the credit card's C_balance within its limit). Returns
+        the renewed CARD-CERT the card took with it, or b""."""
+        return self._carry_restore(
+            client, client.withdraw_request(topup, False, AuthKind.SIGNATURE)
+        )
 
-    def _carry_restore(self, client: CardClient, request: bytes) -> None:
-        """One FIG. 10 request to the bank (on-line) and its answer to the card."""
+    def _carry_restore(self, client: CardClient, request: bytes) -> bytes:
+        """One FIG. 10 request to the bank (on-line) and its answer to the card; the
+        renewed CARD-CERT the acknowledgement gave the card, or b""."""
         if self.online is None or self.online.restore is None:  # pragma: no cover
             raise PaymentDeclined("insufficient_balance", "no bank to restore the credit line")
         try:
@@ -725,6 +745,7 @@ class Terminal:
                 "request, and its next payment on-line (or jointpay withdraw) completes it",
             ) from exc
         client.withdraw_complete(ack)
+        return WithdrawAck.decode(ack).new_cert  # the card took it: it decodes
 
     def recover(self, client: CardClient, now: int) -> TakenPayment | None:
         """After a torn PAY: read the card's payment to us back; keep it if we lack it.
