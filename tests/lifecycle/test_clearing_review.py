@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from jointpay.service.clearing import ClearingHouse
 from jointpay.service.errors import BadInput, Refused
 from jointpay.service.interbank import Candidate
 from jointpay.service.policy import DAY
-from jointpay.service.scheme import ClearingLink, Unreachable
+from jointpay.service.scheme import CLEAR_FORMAT, CLEAR_TAG, ClearingLink, Unreachable, sign_body
 from jointpay.storage import open_store
 from pg import fresh_database
 from scheme_world import Scheme, scheme
@@ -262,3 +262,69 @@ def test_a_foreign_payment_is_not_refused_for_good_while_the_house_is_down(
     assert _statuses(w.ha.deposit("Shop", w.a)) == [("accepted", None)]
     assert w.a.account(w.a.merchant("Shop").account_id).balance == 1_700
     assert w.audits_ok()
+
+
+@pytest.mark.parametrize("house_db", ["sqlite", "postgresql"])
+def test_a_payment_cleared_twice_at_once_is_booked_once_and_accepted_twice(
+    tmp_path: Path, house_db: str
+) -> None:
+    """bank-a asks the house twice at once about the same payment (a deposit sent again
+    while its first answer is late), a new payment riding with one of the two. bank-b
+    books the payment once and answers `accepted` to both (the same acquirer's retry).
+    The house wrote its record of the payment in both runs: the run that came second
+    failed on the record's key and rolled back (a new payment with it, which bank-b
+    had booked: a 500 to bank-a, and the house's books off bank-b's until a retry).
+    That run now finds the payment recorded and books only what is new."""
+    with ExitStack() as stack:
+        url = stack.enter_context(fresh_database()) if house_db == "postgresql" else None
+        _cleared_twice_at_once(scheme(tmp_path, house_url=url))
+
+
+def _cleared_twice_at_once(w: Scheme) -> None:
+    w.ha.pay(w.card, "Shop", 1_000, PIN)
+    first = w.ha.export_batch("Shop")
+    _forget_taken(w, "Shop")
+    w.ha.pay(w.card, "Shop", 700, PIN)
+    both = w.ha.export_batch("Shop")
+    both["cards"][0]["payments"] = first["cards"][0]["payments"] + both["cards"][0]["payments"]
+
+    def ask(batch: dict[str, Any], ref: str) -> dict[str, Any]:
+        body = {
+            "format": CLEAR_FORMAT,
+            "acquirer": "bank-a",
+            "clearing_house": "ch-1",
+            "ref": ref,
+            "time": w.clock(),
+            "batch": batch,
+        }
+        return sign_body(w.a.signing_key, CLEAR_TAG, body)
+
+    barrier = threading.Barrier(2)
+    forward = w.members["bank-b"].interbank_deposit
+
+    def slow(message: dict[str, Any]) -> dict[str, Any]:
+        answer = forward(message)
+        with suppress(threading.BrokenBarrierError):
+            barrier.wait(5)  # both runs have bank-b's answer before either books
+        return answer
+
+    w.members["bank-b"].interbank_deposit = slow  # type: ignore[method-assign]
+    answers: dict[str, Any] = {}
+
+    def run(batch: dict[str, Any], ref: str) -> None:
+        try:
+            answers[ref] = [r["status"] for r in w.house.clear(ask(batch, ref))["results"]]
+        except Exception as exc:
+            answers[ref] = exc
+
+    threads = [
+        threading.Thread(target=run, args=(first, "one")),
+        threading.Thread(target=run, args=(both, "two")),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert answers == {"one": ["accepted"], "two": ["accepted", "accepted"]}
+    assert w.house.positions() == {"bank-a": 1_700, "bank-b": -1_700}
+    assert w.b.interbank_position("ch-1")["balance"] == 1_700

@@ -367,7 +367,8 @@ class ClearingHouse:
                 if status == "accepted":
                     booked.append((it, issuer))
         if booked:
-            self._book(acq, ref, booked)
+            for pos in self._book(acq, ref, booked):
+                results[pos].update(status="rejected", reason="duplicate")
         return results
 
     def _pre_verify(
@@ -468,31 +469,51 @@ class ClearingHouse:
                 out[i] = (it, "rejected", str(r.get("reason") or "rejected"))
         return [o for o in out if o is not None]
 
-    def _book(self, acq: str, ref: str, booked: list[tuple[_Item, str]]) -> None:
-        """Record the accepted payments once and post the positions they create."""
+    def _book(self, acq: str, ref: str, booked: list[tuple[_Item, str]]) -> list[int]:
+        """Record the accepted payments once and post the positions they create; return
+        the places of those another record holds already (none from an honest issuer).
+
+        Two runs may bring the same payment at once (an acquirer's deposit sent again
+        while the first answer is late): the issuer answers ``accepted`` to both, and
+        the second run to book finds it recorded, under the position accounts' locks,
+        and books only the rest. It used to fail on the record's key and roll back the
+        rest with it, which the issuer had booked."""
         now = self.clock()
-        owed: dict[str, int] = {}
-        records = []
-        for it, issuer in booked:
-            owed[issuer] = owed.get(issuer, 0) + it.spec.amount
-            records.append(
-                InterbankRecord(
-                    issuer,
-                    it.cert.card_number,
-                    it.ser,
-                    acq,
-                    self.ch_id,
-                    it.spec.sid,
-                    it.spec.amount,
-                    it.spec.currency,
-                    it.spec_bytes,
-                    ref,
-                    now,
-                )
-            )
-        legs = [Leg(position_account(i), -a) for i, a in sorted(owed.items())]
-        legs.append(Leg(position_account(acq), sum(owed.values())))
+        accounts = sorted({position_account(acq), *(position_account(i) for _, i in booked)})
         with self.store.transaction() as tx:
+            tx.get_balances(accounts, lock=True)  # one run at a time books for them
+            have = tx.existing_interbank(
+                [(issuer, it.cert.card_number, it.ser) for it, issuer in booked]
+            )
+            owed: dict[str, int] = {}
+            records = []
+            taken: list[int] = []
+            for it, issuer in booked:
+                rec = have.get((issuer, it.cert.card_number, it.ser))
+                if rec is not None:  # booked by a run at the same time: accepted there
+                    if rec.acquirer != acq or rec.spec != it.spec_bytes:
+                        taken.append(it.pos)
+                    continue
+                owed[issuer] = owed.get(issuer, 0) + it.spec.amount
+                records.append(
+                    InterbankRecord(
+                        issuer,
+                        it.cert.card_number,
+                        it.ser,
+                        acq,
+                        self.ch_id,
+                        it.spec.sid,
+                        it.spec.amount,
+                        it.spec.currency,
+                        it.spec_bytes,
+                        ref,
+                        now,
+                    )
+                )
+            if not records:
+                return taken
+            legs = [Leg(position_account(i), -a) for i, a in sorted(owed.items())]
+            legs.append(Leg(position_account(acq), sum(owed.values())))
             tx.add_interbank(records)
             tx.post(
                 Transfer(
@@ -504,6 +525,7 @@ class ClearingHouse:
                     now,
                 )
             )
+        return taken
 
     # -- on-line clearance through the house ---------------------------------------------
     def online_check(self, message: object) -> dict[str, Any]:
