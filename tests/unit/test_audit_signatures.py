@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from fastapi.testclient import TestClient
@@ -49,7 +50,7 @@ from jointpay.protocol.messages import WITHDRAW_REQUEST_TAG, AuthKind, WithdrawR
 from jointpay.protocol.spec import PaymentSpec
 from jointpay.service import audit as audit_module
 from jointpay.service.bank import AuditReport, Bank, luhn_complete
-from jointpay.service.errors import BadInput
+from jointpay.service.errors import BadInput, Refused
 from jointpay.storage.memory import MemoryUnitOfWork
 from jointpay.storage.sql import SqlUnitOfWork
 from jointpay.storage.tables import signed_text, u64_text
@@ -403,7 +404,13 @@ def card_of_keys(
     master = secrets.token_bytes(32)
     bank._open_card_account(number, holder, CardMode.CASH, 0, cert, master, now)
     req = WithdrawRequest(bank.bank_id, number, cert.cert_id, 1, 0, load, False, AuthKind.MAC)
-    bank.withdraw(replace(req, auth=mac(master, WITHDRAW_REQUEST_TAG, req.tbs())).encode())
+    request = replace(req, auth=mac(master, WITHDRAW_REQUEST_TAG, req.tbs())).encode()
+    if signer.verify_key.raw == bank.verify_key.raw:
+        bank.withdraw(request)
+    else:  # the bank refuses to load a card whose stored CARD-CERT it did not sign: the
+        # insider writes the withdrawal's rows as the bank's own code writes them
+        with mock.patch.object(CardCert, "verify", return_value=None):
+            bank.withdraw(request)
     return number, SecretScalar((s_u.reveal() + s_c.reveal()) % group.q), cert
 
 
@@ -461,6 +468,35 @@ def test_an_inserted_card_with_a_self_signed_certificate_is_caught(
     assert report.figures["signatures"]["card_certs"] == 2
     assert report.figures["signatures"]["cards"] == 2
     assert report.figures["signatures"]["payments"] == 3
+
+
+def test_the_bank_will_not_load_or_renew_a_card_whose_certificate_it_did_not_sign(
+    world: dict[str, Any],
+) -> None:
+    """A withdrawal reads the card's stored CARD-CERT and may renew it: signed by the
+    bank over a certificate an insider wrote into the database, the renewal would be
+    genuine, and the payments made under it would pass even the signature audit. The
+    bank checks the stored certificate's signature first and refuses ``bad_cert``;
+    nothing moves. (It used to load the card and renew its certificate.)"""
+    h = world["home"]
+    with h.bank() as bank:
+        forger = SigningKey.generate(bank.bank_id)
+        number, _secret, cert = card_of_keys(bank, "bob", 1_000, forger)
+        master = bank.card(number).master_key
+        float_before = bank.account(f"card:{number}").balance
+        for renew in (False, True):
+            req = WithdrawRequest(
+                bank.bank_id, number, cert.cert_id, 2, 1_000, 0 if renew else 500, renew,
+                AuthKind.MAC,
+            )  # fmt: skip
+            request = replace(req, auth=mac(master, WITHDRAW_REQUEST_TAG, req.tbs())).encode()
+            with pytest.raises(Refused) as refused:
+                bank.withdraw(request)
+            assert refused.value.code == "bad_cert"
+            assert "does not bear this bank's signature" in refused.value.message
+        assert bank.account(f"card:{number}").balance == float_before
+        assert bank.card(number).seq == 1
+        assert bank.card(number).current_cert_id == cert.cert_id
 
 
 def test_a_card_record_whose_key_is_not_its_certificates_is_caught(world: dict[str, Any]) -> None:

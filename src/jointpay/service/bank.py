@@ -1117,7 +1117,18 @@ class Bank:
             ) from exc
         if rec.card_number != card.card_number:
             raise Refused("bad_cert", "the CARD-CERT belongs to another card")
-        return CardCert.decode(rec.encoded, self.resolve_group)
+        cert = CardCert.decode(rec.encoded, self.resolve_group)
+        # The stored certificate's signature, checked again: a withdrawal may renew it,
+        # and a renewal signed over a certificate written into the database by someone
+        # other than the bank would make it genuine (bank audit --signatures names such
+        # a certificate, but not the payments made under its renewal).
+        try:
+            cert.verify(self.verify_key)
+        except CryptoError as exc:
+            raise Refused(
+                "bad_cert", f"the stored CARD-CERT does not bear this bank's signature: {exc}"
+            ) from exc
+        return cert
 
     def _check_withdraw_auth(self, card: CardRecord, cert: CardCert, req: WithdrawRequest) -> None:
         try:
