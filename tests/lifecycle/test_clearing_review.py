@@ -328,3 +328,34 @@ def _cleared_twice_at_once(w: Scheme) -> None:
     assert answers == {"one": ["accepted"], "two": ["accepted", "accepted"]}
     assert w.house.positions() == {"bank-a": 1_700, "bank-b": -1_700}
     assert w.b.interbank_position("ch-1")["balance"] == 1_700
+
+
+def test_an_online_check_with_the_house_down_is_unreachable_not_a_refusal(
+    tmp_path: Path,
+) -> None:
+    """bank-a's terminal asks on-line about bank-b's card while bank-a's one house is
+    down (its member list expired). bank-a answered `unknown_card`, a refusal: a payment
+    above the floor limit was declined `online_declined`, and a sampled one below it
+    too, where an unreachable bank lets it go on offline. It is now `bank_unreachable`,
+    and the terminal goes by its floor limit."""
+    from jointpay.protocol.terminal import Clearance, PaymentDeclined
+
+    w = scheme(tmp_path)
+    cleared: list[Clearance] = []
+    w.ha.pay(w.card, "Shop", 1_000, PIN, bank=w.a, floor_limit=500, cleared=cleared.append)
+    assert cleared.pop().status == "approved"  # through the house, from bank-b
+
+    def down(link: object) -> Any:
+        raise Unreachable("ch-1 is down")
+
+    w.a.interbank.connect = down
+    w.a.interbank._members.clear()  # the member list's DIRECTORY_TTL has passed
+    with pytest.raises(PaymentDeclined) as declined:
+        w.ha.pay(w.card, "Shop", 1_000, PIN, bank=w.a, floor_limit=500)
+    assert declined.value.code == "bank_unreachable"
+    taken = w.ha.pay(
+        w.card, "Shop", 100, PIN, bank=w.a, floor_limit=500, online_sample=1.0,
+        cleared=cleared.append,
+    )  # fmt: skip
+    assert taken.amount == 100
+    assert cleared.pop().status == "unreachable"

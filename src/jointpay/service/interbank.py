@@ -471,7 +471,10 @@ class Interbank:
     ) -> dict[str, Any]:
         """Our terminal's on-line question about another bank's card, through a house;
         ``asker`` is our merchant's S_id, which the issuer logs with its answer."""
-        link = self.route(issuer)
+        link, unreached = self._route(issuer, None)
+        if link is None and unreached:  # no house we could ask knows it: maybe one we
+            # could not ask does (the terminal goes by its floor limit, not a refusal)
+            raise Refused("bank_unreachable", f"no clearing house reachable for bank {issuer}")
         if link is None:
             return {"approved": False, "reason": "unknown_card", "topup": 0}
         bank = self.bank
