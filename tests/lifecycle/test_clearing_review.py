@@ -359,3 +359,33 @@ def test_an_online_check_with_the_house_down_is_unreachable_not_a_refusal(
     )  # fmt: skip
     assert taken.amount == 100
     assert cleared.pop().status == "unreachable"
+
+
+@pytest.mark.parametrize("amount", [1 << 63, -(1 << 63), 10**30])
+def test_a_settlement_of_an_amount_no_account_can_hold_is_malformed(
+    tmp_path: Path, amount: int
+) -> None:
+    """A house's settlement whose amount no 64-bit balance can hold (a house's defect)
+    is refused as malformed before anything is written; it was a driver's range error
+    (HTTP 500)."""
+    from jointpay.service.scheme import SETTLEMENT_FORMAT, SETTLEMENT_TAG
+
+    w = scheme(tmp_path)
+    message = sign_body(
+        w.house._key,
+        SETTLEMENT_TAG,
+        {
+            "format": SETTLEMENT_FORMAT,
+            "clearing_house": w.house.ch_id,
+            "bank_id": "bank-a",
+            "settlement": "s-huge",
+            "amount": amount,
+            "currency": "EUR",
+            "time": w.clock.now,
+        },
+    )
+    with pytest.raises(BadInput) as refused:
+        w.a.interbank.settlement(message)
+    assert refused.value.code == "malformed"
+    assert "out of range" in refused.value.message
+    assert w.audits_ok()

@@ -523,6 +523,8 @@ class Interbank:
             if field(body, "bank_id", str) != bank.bank_id:
                 raise SchemeError("the settlement is for another bank")
             sid, amount = field(body, "settlement", str), field(body, "amount", int)
+            if not -(1 << 63) < amount < 1 << 63:
+                raise SchemeError("the settlement's amount is out of range")
             if field(body, "currency", str) != bank.currency:
                 raise SchemeError("the settlement is in another currency")
         tid = f"settle:{link.ch_id}:{sid}"[:128]
