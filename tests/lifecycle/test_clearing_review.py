@@ -389,3 +389,29 @@ def test_a_settlement_of_an_amount_no_account_can_hold_is_malformed(
     assert refused.value.code == "malformed"
     assert "out of range" in refused.value.message
     assert w.audits_ok()
+
+
+def test_a_card_of_another_bank_seen_first_while_the_house_is_down_is_kept(
+    tmp_path: Path,
+) -> None:
+    """bank-a has never seen bank-b's card when the merchant deposits its payment, and
+    its one house is down (the member list expired): bank-a cannot verify the CARD-CERT,
+    and rejected it `unknown_card`, final (the terminal kept the payment only because
+    the rejection, of a certificate, names no card). It is now `clearing_unavailable`,
+    which the terminal keeps by its reason, and the next deposit, the house back,
+    credits it."""
+    w = scheme(tmp_path)
+    w.ha.pay(w.card, "Shop", 700, PIN)
+    connect = w.a.interbank.connect
+
+    def down(link: object) -> Any:
+        raise Unreachable("ch-1 is down")
+
+    w.a.interbank.connect = down
+    w.a.interbank._members.clear()  # the member list's DIRECTORY_TTL has passed
+    receipt = w.ha.deposit("Shop", w.a)
+    assert _statuses(receipt) == [("rejected", "clearing_unavailable")]
+    w.a.interbank.connect = connect  # the house is back
+    assert _statuses(w.ha.deposit("Shop", w.a)) == [("accepted", None)]
+    assert w.a.account(w.a.merchant("Shop").account_id).balance == 700
+    assert w.audits_ok()

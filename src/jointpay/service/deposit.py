@@ -582,15 +582,15 @@ class DepositRun:
         except CryptoError:
             result = "malformed"
         else:
-            key = (
-                self.bank.verify_key
+            key, unreached = (
+                (self.bank.verify_key, False)
                 if cert.bank_id == self._own
-                else None
+                else (None, False)
                 if self.from_house
-                else self.bank.interbank.issuer_key(cert.bank_id)
+                else self.bank.interbank.issuer(cert.bank_id)
             )
-            if key is None:
-                result = "unknown_card"
+            if key is None:  # another bank's, unless a house we could not ask knows it
+                result = "clearing_unavailable" if unreached else "unknown_card"
             else:
                 try:
                     cert.verify(key)

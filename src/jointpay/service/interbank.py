@@ -224,24 +224,32 @@ class Interbank:
 
     def directory(self) -> dict[str, BankCert]:
         """Every bank reachable through our clearing houses (ourselves included)."""
+        return self._directory()[0]
+
+    def _directory(self) -> tuple[dict[str, BankCert], bool]:
+        """:meth:`directory`, and whether a house could not be asked for its members."""
         m = self.membership
         if m is None:
-            return {}
+            return {}, False
         out: dict[str, BankCert] = {m.own_cert.bank_id: m.own_cert}
+        unreached = False
         for link in m.clearing:
             try:
                 for bid, cert in self._house_members(link).items():
                     out.setdefault(bid, cert)
             except (Unreachable, ServiceError):
-                continue
-        return out
+                unreached = True
+        return out, unreached
 
-    def issuer_key(self, bank_id: str) -> VerifyKey | None:
-        """The key that signs ``bank_id``'s CARD-CERTs, if it is a reachable member."""
+    def issuer(self, bank_id: str) -> tuple[VerifyKey | None, bool]:
+        """The key that signs ``bank_id``'s CARD-CERTs, if it is a reachable member;
+        and, when there is none, whether a house could not be asked for its members
+        (so that ``bank_id`` may be one all the same)."""
         if bank_id == self.bank.bank_id:
-            return self.bank.verify_key
-        cert = self.directory().get(bank_id)
-        return None if cert is None else cert.verify_key
+            return self.bank.verify_key, False
+        members, unreached = self._directory()
+        cert = members.get(bank_id)
+        return (None, unreached) if cert is None else (cert.verify_key, False)
 
     def route(self, issuer: str, *, via: str | None = None) -> ClearingLink | None:
         """The first of our clearing houses that has ``issuer`` as a member (house
