@@ -562,8 +562,8 @@ class Home:
         self, merchant: str, bank_id: str | None = None, *, since: int | None = None
     ) -> dict[str, Any]:
         """The batch of pending payments for ``bank_id`` (our own bank by default);
-        with ``since``, also those taken since then that were deposited already (to
-        deposit again at a bank restored from a backup)."""
+        with ``since``, also those the bank settled since then, by its receipts' times
+        (to deposit again at a bank restored from a backup)."""
         with self.terminal(merchant) as (tf, store):
             bank_id = bank_id or tf.bank_id
             sid = _sid_at(tf, bank_id)
@@ -603,7 +603,10 @@ class Home:
             results = receipt["results"]
             if ours is not None:  # a file: its answers settle only the payments we hold
                 results = [r for r in results if (r.get("card"), r.get("ser")) in ours]
-            store.record_results(str(receipt["deposit_id"]), results)
+            at = receipt.get("time")  # the bank's clock, as a backup's time is
+            store.record_results(
+                str(receipt["deposit_id"]), results, at if type(at) is int else None
+            )
             return receipt
 
     def deposit_everywhere(self, merchant: str, bank: DepositPort | None) -> list[dict[str, Any]]:
@@ -728,7 +731,7 @@ def _pending_for(
     tf: TerminalFile, store: SqliteTerminalStore, bank_id: str, since: int | None = None
 ) -> list[TakenPayment]:
     """The pending payments made out to ``bank_id`` (all of them with one bank only);
-    with ``since``, and those taken since then that were deposited already."""
+    with ``since``, and those the bank settled since then (its receipts' times)."""
     taken = store.pending(deposited_since=since)
     if not tf.registrations:
         return list(taken) if bank_id == tf.bank_id else []

@@ -81,3 +81,41 @@ def test_payments_deposited_after_a_backup_are_deposited_again_once(tmp_path: Pa
     assert statuses(third) == [(0, "rejected"), (1, "rejected")]
     # and the terminal still holds nothing pending
     assert payments(export(home)) == []
+
+
+def test_a_payment_taken_before_the_backup_and_deposited_after_it_is_given_again(
+    tmp_path: Path,
+) -> None:
+    """What the restored bank lost is what was *deposited* after its backup, whenever
+    the payment was taken: ``--since`` the backup's time gives a payment taken before
+    the backup and deposited after it (``--since`` compared the payment's own time,
+    and the merchant was never paid for it)."""
+    home = tmp_path
+    jp(home, "bank", "init", "--bank-id", "restore-bank")
+    jp(home, "bank", "open-account", "--holder", "alice", "--balance", "500")
+    card = jp(home, "bank", "issue-card", "--holder", "alice", "--pin-stdin", "--load", "100",
+              stdin=PIN)["card"]  # fmt: skip
+    jp(home, "bank", "open-merchant", "--name", "Shop")
+    taken = jp(home, "pay", "--card", card, "--merchant", "Shop", "--pin-stdin",
+               "--amount", "30.00", stdin=PIN)["time"]  # fmt: skip
+
+    db = home / "bank.db"
+    backup = tmp_path / "backup.db"
+    while int(time.time()) <= taken:  # the backup is taken a second later at least
+        time.sleep(0.05)
+    backed_up = int(time.time())
+    with sqlite3.connect(db) as live, sqlite3.connect(backup) as copy:
+        live.backup(copy)
+    assert jp(home, "deposit", "--merchant", "Shop")["credited"] == "30.00"  # after it
+
+    for extra in ("-wal", "-shm"):
+        Path(f"{db}{extra}").unlink(missing_ok=True)
+    backup.replace(db)  # the restored bank has lost that deposit
+
+    batch = export(home, "--since", str(backed_up))
+    assert payments(batch) == [0]
+    (home / "again.json").write_text(json.dumps(batch))
+    again = jp(home, "deposit", "--merchant", "Shop", "--batch", str(home / "again.json"))
+    assert statuses(again) == [(0, "accepted")]
+    assert again["credited"] == "30.00"
+    assert jp(home, "bank", "audit")["ok"] is True

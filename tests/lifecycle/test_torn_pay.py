@@ -250,6 +250,7 @@ def test_a_store_of_the_first_schema_is_upgraded_in_place(tmp_path: Path) -> Non
     SqliteTerminalStore(path).close()
     db = sqlite3.connect(path)
     db.execute("DROP TABLE in_flight")
+    db.execute("ALTER TABLE payments DROP COLUMN deposited_at")  # version 4's
     db.execute("PRAGMA user_version=1")
     db.commit()
     db.close()
@@ -268,6 +269,7 @@ def test_a_store_of_the_second_schema_keeps_its_pay_in_flight(tmp_path: Path) ->
     SqliteTerminalStore(path).close()
     db = sqlite3.connect(path)
     db.execute("DROP TABLE in_flight")
+    db.execute("ALTER TABLE payments DROP COLUMN deposited_at")  # version 4's
     db.execute(
         "CREATE TABLE in_flight (card_number TEXT PRIMARY KEY, txn INTEGER NOT NULL,"
         " ser TEXT NOT NULL, card_cert BLOB NOT NULL)"

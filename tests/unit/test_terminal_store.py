@@ -3,6 +3,7 @@ changes, whether the terminal holds all, some or none of the payments it answers
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,35 @@ def test_a_receipt_for_payments_the_terminal_does_not_hold_changes_nothing(
     empty = SqliteTerminalStore(tmp_path / "empty.db")
     assert empty.record_results("S1:1", [_result("4000000000000002", s) for s in range(50)]) == 0
     assert empty.count_pending() == 0
+
+
+def test_since_gives_what_the_bank_settled_since_whenever_it_was_taken(
+    store: SqliteTerminalStore, tmp_path: Path
+) -> None:
+    """``pending(deposited_since=T)``: the pending payments, and those the bank settled
+    at or after T by its receipt's time, whenever they were taken (all were taken long
+    before T here); one settled by a store that kept no time is given too."""
+    card = "4000000000000001"
+    store.record_results("S1:1", [_result(card, 0), _result(card, 1)], 1_800_000_000)
+    store.record_results("S1:2", [_result(card, 2, "rejected", "stale")], 1_800_000_500)
+    store.record_results("S1:3", [_result(card, 3)], None)  # no time known
+    sers = lambda since: [p.ser for p in store.pending(deposited_since=since)]  # noqa: E731
+    assert sers(None) == [4, 5]
+    assert sers(1_800_000_000) == [0, 1, 2, 3, 4, 5]
+    assert sers(1_800_000_001) == [2, 3, 4, 5]
+    assert sers(1_900_000_000) == [3, 4, 5]
+    # a store of version 3 (no deposit times) upgraded: its deposited payments are given
+    path = tmp_path / "v3.db"
+    old = SqliteTerminalStore(path)
+    old.add_payment(_taken(card, 0))
+    old.record_results("S1:1", [_result(card, 0)], 1_800_000_000)
+    old.close()
+    db = sqlite3.connect(path)
+    db.execute("ALTER TABLE payments DROP COLUMN deposited_at")
+    db.execute("PRAGMA user_version=3")
+    db.commit()
+    db.close()
+    upgraded = SqliteTerminalStore(path)
+    assert [p.ser for p in upgraded.pending(deposited_since=1_900_000_000)] == [0]
+    assert list(upgraded.pending()) == []
+    upgraded.close()

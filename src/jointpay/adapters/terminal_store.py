@@ -22,7 +22,7 @@ from jointpay.protocol.terminal import InFlight, TakenPayment, TerminalConfig
 from jointpay.storage.files import create_private
 from jointpay.storage.sqlite_blobs import register_identity_adapters
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 _IN_FLIGHT: Final = """
 CREATE TABLE IF NOT EXISTS in_flight (
     card_number TEXT PRIMARY KEY,
@@ -61,10 +61,12 @@ CREATE TABLE IF NOT EXISTS hotlist (card_number TEXT PRIMARY KEY, version INTEGE
 _UPGRADES: Final = {
     1: _IN_FLIGHT,
     2: "ALTER TABLE in_flight ADD COLUMN spec BLOB NOT NULL DEFAULT X''",
+    3: "ALTER TABLE payments ADD COLUMN deposited_at INTEGER",
 }
 """What takes a store from version ``n`` to ``n + 1``: version 2 keeps the PAY in flight
 (:meth:`SqliteTerminalStore.begin_pay`), version 3 its spec too (a PAY noted before
-has none, and is recovered without comparing it)."""
+has none, and is recovered without comparing it), version 4 when the bank settled each
+payment (its receipt's time; NULL for one settled before)."""
 
 
 class TerminalStoreError(Exception):
@@ -202,15 +204,19 @@ class SqliteTerminalStore:
 
     # -- deposit bookkeeping -----------------------------------------------------------
     def pending(self, *, deposited_since: int | None = None) -> Iterator[TakenPayment]:
-        """The payments not yet deposited; with ``deposited_since`` (Unix seconds),
-        also those deposited already that were taken at or after it: a bank restored
-        from a backup has lost the deposits made after the backup, and takes each
-        payment sent again once (the others come back ``duplicate``)."""
+        """The payments not yet deposited; with ``deposited_since`` (Unix seconds, the
+        bank's clock), also those the bank settled at or after it, whenever they were
+        taken: a bank restored from a backup has lost the deposits made after the
+        backup, and takes each payment sent again once (the others come back
+        ``duplicate``). A payment settled before this store kept the time (NULL) is
+        given too: when it was deposited is not known."""
         cur = (
             self._db.execute(_PENDING + " ORDER BY card_number, ser")
             if deposited_since is None
             else self._db.execute(
-                _PENDING + " OR time >= ? ORDER BY card_number, ser", (deposited_since,)
+                _PENDING + " OR deposited_at IS NULL OR deposited_at >= ?"
+                " ORDER BY card_number, ser",
+                (deposited_since,),
             )
         )
         for row in cur:
@@ -236,8 +242,11 @@ class SqliteTerminalStore:
             self._db.execute("SELECT count(*) FROM payments WHERE deposit_id IS NULL").fetchone()[0]
         )
 
-    def record_results(self, deposit_id: str, results: Iterable[dict[str, Any]]) -> int:
-        """Mark the payments a receipt settled (accepted or rejected); return how many.
+    def record_results(
+        self, deposit_id: str, results: Iterable[dict[str, Any]], at: int | None = None
+    ) -> int:
+        """Mark the payments a receipt settled (accepted or rejected) at ``at`` (the
+        receipt's time: :meth:`pending`'s ``deposited_since``); return how many.
 
         Only payments still pending here change. When fewer are pending than the
         receipt answers (a batch file this terminal did not take, or took in part), the
@@ -266,9 +275,9 @@ class SqliteTerminalStore:
             if not settled:
                 return 0
             cur = self._db.executemany(
-                "UPDATE payments SET deposit_id=?, status=?, reason=? WHERE card_number=?"
-                " AND ser=? AND deposit_id IS NULL",
-                [(deposit_id, st, why, card, _ser_key(ser)) for card, ser, st, why in settled],
+                "UPDATE payments SET deposit_id=?, status=?, reason=?, deposited_at=?"
+                " WHERE card_number=? AND ser=? AND deposit_id IS NULL",
+                [(deposit_id, st, why, at, card, _ser_key(ser)) for card, ser, st, why in settled],
             )
         return max(cur.rowcount, 0)
 

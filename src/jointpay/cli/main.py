@@ -750,8 +750,8 @@ def merchant_export(
     since: Annotated[
         str | None,
         typer.Option(
-            help="Also the payments taken since then (Unix seconds or ISO 8601) that were "
-            "deposited already: to deposit again at a bank restored from a backup."
+            help="Also the payments the bank settled since then (Unix seconds or ISO 8601, "
+            "by its receipts' times): to deposit again at a bank restored from a backup."
         ),
     ] = None,
     home: HomeOpt = None,
