@@ -404,3 +404,37 @@ def test_settle_until_takes_iso_times_and_the_table_prints_due_dates(
     assert re.search(r"\b20\d\d-\d\d-\d\d \d\d:\d\d(:\d\d)? UTC\b", row), row
     assert not re.search(r"\b\d{10}\b", row), row  # no Unix seconds
     assert "12.00" in row
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "99999999999999999999999",  # past any 64-bit time: a storage error (internal)
+        "9223372036854775808",
+        "\u00b2",  # a digit to str.isdigit, none to int(): bad_input with Python's words
+        "\u0661\u0667\u0660\u0660\u0660\u0660\u0660\u0660\u0660\u0660",  # Arabic-Indic
+        "1969-12-31",  # before 1970: a negative Unix time, taken as one
+        "1969-12-31T23:59:59.5Z",
+    ],
+)
+def test_a_time_that_is_none_is_bad_time(world: dict[str, Any], text: str) -> None:
+    """``--since`` and ``--until`` take Unix seconds (ASCII digits, below 2^63) or an
+    ISO 8601 date/time from 1970 on; anything else is ``bad_time``, exit 2, before
+    anything is read or changed."""
+    home = world["home"]
+    export = run(home, "merchant", "export", "--merchant", "Shop", "--since", text, "--json")
+    assert "--since" in error(export, 2, "bad_time")
+    settle = run(home, "bank", "settle", "--until", text, "--json")
+    assert "--until" in error(settle, 2, "bad_time")
+
+
+def test_a_fraction_of_a_second_counts_from_its_second(world: dict[str, Any]) -> None:
+    """An ISO time with a fraction is the second it falls in, and an offset counts:
+    ``2026-12-01T00:59:59.999+01:00`` is 2026-11-30T23:59:59 UTC (1796083199)."""
+    from jointpay.cli.common import unix_time
+
+    assert unix_time("2026-12-01T00:59:59.999+01:00", "--since") == 1_796_083_199
+    assert unix_time("2026-11-30T23:59:59.999Z", "--since") == 1_796_083_199
+    assert unix_time("2026-11-30", "--since") == 1_795_996_800
+    assert unix_time("2100-01-01T00:00:00Z", "--since") == 4_102_444_800  # past 2038
+    assert unix_time(" 0 ", "--since") == 0

@@ -5,10 +5,10 @@ from __future__ import annotations
 import errno
 import os
 import socket
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Final
 from urllib.parse import urlsplit
 
 import typer
@@ -88,21 +88,32 @@ def hex_bytes(text: str, what: str, code: str = "malformed") -> bytes:
 
 
 def unix_time(text: str, option: str) -> int:
-    """A moment given as Unix seconds (``1800000000``) or an ISO 8601 date or date
-    and time (``2026-11-30``, ``2026-11-30T23:59:59``, UTC unless it names its
-    offset: ``2026-12-01T00:00:00+01:00``); :class:`BadInput` ``bad_time`` else."""
+    """A moment given as Unix seconds (``1800000000``, ASCII digits, below 2^63) or an
+    ISO 8601 date or date and time from 1970 on (``2026-11-30``,
+    ``2026-11-30T23:59:59``, UTC unless it names its offset:
+    ``2026-12-01T00:00:00+01:00``; a fraction of a second counts from its second);
+    :class:`BadInput` ``bad_time`` else."""
     text = text.strip()
-    if text.isdigit():
-        return int(text)
-    try:
-        t = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise BadInput(
-            "bad_time", f"{option} is Unix seconds or an ISO 8601 date/time, not {text!r}"
-        ) from exc
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=UTC)
-    return int(t.timestamp())
+    bad = BadInput(
+        "bad_time",
+        f"{option} is Unix seconds or an ISO 8601 date/time from 1970 on, not {text!r}",
+    )
+    if text.isascii() and text.isdigit():  # str.isdigit alone takes "²" and "١٢"
+        value = int(text)
+    else:
+        try:
+            t = datetime.fromisoformat(text)
+        except ValueError as exc:
+            raise bad from exc
+        if t.tzinfo is None:
+            t = t.replace(tzinfo=UTC)
+        value = (t - _EPOCH) // timedelta(seconds=1)  # exact, and floored
+    if not 0 <= value < 1 << 63:  # a store keeps 64-bit times
+        raise bad
+    return value
+
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def service_url(text: str, option: str) -> str:
