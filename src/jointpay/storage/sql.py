@@ -1396,13 +1396,17 @@ class SqlUnitOfWork:
     ) -> list[PaymentRecord]:
         """A query written for the driver, its rows the driver's tuples (SQLAlchemy's
         result processing cost 45 µs a row, more than half the row's verification on
-        secp256k1); from the card on, one range of the primary key's index."""
+        secp256k1); one range of the primary key's index, from the row after ``after``.
+        The key is compared as a row value, which both engines seek to in the index:
+        ``card_number >= c AND (card_number > c OR ser > s)`` began the range at the
+        card's first payment and filtered the rest, so each page of a card read all its
+        earlier payments again (PostgreSQL the whole table)."""
         mark = "%s" if self._pg else "?"
         where, params = "", list[str | int]([limit])
         if after is not None:
             card, ser = after
-            where = f" WHERE card_number >= {mark} AND (card_number > {mark} OR ser > {mark})"
-            params = [card, card, t.u64_text(ser), limit]
+            where = f" WHERE (card_number, ser) > ({mark}, {mark})"
+            params = [card, t.u64_text(ser), limit]
         rows = self.c.exec_driver_sql(
             f"SELECT {', '.join(_PAYMENT_COLUMNS)} FROM payments{where}"  # noqa: S608 - constants
             f" ORDER BY card_number, ser LIMIT {mark}",
