@@ -15,7 +15,7 @@ import pytest
 from jointpay.crypto.certs import BankRole, issue_bank_cert
 from jointpay.domain.records import Transfer
 from jointpay.protocol.spec import PaymentSpec
-from jointpay.service.clearing import ClearingHouse
+from jointpay.service.clearing import PENDING_KEY, ClearingHouse
 from jointpay.service.errors import BadInput, Refused
 from jointpay.service.interbank import Candidate
 from jointpay.service.policy import DAY
@@ -415,3 +415,88 @@ def test_a_card_of_another_bank_seen_first_while_the_house_is_down_is_kept(
     assert _statuses(w.ha.deposit("Shop", w.a)) == [("accepted", None)]
     assert w.a.account(w.a.merchant("Shop").account_id).balance == 700
     assert w.audits_ok()
+
+
+class _HeldStrikeOut:
+    """The house's store, the run of this thread held once it has read the settlements
+    in flight to strike out what it delivered (its second read of them: the first is
+    the settlement's own), while ``meanwhile`` runs in another thread (for 3 s at
+    most: with the fix it waits for this run's locks)."""
+
+    def __init__(self, store: Any, meanwhile: Any) -> None:
+        self._store, self._meanwhile = store, meanwhile
+        self._thread, self._reads = threading.get_ident(), 0
+        self.helper: threading.Thread | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    @contextmanager
+    def transaction(self, **kw: Any) -> Iterator[Any]:
+        with self._store.transaction(**kw) as tx:
+            yield _HeldTx(tx, self)
+
+
+class _HeldTx:
+    def __init__(self, tx: Any, held: _HeldStrikeOut) -> None:
+        self._tx, self._held = tx, held
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tx, name)
+
+    def config_get(self, key: str) -> str | None:
+        value = self._tx.config_get(key)
+        held = self._held
+        if key == PENDING_KEY and threading.get_ident() == held._thread:
+            held._reads += 1
+            if held._reads == 2:
+                held.helper = threading.Thread(target=held._meanwhile)
+                held.helper.start()
+                held.helper.join(3)
+        return value
+
+
+def test_a_settlement_made_while_another_run_strikes_out_its_own_stays_in_flight(
+    tmp_path: Path,
+) -> None:
+    """Two `clearing settle` runs overlap on PostgreSQL: the first has delivered its
+    settlements and read the list in flight to strike them out, when a second run
+    posts a new settlement and cannot deliver it (the members are down). The first run
+    then wrote back the list as it had read it, less its own: the second run's
+    settlement was gone from the list, never delivered, and the members' books never
+    mirrored the house's again. The strike-out now reads the list under the position
+    accounts' locks, as a settlement run does."""
+    with fresh_database() as url:
+        w = scheme(tmp_path, house_url=url)
+        w.ha.pay(w.card, "Shop", 1_000, PIN)
+        assert _statuses(w.ha.deposit("Shop", w.a)) == [("accepted", None)]
+        connect = w.house.connect
+        second: dict[str, Any] = {}
+
+        def down(bank_id: str, url: str | None) -> Any:
+            raise Unreachable(f"{bank_id} is down")
+
+        def meanwhile() -> None:  # another payment, and a run that cannot deliver
+            w.ha.pay(w.card, "Shop", 300, PIN)
+            assert _statuses(w.ha.deposit("Shop", w.a)) == [("accepted", None)]
+            w.house.connect = down  # type: ignore[assignment]
+            second.update(w.house.settle())
+
+        real = w.house.store
+        held = _HeldStrikeOut(real, meanwhile)
+        w.house.store = held  # type: ignore[assignment]
+        first = w.house.settle()
+        assert held.helper is not None
+        held.helper.join(30)
+        w.house.store = real
+        assert first["paid"] == {"bank-a": 1_000, "bank-b": -1_000}
+        assert first["delivered"] == 2
+        assert second["paid"] == {"bank-a": 300, "bank-b": -300}
+        assert second["undelivered"] == ["bank-a", "bank-b"]
+        w.house.connect = connect  # type: ignore[method-assign]
+        again = w.house.settle()  # the members are back: the second run's is delivered
+        assert (again["paid"], again["delivered"], again["undelivered"]) == ({}, 2, [])
+        assert w.a.interbank_position("ch-1")["balance"] == 0
+        assert w.b.interbank_position("ch-1")["balance"] == 0
+        assert w.audits_ok()
+        real.close()

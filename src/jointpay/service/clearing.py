@@ -677,7 +677,11 @@ class ClearingHouse:
         with self.store.transaction() as tx:
             # Strike out what this run delivered from the list as it is now: another run
             # may have added a settlement meanwhile (writing back this run's leftovers
-            # lost it for good). A member books a settlement once, by its id.
+            # lost it for good). A member books a settlement once, by its id. Read under
+            # the position accounts' locks, which a run takes before it adds to the
+            # list: read without (PostgreSQL), a run that added to it between this read
+            # and this write had its settlement struck out, never delivered.
+            tx.get_balances(sorted(a.id for a in tx.list_accounts() if _is_position(a)), lock=True)
             now_pending = json.loads(tx.config_get(PENDING_KEY) or "[]")
             keep = [p for p in now_pending if (p["bank_id"], p["settlement"]) not in delivered]
             tx.config_set(PENDING_KEY, json.dumps(keep, sort_keys=True))
