@@ -40,7 +40,7 @@ from jointpay.crypto.certs import (
     issue_card_cert,
     mac,
 )
-from jointpay.crypto.group import ModpGroup
+from jointpay.crypto.group import ModpGroup, comb_powers
 from jointpay.crypto.joint import Role, prove_possession
 from jointpay.crypto.schnorr import SecretScalar, sign
 from jointpay.domain.records import Leg, PaymentRecord
@@ -548,6 +548,40 @@ def test_a_certificate_whose_stored_key_powers_were_replaced_is_caught(tmp_path:
     assert report.figures["signatures"]["payments"] == 3
     Insider(h["home"]).cert(h["cert_a"], key_powers=None)
     assert audited(h["home"]).violations == []
+
+
+def test_key_powers_stored_by_the_first_comb_pass_and_a_forged_blob_of_their_length_does_not(
+    tmp_path: Path,
+) -> None:
+    """Migration 0005's first comb (commit 2b8d62a) stored three powers, Y^(2^64),
+    Y^(2^128) and Y^(2^192); the comb of eight rows since takes seven, and declines the
+    three (a deposit verifies such a certificate's payments by exponentiation, and the
+    backfill fills only certificates with none). A bank upgraded from then is sound:
+    its certificates' three powers are their keys' own. Three other residues are not."""
+    h = paid(new_home(tmp_path, None, "modp-2048-256", "jointpay-secure-2048-256"))
+    with h["home"].bank() as bank, bank.store.transaction() as tx:
+        group = bank.group
+        assert isinstance(group, ModpGroup)
+        y = CardCert.decode(tx.get_cert(h["cert_a"]).encoded, bank.resolve_group).joint_key
+        first = b"".join(
+            group.encode_value(v) for v in comb_powers(y.native, group.params.p, 4, 64)[1:]
+        )
+        other = group.public_key(group.random_scalar()).native
+        forged = b"".join(
+            group.encode_value(v) for v in comb_powers(other, group.params.p, 4, 64)[1:]
+        )
+    Insider(h["home"]).cert(h["cert_a"], key_powers=first)
+    h["home"].pay(h["a"], SHOP, 100, PIN)
+    with h["home"].bank() as bank:
+        assert h["home"].deposit(SHOP, bank)["accepted"] == 1
+    report = audited(h["home"])
+    assert report.violations == []
+    assert report.figures["signatures"]["payments"] == 4
+    Insider(h["home"]).cert(h["cert_a"], key_powers=forged)
+    assert audited(h["home"]).violations == [
+        f"CARD-CERT {h['cert_a'].hex()} stored for card {h['a']}: its stored key powers are "
+        "not its joint key's"
+    ]
 
 
 def test_a_member_banks_certificate_and_its_cards_paid_at_another_bank(tmp_path: Path) -> None:

@@ -63,7 +63,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from jointpay.crypto.certs import BankRole, CardCert, MerchantCert, VerifyKey
 from jointpay.crypto.errors import CryptoError
-from jointpay.crypto.group import GroupResolver, ModpGroup, ModpParams, resolver
+from jointpay.crypto.group import COMB_ROWS, GroupResolver, ModpGroup, ModpParams, resolver
 from jointpay.domain.money import format_amount
 from jointpay.domain.records import AccountKind, CardRecord, CertRecord, MerchantRecord
 from jointpay.protocol.spec import PaymentSpec
@@ -615,7 +615,7 @@ def _check_card_cert(
     powers_ok = True
     if rec.key_powers is not None:
         want = group.key_powers(cert.joint_key) if isinstance(group, ModpGroup) else None
-        if rec.key_powers != want:
+        if rec.key_powers not in _sound_powers(want):
             faults.append("its stored key powers are not its joint key's")
             powers_ok = False
     if terms is None:
@@ -635,6 +635,19 @@ def _check_card_cert(
             if mine != theirs
         ]
     return CertVerdict(tuple(faults), signed, powers_ok)
+
+
+def _sound_powers(want: bytes | None) -> tuple[bytes, ...]:
+    """The comb powers a sound bank may have stored for a key whose powers are ``want``
+    (:meth:`~jointpay.crypto.group.ModpGroup.key_powers`, seven residues Y^(2^(32 j))):
+    those, or the three the first comb stored (migration 0005's, commit 2b8d62a),
+    Y^(2^64), Y^(2^128) and Y^(2^192), which today's comb declines (their payments are
+    verified by exponentiation) and the backfill leaves, so a bank upgraded from then
+    still holds them. None (secp256k1): no powers at all."""
+    if want is None:
+        return ()
+    n = len(want) // (COMB_ROWS - 1)
+    return want, want[n : 2 * n] + want[3 * n : 4 * n] + want[5 * n : 6 * n]
 
 
 class _Signed(NamedTuple):
