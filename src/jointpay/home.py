@@ -24,7 +24,7 @@ import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -468,7 +468,11 @@ class Home:
             amount = parse_amount(amount, currency)
         key = SigningKey.from_private_bytes(_sid_at(tf, bank.bank_id), tf.signing_key)
         ask = OnlineCheck(bank.bank_id, key.owner, card_number, amount, issuer, self.clock())
-        return {**bank.online_check(ask.signed(key)), "currency": currency}
+        try:
+            answer = read_online_answer(bank.online_check(ask.signed(key)))
+        except OnlineUnavailable as exc:
+            raise Refused("bank_unreachable", str(exc)) from exc
+        return {**asdict(answer), "currency": currency}
 
     def sync_hotlist(self, merchant: str, bank: BankPort) -> int:
         """Bring the terminal's hot list (and, in a scheme, its list of member banks and
@@ -759,11 +763,29 @@ def online_clearance(
             if exc.code == "bank_unreachable":
                 raise OnlineUnavailable(exc.message) from exc
             return OnlineAnswer(False, exc.code)
-        return OnlineAnswer(
-            bool(answer["approved"]), answer.get("reason"), int(answer.get("topup") or 0)
-        )
+        return read_online_answer(answer)
 
     return check
+
+
+def read_online_answer(answer: object) -> OnlineAnswer:
+    """The bank's on-line answer, checked: ``approved`` a boolean, ``reason`` a string
+    or null, ``topup`` a non-negative integer (left out: 0). Anything else is no answer
+    (:class:`OnlineUnavailable`): the terminal then treats the bank as unreachable,
+    declining above the floor limit and going on offline below it, never guessing
+    an approval from a damaged reply."""
+    if not isinstance(answer, dict):
+        raise OnlineUnavailable("the bank's on-line answer is not a JSON object")
+    approved, reason, topup = answer.get("approved"), answer.get("reason"), answer.get("topup", 0)
+    if type(approved) is not bool:
+        raise OnlineUnavailable("the bank's on-line answer has no boolean 'approved'")
+    if reason is not None and not isinstance(reason, str):
+        raise OnlineUnavailable("the bank's on-line answer has a 'reason' that is no string")
+    if topup is None:
+        topup = 0
+    if type(topup) is not int or topup < 0:
+        raise OnlineUnavailable("the bank's on-line answer has a 'topup' that is no amount")
+    return OnlineAnswer(approved, reason, topup)
 
 
 def online_restore(bank: BankPort) -> Callable[[bytes], bytes]:
