@@ -157,6 +157,33 @@ def test_the_bank_refuses_the_merchant_command_past_the_limit(world: dict[str, A
     assert refused.value.code == "too_many_checks"
 
 
+def test_past_the_limit_a_payment_is_declined_above_the_floor_and_offline_below(
+    world: dict[str, Any],
+) -> None:
+    """The bank's too_many_checks says nothing about the card: a payment the bank must
+    clear (above the floor limit) is declined, one asked about only by sample goes on
+    offline as with a bank that cannot be reached (``unanswered``), and is taken."""
+    from jointpay.protocol.terminal import Clearance, PaymentDeclined
+
+    h: Home = world["home"]
+    bank: Bank = world["bank"]
+    for _ in range(3):
+        h.online_check("Shop", world["card"], "1.00", bank)
+    with pytest.raises(PaymentDeclined) as declined:
+        h.pay(world["card"], "Shop", 1_000, PIN, bank=bank, floor_limit=500)
+    assert declined.value.code == "online_declined"
+    assert "too_many_checks" in str(declined.value)
+    cleared: list[Clearance] = []
+    taken = h.pay(
+        world["card"], "Shop", 100, PIN, bank=bank, floor_limit=500, online_sample=1.0,
+        cleared=cleared.append,
+    )  # fmt: skip
+    assert taken.amount == 100
+    assert [c.status for c in cleared] == ["unanswered"]
+    with h.terminal("Shop") as (_, store):
+        assert [p.amount for p in store.pending()] == [100]  # only the one taken
+
+
 def test_the_default_is_twenty_a_day(world: dict[str, Any]) -> None:
     bank: Bank = world["bank"]
     bank.set_policy(online_checks=Policy().online_checks)

@@ -736,6 +736,7 @@ _CLEARED: dict[str, str] = {
     "not_asked": "",
     "approved": ", cleared on-line by the bank",
     "unreachable": ", offline: the bank could not be asked",
+    "unanswered": ", offline: the bank would not answer on-line (too many checks)",
 }
 
 

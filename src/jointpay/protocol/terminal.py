@@ -431,15 +431,22 @@ class OnlineAnswer:
 class Clearance:
     """What FIG. 8's on-line clearance did for one payment: ``status`` is
     ``not_asked`` (offline: at or below the floor limit and not sampled, or no on-line
-    policy), ``approved`` (the bank cleared it; ``answer`` says how), or
+    policy), ``approved`` (the bank cleared it; ``answer`` says how),
     ``unreachable`` (asked, the bank could not be reached, and the payment, at or
-    below the floor limit, went on offline)."""
+    below the floor limit, went on offline) or ``unanswered`` (asked, the bank
+    would not answer about the card, :data:`UNANSWERED`, and the payment, at or below
+    the floor limit, went on offline)."""
 
-    status: Literal["not_asked", "approved", "unreachable"]
+    status: Literal["not_asked", "approved", "unreachable", "unanswered"]
     answer: OnlineAnswer | None = None
 
 
 NOT_ASKED: Final = Clearance("not_asked")
+UNANSWERED: Final = frozenset({"too_many_checks"})
+"""Refusals that say nothing about the card: the bank declined to answer (this
+terminal's merchant asked about the card too often). Like an unreachable bank they
+decline a payment above the floor limit, which the bank must clear, and let one at or
+below it, asked only by sample or by ``always``, go on offline."""
 
 
 class OnlineUnavailable(Exception):
@@ -498,6 +505,8 @@ class OnlinePolicy:
                     f"above the floor limit the bank must clear the payment: {exc}",
                 ) from exc
             return Clearance("unreachable")
+        if not answer.approved and not above and answer.reason in UNANSWERED:
+            return Clearance("unanswered", answer)
         if not answer.approved:
             raise PaymentDeclined(
                 "online_declined",
