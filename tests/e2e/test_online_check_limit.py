@@ -184,6 +184,31 @@ def test_past_the_limit_a_payment_is_declined_above_the_floor_and_offline_below(
         assert [p.amount for p in store.pending()] == [100]  # only the one taken
 
 
+def test_merchant_check_refuses_an_answer_that_is_not_one(world: dict[str, Any]) -> None:
+    """``merchant check`` through a bank whose reply lost its ``approved`` (as a proxy
+    or another version might send): refused ``bank_unreachable``, not a KeyError."""
+    h: Home = world["home"]
+    bank: Bank = world["bank"]
+
+    class Damaged:
+        bank_id = bank.bank_id
+
+        def parameters(self) -> dict[str, Any]:
+            return bank.parameters()
+
+        def online_check(self, message: dict[str, Any]) -> dict[str, Any]:
+            answer = dict(bank.online_check(message))
+            del answer["approved"]
+            return answer
+
+    with pytest.raises(Refused) as refused:
+        h.online_check("Shop", world["card"], "1.00", Damaged())  # type: ignore[arg-type]
+    assert refused.value.code == "bank_unreachable"
+    assert "approved" in refused.value.message
+    sound = h.online_check("Shop", world["card"], "1.00", bank)
+    assert (sound["approved"], sound["currency"]) == (True, "EUR")
+
+
 def test_the_default_is_twenty_a_day(world: dict[str, Any]) -> None:
     bank: Bank = world["bank"]
     bank.set_policy(online_checks=Policy().online_checks)
