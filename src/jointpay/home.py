@@ -748,6 +748,17 @@ def _payee_banks(tf: TerminalFile, store: SqliteTerminalStore) -> set[str]:
     return {_payee_bank(p) for p in store.pending()}
 
 
+NO_ANSWER: frozenset[str] = frozenset(
+    {"bank_unreachable", "bad_answer", "error", "no_bank", "no_clearing_house"}
+)
+"""Failures of an on-line check that are no answer about the card: the bank or the
+house could not be reached, a reply that is not JSON (``bad_answer``: a proxy's page),
+a failure that is no problem+json (``error``: a server's bare 500 after the client's
+retries), a server with no bank or no clearing house (503). The terminal treats them as
+an unreachable bank; any other refusal (``unknown_card``, ``unauthorised``, ...) is the
+bank's answer and declines."""
+
+
 def online_clearance(
     bank: BankPort, key: SigningKey, clock: Callable[[], int], issuer: str | None = None
 ) -> Callable[[str, int], OnlineAnswer]:
@@ -760,7 +771,7 @@ def online_clearance(
             ask = OnlineCheck(bank.bank_id, key.owner, card_number, amount, issuer, clock())
             answer = bank.online_check(ask.signed(key))
         except ServiceError as exc:
-            if exc.code == "bank_unreachable":
+            if exc.code in NO_ANSWER:
                 raise OnlineUnavailable(exc.message) from exc
             return OnlineAnswer(False, exc.code)
         return read_online_answer(answer)

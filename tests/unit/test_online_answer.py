@@ -19,6 +19,7 @@ from jointpay.protocol.terminal import (
     OnlineUnavailable,
     PaymentDeclined,
 )
+from jointpay.service.errors import BadInput, Refused, ServiceError
 
 
 class AnsweringBank:
@@ -97,3 +98,46 @@ def test_a_sound_decline_still_declines_and_an_approval_approves() -> None:
     assert exc.value.code == "online_declined"
     policy, _ = _policy({"approved": True, "reason": None, "topup": 0}, floor_limit=0)
     assert policy.clear("4000-0001", 5_000).status == "approved"
+
+
+class FailingBank(AnsweringBank):
+    """A bank port whose question ends in a service error (as :class:`HttpBank` raises
+    them: ``bad_answer`` for a reply that is no JSON, ``error`` for a bare 500 after
+    its retries)."""
+
+    def __init__(self, error: ServiceError) -> None:
+        super().__init__(None)
+        self.error = error
+
+    def online_check(self, message: dict[str, Any]) -> object:
+        self.asked.append(message)
+        raise self.error
+
+
+def _failing(error: ServiceError, **kw: Any) -> OnlinePolicy:
+    check = online_clearance(FailingBank(error), SigningKey.generate("bank-a"), lambda: 1)  # type: ignore[arg-type]
+    return OnlinePolicy(check, **kw)
+
+
+@pytest.mark.parametrize(
+    "code", ["bank_unreachable", "bad_answer", "error", "no_bank", "no_clearing_house"]
+)
+def test_no_answer_from_the_bank_is_an_unreachable_bank(code: str) -> None:
+    error = Refused(code, "no answer")
+    assert _failing(error, floor_limit=1_000, sample=1.0).clear("4000-0001", 500).status == (
+        "unreachable"
+    )
+    with pytest.raises(PaymentDeclined) as exc:
+        _failing(error, floor_limit=1_000).clear("4000-0001", 5_000)
+    assert exc.value.code == "bank_unreachable"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [Refused("unknown_card", "not ours"), BadInput("malformed", "bad"), Refused("replay", "")],
+)
+def test_the_banks_own_refusals_still_decline_below_the_floor(error: ServiceError) -> None:
+    with pytest.raises(PaymentDeclined) as exc:
+        _failing(error, floor_limit=1_000, sample=1.0).clear("4000-0001", 500)
+    assert exc.value.code == "online_declined"
+    assert error.code in str(exc.value)
