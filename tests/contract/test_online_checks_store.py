@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from jointpay.storage import open_store
 from jointpay.storage import tables as t
-from jointpay.storage.base import ONLINE_SWEEP, Store
+from jointpay.storage.base import ONLINE_SWEEP, Store, online_free_at
 from jointpay.storage.memory import MemoryStore
 from jointpay.storage.sql import SqlStore
 from pg import fresh_schema, schema_url
@@ -75,6 +75,38 @@ def test_the_window_slides(store: Store) -> None:
     assert ask(store, T + W) is True  # the check at T is out of (T, T + W]
     assert ask(store, T + W) is False
     assert ask(store, T + W + 100) is True  # and the one at T + 100
+
+
+def free_at(store: Store, at: int, limit: int = 3) -> int:
+    with store.transaction() as tx:
+        return tx.online_check_free_at(CARD, "bank-a", "SP1", at, window=W, limit=limit)
+
+
+def test_a_refused_merchant_is_told_when_it_may_ask_again(store: Store) -> None:
+    """The second from which the key holds fewer than the limit in its window: when
+    enough of its oldest checks have left it (a check of second t leaves at t + W)."""
+    assert free_at(store, T) == T  # nothing asked: at once
+    assert [ask(store, T), ask(store, T + 100), ask(store, T + 100)] == [True] * 3
+    assert free_at(store, T + 200) == T + W  # the check at T leaves first
+    assert ask(store, T + W - 1) is False
+    assert ask(store, free_at(store, T + W - 1)) is True  # asked then, it is answered
+    # (T + 100) x 2 and (T + W) x 1: one must go, and the oldest second holds two
+    assert free_at(store, T + W) == T + 100 + W
+    assert free_at(store, T + W, limit=4) == T + W  # under a limit of 4 it may ask now
+    assert free_at(store, T + W, limit=1) == T + W + W  # all three must go
+    assert ask(store, T + 100 + W - 1) is False
+    assert ask(store, T + 100 + W) is True
+    assert ask(store, T + 100 + W) is True  # now (T + W) and (T + 100 + W) x 2: the limit
+    assert free_at(store, T + 100 + W) == T + W + W  # the one at T + W leaves first
+
+
+def test_free_at_counts_only_the_window_and_any_order() -> None:
+    rows = [(T + 50, 1), (T - W, 5), (T + 10, 2), (T + 30, 1)]  # T - W is out of the window
+    assert online_free_at(rows, T + 60, window=W, limit=5) == T + 60  # 4 in the window
+    assert online_free_at(rows, T + 60, window=W, limit=4) == T + 10 + W
+    assert online_free_at(rows, T + 60, window=W, limit=2) == T + 30 + W
+    assert online_free_at(rows, T + 60, window=W, limit=1) == T + 50 + W
+    assert online_free_at([], T, window=W, limit=1) == T
 
 
 def test_a_failed_transaction_records_no_check(store: Store) -> None:

@@ -138,6 +138,35 @@ def test_after_the_window_the_merchant_is_answered_again(world: dict[str, Any]) 
     assert post(world, 1)[0] == post(world, 1)[0] == 200
 
 
+def test_a_refusal_says_when_the_merchant_may_ask_again(world: dict[str, Any]) -> None:
+    """429 carries Retry-After (and the problem's ``retry_after``): the seconds until
+    enough of the merchant's oldest questions about the card leave the window."""
+    clock = world["clock"]
+    start = clock.now
+    key: SigningKey = world["keys"]["Shop"]
+
+    def asked() -> Any:
+        body = OnlineCheck("test-bank", key.owner, world["card"], 1, None, clock())
+        return world["client"].post("/v1/online-check", json=body.signed(key))
+
+    assert asked().status_code == 200
+    clock.now = start + 1_000
+    assert asked().status_code == asked().status_code == 200
+    clock.now = start + 3_000
+    refused = asked()
+    assert refused.status_code == 429
+    assert refused.headers["Retry-After"] == "600"  # the question at start leaves then
+    assert refused.json()["retry_after"] == 600
+    clock.now = start + 3_600
+    assert asked().status_code == 200
+    refused = asked()  # start + 1,000 holds two: both must leave
+    assert (refused.status_code, refused.headers["Retry-After"]) == (429, "1000")
+    clock.now = start + 1_000 + 3_600
+    answered = asked()
+    assert answered.status_code == 200
+    assert "Retry-After" not in answered.headers
+
+
 def test_an_unknown_card_is_counted_as_a_known_one(world: dict[str, Any]) -> None:
     """The limit is no oracle: a number the bank never issued is answered unknown_card
     and refused past the limit exactly as its own card is, at the same count."""

@@ -60,6 +60,7 @@ def test_the_issuer_limits_another_banks_merchant_by_its_bank_and_sid(
         w.ha.online_check("Shop", w.card, 1_000, w.a, issuer="bank-b")
     assert third.value.code == "too_many_checks"
     assert "bank-b" in third.value.message
+    assert third.value.retry_after == 86_400  # the issuer's word, carried by the house
     assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
         (
             "WARNING",
@@ -82,6 +83,7 @@ def test_the_issuer_limits_another_banks_merchant_by_its_bank_and_sid(
         "too_many_checks",
         0,
     )
+    assert refused["retry_after"] == 86_400
     assert w.audits_ok()
 
 

@@ -60,7 +60,15 @@ class Problem(Exception):
         self.status, self.code, self.detail = status, code, detail
 
 
-def problem(status: int, code: str, detail: str, proof: bytes | None = None) -> JSONResponse:
+def problem(
+    status: int,
+    code: str,
+    detail: str,
+    proof: bytes | None = None,
+    retry_after: int | None = None,
+) -> JSONResponse:
+    """A refusal as application/problem+json; ``retry_after`` (seconds until the refusal
+    lifts by itself) also as the body's ``retry_after`` and the ``Retry-After`` header."""
     body: dict[str, Any] = {
         "type": f"https://jointpay.invalid/problems/{code}",
         "title": code,
@@ -70,7 +78,11 @@ def problem(status: int, code: str, detail: str, proof: bytes | None = None) -> 
     }
     if proof is not None:
         body["proof"] = proof.hex()
-    return JSONResponse(body, status_code=status, media_type=PROBLEM)
+    headers: dict[str, str] | None = None
+    if retry_after is not None:
+        body["retry_after"] = retry_after
+        headers = {"Retry-After": str(retry_after)}
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
 class ProblemDetail(BaseModel):
@@ -84,6 +96,11 @@ class ProblemDetail(BaseModel):
     proof: str | None = Field(
         default=None, description="the bank's signed refusal for the card, hex (withdrawals)"
     )
+    retry_after: int | None = Field(
+        default=None,
+        description="seconds until the refusal lifts by itself, as in the Retry-After header "
+        "(too_many_checks asked of this bank)",
+    )
 
 
 def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -95,7 +112,8 @@ def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
         409: "replayed sequence number, or the same request in flight",
         413: "body too large",
         422: "refused by the protocol (the code says why)",
-        429: "too many on-line checks by this merchant about this card (too_many_checks)",
+        429: "too many on-line checks by this merchant about this card (too_many_checks);"
+        " Retry-After says in how many seconds it may ask again",
         503: "the bank is not set up",
     }
     return {
@@ -402,7 +420,8 @@ def add_problem_handlers(app: FastAPI) -> None:
     async def _service(_: Request, exc: ServiceError) -> JSONResponse:
         default = 422 if isinstance(exc, Refused) else 400
         proof = exc.proof if isinstance(exc, Refused) else None
-        return problem(_STATUS.get(exc.code, default), exc.code, exc.message, proof)
+        retry = exc.retry_after if isinstance(exc, Refused) else None
+        return problem(_STATUS.get(exc.code, default), exc.code, exc.message, proof, retry)
 
     @app.exception_handler(BalanceOutOfRange)
     async def _out_of_range(_: Request, exc: BalanceOutOfRange) -> JSONResponse:

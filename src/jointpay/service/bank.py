@@ -819,14 +819,14 @@ class Bank:
         who = asker if acquirer is None else f"{acquirer}/{asker}"
         if asker is not None:
             policy = self.policy
+            now = self.clock()
+            key = (card_number, acquirer or self.bank_id, asker, now)
+            window, limit = policy.online_checks_window, policy.online_checks
             with self.store.transaction() as tx:
-                counted = tx.count_online_check(
-                    card_number,
-                    acquirer or self.bank_id,
-                    asker,
-                    self.clock(),
-                    window=policy.online_checks_window,
-                    limit=policy.online_checks,
+                counted = tx.count_online_check(*key, window=window, limit=limit)
+                # a refusal says when it lifts (Retry-After), read under the same lock
+                free_at = (
+                    now if counted else tx.online_check_free_at(*key, window=window, limit=limit)
                 )
             if not counted:
                 _online_log.warning(
@@ -841,6 +841,7 @@ class Bank:
                     TOO_MANY_CHECKS,
                     f"merchant {who} has asked about this card {policy.online_checks} "
                     f"times within {policy.online_checks_window} s, the bank's limit",
+                    retry_after=max(1, free_at - now),
                 )
         try:
             card: CardRecord | None = self.card(card_number)

@@ -25,12 +25,22 @@ class Refused(ServiceError):
     """The protocol refused the request; nothing was changed.
 
     ``proof`` carries, where the protocol has one, the bank's authenticated refusal
-    for the card (a :class:`~jointpay.protocol.messages.WithdrawRefusal`).
+    for the card (a :class:`~jointpay.protocol.messages.WithdrawRefusal`);
+    ``retry_after``, where the refusal lifts by itself, the seconds until it does (HTTP
+    ``Retry-After``).
     """
 
-    def __init__(self, code: str, message: str, *, proof: bytes | None = None) -> None:
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        proof: bytes | None = None,
+        retry_after: int | None = None,
+    ) -> None:
         super().__init__(code, message)
         self.proof = proof
+        self.retry_after = retry_after
 
 
 class BadInput(ServiceError):

@@ -465,8 +465,11 @@ class Interbank:
         except Refused as exc:
             if exc.code != TOO_MANY_CHECKS:
                 raise
-            # signed like any answer, so that the house carries it back as it is
+            # signed like any answer, so that the house carries it back as it is, with
+            # the seconds until the merchant may ask again
             answer = {"approved": False, "reason": TOO_MANY_CHECKS}
+            if exc.retry_after is not None:
+                answer["retry_after"] = exc.retry_after
         answer = {**answer, "topup": 0}  # a restore goes through the card's own bank
         return sign_body(
             self.bank.signing_key,
@@ -508,10 +511,12 @@ class Interbank:
         if body.get("card") != card or body.get("amount") != amount:
             raise Refused("bank_unreachable", "the clearing house answered another question")
         if body.get("reason") == TOO_MANY_CHECKS:
+            retry = body.get("retry_after")  # an issuer of before it was sent: none
             raise Refused(
                 TOO_MANY_CHECKS,
                 f"bank {issuer} refuses more on-line checks by merchant {asker or '-'} about "
                 "this card for now (its policy's limit)",
+                retry_after=retry if type(retry) is int and retry > 0 else None,
             )
         return {
             "approved": bool(body.get("approved")),

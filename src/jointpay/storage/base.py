@@ -110,6 +110,22 @@ ONLINE_SWEEP: Final = 100
 asked again go too."""
 
 
+def online_free_at(asked: Sequence[tuple[int, int]], at: int, *, window: int, limit: int) -> int:
+    """The first second from which a key whose checks in the window ``(at - window, at]``
+    are ``asked`` (``(second, count)`` rows, any order) holds fewer than ``limit``:
+    ``at`` if it does now, else the second its oldest checks leave the window (a check
+    of second ``t`` counts while ``t > now - window``, so it leaves at ``t + window``)."""
+    rows = sorted((t, n) for t, n in asked if t > at - window)
+    excess = sum(n for _, n in rows) - limit + 1  # checks that must leave first
+    if excess <= 0:
+        return at
+    for t, n in rows:
+        excess -= n
+        if excess <= 0:
+            return t + window
+    raise AssertionError("counted from these rows")  # pragma: no cover
+
+
 class Totals(NamedTuple):
     """Payment rows counted, their amounts and their fees summed (the audit's sums)."""
 
@@ -286,6 +302,13 @@ class UnitOfWork(Protocol):
         memory store's transactions hold the whole database). The key's rows older
         than the window are deleted, and up to :data:`ONLINE_SWEEP` of anyone's, so the
         table holds about the checks of one window."""
+
+    def online_check_free_at(
+        self, card_number: str, bank_id: str, sid: str, at: int, *, window: int, limit: int
+    ) -> int:
+        """When that merchant may ask about that card again: the first second from which
+        it has fewer than ``limit`` checks in its window (``at`` if it has now; see
+        :func:`online_free_at`). Read only; for the ``Retry-After`` of a refusal."""
 
     # -- audit --------------------------------------------------------------------------
     def audit_entry_sums(self) -> dict[str, int]:

@@ -39,6 +39,7 @@ from jointpay.storage.base import (
     InsufficientFunds,
     NotFound,
     Totals,
+    online_free_at,
 )
 
 
@@ -369,6 +370,12 @@ class MemoryUnitOfWork:
             if not checks[key]:
                 del checks[key]
         return True
+
+    def online_check_free_at(
+        self, card_number: str, bank_id: str, sid: str, at: int, *, window: int, limit: int
+    ) -> int:
+        asked = self._d.online_checks.get((card_number, bank_id, sid), {})
+        return online_free_at(list(asked.items()), at, window=window, limit=limit)
 
     def audit_entry_sums(self) -> dict[str, int]:
         out: dict[str, int] = {}

@@ -75,6 +75,7 @@ from jointpay.storage.base import (
     InsufficientFunds,
     NotFound,
     Totals,
+    online_free_at,
 )
 from jointpay.storage.files import create_private
 from jointpay.storage.migrate import upgrade
@@ -1233,6 +1234,15 @@ class SqlUnitOfWork:
         return True
 
     # -- audit ------------------------------------------------------------------------
+
+    def online_check_free_at(
+        self, card_number: str, bank_id: str, sid: str, at: int, *, window: int, limit: int
+    ) -> int:
+        c = t.online_checks.c
+        key = (c.card_number == card_number) & (c.bank_id == bank_id) & (c.sid == sid)
+        asked = self.c.execute(select(c.at, c.asks).where(key & (c.at > at - window))).all()
+        return online_free_at([(int(a), int(n)) for a, n in asked], at, window=window, limit=limit)
+
     def audit_entry_sums(self) -> dict[str, int]:
         q = select(t.entries.c.account_id, func.sum(t.entries.c.amount)).group_by(
             t.entries.c.account_id
