@@ -99,7 +99,7 @@ class ProblemDetail(BaseModel):
     retry_after: int | None = Field(
         default=None,
         description="seconds until the refusal lifts by itself, as in the Retry-After header "
-        "(too_many_checks asked of this bank)",
+        "(too_many_checks)",
     )
 
 
