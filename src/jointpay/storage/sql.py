@@ -30,6 +30,7 @@ from typing import Any, Final, TypeVar
 
 import psycopg
 from sqlalchemy import (
+    ColumnElement,
     Engine,
     LargeBinary,
     create_engine,
@@ -1195,7 +1196,7 @@ class SqlUnitOfWork:
     ) -> bool:
         oc = t.online_checks
         c = oc.c
-        key = (c.card_number == card_number) & (c.bank_id == bank_id) & (c.sid == sid)
+        key = _online_key(card_number, bank_id, sid)
         if self._pg:
             # READ COMMITTED: two checks counting at once would both see limit - 1 and
             # both be recorded; the key's lock (held to the end of the transaction)
@@ -1233,16 +1234,15 @@ class SqlUnitOfWork:
         self.c.execute(delete(oc).where(tuple_(c.card_number, c.bank_id, c.sid, c.at).in_(old)))
         return True
 
-    # -- audit ------------------------------------------------------------------------
-
     def online_check_free_at(
         self, card_number: str, bank_id: str, sid: str, at: int, *, window: int, limit: int
     ) -> int:
         c = t.online_checks.c
-        key = (c.card_number == card_number) & (c.bank_id == bank_id) & (c.sid == sid)
+        key = _online_key(card_number, bank_id, sid)
         asked = self.c.execute(select(c.at, c.asks).where(key & (c.at > at - window))).all()
         return online_free_at([(int(a), int(n)) for a, n in asked], at, window=window, limit=limit)
 
+    # -- audit ------------------------------------------------------------------------
     def audit_entry_sums(self) -> dict[str, int]:
         q = select(t.entries.c.account_id, func.sum(t.entries.c.amount)).group_by(
             t.entries.c.account_id
@@ -1432,3 +1432,9 @@ class SqlUnitOfWork:
         c = t.certs.c
         q = select(t.certs).where(c.cert_id > after).order_by(c.cert_id).limit(limit)
         return [_cert(r) for r in self.c.execute(q)]
+
+
+def _online_key(card_number: str, bank_id: str, sid: str) -> ColumnElement[bool]:
+    """The rows of one (card, merchant's bank, S_id) in the on-line checks table."""
+    c = t.online_checks.c
+    return (c.card_number == card_number) & (c.bank_id == bank_id) & (c.sid == sid)
